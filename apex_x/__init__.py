@@ -1,0 +1,30 @@
+"""Apex-X: train detection + instance-segmentation models on COCO-format data.
+
+The importable use-case API (loaded lazily, nothing happens at import time):
+`train`, `evaluate`, `predict`, `preflight`, `dataset_preflight`, `load_config`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "load_config": ("apex_x.api", "load_config"),
+    "train": ("apex_x.api", "train"),
+    "evaluate": ("apex_x.api", "evaluate"),
+    "predict": ("apex_x.api", "predict"),
+    "preflight": ("apex_x.api", "preflight"),
+    "dataset_preflight": ("apex_x.api", "dataset_preflight"),
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module_name, attribute = _API[name]
+        return getattr(importlib.import_module(module_name), attribute)
+    raise AttributeError(f"module 'apex_x' has no attribute {name!r}")

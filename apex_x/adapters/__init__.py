@@ -1,0 +1,1 @@
+"""Adapters: technology implementations of the domain ports."""

@@ -1,0 +1,1 @@
+"""Checkpoint stores: secure torch store, safetensors."""

@@ -1,0 +1,162 @@
+"""Load a YAML config file plus `--set a.b=c` overrides into a validated ApexConfig."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.config_validation import (
+    all_dotted_keys,
+    build_config,
+    check_ambiguous_booleans,
+    suggest_keys,
+)
+from apex_x.domain.errors import ConfigError
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_INT = re.compile(r"^[-+]?\d+$")
+_AMBIGUOUS = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+_BOOL = re.compile(r"^(true|True|TRUE|false|False|FALSE)$")
+
+
+class AmbiguousScalar(str):
+    """A plain YAML scalar such as `no` that YAML 1.1 would read as a boolean."""
+
+    yaml_ambiguous = True
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans, `1e-3` as a float, flagged yes/no/on/off and no duplicate keys."""
+
+
+# Replace the implicit resolvers of bool/float/int with stricter ones.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in {
+        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float", "tag:yaml.org,2002:int"}]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_StrictLoader.add_implicit_resolver("!ambiguous", _AMBIGUOUS, list("yYnNoO"))
+
+
+def _construct_ambiguous(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> AmbiguousScalar:
+    return AmbiguousScalar(loader.construct_scalar(node))
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node))
+    lowered = text.lower().lstrip("+")
+    if lowered in {".inf", "-.inf", ".nan"}:
+        return float(lowered.replace(".", ""))
+    return float(text)
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"duplicate key {key!r} at line {line} (first defined at line {seen[key]})",
+                source=getattr(loader, "apex_source", "<yaml>"),
+                key=str(key),
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor("!ambiguous", _construct_ambiguous)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """Parse YAML text with the strict loader; syntax errors name the source, line and column."""
+    loader = _StrictLoader(text)
+    loader.apex_source = source  # type: ignore[attr-defined]
+    try:
+        return loader.get_single_data()
+    except ConfigError:
+        raise
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"invalid YAML{where}: {problem}", source=source) from None
+    finally:
+        loader.dispose()
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a raw mapping (empty file = empty mapping)."""
+    file_path = Path(path)
+    if not file_path.is_file():
+        raise ConfigError(f"config file not found: {file_path}", source=str(file_path))
+    try:
+        text = file_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file: {error}", source=str(file_path)) from None
+    data = parse_yaml_text(text, str(file_path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", source=str(file_path))
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` -> ("a.b", YAML scalar of c); the value keeps its YAML type (`1e-3` is a float)."""
+    flag = f"--set {text}"
+    key, sep, value_text = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
+        raise ConfigError("expected KEY=VALUE with a dotted key such as train.epochs=3", source=flag)
+    value = parse_yaml_text(value_text, flag) if value_text.strip() else ""
+    return key, value
+
+
+def _assign(raw: dict[str, Any], dotted_key: str, value: Any, source: str) -> None:
+    parts = dotted_key.split(".")
+    node = raw
+    for index, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: index + 1])
+            raise ConfigError(f"{prefix} is a value, not a section", source=source, key=dotted_key)
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> ApexConfig:
+    """File (optional) + `--set` overrides + values from dedicated flags -> validated config."""
+    default_source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = read_config_file(path) if path is not None else {}
+    sources: dict[str, str] = {}
+    for text in overrides:
+        key, value = parse_override(text)
+        flag = f"--set {text}"
+        if key not in all_dotted_keys() and not key.startswith("train.stages."):
+            suggestions = suggest_keys(key)
+            hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+            raise ConfigError(f"unknown key{hint}", source=flag, key=key)
+        _assign(raw, key, value, flag)
+        sources[key] = flag
+    for key, (value, flag) in (extra or {}).items():
+        _assign(raw, key, value, flag)
+        sources[key] = flag
+    check_ambiguous_booleans(raw, sources, default_source)
+    return build_config(raw, sources=sources, default_source=default_source)

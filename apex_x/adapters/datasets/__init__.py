@@ -1,0 +1,1 @@
+"""Dataset sources: COCO (pycocotools), synthetic smoke data, the built-in shapes dataset."""

@@ -1,0 +1,1 @@
+"""Evaluators: pycocotools COCOeval."""

@@ -1,0 +1,1 @@
+"""Models: the timm student, TeacherModelV3 (DINOv2 + LoRA) and their shared heads."""

@@ -1,0 +1,1 @@
+"""CLI command handlers: parse arguments, wire the container, run a use case."""

@@ -1,0 +1,1 @@
+"""Domain layer: config schema, value types, ports and errors. No I/O."""

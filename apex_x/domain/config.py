@@ -1,0 +1,244 @@
+"""The one config schema (sections model, train, data, runtime): types, defaults, ranges and docs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LossComponent = Literal["det", "seg", "boundary", "distill"]
+ParamGroup = Literal["backbone", "neck", "head", "mask", "lora", "all"]
+
+
+class _Strict(BaseModel):
+    """Strict base: unknown keys are errors, no silent type coercion, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False)
+
+
+class ModelConfig(_Strict):
+    """Which network to build and at what input size."""
+
+    profile: Literal["small", "worldclass"] = Field(
+        "small", description="small = timm student (CPU friendly); worldclass = TeacherModelV3 (DINOv2 + LoRA)."
+    )
+    num_classes: int | None = Field(
+        None, ge=1, le=10000, description="Class count; null = taken from the dataset's categories."
+    )
+    input_height: int = Field(256, ge=32, le=4096, description="Network input height in pixels (letterboxed).")
+    input_width: int = Field(256, ge=32, le=4096, description="Network input width in pixels (letterboxed).")
+    backbone: str = Field("resnet18", description="timm model name of the student backbone (features_only).")
+    backbone_weights: str | None = Field(
+        None, description="Optional local weights file for the student backbone; never downloaded."
+    )
+    width_multiplier: float = Field(0.5, gt=0.0, le=4.0, description="Channel multiplier of neck and heads.")
+    neck_channels: int = Field(128, ge=8, le=1024, description="Channels of the FPN/PAN neck before the multiplier.")
+    num_prototypes: int = Field(32, ge=1, le=256, description="Prototype masks of the mask head.")
+    mask_stride: int = Field(4, ge=1, le=8, description="Stride of prototype masks and stored target masks.")
+    score_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Post-processing score threshold.")
+    nms_iou: float = Field(0.6, gt=0.0, le=1.0, description="IoU threshold of class-aware NMS.")
+    max_detections: int = Field(100, ge=1, le=1000, description="Detections kept per image after NMS.")
+    pre_nms_topk: int = Field(1000, ge=1, le=100000, description="Candidates kept per image before NMS.")
+    teacher_backbone: str = Field(
+        "facebook/dinov2-large", description="DINOv2 hub id or local folder for the worldclass profile."
+    )
+    lora_rank: int = Field(8, ge=1, le=512, description="LoRA rank.")
+    lora_alpha: float = Field(16.0, gt=0.0, description="LoRA alpha (scale = alpha / rank).")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    lora_target_modules: list[str] | None = Field(
+        None, description="Module names for LoRA; null = discovered from the loaded backbone (q/v projections)."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute backbone activations to save memory.")
+    teacher_pyramid_channels: int = Field(256, ge=8, le=2048, description="Channels of the teacher's pyramid.")
+
+
+class StageConfig(_Strict):
+    """One named stage of the curriculum."""
+
+    name: str = Field(..., min_length=1, description="Stage name, shown in logs and reports.")
+    epochs: int | None = Field(None, ge=0, le=100000, description="Epochs of this stage; null = train.epochs.")
+    losses: dict[LossComponent, float] = Field(
+        default_factory=lambda: {"det": 1.0, "seg": 1.0, "boundary": 1.0},
+        description="Active loss components and their weights (a component not listed is off).",
+    )
+    trainable: list[ParamGroup] = Field(
+        default_factory=lambda: ["all"], description="Parameter groups that train in this stage."
+    )
+    lr_scale: float = Field(1.0, gt=0.0, le=100.0, description="Multiplier of train.lr in this stage.")
+
+    @field_validator("losses")
+    @classmethod
+    def _weights_non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not weight >= 0.0:
+                raise ValueError(f"weight of loss component {name!r} must be >= 0, got {weight}")
+        return value
+
+
+class TrainConfig(_Strict):
+    """How to train: curriculum, optimisation, stability knobs, checkpoints and outputs."""
+
+    epochs: int = Field(10, ge=1, le=100000, description="Epochs per stage unless the stage sets its own.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Images per optimizer step (per process).")
+    output_dir: str = Field("artifacts/train_output", min_length=1, description="Where reports and checkpoints go.")
+    allow_synthetic_fallback: bool = Field(
+        False, description="Use synthetic data when no real dataset is configured (smoke runs only)."
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of python, numpy, torch and data workers.")
+    deterministic: bool = Field(True, description="Deterministic algorithms (exact resume on CPU).")
+    stages: list[StageConfig] = Field(
+        default_factory=list, description="Curriculum; empty = the profile's default stages."
+    )
+    steps_per_stage: int | None = Field(
+        None, ge=1, description="Cap on optimizer steps of every epoch of every stage (smoke runs)."
+    )
+    optimizer: Literal["adamw"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(2e-3, gt=0.0, le=10.0, description="Peak learning rate.")
+    weight_decay: float = Field(0.05, ge=0.0, le=1.0, description="AdamW weight decay (not on norms/biases).")
+    warmup_steps: int = Field(100, ge=0, description="Linear warmup steps before the cosine schedule.")
+    min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, description="Final lr as a fraction of the peak.")
+    grad_clip_norm: float | None = Field(10.0, gt=0.0, description="Max global grad norm; null = no clipping.")
+    ema: bool = Field(True, description="Keep an EMA of the weights (evaluated and checkpointed).")
+    ema_decay: float = Field(0.999, gt=0.0, lt=1.0, description="EMA decay (with warmup).")
+    amp: Literal["auto", "bf16", "off"] = Field("auto", description="auto = bf16 autocast on CUDA, off on CPU.")
+    max_consecutive_bad_steps: int = Field(
+        20, ge=1, description="Non-finite steps in a row that stop the run."
+    )
+    checkpoint_metric: str = Field(
+        "segm_AP", description="Metric that selects best.pt (e.g. segm_AP, bbox_AP, segm_AP50, val_loss)."
+    )
+    keep_last_epochs: int | None = Field(
+        None, ge=1, description="Keep only the last K epoch_XXXX.pt files; null = keep all."
+    )
+    eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs (and always at the end).")
+    log_every_steps: int = Field(10, ge=1, description="Plain log line every N steps when not on a terminal.")
+    loss_box_weight: float = Field(2.5, ge=0.0, description="Weight of GIoU inside the det component.")
+    loss_quality_weight: float = Field(1.0, ge=0.0, description="Weight of the quality term inside det.")
+    loss_boundary_warmup_epochs: int = Field(
+        1, ge=0, description="Epochs before the boundary weight starts ramping up."
+    )
+    loss_boundary_max_scale: float = Field(1.0, ge=0.0, le=100.0, description="Final boundary weight scale.")
+    loss_box_warmup_epochs: int = Field(1, ge=0, description="Epochs over which the box weight ramps.")
+    loss_box_scale_start: float = Field(0.5, ge=0.0, le=100.0, description="Box weight scale at the start.")
+    loss_box_scale_end: float = Field(1.0, ge=0.0, le=100.0, description="Box weight scale after warmup.")
+    loss_det_component_clip: float = Field(50.0, gt=0.0, description="Clip of the det component.")
+    loss_seg_component_clip: float = Field(20.0, gt=0.0, description="Clip of the seg component.")
+    loss_boundary_component_clip: float = Field(20.0, gt=0.0, description="Clip of the boundary component.")
+    enable_lora_finetune: bool = Field(True, description="worldclass: add the LoRA fine-tuning stage.")
+    distill_weight: float = Field(0.0, ge=0.0, le=100.0, description="Weight of teacher distillation (> 0 = on).")
+    teacher_checkpoint: str | None = Field(None, description="Teacher checkpoint for distillation.")
+    distill_temperature: float = Field(2.0, gt=0.0, le=100.0, description="Temperature of logit distillation.")
+
+
+class DataConfig(_Strict):
+    """Where the COCO data lives and how it is loaded and augmented."""
+
+    coco_train_images: str | None = Field(None, description="Folder of training images.")
+    coco_train_annotations: str | None = Field(None, description="COCO instances JSON of the train split.")
+    coco_val_images: str | None = Field(None, description="Folder of validation images (optional split).")
+    coco_val_annotations: str | None = Field(None, description="COCO instances JSON of the val split.")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
+    pin_memory: bool = Field(True, description="Pin host memory when training on CUDA.")
+    hflip_prob: float = Field(0.5, ge=0.0, le=1.0, description="Horizontal flip probability.")
+    scale_jitter: list[float] = Field(
+        default_factory=lambda: [0.75, 1.25],
+        min_length=2,
+        max_length=2,
+        description="[low, high] range of the random scale factor around the letterbox scale.",
+    )
+    hsv_jitter: list[float] = Field(
+        default_factory=lambda: [0.015, 0.5, 0.3],
+        min_length=3,
+        max_length=3,
+        description="Max [hue, saturation, value] jitter.",
+    )
+    max_instances: int = Field(100, ge=1, le=10000, description="Instances kept per image (largest first).")
+    full_image_check: bool = Field(
+        False, description="Decode every image in the pre-training dataset check (slower, catches truncation)."
+    )
+    synthetic_train_images: int = Field(64, ge=1, description="Synthetic smoke data: train images.")
+    synthetic_val_images: int = Field(16, ge=0, description="Synthetic smoke data: val images.")
+
+    @field_validator("scale_jitter")
+    @classmethod
+    def _ordered_range(cls, value: list[float]) -> list[float]:
+        low, high = value
+        if not 0.0 < low <= high <= 10.0:
+            raise ValueError(f"must satisfy 0 < low <= high <= 10, got {list(value)}")
+        return value
+
+
+class RuntimeConfig(_Strict):
+    """Where and how the process runs."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
+    kernels: Literal["auto", "torch", "triton"] = Field(
+        "auto", description="Loss kernels backend; APEX_X_KERNELS overrides; auto = Triton on CUDA."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    num_threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads; null = torch default.")
+
+
+class ApexConfig(_Strict):
+    """The whole effective configuration of a run."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ApexConfig:
+        if self.train.loss_box_scale_start > 0 and self.train.loss_box_scale_end < 0:
+            raise ValueError("train.loss_box_scale_end must be >= 0")
+        names = [stage.name for stage in self.train.stages]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"train.stages has duplicate stage names: {duplicates}")
+        return self
+
+    def to_plain(self) -> dict[str, Any]:
+        """Plain JSON-able dict (what config.json holds)."""
+        return json.loads(self.model_dump_json())
+
+    def stable_hash(self) -> str:
+        """sha256 of the canonical JSON: same config, same hash, across processes and machines."""
+        canonical = json.dumps(self.to_plain(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def default_stages(config: ApexConfig) -> list[StageConfig]:
+    """The curriculum used when train.stages is empty."""
+    if config.model.profile == "worldclass":
+        stages = [
+            StageConfig(
+                name="heads_frozen_backbone",
+                losses={"det": 1.0, "seg": 1.0, "boundary": 1.0},
+                trainable=["neck", "head", "mask"],
+            )
+        ]
+        if config.train.enable_lora_finetune:
+            stages.append(
+                StageConfig(
+                    name="lora_finetune",
+                    losses={"det": 1.0, "seg": 1.0, "boundary": 1.0},
+                    trainable=["lora", "neck", "head", "mask"],
+                    lr_scale=0.5,
+                )
+            )
+        return stages
+    return [
+        StageConfig(name="det_stability", losses={"det": 1.0}, trainable=["all"]),
+        StageConfig(name="seg_boundary", losses={"det": 1.0, "seg": 1.0, "boundary": 1.0}, trainable=["all"]),
+    ]
+
+
+def effective_stages(config: ApexConfig) -> list[StageConfig]:
+    """The stages of the run with every epochs count resolved."""
+    stages = config.train.stages or default_stages(config)
+    return [
+        stage.model_copy(update={"epochs": stage.epochs if stage.epochs is not None else config.train.epochs})
+        for stage in stages
+    ]

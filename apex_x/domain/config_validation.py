@@ -1,0 +1,117 @@
+"""Validate a raw config mapping against the schema; errors name the source (file or flag) and dotted key."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import ConfigError
+
+def all_dotted_keys(model: type[BaseModel] = ApexConfig, prefix: str = "") -> list[str]:
+    """Every valid dotted key of the schema (sections and leaves)."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(all_dotted_keys(annotation, prefix=f"{dotted}."))
+    return keys
+
+
+def suggest_keys(dotted_key: str, limit: int = 3) -> list[str]:
+    """Closest valid dotted keys to a mistyped one."""
+    candidates = all_dotted_keys()
+    suggestions = difflib.get_close_matches(dotted_key, candidates, n=limit, cutoff=0.6)
+    if not suggestions:
+        leaf = dotted_key.rsplit(".", 1)[-1]
+        leaves = {key.rsplit(".", 1)[-1]: key for key in candidates}
+        suggestions = [leaves[name] for name in difflib.get_close_matches(leaf, list(leaves), n=limit)]
+    return suggestions
+
+
+def field_description(dotted_key: str) -> tuple[str, str] | None:
+    """(type, description) of a leaf key, for error messages and --help."""
+    model: type[BaseModel] = ApexConfig
+    parts = dotted_key.split(".")
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        if index == len(parts) - 1:
+            type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            return type_name, field.description or ""
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return None
+
+
+def _source_of(dotted_key: str, sources: Mapping[str, str], default_source: str) -> str:
+    probe = dotted_key
+    while probe:
+        if probe in sources:
+            return sources[probe]
+        probe = probe.rpartition(".")[0]
+    return default_source
+
+
+def check_ambiguous_booleans(raw: Any, sources: Mapping[str, str], default_source: str, prefix: str = "") -> None:
+    """YAML 1.1 words (yes/no/on/off) are never silently read as booleans or strings."""
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            check_ambiguous_booleans(value, sources, default_source, f"{prefix}{key}.")
+        return
+    if isinstance(raw, str) and getattr(raw, "yaml_ambiguous", False):
+        key = prefix.rstrip(".")
+        raise ConfigError(
+            f"ambiguous value {raw!r}: YAML 1.1 reads it as a boolean. Write true/false for a boolean, "
+            f"or quote it (\"{raw}\") if you mean the text",
+            source=_source_of(key, sources, default_source),
+            key=key,
+        )
+
+
+def build_config(
+    raw: Mapping[str, Any], *, sources: Mapping[str, str] | None = None, default_source: str = "<config>"
+) -> ApexConfig:
+    """Validate a merged raw mapping. `sources` maps dotted keys to the file or flag that set them."""
+    sources = sources or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"the top level must be a mapping, got {type(raw).__name__}", source=default_source)
+    try:
+        return ApexConfig.model_validate(dict(raw))
+    except ValidationError as error:
+        raise _translate(error, sources, default_source) from None
+
+
+def _translate(error: ValidationError, sources: Mapping[str, str], default_source: str) -> ConfigError:
+    messages: list[str] = []
+    first_key: str | None = None
+    first_source: str | None = None
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        source = _source_of(key, sources, default_source)
+        first_key = first_key or key
+        first_source = first_source or source
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            suggestions = suggest_keys(key)
+            hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+            messages.append(f"{source}: {key}: unknown key{hint}")
+            continue
+        described = field_description(key)
+        expected = f" (expected {described[0]})" if described else ""
+        got = item.get("input")
+        got_text = f"; got {got!r} ({type(got).__name__})" if not isinstance(got, Mapping) else ""
+        messages.append(f"{source}: {key}: {item['msg']}{expected}{got_text}")
+    message = "invalid configuration:\n  " + "\n  ".join(messages)
+    config_error = ConfigError(message)
+    config_error.key = first_key
+    config_error.source = first_source
+    return config_error

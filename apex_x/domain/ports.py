@@ -1,0 +1,125 @@
+"""Ports (typing.Protocol) the application talks to; adapters implement them, tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+
+from apex_x.domain.config import ApexConfig, ModelConfig
+from apex_x.domain.types import Batch, CategoryMap, DatasetReport, Detections, EvalResult, ImageMeta, LossSettings
+
+
+class BatchLoader(Protocol):
+    """Deterministic batches of one split: epoch e, batch k is the same whatever the worker count."""
+
+    def __len__(self) -> int:
+        """Batches per epoch (per process)."""
+        ...
+
+    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Batches of `epoch` (reshuffled per epoch), skipping the first `start_batch` (exact resume)."""
+        ...
+
+
+class DatasetSource(Protocol):
+    """Describes the data, hands out loaders and ground truth, and validates itself."""
+
+    mode: Literal["real", "synthetic"]
+    backend: str  # e.g. "pycocotools", "synthetic"
+
+    @property
+    def categories(self) -> CategoryMap: ...
+
+    def has_val(self) -> bool: ...
+
+    def train_loader(self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> BatchLoader: ...
+
+    def val_loader(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> BatchLoader | None: ...
+
+    def val_ground_truth(self) -> dict[str, Any] | None:
+        """The val split as a COCO dataset dict (original category ids), for the evaluator."""
+        ...
+
+    def validate(self, *, full_decode: bool, expected_num_classes: int | None = None) -> DatasetReport: ...
+
+    def fingerprint(self) -> str:
+        """Stable hash of what defines the data (annotation files' content, image list)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """mode, backend, paths, image/instance counts, categories: for reports and logs."""
+        ...
+
+
+@runtime_checkable
+class SegmentationModel(Protocol):
+    """A detection + instance-segmentation network (an nn.Module) with its loss and post-processing."""
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) uint8 RGB -> raw head outputs."""
+        ...
+
+    def compute_losses(
+        self, outputs: dict[str, torch.Tensor], batch: Batch, settings: LossSettings
+    ) -> dict[str, torch.Tensor]:
+        """Clipped, *unweighted* component losses for the active components (det, seg, boundary, ...)."""
+        ...
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Named groups (backbone, neck, head, mask, lora) that stages freeze or train."""
+        ...
+
+    def postprocess(
+        self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]
+    ) -> list[Detections]:
+        """Detections per image in original pixels (letterbox undone)."""
+        ...
+
+
+class ModelFactory(Protocol):
+    """Builds the model of a profile."""
+
+    def build(self, config: ModelConfig, num_classes: int) -> SegmentationModel: ...
+
+
+class CheckpointStore(Protocol):
+    """Atomic saves and secure (weights_only) loads of checkpoint payloads."""
+
+    def save(self, payload: Mapping[str, Any], path: str) -> None: ...
+
+    def load(self, path: str) -> dict[str, Any]: ...
+
+    def extract_model_state(self, payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]: ...
+
+    def list_checkpoints(self, directory: str) -> list[str]: ...
+
+
+class ReportWriter(Protocol):
+    """Writes a train report (a plain dict) to the run's output folder."""
+
+    def write(self, report: Mapping[str, Any], output_dir: str) -> list[str]:
+        """Writes its files; returns their paths."""
+        ...
+
+
+class Evaluator(Protocol):
+    """COCO bbox/segm AP of detections against ground truth."""
+
+    def evaluate(
+        self,
+        ground_truth: dict[str, Any],
+        detections: Sequence[tuple[int, Detections]],
+        categories: CategoryMap,
+    ) -> EvalResult:
+        """ground_truth: COCO dataset dict; detections: (image_id, Detections) with contiguous labels."""
+        ...
+
+
+class ConfigLoader(Protocol):
+    """Turns a config file plus overrides into a validated config."""
+
+    def __call__(
+        self, path: str | None, overrides: Sequence[str] = (), extra: Mapping[str, Any] | None = None
+    ) -> ApexConfig: ...

@@ -1,0 +1,200 @@
+"""Value types shared by the layers: batches, image metadata, categories, detections, findings, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class CategoryMap:
+    """Contiguous training ids (list index) <-> original dataset category ids and names."""
+
+    original_ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.original_ids) != len(self.names):
+            raise ValueError("original_ids and names must have the same length")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.original_ids)
+
+    def to_original(self, contiguous_id: int) -> int:
+        return self.original_ids[contiguous_id]
+
+    def to_contiguous(self) -> dict[int, int]:
+        return {original: index for index, original in enumerate(self.original_ids)}
+
+    def to_plain(self) -> dict[str, list[Any]]:
+        return {"original_ids": list(self.original_ids), "names": list(self.names)}
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, list[Any]]) -> CategoryMap:
+        return cls(tuple(int(i) for i in plain["original_ids"]), tuple(str(n) for n in plain["names"]))
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Where a network input came from: original size and the letterbox that maps back to it.
+
+    input = original * scale, placed at (pad_left, pad_top) in the (input_height, input_width) canvas.
+    """
+
+    image_id: int
+    file_name: str
+    orig_height: int
+    orig_width: int
+    scale: float
+    pad_top: int
+    pad_left: int
+    flipped: bool = False
+
+
+@dataclass
+class Batch:
+    """A collated training/eval batch; instances are padded to M per image (valid marks real ones)."""
+
+    images: torch.Tensor  # (B, 3, H, W) uint8 RGB
+    boxes: torch.Tensor  # (B, M, 4) float32 xyxy in input pixels
+    labels: torch.Tensor  # (B, M) int64 contiguous class ids, -1 for padding
+    masks: torch.Tensor  # (B, M, H // mask_stride, W // mask_stride) uint8 {0, 1}
+    valid: torch.Tensor  # (B, M) bool: a real instance (object or crowd region)
+    crowd: torch.Tensor  # (B, M) bool: crowd/ignore region (never a positive)
+    metas: list[ImageMeta] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.images.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(
+            images=self.images.to(device, non_blocking=non_blocking),
+            boxes=self.boxes.to(device, non_blocking=non_blocking),
+            labels=self.labels.to(device, non_blocking=non_blocking),
+            masks=self.masks.to(device, non_blocking=non_blocking),
+            valid=self.valid.to(device, non_blocking=non_blocking),
+            crowd=self.crowd.to(device, non_blocking=non_blocking),
+            metas=list(self.metas),
+        )
+
+    def pin_memory(self) -> Batch:
+        return Batch(
+            images=self.images.pin_memory(),
+            boxes=self.boxes.pin_memory(),
+            labels=self.labels.pin_memory(),
+            masks=self.masks.pin_memory(),
+            valid=self.valid.pin_memory(),
+            crowd=self.crowd.pin_memory(),
+            metas=list(self.metas),
+        )
+
+
+@dataclass
+class Detections:
+    """Post-processed detections of one image, in original image pixels and contiguous class ids."""
+
+    boxes: torch.Tensor  # (K, 4) float32 xyxy in original pixels
+    scores: torch.Tensor  # (K,) float32
+    labels: torch.Tensor  # (K,) int64 contiguous ids
+    masks: torch.Tensor  # (K, orig_H, orig_W) bool
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One dataset-check result: severity, rule, file and ids."""
+
+    severity: Severity
+    rule: str
+    message: str
+    file: str | None = None
+    image_id: int | str | None = None
+    annotation_id: int | str | None = None
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "rule": self.rule,
+            "message": self.message,
+            "file": self.file,
+            "image_id": self.image_id,
+            "annotation_id": self.annotation_id,
+        }
+
+    def describe(self) -> str:
+        where = ", ".join(
+            part
+            for part in (
+                f"file {self.file}" if self.file else "",
+                f"image {self.image_id}" if self.image_id is not None else "",
+                f"annotation {self.annotation_id}" if self.annotation_id is not None else "",
+            )
+            if part
+        )
+        return f"[{self.severity}] {self.rule}: {self.message}" + (f" ({where})" if where else "")
+
+
+@dataclass
+class DatasetReport:
+    """Outcome of a dataset check: a summary per split and the findings."""
+
+    summary: dict[str, Any]
+    findings: list[Finding]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [finding for finding in self.findings if finding.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary,
+            "counts": {
+                "errors": len(self.errors),
+                "warnings": sum(1 for f in self.findings if f.severity == "warning"),
+            },
+            "findings": [finding.to_plain() for finding in self.findings],
+        }
+
+
+@dataclass
+class EvalResult:
+    """COCO metrics of one evaluation: flat metrics (e.g. segm_AP, bbox_AP50) and per-class AP."""
+
+    metrics: dict[str, float]
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # class name -> {bbox_AP, segm_AP}
+    num_images: int = 0
+    num_detections: int = 0
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "metrics": dict(self.metrics),
+            "per_class": {name: dict(values) for name, values in self.per_class.items()},
+            "num_images": self.num_images,
+            "num_detections": self.num_detections,
+        }
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """Everything the model's loss needs from the config for one step: weights, ramps and clips."""
+
+    weights: dict[str, float]  # active components -> weight (already ramped): det, seg, boundary, distill
+    box_scale: float = 1.0
+    box_weight: float = 2.5
+    quality_weight: float = 1.0
+    det_clip: float = 50.0
+    seg_clip: float = 20.0
+    boundary_clip: float = 20.0

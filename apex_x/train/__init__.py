@@ -1,0 +1,1 @@
+"""Public training helpers importable by users (apex_x.train.checkpoint)."""
