@@ -123,3 +123,13 @@ class ConfigLoader(Protocol):
     def __call__(
         self, path: str | None, overrides: Sequence[str] = (), extra: Mapping[str, Any] | None = None
     ) -> ApexConfig: ...
+
+
+class AuxiliaryLoss(Protocol):
+    """An extra loss term the trainer adds (e.g. teacher distillation), computed on the same batch."""
+
+    name: str  # component name in reports, e.g. "distill"
+
+    def __call__(self, batch: Batch, student_outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Clipped, unweighted scalar; the trainer multiplies it by the stage/config weight."""
+        ...
