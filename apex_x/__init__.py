@@ -18,6 +18,7 @@ _API = {
     "predict": ("apex_x.api", "predict"),
     "preflight": ("apex_x.api", "preflight"),
     "dataset_preflight": ("apex_x.api", "dataset_preflight"),
+    "make_shapes": ("apex_x.api", "make_shapes"),
 }
 
 __all__ = ["__version__", *_API]

@@ -1,6 +1,7 @@
-"""Command-line driving adapter: argparse -> command handler -> container -> use case.
+"""Command-line driving adapter: argparse -> command handler -> api -> container -> use case.
 
-Exit codes: 0 success, 2 user error (usage, config, data, checkpoint), 1 internal error.
+Exit codes: 0 success, 2 user error (usage, config, data, checkpoint, missing dependency), 1 internal error.
+A user error prints one line on stderr, no traceback; `--debug` adds the traceback.
 """
 
 from __future__ import annotations
@@ -8,13 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USER = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
-# subcommand -> module under apex_x.commands that defines `add_arguments(parser)` and `run(args) -> int`.
+# subcommand -> (module under apex_x.commands defining `add_arguments(parser)` and `run(args) -> int`, help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "Train a model from a YAML config (the seed's main entry point)."),
     "preflight": ("preflight", "Check the dependencies, devices and output folder of a profile."),
@@ -29,71 +33,122 @@ class _UsageError(Exception):
     """argparse usage problem, turned into exit code 2 with one clear line."""
 
 
+class _MissingCommand(Exception):
+    """A subcommand whose module is not part of this build."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(f"{self.prog}: {message}")
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_common_flags(parser: argparse.ArgumentParser, *, suppress_defaults: bool) -> None:
+    default = argparse.SUPPRESS if suppress_defaults else None
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS if suppress_defaults else False,
+        help="Show full tracebacks on errors.",
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=default,
+        help="Console and log-file level (default: runtime.log_level of the config, else info).",
+    )
+
+
+def _command_module(command: str) -> ModuleType:
+    module_name = f"apex_x.commands.{COMMANDS[command][0]}"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name == module_name:
+            raise _MissingCommand(f"command {command!r} is not available in this build ({module_name} is missing)")
+        raise
+
+
+def _selected_command(arguments: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first argument that is one), if any."""
+    return next((argument for argument in arguments if argument in COMMANDS), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported and gets its flags (a broken module breaks only itself)."""
     parser = _Parser(
         prog="apex-x",
         description="Apex-X: train and use detection + instance-segmentation models on COCO-format data.",
     )
-    parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
-    parser.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default=None,
-        help="Console and file log level (default: runtime.log_level of the config, else info).",
-    )
+    from apex_x import __version__
+
+    parser.add_argument("--version", action="version", version=f"apex-x {__version__}")
+    _add_common_flags(parser, suppress_defaults=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (_, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="Show tracebacks.")
-        sub.add_argument(
-            "--log-level",
-            choices=["debug", "info", "warning", "error"],
-            default=argparse.SUPPRESS,
-            help="Console and file log level.",
-        )
-        module = importlib.import_module(f"apex_x.commands.{module_name}")
-        module.add_arguments(sub)
-        sub.set_defaults(_module=module_name)
+        sub.set_defaults(_command=name)
+        if name == command:
+            _add_common_flags(sub, suppress_defaults=True)
+            _command_module(name).add_arguments(sub)
     return parser
 
 
+def _missing_dependency_message(error: ModuleNotFoundError) -> str:
+    from apex_x.application.preflight_requirements import BASE_INSTALL_COMMAND, requirement_for_module
+
+    requirement = requirement_for_module(error.name or "")
+    install = requirement.install_command if requirement else BASE_INSTALL_COMMAND
+    package = requirement.distribution if requirement else (error.name or "?")
+    return (
+        f"required package {package!r} is not installed ({error}); install it with: {install} "
+        "- then check everything with: apex-x preflight --profile worldclass"
+    )
+
+
+def _report(message: str, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `apex-x` and `python -m apex_x.cli`."""
+    """Entry point of `apex-x` and `python -m apex_x.cli`; returns the exit code."""
     from apex_x.domain.errors import ApexError
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in arguments
     try:
-        parser = build_parser()
-        args = parser.parse_args(arguments)
+        parser = build_parser(_selected_command(arguments))
+        try:
+            args = parser.parse_args(arguments)
+        except SystemExit as exit_request:  # --help and --version
+            return int(exit_request.code or 0)
         if not getattr(args, "command", None):
-            parser.print_help()
-            return EXIT_USER
-        module = importlib.import_module(f"apex_x.commands.{args._module}")
-        return int(module.run(args) or 0)
+            raise _UsageError(f"apex-x: choose a command: {', '.join(COMMANDS)} (see apex-x --help)")
+        from apex_x.adapters.logging_structlog import configure_logging
+
+        configure_logging(args.log_level or "info", None)
+        return int(_command_module(args.command).run(args) or 0)
     except _UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _report(f"error: {error}", debug)
         return EXIT_USER
     except ApexError as error:
-        if debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
+        _report(f"error: {error}", debug)
         return int(error.exit_code)
+    except ModuleNotFoundError as error:
+        if error.name and not error.name.startswith("apex_x"):
+            _report(f"error: {_missing_dependency_message(error)}", debug)
+            return EXIT_USER
+        _report(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)", debug)
+        return EXIT_INTERNAL
+    except _MissingCommand as error:
+        _report(f"error: {error}", debug)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
-        if debug:
-            raise
-        print(
-            f"internal error: {type(error).__name__}: {error}\n"
-            "This is a bug in Apex-X; rerun with --debug for the traceback and report it.",
-            file=sys.stderr,
+        text = str(error).splitlines()[0] if str(error) else ""
+        _report(
+            f"internal error: {type(error).__name__}: {text} - this is a bug in Apex-X; "
+            "rerun with --debug for the traceback and report it",
+            debug,
         )
         return EXIT_INTERNAL
 

@@ -5,6 +5,7 @@ Adapters are imported lazily (on first use), so `apex-x preflight` does not pay 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -37,13 +38,19 @@ class Container(containers.DeclarativeContainer):
 
     # Data: the fail-fast policy picks "coco" or "synthetic" (or raises DatasetError naming the key).
     dataset_kind = providers.Callable(_lazy("apex_x.application.dataset_policy:select_dataset_kind"), settings)
+    coco_dataset_source = providers.Singleton(_lazy("apex_x.adapters.datasets.coco_source:CocoDatasetSource"), settings)
     dataset_source = providers.Selector(
         dataset_kind,
-        coco=providers.Singleton(_lazy("apex_x.adapters.datasets.coco_source:CocoDatasetSource"), settings),
+        coco=coco_dataset_source,
         synthetic=providers.Singleton(
             _lazy("apex_x.adapters.datasets.synthetic_source:SyntheticDatasetSource"), settings
         ),
     )
+    # dataset-preflight checks the real data of a config (never the synthetic fallback).
+    dataset_preflight = providers.Factory(
+        _lazy("apex_x.application.dataset_preflight:DatasetPreflight"), source_factory=coco_dataset_source.provider
+    )
+    shapes_writer = providers.Object(_lazy("apex_x.adapters.datasets.shapes_writer:write_shapes_dataset"))
 
     # Models: one factory per profile.
     model_factory = providers.Selector(
@@ -57,6 +64,59 @@ class Container(containers.DeclarativeContainer):
     report_writers = providers.List(
         providers.Singleton(_lazy("apex_x.adapters.reports.json_writer:JsonReportWriter")),
         providers.Singleton(_lazy("apex_x.adapters.reports.markdown_writer:MarkdownReportWriter")),
+    )
+
+    # Training (issue 5): the final weights file, progress display, auxiliary losses and the use case.
+    weights_writer = providers.Singleton(
+        _lazy("apex_x.adapters.checkpoints.safetensors_writer:SafetensorsWeightsWriter")
+    )
+    progress = providers.Factory(_lazy("apex_x.adapters.progress:make_progress"), config.train.log_every_steps)
+    # Extra loss terms (e.g. teacher distillation): a list of AuxiliaryLoss, or a callable
+    # `(categories=CategoryMap, device=torch.device) -> list[AuxiliaryLoss]` the use case calls once.
+    auxiliary_losses = providers.Object(())
+    train_use_case = providers.Factory(
+        _lazy("apex_x.application.train:TrainUseCase"),
+        settings=settings,
+        dataset_source=dataset_source,
+        model_factory=model_factory,
+        checkpoint_store=checkpoint_store,
+        evaluator=evaluator,
+        report_writers=report_writers,
+        weights_writer=weights_writer,
+        progress=progress,
+        auxiliary_losses=auxiliary_losses,
+    )
+
+    # Dependency preflight. Extra checks per profile ("worldclass" runs base's too): each entry is a
+    # callable `check(context: PreflightContext) -> Iterable[CheckResult]`, registered lazily, e.g.
+    #   worldclass=providers.List(providers.Object(_lazy("apex_x.adapters.models.x:check_backbone_weights"))),
+    environment_probe = providers.Singleton(_lazy("apex_x.adapters.environment_probe:ImportlibEnvironmentProbe"))
+    preflight_checks = providers.Dict(
+        base=providers.List(),
+        worldclass=providers.List(
+            # DINOv2 weights of model.teacher_backbone reachable (folder, cache or hub); CheckResult injected.
+            providers.Object(
+                functools.partial(
+                    _lazy("apex_x.adapters.models.backbone_weights_check:check_backbone_weights"),
+                    make_result=_lazy("apex_x.application.preflight:CheckResult"),
+                )
+            ),
+        ),
+    )
+    preflight = providers.Factory(
+        _lazy("apex_x.application.preflight:PreflightUseCase"),
+        probe=environment_probe,
+        extra_checks=preflight_checks,
+    )
+
+    # Using a trained model (eval, predict, notebook): the image reader, the files of predict, the use cases.
+    image_reader = providers.Singleton(_lazy("apex_x.adapters.image_inputs:PillowImageReader"))
+    model_state_loader = providers.Object(_lazy("apex_x.adapters.checkpoints.torch_store:apply_model_state"))
+    prediction_sink = providers.Factory(_lazy("apex_x.adapters.inference_outputs:CocoJsonOverlaySink"))
+    eval_report_writer = providers.Singleton(_lazy("apex_x.adapters.inference_outputs:EvalReportFiles"))
+    predict_images = providers.Factory(_lazy("apex_x.application.predict:PredictImages"), reader=image_reader)
+    evaluate_checkpoint = providers.Factory(
+        _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator
     )
 
 

@@ -73,6 +73,28 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     return loader.construct_mapping(node, deep=deep)
 
 
+def _check_duplicate_keys(node: yaml.Node, path: str, source: str) -> None:
+    """Duplicate keys anywhere in the document, named by their dotted path and line."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            dotted = f"{path}.{key}" if path and key is not None else (key or path)
+            line = key_node.start_mark.line + 1
+            if key is not None and key in seen:
+                raise ConfigError(
+                    f"duplicate key at line {line} (first defined at line {seen[key]})",
+                    source=source,
+                    key=dotted,
+                )
+            if key is not None:
+                seen[key] = line
+            _check_duplicate_keys(value_node, dotted, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, f"{path}.{index}" if path else str(index), source)
+
+
 _StrictLoader.add_constructor("!ambiguous", _construct_ambiguous)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -83,7 +105,11 @@ def parse_yaml_text(text: str, source: str) -> Any:
     loader = _StrictLoader(text)
     loader.apex_source = source  # type: ignore[attr-defined]
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(node, "", source)
+        return loader.construct_document(node)
     except ConfigError:
         raise
     except yaml.YAMLError as error:

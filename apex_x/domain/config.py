@@ -112,6 +112,9 @@ class TrainConfig(_Strict):
     keep_last_epochs: int | None = Field(
         None, ge=1, description="Keep only the last K epoch_XXXX.pt files; null = keep all."
     )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also refresh last.pt every N steps inside an epoch (mid-epoch resume); null = epoch ends only."
+    )
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs (and always at the end).")
     log_every_steps: int = Field(10, ge=1, description="Plain log line every N steps when not on a terminal.")
     loss_box_weight: float = Field(2.5, ge=0.0, description="Weight of GIoU inside the det component.")
@@ -155,6 +158,9 @@ class DataConfig(_Strict):
         description="Max [hue, saturation, value] jitter.",
     )
     max_instances: int = Field(100, ge=1, le=10000, description="Instances kept per image (largest first).")
+    cache_images: bool = Field(
+        False, description="Keep decoded images in RAM after the first decode (like Ultralytics cache=ram)."
+    )
     full_image_check: bool = Field(
         False, description="Decode every image in the pre-training dataset check (slower, catches truncation)."
     )

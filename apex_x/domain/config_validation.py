@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ConfigError
+
 
 def all_dotted_keys(model: type[BaseModel] = ApexConfig, prefix: str = "") -> list[str]:
     """Every valid dotted key of the schema (sections and leaves)."""
@@ -44,7 +45,10 @@ def field_description(dotted_key: str) -> tuple[str, str] | None:
             return None
         annotation = field.annotation
         if index == len(parts) - 1:
-            type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            if get_origin(annotation) is Literal:
+                type_name = " | ".join(repr(choice) for choice in get_args(annotation))
+            else:
+                type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
             return type_name, field.description or ""
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
@@ -110,7 +114,10 @@ def _translate(error: ValidationError, sources: Mapping[str, str], default_sourc
         got = item.get("input")
         got_text = f"; got {got!r} ({type(got).__name__})" if not isinstance(got, Mapping) else ""
         messages.append(f"{source}: {key}: {item['msg']}{expected}{got_text}")
-    message = "invalid configuration:\n  " + "\n  ".join(messages)
+    if len(messages) == 1:
+        message = f"invalid configuration: {messages[0]}"
+    else:
+        message = "invalid configuration:\n  " + "\n  ".join(messages)
     config_error = ConfigError(message)
     config_error.key = first_key
     config_error.source = first_source

@@ -43,6 +43,10 @@ class DependencyError(UserError):
     """A missing optional dependency: names the package and the install command."""
 
 
+class KernelBackendError(UserError):
+    """A loss-kernel backend was forced (APEX_X_KERNELS or runtime.kernels) that cannot run here."""
+
+
 class TrainingStopped(ApexError):
     """The run was stopped on purpose (e.g. too many consecutive non-finite steps); checkpoints are intact."""
 

@@ -133,3 +133,33 @@ class AuxiliaryLoss(Protocol):
     def __call__(self, batch: Batch, student_outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Clipped, unweighted scalar; the trainer multiplies it by the stage/config weight."""
         ...
+
+
+class ImageReader(Protocol):
+    """Finds and decodes image files for inference, and letterboxes them to the network input."""
+
+    def list_images(self, path: str) -> list[str]:
+        """A file -> [file]; a folder -> its image files, sorted. Missing path or empty folder: UserError."""
+        ...
+
+    def read(self, path: str) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB, EXIF orientation applied; a file that does not decode: UserError naming it."""
+        ...
+
+    def prepare(
+        self, image: torch.Tensor, *, image_id: int, file_name: str, height: int, width: int
+    ) -> tuple[torch.Tensor, ImageMeta]:
+        """(H, W, 3) uint8 -> the (3, height, width) uint8 letterboxed network input and its metadata."""
+        ...
+
+
+class PredictionSink(Protocol):
+    """Receives predictions image by image (e.g. draws overlays) and writes the results when closed."""
+
+    def add(self, image_id: int, path: str, image: torch.Tensor, detections: Detections) -> None:
+        """image: (H, W, 3) uint8 RGB original; detections in its pixels, contiguous class ids."""
+        ...
+
+    def close(self, summary: Mapping[str, Any]) -> list[str]:
+        """Writes what is pending (results JSON, summary); returns the paths written."""
+        ...

@@ -157,6 +157,13 @@ class DatasetReport:
     def ok(self) -> bool:
         return not self.errors
 
+    def error_summary(self, limit: int = 5) -> str:
+        """One paragraph for a DatasetError: the error count and the first `limit` errors."""
+        errors = self.errors
+        shown = "; ".join(finding.describe() for finding in errors[:limit])
+        more = f"; ... and {len(errors) - limit} more" if len(errors) > limit else ""
+        return f"{len(errors)} dataset error(s): {shown}{more}"
+
     def to_plain(self) -> dict[str, Any]:
         return {
             "ok": self.ok,

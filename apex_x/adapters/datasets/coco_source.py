@@ -1,0 +1,231 @@
+"""The DatasetSource of COCO-format data on disk (pycocotools masks): checks, loaders, ground truth."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+import torch
+
+from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, compare_categories, read_split
+from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
+from apex_x.adapters.datasets.findings import FindingLog
+from apex_x.adapters.datasets.image_checks import check_image_files
+from apex_x.adapters.datasets.loader import InstanceDataset, TorchBatchLoader
+from apex_x.adapters.datasets.segmentation import rle_area, to_rle
+from apex_x.adapters.datasets.transforms import TransformSettings
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import DatasetError
+from apex_x.domain.types import CategoryMap, DatasetReport, Finding
+
+logger = structlog.get_logger(__name__)
+
+SPLIT_KEYS = {
+    "train": ("data.coco_train_images", "data.coco_train_annotations"),
+    "val": ("data.coco_val_images", "data.coco_val_annotations"),
+}
+
+
+def resolve_path(value: str, cwd: Path) -> Path:
+    """A config path: absolute as given, relative against the working directory; normalised, links kept."""
+    return Path(os.path.normpath(os.path.join(cwd, os.path.expanduser(value))))
+
+
+class CocoDatasetSource:
+    """COCO instances JSON + images folder per split (val optional); categories remapped to 0..K-1 by id."""
+
+    mode: Literal["real", "synthetic"] = "real"
+    backend = "pycocotools"
+
+    def __init__(self, settings: ApexConfig, *, cwd: str | Path | None = None) -> None:
+        self.settings = settings
+        base = Path(cwd) if cwd is not None else Path.cwd()
+        self.paths: dict[str, SplitPaths] = {}
+        for split, (images_key, annotations_key) in SPLIT_KEYS.items():
+            images = getattr(settings.data, images_key.split(".")[1])
+            annotations = getattr(settings.data, annotations_key.split(".")[1])
+            if images is None and annotations is None and split == "val":
+                continue
+            if images is None or annotations is None:
+                missing = images_key if images is None else annotations_key
+                raise DatasetError(
+                    f"{missing} is not set: the {split} split needs both {images_key} and {annotations_key} "
+                    f"(set it in the config or with --set {missing}=PATH)"
+                )
+            self.paths[split] = SplitPaths(
+                split, images_key, annotations_key, resolve_path(images, base), resolve_path(annotations, base)
+            )
+        self.transform_settings = TransformSettings.from_config(settings)
+        self._splits: dict[str, tuple[CheckedSplit, list[Finding]]] = {}
+        self._last_report: DatasetReport | None = None
+
+    # -- parsing (cached) ------------------------------------------------------------------------------
+
+    def _split(self, name: str) -> tuple[CheckedSplit, list[Finding]]:
+        if name not in self._splits:
+            log = FindingLog()
+            checked = read_split(self.paths[name], log)
+            self._splits[name] = (checked, log.finish())
+        return self._splits[name]
+
+    def _usable_split(self, name: str) -> CheckedSplit:
+        checked, findings = self._split(name)
+        errors = [finding for finding in findings if finding.severity == "error"]
+        if errors:
+            report = DatasetReport(summary={}, findings=errors)
+            raise DatasetError(f"{self.paths[name].annotations_key}: {report.error_summary()}")
+        return checked
+
+    @property
+    def categories(self) -> CategoryMap:
+        checked = self._usable_split("train")
+        return CategoryMap(
+            tuple(int(c["id"]) for c in checked.categories), tuple(str(c["name"]) for c in checked.categories)
+        )
+
+    def has_val(self) -> bool:
+        return "val" in self.paths
+
+    # -- validation ------------------------------------------------------------------------------------
+
+    def validate(self, *, full_decode: bool, expected_num_classes: int | None = None) -> DatasetReport:
+        """The dataset contract: JSON rules of every split, image files, train/val categories, class count."""
+        findings: list[Finding] = []
+        splits_summary: dict[str, Any] = {}
+        checked: dict[str, CheckedSplit] = {}
+        for name in self.paths:
+            split, json_findings = self._split(name)
+            checked[name] = split
+            findings.extend(json_findings)
+            log = FindingLog()
+            files = check_image_files(split, log, full_decode=full_decode) if split.readable else {}
+            findings.extend(log.finish())
+            splits_summary[name] = {**split.summary, **({"files": files} if files else {})} or {
+                "images_dir": str(split.paths.images_dir),
+                "annotations_file": str(split.paths.annotations_path),
+            }
+        cross = FindingLog()
+        train = checked["train"]
+        if "val" in checked and train.readable and checked["val"].readable and train.categories:
+            compare_categories(train, checked["val"], cross)
+        num_classes = len(train.categories) if train.readable else None
+        if expected_num_classes is not None and num_classes and expected_num_classes != num_classes:
+            cross.error(
+                "dataset.num_classes_mismatch",
+                f"the model expects {expected_num_classes} classes (--num-classes / model.num_classes) but "
+                f"{train.paths.annotations_key} lists {num_classes} categories; drop --num-classes (the count "
+                "comes from the data) or point the config at the dataset you meant",
+                file=str(train.paths.annotations_path),
+            )
+        findings.extend(cross.finish())
+        summary: dict[str, Any] = {
+            "mode": self.mode,
+            "backend": self.backend,
+            "full_decode": full_decode,
+            "num_classes": num_classes,
+            "expected_num_classes": expected_num_classes,
+            "categories": list(train.categories) if train.readable else [],
+            "splits": splits_summary,
+            "fingerprint": self.fingerprint() if all(s.readable for s in checked.values()) else None,
+        }
+        report = DatasetReport(summary=summary, findings=findings)
+        self._last_report = report
+        return report
+
+    def _require_usable(self) -> None:
+        """Loaders refuse data with errors: the last validation's findings, or a cheap check now."""
+        report = self._last_report or self.validate(full_decode=False)
+        if not report.ok:
+            raise DatasetError(
+                f"{report.error_summary()}. Run `apex-x dataset-preflight CONFIG` for the full report."
+            )
+
+    # -- loaders -------------------------------------------------------------------------------------
+
+    def _provider(self, name: str) -> CocoSampleProvider:
+        return CocoSampleProvider(
+            self._usable_split(name),
+            self.categories.to_contiguous(),
+            self.transform_settings,
+            cache_images=self.settings.data.cache_images,
+        )
+
+    def _loader_options(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.settings.data.num_workers,
+            "pin_memory": self.settings.data.pin_memory and torch.cuda.is_available(),
+        }
+
+    def train_loader(self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> TorchBatchLoader:
+        self._require_usable()
+        dataset = InstanceDataset(self._provider("train"), self.transform_settings, augment=True, seed=seed)
+        return TorchBatchLoader(
+            dataset, batch_size, shuffle=True, seed=seed, rank=rank, world_size=world_size, drop_last=True,
+            **self._loader_options(),
+        )
+
+    def val_loader(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> TorchBatchLoader | None:
+        if not self.has_val():
+            return None
+        self._require_usable()
+        dataset = InstanceDataset(self._provider("val"), self.transform_settings, augment=False, seed=0)
+        return TorchBatchLoader(
+            dataset, batch_size, shuffle=False, seed=0, rank=rank, world_size=world_size, drop_last=False,
+            **self._loader_options(),
+        )
+
+    def val_ground_truth(self) -> dict[str, Any] | None:
+        """The val split as a COCO dict (original ids); iscrowd and area filled in where the file lacks them."""
+        if not self.has_val():
+            return None
+        split = self._usable_split("val")
+        annotations = []
+        for image in split.images:
+            for ann in split.annotations.get(image["id"], []):
+                entry = copy.copy(ann)
+                entry["iscrowd"] = int(bool(entry.get("iscrowd", 0)))
+                area = entry.get("area")
+                if not isinstance(area, (int, float)) or isinstance(area, bool) or not area >= 0:
+                    entry["area"] = rle_area(to_rle(ann["segmentation"], image["height"], image["width"]))
+                annotations.append(entry)
+        return {
+            "info": dict(split.raw.get("info", {})) if split.raw and isinstance(split.raw.get("info"), dict) else {},
+            "images": [copy.copy(image) for image in split.images],
+            "annotations": annotations,
+            "categories": [copy.copy(c) for c in split.categories],
+        }
+
+    # -- identity --------------------------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """sha256 over the annotation files' bytes (train, then val): moving the folder keeps it."""
+        digest = hashlib.sha256()
+        for name in ("train", "val"):
+            if name in self.paths:
+                split, _ = self._split(name)
+                digest.update(f"{name}:{split.content_sha256};".encode())
+        return digest.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        splits: dict[str, Any] = {}
+        for name, paths in self.paths.items():
+            split, _ = self._split(name)
+            splits[name] = {
+                "images_dir": str(paths.images_dir),
+                "annotations_file": str(paths.annotations_path),
+                "images": split.summary.get("images"),
+                "annotations": split.summary.get("annotations"),
+            }
+        train, _ = self._split("train")
+        return {
+            "mode": self.mode,
+            "backend": self.backend,
+            "splits": splits,
+            "num_classes": len(train.categories) if train.readable else None,
+            "categories": [c["name"] for c in train.categories],
+            "fingerprint": self.fingerprint(),
+        }

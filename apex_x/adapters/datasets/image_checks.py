@@ -1,0 +1,100 @@
+"""Rules for the image files of a split: present, a readable image header, size as in the JSON (after EXIF),
+no decompression bomb, and (full check) pixels that decode completely."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from apex_x.adapters.datasets.coco_checks import CheckedSplit
+from apex_x.adapters.datasets.findings import FindingLog
+from apex_x.adapters.datasets.images import ImageReadError, load_rgb, probe_image
+
+_MODE_NOTES = {
+    "L": "grayscale, replicated to RGB",
+    "LA": "grayscale with alpha, composited over grey",
+    "RGBA": "RGBA, alpha composited over grey",
+    "P": "palette, expanded to RGB",
+    "I;16": "16-bit, scaled to 8-bit",
+    "I;16B": "16-bit, scaled to 8-bit",
+    "I;16L": "16-bit, scaled to 8-bit",
+    "I": "32-bit integer, scaled to 8-bit",
+    "1": "1-bit, expanded to RGB",
+    "CMYK": "CMYK, converted to RGB",
+}
+
+
+def image_path(split: CheckedSplit, image: dict[str, Any]) -> Path:
+    return split.paths.images_dir / str(image["file_name"]).replace("\\", "/")
+
+
+def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool) -> dict[str, Any]:
+    """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked)."""
+    images_dir = split.paths.images_dir
+    if not images_dir.is_dir():
+        return {}
+    try:
+        listed = set(os.listdir(images_dir))
+    except OSError:
+        listed = set()
+    modes: Counter[str] = Counter()
+    mode_example: dict[str, int] = {}
+    rotated: list[int] = []
+    decoded = 0
+    for image in split.images:
+        image_id = image["id"]
+        path = image_path(split, image)
+        name = str(image["file_name"])
+        where = {"file": str(path), "image_id": image_id}
+        nested = "/" in name or "\\" in name
+        if (not path.is_file()) if nested else (name not in listed):
+            log.error("image.file_missing", f"{split.paths.images_key}: image file not found: {path}", **where)
+            continue
+        try:
+            probe = probe_image(path)
+        except ImageReadError as error:
+            log.error(error.rule, f"{error}", **where)
+            continue
+        expected = (image["width"], image["height"])
+        if (probe.width, probe.height) != expected:
+            hint = ""
+            if probe.orientation != 1 and (probe.raw_width, probe.raw_height) == expected:
+                hint = (
+                    f"; the JSON has the size before EXIF orientation {probe.orientation}: the annotations were "
+                    "probably drawn on the unrotated pixels (re-export them on the displayed image, or strip the tag)"
+                )
+            log.error(
+                "image.size_mismatch",
+                f"the file is {probe.width}x{probe.height} (after EXIF orientation) but the JSON says "
+                f"{expected[0]}x{expected[1]}{hint}",
+                **where,
+            )
+            continue
+        if probe.orientation != 1:
+            rotated.append(image_id)
+        if probe.mode != "RGB":
+            modes[probe.mode] += 1
+            mode_example.setdefault(probe.mode, image_id)
+        if full_decode:
+            try:
+                load_rgb(path)
+                decoded += 1
+            except ImageReadError as error:
+                log.error(error.rule, str(error), **where)
+    if rotated:
+        log.info(
+            "image.exif_orientation",
+            f"{len(rotated)} image(s) carry an EXIF orientation; they are rotated on load to match the JSON size",
+            file=str(images_dir),
+            image_id=rotated[0],
+        )
+    for mode, count in sorted(modes.items()):
+        log.info(
+            "image.mode_converted",
+            f"{count} image(s) in mode {mode} ({_MODE_NOTES.get(mode, 'converted to RGB')})",
+            file=str(images_dir),
+            image_id=mode_example[mode],
+        )
+    return {"exif_rotated": len(rotated), "modes": dict(sorted(modes.items())), "decoded": decoded if full_decode else None}

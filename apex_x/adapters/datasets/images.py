@@ -1,0 +1,140 @@
+"""Image decoding: EXIF orientation, gray/RGBA/palette/16-bit to RGB uint8, and a decompression-bomb guard."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Images larger than this (pixels, after the header) are refused before any pixel is decoded.
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default warning threshold (~0.25 GiB of RGBA)
+ALPHA_BACKGROUND = (114, 114, 114)  # transparent pixels are composited over the letterbox grey
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that transpose width and height
+
+
+class ImageReadError(Exception):
+    """An image that cannot be used: `rule` names the dataset rule broken, the message says why."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """What the header says: size after EXIF orientation, raw size, mode and orientation tag."""
+
+    width: int
+    height: int
+    raw_width: int
+    raw_height: int
+    mode: str
+    format: str | None
+    orientation: int
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except FileNotFoundError:
+        raise ImageReadError("image.file_missing", "image file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError("image.decompression_bomb", f"refused (decompression-bomb guard): {error}") from None
+    except UnidentifiedImageError:
+        raise ImageReadError("image.unreadable", "not an image file Pillow can identify") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError("image.unreadable", f"cannot read image header: {error}") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ImageReadError(
+            "image.decompression_bomb",
+            f"header says {width}x{height} = {width * height} pixels, above the limit of {MAX_IMAGE_PIXELS} "
+            "(decompression-bomb guard); the file is refused before decoding",
+        )
+    if width <= 0 or height <= 0:
+        image.close()
+        raise ImageReadError("image.unreadable", f"header has an empty size {width}x{height}")
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block means "no orientation", as in browsers
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def probe_image(path: str | Path) -> ImageProbe:
+    """Header only (no pixel decoding): size after EXIF orientation, mode, format."""
+    with _open(Path(path)) as image:
+        raw_width, raw_height = image.size
+        orientation = _orientation(image)
+        width, height = (raw_height, raw_width) if orientation in _SWAPS_AXES else (raw_width, raw_height)
+        return ImageProbe(width, height, raw_width, raw_height, image.mode, image.format, orientation)
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB: 16-bit scaled (not clipped), alpha composited, palette expanded."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image, dtype=np.uint8)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+        if mode == "RGB":
+            return np.asarray(image, dtype=np.uint8)
+    if mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)  # (H, W, 4)
+        alpha = rgba[..., 3:4] / 255.0
+        background = np.asarray(ALPHA_BACKGROUND, dtype=np.float32)
+        return np.rint(rgba[..., :3] * alpha + background * (1.0 - alpha)).astype(np.uint8)
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image).astype(np.int64)  # (H, W)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            low, high = int(values.min()), int(values.max())
+            gray = (values - low) * 255 // max(high - low, 1)
+        else:
+            gray = (values * 255 + 32767) // 65535  # 0..65535 -> 0..255, rounded
+        return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in {"L", "1"}:
+        gray = np.asarray(image.convert("L"), dtype=np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)  # CMYK, YCbCr, LAB, HSV, ...
+
+
+def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode fully to (H, W, 3) uint8 RGB in display orientation (EXIF applied).
+
+    `min_size` (width, height) in display orientation lets JPEGs decode at a reduced scale (draft mode)
+    that is still at least that large; the caller maps coordinates with the returned array's size.
+    """
+    image = _open(Path(path))
+    try:
+        orientation = _orientation(image)
+        if min_size is not None and image.format == "JPEG" and image.mode in {"RGB", "L", "CMYK"}:
+            want_w, want_h = min_size
+            if orientation in _SWAPS_AXES:
+                want_w, want_h = want_h, want_w
+            if want_w < image.size[0] and want_h < image.size[1]:
+                image.draft(image.mode, (max(int(want_w), 1), max(int(want_h), 1)))
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image)
+        return np.ascontiguousarray(to_rgb_array(image))
+    finally:
+        image.close()

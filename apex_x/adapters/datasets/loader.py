@@ -1,0 +1,195 @@
+"""BatchLoader over torch's DataLoader: per-rank sharding, per-epoch shuffle, exact mid-epoch resume, collate.
+
+Batch k of epoch e is a pure function of (seed, epoch, rank, world_size, k): the order comes from
+`seed + epoch` (as DistributedSampler), each sample's augmentation from (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from apex_x.adapters.datasets.transforms import RawSample, Sample, TransformSettings, sample_rng, transform_sample
+from apex_x.domain.types import Batch
+
+
+class SampleProvider(Protocol):
+    """Raw images with their instances, by index."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int, *, augment: bool) -> RawSample: ...
+
+
+class InstanceDataset(Dataset[Sample]):
+    """Map-style dataset keyed by (epoch, index): the transform's randomness is per (seed, epoch, index)."""
+
+    def __init__(self, provider: SampleProvider, settings: TransformSettings, *, augment: bool, seed: int) -> None:
+        self.provider = provider
+        self.settings = settings
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.provider)
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        epoch, index = key
+        raw = self.provider.load(index, augment=self.augment)
+        rng = sample_rng(self.seed, epoch, index) if self.augment else None
+        return transform_sample(raw, self.settings, rng)
+
+
+def shard_indices(
+    num_samples: int, *, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int, pad: bool
+) -> list[int]:
+    """DistributedSampler's indices for a rank: shuffled by seed + epoch, padded to a multiple of world_size."""
+    if shuffle:
+        generator = torch.Generator()
+        generator.manual_seed(int(seed) + int(epoch))
+        order = torch.randperm(num_samples, generator=generator).tolist()
+    else:
+        order = list(range(num_samples))
+    if pad and world_size > 1 and num_samples % world_size:
+        total = math.ceil(num_samples / world_size) * world_size
+        order = (order * math.ceil(total / max(num_samples, 1)))[:total]
+    return order[rank::world_size]
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of (epoch, index) keys for one rank; set_epoch(epoch, start_batch) before each iteration."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+        drop_last: bool,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.pad = shuffle  # training shards are padded (equal batches on every rank); eval shards are disjoint
+        per_rank = len(self._indices(0))
+        self.drop_last = drop_last and per_rank >= batch_size
+        self.epoch = 0
+        self.start_batch = 0
+
+    def _indices(self, epoch: int) -> list[int]:
+        return shard_indices(
+            self.num_samples, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
+            rank=self.rank, world_size=self.world_size, pad=self.pad,
+        )
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        indices = self._indices(epoch)
+        stop = len(indices) - (len(indices) % self.batch_size if self.drop_last else 0)
+        return [indices[start : min(start + self.batch_size, stop)] for start in range(0, stop, self.batch_size)]
+
+    def num_batches(self) -> int:
+        per_rank = len(self._indices(0))
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = int(epoch)
+        self.start_batch = max(0, int(start_batch))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.batches(self.epoch)[self.start_batch :]:
+            yield [(self.epoch, index) for index in batch]
+
+    def __len__(self) -> int:
+        return max(0, self.num_batches() - self.start_batch)
+
+
+def collate_samples(samples: Sequence[Sample], max_instances: int) -> Batch:
+    """Samples -> Batch with instances padded to M = max count in the batch (>= 1, <= max_instances)."""
+    count = max(1, min(max_instances, max((len(s.labels) for s in samples), default=0)))
+    size = len(samples)
+    mask_h, mask_w = samples[0].masks.shape[1:]
+    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
+    boxes = torch.zeros((size, count, 4), dtype=torch.float32)
+    labels = torch.full((size, count), -1, dtype=torch.int64)
+    masks = torch.zeros((size, count, mask_h, mask_w), dtype=torch.uint8)
+    valid = torch.zeros((size, count), dtype=torch.bool)
+    crowd = torch.zeros((size, count), dtype=torch.bool)
+    for row, sample in enumerate(samples):
+        n = min(len(sample.labels), count)
+        if n == 0:
+            continue
+        boxes[row, :n] = torch.from_numpy(sample.boxes[:n])
+        labels[row, :n] = torch.from_numpy(sample.labels[:n])
+        masks[row, :n] = torch.from_numpy(sample.masks[:n])
+        valid[row, :n] = True
+        crowd[row, :n] = torch.from_numpy(sample.crowd[:n])
+    return Batch(images=images, boxes=boxes, labels=labels, masks=masks, valid=valid, crowd=crowd,
+                 metas=[s.meta for s in samples])
+
+
+class _Collate:
+    """Picklable collate function (workers may be spawned)."""
+
+    def __init__(self, max_instances: int) -> None:
+        self.max_instances = max_instances
+
+    def __call__(self, samples: list[Sample]) -> Batch:
+        return collate_samples(samples, self.max_instances)
+
+
+class TorchBatchLoader:
+    """The BatchLoader port over one persistent torch DataLoader (workers are reused across epochs)."""
+
+    def __init__(
+        self,
+        dataset: InstanceDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.sampler = EpochBatchSampler(
+            len(dataset), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last
+        )
+        self._loader = DataLoader(
+            dataset,  # type: ignore[arg-type]
+            batch_sampler=self.sampler,
+            num_workers=num_workers,
+            collate_fn=_Collate(dataset.settings.max_instances),
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+        )
+
+    def __len__(self) -> int:
+        return self.sampler.num_batches()
+
+    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Batches of `epoch`, skipping the first `start_batch` without loading them (exact resume)."""
+        self.sampler.set_epoch(epoch, start_batch)
+        if start_batch >= len(self):
+            return
+        yield from self._loader
+
+    def epoch_indices(self, epoch: int = 0) -> list[int]:
+        """The dataset indices this rank sees in `epoch`, in order (for tests and debugging)."""
+        return [index for batch in self.sampler.batches(epoch) for index in batch]

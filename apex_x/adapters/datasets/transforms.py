@@ -1,0 +1,236 @@
+"""Letterbox, scale jitter, horizontal flip and HSV jitter with boxes and masks kept consistent.
+
+Randomness comes from one generator per (seed, epoch, index), so a sample is the same whatever the
+worker count or process. Masks come out at the model's mask resolution (input // mask_stride), uint8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from apex_x.adapters.datasets.segmentation import decode_stack
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.types import ImageMeta
+
+PAD_VALUE = 114
+MIN_BOX_SIDE = 1.0  # instances narrower than this (input pixels) after the transform are dropped
+
+
+@dataclass
+class RawSample:
+    """One image in original pixels, before any transform."""
+
+    image: np.ndarray  # (h, w, 3) uint8; may be smaller than the original (JPEG draft decoding)
+    orig_width: int
+    orig_height: int
+    boxes: np.ndarray  # (N, 4) float32 xyxy in original pixels
+    labels: np.ndarray  # (N,) int64 contiguous ids
+    crowd: np.ndarray  # (N,) bool
+    rles: list[dict[str, Any]]  # N compressed RLEs of size (orig_height, orig_width)
+    image_id: int
+    file_name: str
+
+
+@dataclass
+class Sample:
+    """One network input with its targets."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    boxes: np.ndarray  # (N, 4) float32 xyxy in input pixels
+    labels: np.ndarray  # (N,) int64
+    crowd: np.ndarray  # (N,) bool
+    masks: np.ndarray  # (N, H // s, W // s) uint8 {0, 1}
+    meta: ImageMeta
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """What the transforms need from the config."""
+
+    input_height: int
+    input_width: int
+    mask_stride: int
+    hflip_prob: float
+    scale_jitter: tuple[float, float]
+    hsv_jitter: tuple[float, float, float]
+    max_instances: int
+
+    @classmethod
+    def from_config(cls, config: ApexConfig) -> TransformSettings:
+        return cls(
+            input_height=config.model.input_height,
+            input_width=config.model.input_width,
+            mask_stride=config.model.mask_stride,
+            hflip_prob=config.data.hflip_prob,
+            scale_jitter=(float(config.data.scale_jitter[0]), float(config.data.scale_jitter[1])),
+            hsv_jitter=(float(config.data.hsv_jitter[0]), float(config.data.hsv_jitter[1]), float(config.data.hsv_jitter[2])),
+            max_instances=config.data.max_instances,
+        )
+
+    def decode_size(self, orig_width: int, orig_height: int, *, augment: bool) -> tuple[int, int]:
+        """Smallest decoded (width, height) that loses nothing at the largest scale the transform may use."""
+        scale = min(self.input_width / orig_width, self.input_height / orig_height)
+        if augment:
+            scale *= self.scale_jitter[1]
+        return int(np.ceil(orig_width * scale)), int(np.ceil(orig_height * scale))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """input = original * (scale_x, scale_y) + (offset_x, offset_y), then mirrored when flip."""
+
+    scale: float
+    resized_width: int
+    resized_height: int
+    offset_x: int
+    offset_y: int
+    flip: bool
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+def choose_placement(
+    orig_width: int, orig_height: int, settings: TransformSettings, rng: np.random.Generator | None
+) -> Placement:
+    """Letterbox scale (times a jitter when augmenting), a random or centred offset, and a flip."""
+    width, height = settings.input_width, settings.input_height
+    scale = min(width / orig_width, height / orig_height)
+    flip = False
+    if rng is not None:
+        flip = bool(rng.random() < settings.hflip_prob)
+        low, high = settings.scale_jitter
+        scale *= float(rng.uniform(low, high)) if high > low else low
+    resized_w = max(1, int(round(orig_width * scale)))
+    resized_h = max(1, int(round(orig_height * scale)))
+    if rng is None:
+        offset_x, offset_y = (width - resized_w) // 2, (height - resized_h) // 2
+    else:
+        offset_x = _random_offset(width, resized_w, rng)
+        offset_y = _random_offset(height, resized_h, rng)
+    return Placement(scale, resized_w, resized_h, offset_x, offset_y, flip)
+
+
+def _random_offset(canvas: int, size: int, rng: np.random.Generator) -> int:
+    if size <= canvas:
+        return int(rng.integers(0, canvas - size + 1))
+    return -int(rng.integers(0, size - canvas + 1))
+
+
+def place_image(image: np.ndarray, placement: Placement, width: int, height: int) -> np.ndarray:
+    """Resize (antialiased bilinear) and paste into a grey (height, width) canvas; mirror when flip."""
+    if image.shape[1] != placement.resized_width or image.shape[0] != placement.resized_height:
+        resized = Image.fromarray(image).resize(
+            (placement.resized_width, placement.resized_height), Image.Resampling.BILINEAR
+        )
+        image = np.asarray(resized)
+    canvas = np.full((height, width, 3), PAD_VALUE, dtype=np.uint8)
+    ox, oy = placement.offset_x, placement.offset_y
+    x0, y0 = max(ox, 0), max(oy, 0)
+    x1, y1 = min(ox + image.shape[1], width), min(oy + image.shape[0], height)
+    if x1 > x0 and y1 > y0:
+        canvas[y0:y1, x0:x1] = image[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    if placement.flip:
+        canvas = np.ascontiguousarray(canvas[:, ::-1])
+    return canvas
+
+
+def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Ultralytics-style HSV gains: hue shift, saturation and value multipliers through lookup tables."""
+    if not any(gains):
+        return image
+    hue_gain, sat_gain, val_gain = (1.0 + rng.uniform(-1.0, 1.0, 3) * np.asarray(gains)).tolist()
+    lut = np.arange(256, dtype=np.float32)
+    hue_lut = np.mod(lut + (hue_gain - 1.0) * 256.0, 256.0).astype(np.uint8)
+    sat_lut = np.clip(lut * sat_gain, 0, 255).astype(np.uint8)
+    val_lut = np.clip(lut * val_gain, 0, 255).astype(np.uint8)
+    hsv = np.asarray(Image.fromarray(image).convert("HSV")).copy()
+    hsv[..., 0] = hue_lut[hsv[..., 0]]
+    hsv[..., 1] = sat_lut[hsv[..., 1]]
+    hsv[..., 2] = val_lut[hsv[..., 2]]
+    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+
+
+def _transform_boxes(boxes: np.ndarray, placement: Placement, sx: float, sy: float) -> np.ndarray:
+    out = boxes.astype(np.float32).copy()  # (N, 4) xyxy
+    out[:, [0, 2]] = out[:, [0, 2]] * sx + placement.offset_x
+    out[:, [1, 3]] = out[:, [1, 3]] * sy + placement.offset_y
+    return out
+
+
+def _tight_boxes(full: np.ndarray, indices: np.ndarray, window: tuple[int, int, int, int]) -> dict[int, np.ndarray]:
+    """Tight xyxy boxes (original pixels) of the mask pixels inside a window, for cut instances."""
+    x0, y0, x1, y1 = window
+    tight: dict[int, np.ndarray] = {}
+    for index in indices.tolist():
+        crop = full[y0:y1, x0:x1, index]
+        rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+        if rows.size:
+            tight[index] = np.array([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1], np.float32)
+    return tight
+
+
+def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random.Generator | None) -> Sample:
+    """Apply one placement (and, with rng, the augmentations) to image, boxes and masks together."""
+    width, height, stride = settings.input_width, settings.input_height, settings.mask_stride
+    placement = choose_placement(raw.orig_width, raw.orig_height, settings, rng)
+    sx = placement.resized_width / raw.orig_width
+    sy = placement.resized_height / raw.orig_height
+    image = place_image(raw.image, placement, width, height)
+
+    boxes = _transform_boxes(raw.boxes, placement, sx, sy)  # (N, 4) before clipping and flipping
+    full = decode_stack(raw.rles, raw.orig_height, raw.orig_width)  # (h, w, N)
+    cut = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
+    if cut.any():
+        window = (
+            max(0, int(np.floor(-placement.offset_x / sx))),
+            max(0, int(np.floor(-placement.offset_y / sy))),
+            min(raw.orig_width, int(np.ceil((width - placement.offset_x) / sx))),
+            min(raw.orig_height, int(np.ceil((height - placement.offset_y) / sy))),
+        )
+        for index, tight in _tight_boxes(full, np.flatnonzero(cut), window).items():
+            boxes[index] = _transform_boxes(tight[None], placement, sx, sy)[0]
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    if placement.flip:
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+
+    # Masks: sample the original mask at the centre of every mask pixel (vectorised gather).
+    centres_x = (np.arange(width // stride) + 0.5) * stride
+    centres_y = (np.arange(height // stride) + 0.5) * stride
+    if placement.flip:
+        centres_x = width - centres_x
+    src_x = np.floor((centres_x - placement.offset_x) / sx).astype(np.int64)
+    src_y = np.floor((centres_y - placement.offset_y) / sy).astype(np.int64)
+    inside_x = (src_x >= 0) & (src_x < raw.orig_width)
+    inside_y = (src_y >= 0) & (src_y < raw.orig_height)
+    gathered = full[src_y.clip(0, raw.orig_height - 1)[:, None], src_x.clip(0, raw.orig_width - 1)[None, :], :]
+    gathered = gathered * (inside_y[:, None] & inside_x[None, :])[..., None].astype(np.uint8)
+    masks = np.ascontiguousarray(gathered.transpose(2, 0, 1))  # (N, H // s, W // s)
+
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
+    if rng is not None and any(settings.hsv_jitter):
+        image = hsv_jitter(image, settings.hsv_jitter, rng)
+    meta = ImageMeta(
+        image_id=raw.image_id,
+        file_name=raw.file_name,
+        orig_height=raw.orig_height,
+        orig_width=raw.orig_width,
+        scale=float(placement.scale),
+        pad_top=placement.offset_y,
+        pad_left=placement.offset_x,
+        flipped=placement.flip,
+    )
+    return Sample(
+        image=image,
+        boxes=boxes[keep],
+        labels=raw.labels[keep].astype(np.int64),
+        crowd=raw.crowd[keep].astype(bool),
+        masks=masks[keep],
+        meta=meta,
+    )

@@ -1,0 +1,154 @@
+"""PycocotoolsEvaluator (the Evaluator port): COCO bbox + segm AP through pycocotools' COCOeval.
+
+Detections become standard COCO result lists (bbox results carry no segmentation, segm results carry a
+compressed RLE and no bbox), with the original category ids restored. The numbers are exactly those of
+`COCO.loadRes(file)` + `COCOeval` on the same result files (`write_results` writes them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from apex_x.domain.types import CategoryMap, Detections, EvalResult
+
+log = structlog.get_logger(__name__)
+
+IOU_TYPES = ("bbox", "segm")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    encoded["counts"] = encoded["counts"].decode("ascii")
+    return encoded
+
+
+def detections_to_coco_results(
+    detections: Sequence[tuple[int, Detections]], categories: CategoryMap
+) -> dict[str, list[dict[str, Any]]]:
+    """(image_id, Detections) pairs -> {"bbox": [...], "segm": [...]} COCO result lists (original ids)."""
+    results: dict[str, list[dict[str, Any]]] = {"bbox": [], "segm": []}
+    for image_id, found in detections:
+        boxes = found.boxes.detach().float().cpu().numpy()
+        scores = found.scores.detach().float().cpu().numpy()
+        labels = found.labels.detach().cpu().numpy()
+        masks = found.masks.detach().cpu().numpy() if found.masks.numel() else None
+        for index in range(len(found)):
+            label = int(labels[index])
+            if not 0 <= label < categories.num_classes:
+                raise ValueError(f"image {image_id}: label {label} is outside the {categories.num_classes} classes")
+            x0, y0, x1, y1 = (float(v) for v in boxes[index])
+            common = {"image_id": int(image_id), "category_id": categories.to_original(label), "score": float(scores[index])}
+            results["bbox"].append({**common, "bbox": [x0, y0, x1 - x0, y1 - y0]})
+            if masks is not None:
+                results["segm"].append({**common, "segmentation": _rle(masks[index])})
+    return results
+
+
+def write_results(results: dict[str, list[dict[str, Any]]], directory: str | Path) -> dict[str, Path]:
+    """Write `bbox_results.json` / `segm_results.json` (standard COCO result files); returns their paths."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for iou_type, items in results.items():
+        paths[iou_type] = folder / f"{iou_type}_results.json"
+        paths[iou_type].write_text(json.dumps(items))
+    return paths
+
+
+def load_ground_truth(ground_truth: dict[str, Any]) -> COCO:
+    """A pycocotools COCO object from a dataset dict, without printing."""
+    coco = COCO()
+    coco.dataset = copy.deepcopy(ground_truth)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+class PycocotoolsEvaluator:
+    """COCO AP, AP50, AP75, APs/m/l (+ AR) for bbox and segm, and per-class AP, as flat metrics."""
+
+    def evaluate(
+        self,
+        ground_truth: dict[str, Any],
+        detections: Sequence[tuple[int, Detections]],
+        categories: CategoryMap,
+    ) -> EvalResult:
+        """Images evaluated are those in `detections` (an image without detections counts as evaluated),
+        or every ground-truth image when `detections` is empty."""
+        coco_gt = load_ground_truth(ground_truth)
+        known = set(coco_gt.getImgIds())
+        image_ids = sorted({int(image_id) for image_id, _ in detections}) or sorted(known)
+        unknown = [image_id for image_id in image_ids if image_id not in known]
+        if unknown:
+            raise ValueError(f"detections for image ids not in the ground truth: {unknown[:10]}")
+        results = detections_to_coco_results(detections, categories)
+        metrics: dict[str, float] = {}
+        per_class: dict[str, dict[str, float]] = {name: {} for name in categories.names}
+        for iou_type in IOU_TYPES:
+            items = results[iou_type]
+            if items:
+                evaluation = run_cocoeval(coco_gt, items, iou_type, image_ids)
+                stats = [float(value) for value in evaluation.stats]
+                class_ap = _per_class_ap(evaluation, categories)
+            else:  # pycocotools cannot load an empty result list: no detections score 0 (or -1 without GT)
+                has_gt = bool(coco_gt.getAnnIds(imgIds=image_ids, iscrowd=False))
+                stats = [0.0 if has_gt else -1.0] * len(STAT_NAMES)
+                class_ap = {name: _empty_class_ap(coco_gt, original, image_ids)
+                            for name, original in zip(categories.names, categories.original_ids, strict=True)}
+            metrics.update({f"{iou_type}_{name}": value for name, value in zip(STAT_NAMES, stats, strict=True)})
+            for name, (ap, ap50) in class_ap.items():
+                per_class[name][f"{iou_type}_AP"] = ap
+                per_class[name][f"{iou_type}_AP50"] = ap50
+        log.info("coco_evaluated", images=len(image_ids), detections=len(results["bbox"]),
+                 bbox_AP=metrics["bbox_AP"], segm_AP=metrics["segm_AP"])
+        return EvalResult(
+            metrics=metrics, per_class=per_class, num_images=len(image_ids), num_detections=len(results["bbox"])
+        )
+
+
+def run_cocoeval(coco_gt: COCO, results: list[dict[str, Any]], iou_type: str, image_ids: list[int]) -> COCOeval:
+    """loadRes + evaluate + accumulate + summarize, with pycocotools' printing silenced."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+        evaluation = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        evaluation.params.imgIds = image_ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation
+
+
+def _per_class_ap(evaluation: COCOeval, categories: CategoryMap) -> dict[str, tuple[float, float]]:
+    """AP and AP50 per class (area all, 100 detections); -1 where the class has no ground truth."""
+    precision = evaluation.eval["precision"]  # (T, R, K, A, M)
+    cat_ids = list(evaluation.params.catIds)
+    out: dict[str, tuple[float, float]] = {}
+    for name, original in zip(categories.names, categories.original_ids, strict=True):
+        if original not in cat_ids:
+            out[name] = (-1.0, -1.0)
+            continue
+        k = cat_ids.index(original)
+        values = []
+        for table in (precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]):
+            valid = table[table > -1]
+            values.append(float(valid.mean()) if valid.size else -1.0)
+        out[name] = (values[0], values[1])
+    return out
+
+
+def _empty_class_ap(coco_gt: COCO, original_id: int, image_ids: list[int]) -> tuple[float, float]:
+    has_gt = bool(coco_gt.getAnnIds(imgIds=image_ids, catIds=[original_id], iscrowd=False))
+    return (0.0, 0.0) if has_gt else (-1.0, -1.0)

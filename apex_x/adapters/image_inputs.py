@@ -1,0 +1,74 @@
+"""ImageReader for inference: files and folders -> decoded RGB images -> letterboxed network inputs.
+
+Decoding (EXIF, grayscale/RGBA/16-bit) and the letterbox are the dataset pipeline's own functions,
+so a picture is seen by `predict` exactly as validation sees it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from apex_x.domain.errors import UserError
+from apex_x.domain.types import ImageMeta
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class PillowImageReader:
+    """ImageReader adapter over the dataset pipeline's decoder (Pillow) and letterbox."""
+
+    def list_images(self, path: str) -> list[str]:
+        target = Path(path)
+        if target.is_file():
+            return [str(target)]
+        if target.is_dir():
+            found = sorted(
+                str(item) for item in target.iterdir() if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                raise UserError(f"{target}: the folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
+            return found
+        raise UserError(f"{target}: no such file or folder")
+
+    def read(self, path: str) -> torch.Tensor:
+        from apex_x.adapters.datasets.images import ImageReadError, load_rgb
+
+        try:
+            array = load_rgb(path)  # (H, W, 3) uint8 RGB, EXIF applied
+        except ImageReadError as error:
+            raise UserError(f"{path}: cannot use the image ({error.rule}): {error}") from None
+        except OSError as error:
+            raise UserError(f"{path}: cannot read the image: {error.strerror or error}") from None
+        return torch.from_numpy(np.require(array, dtype=np.uint8, requirements=["C", "W"]))
+
+    def prepare(
+        self, image: torch.Tensor, *, image_id: int, file_name: str, height: int, width: int
+    ) -> tuple[torch.Tensor, ImageMeta]:
+        from apex_x.adapters.datasets.transforms import TransformSettings, choose_placement, place_image
+
+        array = image.numpy() if isinstance(image, torch.Tensor) else image  # (H, W, 3) uint8
+        orig_height, orig_width = int(array.shape[0]), int(array.shape[1])
+        settings = TransformSettings(
+            input_height=height,
+            input_width=width,
+            mask_stride=1,
+            hflip_prob=0.0,
+            scale_jitter=(1.0, 1.0),
+            hsv_jitter=(0.0, 0.0, 0.0),
+            max_instances=1,
+        )
+        placement = choose_placement(orig_width, orig_height, settings, None)  # centred letterbox, as validation
+        canvas = place_image(array, placement, width, height)  # (height, width, 3)
+        meta = ImageMeta(
+            image_id=image_id,
+            file_name=file_name,
+            orig_height=orig_height,
+            orig_width=orig_width,
+            scale=float(placement.scale),
+            pad_top=int(placement.offset_y),
+            pad_left=int(placement.offset_x),
+        )
+        return torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1).contiguous(), meta  # (3, height, width)

@@ -1,0 +1,147 @@
+"""timm backbone (features_only, random init) returning the stride 8/16/32 feature maps; optional local weights."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+from torch import nn
+
+from apex_x.domain.errors import CheckpointError, ConfigError
+
+log = structlog.get_logger(__name__)
+
+PYRAMID_STRIDES = (8, 16, 32)
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "backbone", "ema", "ema_model")
+
+
+class TimmBackbone(nn.Module):
+    """A timm model built with `features_only=True` and `pretrained=False` (never downloads).
+
+    forward: (B, 3, H, W) normalised float -> [(B, C_i, H / s_i, W / s_i) for s_i in strides].
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        strides: Sequence[int] = PYRAMID_STRIDES,
+        weights_path: str | None = None,
+        **timm_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        import timm  # lazy: only the model adapters pay for timm
+
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; see timm.list_models()"
+            raise ConfigError(f"unknown timm model {name!r}{hint}", key="model.backbone")
+        try:
+            body = timm.create_model(name, pretrained=False, features_only=True, **timm_kwargs)
+        except (RuntimeError, TypeError, ValueError, AssertionError) as error:
+            raise ConfigError(
+                f"timm model {name!r} cannot be built as a feature extractor (features_only): {error}",
+                key="model.backbone",
+            ) from None
+        reductions = list(body.feature_info.reduction())
+        missing = [stride for stride in strides if stride not in reductions]
+        if missing:
+            raise ConfigError(
+                f"timm model {name!r} has feature strides {reductions}, but the detector needs {list(strides)}",
+                key="model.backbone",
+            )
+        self.name = name
+        self.body = body
+        self.strides = tuple(strides)
+        self.feature_indices = [reductions.index(stride) for stride in strides]
+        all_channels = list(body.feature_info.channels())
+        self.channels = [int(all_channels[index]) for index in self.feature_indices]
+        if weights_path:
+            load_backbone_weights(self.body, weights_path)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        features = self.body(images)
+        return [features[index] for index in self.feature_indices]
+
+
+def _read_weights_file(path: Path) -> Mapping[str, Any]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:  # pragma: no cover - safetensors ships with the worldclass extra
+            raise ConfigError(
+                f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)",
+                key="model.backbone_weights",
+            ) from None
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad user file
+        raise CheckpointError(
+            f"{path}: cannot load backbone weights securely (weights_only=True): {error}"
+        ) from None
+
+
+def _unwrap_state_dict(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+    state = payload
+    for _ in range(3):
+        if not isinstance(state, Mapping):
+            break
+        if state and all(isinstance(value, torch.Tensor) for value in state.values()):
+            break
+        inner = next((state[key] for key in _WRAPPER_KEYS if isinstance(state.get(key), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"{path}: no state_dict of tensors found (model.backbone_weights)")
+    tensors = {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    return {re.sub(r"^(module\.|backbone\.body\.|backbone\.|body\.)", "", key): value for key, value in tensors.items()}
+
+
+def _canonical(key: str) -> str:
+    """timm's features_only wrappers flatten `stages.0` into `stages_0`: compare keys with both spellings."""
+    return key.replace(".", "_")
+
+
+def load_backbone_weights(body: nn.Module, weights_path: str) -> None:
+    """Load a local weights file into a features_only timm model; missing keys or shape mismatches raise."""
+    path = Path(weights_path)
+    if not path.is_file():
+        raise ConfigError(f"backbone weights file {str(path)!r} does not exist", key="model.backbone_weights")
+    source = _unwrap_state_dict(_read_weights_file(path), path)
+    by_canonical = {_canonical(key): key for key in source}
+    target = body.state_dict()
+    matched: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
+    mismatched: list[str] = []
+    for key, value in target.items():
+        source_key = key if key in source else by_canonical.get(_canonical(key))
+        if source_key is None:
+            if key.endswith("num_batches_tracked"):
+                matched[key] = value  # older files omit this counter; keep the model's own
+            else:
+                missing.append(key)
+            continue
+        tensor = source[source_key]
+        if tensor.shape != value.shape:
+            mismatched.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(value.shape)}")
+            continue
+        matched[key] = tensor
+    if missing or mismatched:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys (first: {missing[:5]})")
+        if mismatched:
+            details.append(f"{len(mismatched)} shape mismatches (first: {mismatched[:3]})")
+        raise CheckpointError(
+            f"{path}: backbone weights do not fit the model (model.backbone_weights): " + "; ".join(details)
+        )
+    body.load_state_dict(matched, strict=True)
+    unused = len(source) - len(matched)
+    log.info("backbone_weights_loaded", path=str(path), tensors=len(matched), unused_tensors=unused)

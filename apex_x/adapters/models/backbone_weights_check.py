@@ -1,0 +1,113 @@
+"""Preflight check of the worldclass profile: are the DINOv2 weights of `model.teacher_backbone` reachable?
+
+Reachable means: a local folder with config.json + weights, or the hub id in the local Hugging Face
+cache, or (when not offline) the hub answering for that id, so that the first run can download them.
+Registered in `Container.preflight_checks["worldclass"]`; the container injects `make_result` (the
+preflight's CheckResult type), so this adapter does not import the application layer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apex_x.adapters.models.dinov2_backbone import (
+    KEY,
+    SUPPORTED_MODEL_TYPES,
+    BackboneWeightsError,
+    cached_files,
+    folder_files,
+    resolve_backbone_source,
+)
+
+CHECK_NAME = "backbone weights"
+NETWORK_TIMEOUT_S = 5.0
+
+
+def _fixes(name: str) -> str:
+    return (
+        f"download them once with network access (python -c \"from transformers import Dinov2Model; "
+        f"Dinov2Model.from_pretrained('{name}')\"), or point {KEY} to a local folder holding config.json "
+        "and model.safetensors (preflight --config CONFIG / train --set " + KEY + "=FOLDER)"
+    )
+
+
+def _model_type_problem(config_path: str) -> str | None:
+    try:
+        model_type = json.loads(Path(config_path).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as error:
+        return f"{config_path} is not a readable config.json ({error})"
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return f"{config_path} describes a {model_type!r} model, not DINOv2"
+    return None
+
+
+def _hub_reachable(name: str) -> tuple[bool, str]:
+    """Asks the hub (HEAD of config.json, short timeout) whether `name` can be downloaded."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    url = hf_hub_url(name, "config.json")
+    try:
+        get_hf_file_metadata(url, timeout=NETWORK_TIMEOUT_S)
+    except Exception as error:  # noqa: BLE001 - any failure means "cannot download now"
+        return False, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return True, url
+
+
+def backbone_weights_status(name: str) -> dict[str, Any]:
+    """The check's findings as CheckResult fields: ok, status, detail, fix (required is always True)."""
+    try:
+        source = resolve_backbone_source(name)
+    except BackboneWeightsError as error:
+        return {"ok": False, "status": "missing", "detail": str(error), "fix": _fixes("facebook/dinov2-large")}
+    if source.kind == "folder":
+        config, weights = folder_files(source.location)
+        where = f"{name}: local folder {source.location}"
+    else:
+        try:
+            config, weights = cached_files(name, source.cache_dir)
+        except ImportError:
+            return {"ok": False, "status": "skipped", "detail": "huggingface_hub is not importable (see the packages)",
+                    "fix": 'pip install "apex-x[worldclass]"'}
+        where = f"{name}: Hugging Face cache {source.cache_dir}"
+    if config and weights:
+        problem = _model_type_problem(config)
+        if problem:
+            return {"ok": False, "status": "not dinov2", "detail": problem, "fix": f"point {KEY} to a DINOv2 model"}
+        status = "local folder" if source.kind == "folder" else "cached"
+        return {"ok": True, "status": status, "detail": f"{where} ({Path(weights).name})", "fix": None}
+    absent = "config.json" if not config else "a weights file (model.safetensors / pytorch_model.bin)"
+    if source.kind == "folder":
+        return {"ok": False, "status": "missing", "detail": f"{where} has no {absent}", "fix": _fixes(name)}
+    if source.offline:
+        return {
+            "ok": False, "status": "not cached",
+            "detail": f"{where}: not in the cache and offline mode is on (HF_HUB_OFFLINE=1)", "fix": _fixes(name),
+        }
+    reachable, detail = _hub_reachable(name)
+    if reachable:
+        return {
+            "ok": True, "status": "downloadable",
+            "detail": f"{where}: not cached yet; {detail} answers, the first run downloads the weights", "fix": None,
+        }
+    return {
+        "ok": False, "status": "unreachable",
+        "detail": f"{where}: not in the cache and the hub cannot be reached ({detail})", "fix": _fixes(name),
+    }
+
+
+def check_backbone_weights(context: Any, *, make_result: Callable[..., Any]) -> list[Any]:
+    """Preflight check (context: the preflight's PreflightContext): one row for the configured backbone."""
+    name = context.settings.model.teacher_backbone
+    status = backbone_weights_status(name)
+    return [
+        make_result(
+            name=CHECK_NAME, category="weights", required=True, ok=status["ok"], status=status["status"],
+            detail=status["detail"], fix=status["fix"], installed=None, minimum=None,
+        )
+    ]
+
+
+__all__ = ["CHECK_NAME", "backbone_weights_status", "check_backbone_weights"]

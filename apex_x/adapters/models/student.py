@@ -1,0 +1,58 @@
+"""StudentModelFactory (profile `small`): timm backbone + FPN/PAN neck + the shared dense heads."""
+
+from __future__ import annotations
+
+import structlog
+
+from apex_x.adapters.models.backbone import TimmBackbone
+from apex_x.adapters.models.dense_model import DenseSegmentationModel, head_channels
+from apex_x.adapters.models.neck import FpnPanNeck
+from apex_x.domain.config import ModelConfig
+from apex_x.domain.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+SUPPORTED_MASK_STRIDES = (1, 2, 4, 8)
+
+
+def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
+    """Checks shared by every dense model: class count, input size and mask stride."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"the number of classes must be a positive integer, got {num_classes!r}", key="num_classes")
+    if config.num_classes is not None and config.num_classes != num_classes:
+        raise ConfigError(
+            f"model.num_classes={config.num_classes} but the model is being built for {num_classes} classes "
+            "(the dataset's categories); make them agree or leave model.num_classes null",
+            key="model.num_classes",
+        )
+    for key, value in (("model.input_height", config.input_height), ("model.input_width", config.input_width)):
+        if value % 32:
+            raise ConfigError(f"must be a multiple of 32 (the coarsest stride), got {value}", key=key)
+    if config.mask_stride not in SUPPORTED_MASK_STRIDES:
+        raise ConfigError(
+            f"must be one of {list(SUPPORTED_MASK_STRIDES)} (a divisor of the stride-8 level), "
+            f"got {config.mask_stride}",
+            key="model.mask_stride",
+        )
+
+
+class StudentModelFactory:
+    """Builds the CPU-friendly student of the `small` profile (the ModelFactory port)."""
+
+    def build(self, config: ModelConfig, num_classes: int) -> DenseSegmentationModel:
+        if config.profile != "small":
+            raise ConfigError(
+                f"StudentModelFactory builds profile 'small', got {config.profile!r}", key="model.profile"
+            )
+        validate_dense_inputs(config, num_classes)
+        backbone = TimmBackbone(config.backbone, weights_path=config.backbone_weights)
+        neck = FpnPanNeck(backbone.channels, head_channels(config))
+        model = DenseSegmentationModel(backbone, neck, num_classes=num_classes, config=config)
+        log.info(
+            "student_built",
+            backbone=config.backbone,
+            num_classes=num_classes,
+            neck_channels=neck.out_channels,
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+        return model

@@ -1,0 +1,109 @@
+"""Progress adapters: a tqdm bar per epoch on a terminal, plain periodic log lines otherwise."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def _eta(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class TqdmProgress:
+    """One tqdm bar per epoch: stage, loss, lr in the postfix; tqdm shows it/s and the ETA."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.bar: Any = None
+
+    def start_epoch(self, *, stage: str, epoch: int, total_epochs: int, total_steps: int, initial_step: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.close()
+        self.bar = tqdm(
+            total=total_steps, initial=initial_step, file=self.stream, dynamic_ncols=True, leave=True,
+            desc=f"epoch {epoch}/{total_epochs} [{stage}]", unit="it",
+        )
+
+    def update(self, *, step: int, loss: float | None, lr: float) -> None:
+        if self.bar is None:
+            return
+        self.bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def end_epoch(self, summary: dict[str, float]) -> None:
+        if self.bar is not None:
+            shown = {key: (f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else value)
+                     for key, value in summary.items() if key != "seconds"}
+            self.bar.set_postfix(shown, refresh=True)
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class LogProgress:
+    """Without a terminal (CI, nohup, files): a log line every `every` steps with loss, lr, it/s and ETA."""
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = max(1, every)
+        self.stage = ""
+        self.epoch = 0
+        self.total_epochs = 0
+        self.total = 0
+        self.initial = 0
+        self.started = time.perf_counter()
+        self.loss_sum = 0.0
+        self.loss_count = 0
+
+    def start_epoch(self, *, stage: str, epoch: int, total_epochs: int, total_steps: int, initial_step: int) -> None:
+        self.stage, self.epoch, self.total_epochs = stage, epoch, total_epochs
+        self.total, self.initial = total_steps, initial_step
+        self.started = time.perf_counter()
+        self.loss_sum, self.loss_count = 0.0, 0
+        log.info("epoch_start", epoch=epoch, of=total_epochs, stage=stage, steps=total_steps, from_step=initial_step)
+
+    def update(self, *, step: int, loss: float | None, lr: float) -> None:
+        if loss is not None:
+            self.loss_sum += loss
+            self.loss_count += 1
+        if step % self.every and step != self.total:
+            return
+        elapsed = time.perf_counter() - self.started
+        done = max(1, step - self.initial)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        log.info(
+            "train_progress", epoch=self.epoch, stage=self.stage, step=f"{step}/{self.total}",
+            loss=round(self.loss_sum / self.loss_count, 5) if self.loss_count else None,
+            lr=float(f"{lr:.3e}"), it_s=round(rate, 3),
+            eta=_eta((self.total - step) / rate) if rate > 0 else "?",
+        )
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def end_epoch(self, summary: dict[str, float]) -> None:
+        log.info("epoch_end", epoch=self.epoch, stage=self.stage,
+                 **{key: (round(value, 5) if isinstance(value, float) and math.isfinite(value) else value)
+                    for key, value in summary.items()})
+
+
+def make_progress(log_every_steps: int = 10, *, stream: TextIO | None = None) -> TqdmProgress | LogProgress:
+    """A bar on an interactive terminal (and rank 0), log lines otherwise. APEX_X_PROGRESS=bar|log forces one."""
+    forced = os.environ.get("APEX_X_PROGRESS", "").lower()
+    target = stream or sys.stderr
+    interactive = bool(getattr(target, "isatty", lambda: False)())
+    if forced == "bar" or (forced != "log" and interactive):
+        return TqdmProgress(target)
+    return LogProgress(log_every_steps)

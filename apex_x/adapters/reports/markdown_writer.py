@@ -1,0 +1,158 @@
+"""MarkdownReportWriter: train_report.md for people, with the PNG curves it links (plots/)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apex_x.adapters.checkpoints.torch_store import atomic_write
+from apex_x.adapters.reports.plots import LOSS_PLOT, METRICS_PLOT, write_plots
+
+REPORT_FILE = "train_report.md"
+PLOTS_DIR = "plots"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _relative(path: str | None, base: Path) -> str:
+    if not path:
+        return "-"
+    try:
+        return f"[{Path(path).name}]({Path(path).resolve().relative_to(base.resolve()).as_posix()})"
+    except ValueError:
+        return f"`{path}`"
+
+
+def _history_table(history: list[Mapping[str, Any]], metric: str) -> list[str]:
+    components = sorted({name for entry in history for name in (entry.get("train") or {}) if name != "total_loss"})
+    header = ["epoch", "stage", "steps", "loss", *components, "grad max", "skipped", "lr", metric, "best", "s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in history:
+        train = entry.get("train") or {}
+        diagnostics = entry.get("diagnostics") or {}
+        row = [
+            str(entry.get("epoch")), str(entry.get("stage")), str(entry.get("steps")), _fmt(train.get("total_loss")),
+            *(_fmt(train.get(name)) for name in components),
+            _fmt(diagnostics.get("grad_norm_max"), 3),
+            str(diagnostics.get("skipped_steps", 0) + diagnostics.get("oom_skipped_steps", 0)),
+            _fmt(entry.get("lr"), 3), _fmt((entry.get("metric") or {}).get("value")),
+            "**yes**" if entry.get("is_best") else "", _fmt(entry.get("seconds"), 3),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _diagnostics_table(report: Mapping[str, Any]) -> list[str]:
+    diagnostics = report.get("loss_diagnostics") or {}
+    rows = [("run", diagnostics.get("run") or {})] + list((diagnostics.get("per_stage") or {}).items())
+    header = ["scope", "steps", "applied", "grad last", "grad max", "NaN loss", "Inf loss", "NaN grad", "Inf grad",
+              "skipped", "OOM skipped", "bad components"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, values in rows:
+        bad = ", ".join(f"{key}: {count}" for key, count in (values.get("bad_components") or {}).items()) or "-"
+        cells = [name, values.get("steps"), values.get("applied_steps"), _fmt(values.get("grad_norm_last"), 3),
+                 _fmt(values.get("grad_norm_max"), 3), values.get("nan_loss"), values.get("inf_loss"),
+                 values.get("nan_grad"), values.get("inf_grad"), values.get("skipped_steps"),
+                 values.get("oom_skipped_steps"), bad]
+        lines.append("| " + " | ".join(_fmt(cell) if not isinstance(cell, str) else cell for cell in cells) + " |")
+    return lines
+
+
+def _stage_table(report: Mapping[str, Any]) -> list[str]:
+    header = ["stage", "epochs", "losses", "trainable", "lr scale", "best in stage", "last metrics"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, values in (report.get("stage_metrics") or {}).items():
+        best = values.get("best") or {}
+        last = values.get("last_metrics") or {}
+        shown = ", ".join(f"{key} {_fmt(last[key])}" for key in ("segm_AP", "bbox_AP", "val_loss") if key in last)
+        cells = [
+            name, f"{len(values.get('epochs_done') or [])}/{values.get('planned_epochs')}",
+            ", ".join(f"{key}={weight}" for key, weight in (values.get("losses") or {}).items()),
+            ", ".join(values.get("trainable") or []), _fmt(values.get("lr_scale")),
+            f"{best.get('name')} {_fmt(best.get('value'))} (epoch {best.get('epoch')})" if best else "-",
+            shown or "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
+    best = report.get("best_metric") or {}
+    run = report.get("run") or {}
+    dataset = report.get("dataset") or {}
+    artifacts = report.get("artifacts") or {}
+    kernels = report.get("kernels") or {}
+    config = report.get("config") or {}
+    lines = [
+        "# Apex-X training report",
+        "",
+        f"- **status**: {report.get('status')}" + (f" ({report['message']})" if report.get("message") else ""),
+        f"- **checkpoint metric**: {report.get('selected_checkpoint_metric')} (requested "
+        f"{report.get('requested_checkpoint_metric')}: {report.get('checkpoint_metric_reason')})",
+        f"- **best**: {_fmt(best.get('value'))} at epoch {best.get('epoch')}" if best else "- **best**: none yet",
+        f"- **epochs**: {report.get('epochs_done')} of {report.get('epochs_planned')}; "
+        f"training time {_fmt((report.get('timing') or {}).get('train_seconds_total'), 1)} s",
+        f"- **model**: profile {(config.get('model') or {}).get('profile')}, "
+        f"input {(config.get('model') or {}).get('input_height')}x{(config.get('model') or {}).get('input_width')}",
+        f"- **dataset**: mode **{report.get('dataset_mode')}**, backend {report.get('dataset_backend')}, "
+        f"fingerprint `{str(dataset.get('fingerprint'))[:12]}`",
+        f"- **device**: {run.get('device')}, world size {run.get('world_size')}, amp {run.get('amp')}, "
+        f"kernels {kernels.get('backend', '-')}, seed {run.get('seed')}",
+        f"- **files**: best {_relative(artifacts.get('best_checkpoint'), folder)}, "
+        f"last {_relative(artifacts.get('last_checkpoint'), folder)}, "
+        f"weights {_relative(artifacts.get('weights'), folder)}, [config.json](config.json), "
+        "[train_report.json](train_report.json)",
+    ]
+    if report.get("auxiliary_losses"):
+        lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
+    lines += [
+        "",
+        "## Curves",
+        "",
+        f"![loss components per epoch]({PLOTS_DIR}/{LOSS_PLOT})",
+        "",
+        f"![validation AP per epoch]({PLOTS_DIR}/{METRICS_PLOT})",
+        "",
+        "## History",
+        "",
+        *_history_table(list(report.get("history") or []), str(report.get("selected_checkpoint_metric"))),
+        "",
+        "## Stages",
+        "",
+        *_stage_table(report),
+        "",
+        "## Loss diagnostics",
+        "",
+        *_diagnostics_table(report),
+    ]
+    last_eval = next((entry.get("evaluation") for entry in reversed(report.get("history") or []) if entry.get("evaluation")), None)
+    per_class = (last_eval or {}).get("per_class") or {}
+    if per_class:
+        columns = sorted({key for values in per_class.values() for key in values})
+        lines += ["", "## Per-class AP (last validation)", "", "| class | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for name, values in per_class.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class MarkdownReportWriter:
+    """ReportWriter adapter: train_report.md plus plots/loss_components.png and plots/val_metrics.png."""
+
+    def write(self, report: Mapping[str, Any], output_dir: str) -> list[str]:
+        folder = Path(output_dir)
+        written = write_plots(list(report.get("history") or []), folder / PLOTS_DIR)
+        text = render_markdown(report, folder)
+        path = folder / REPORT_FILE
+        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), what="report")
+        return [str(path), *written]

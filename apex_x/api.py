@@ -1,0 +1,317 @@
+"""The importable use-case API (`apex_x.load_config`, `apex_x.preflight`, ...): the CLI, notebooks and users call it.
+
+Each function is small: load the config, build the container with `create_container`, run the use case.
+Heavy modules are imported inside the functions, so `import apex_x.api` stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apex_x.adapters.datasets.shapes_writer import ShapesPaths
+    from apex_x.application.evaluate import EvalReport
+    from apex_x.application.inference import InferenceModel
+    from apex_x.application.predict import PredictionRun
+    from apex_x.application.preflight import PreflightReport
+    from apex_x.application.train import TrainResult
+    from apex_x.domain.config import ApexConfig
+    from apex_x.domain.types import DatasetReport
+
+# Keyword flags of load_config -> (dotted config key, the CLI flag named in error messages).
+CONFIG_FLAGS: dict[str, tuple[str, str]] = {
+    "steps_per_stage": ("train.steps_per_stage", "--steps-per-stage"),
+    "seed": ("train.seed", "--seed"),
+    "num_classes": ("model.num_classes", "--num-classes"),
+    "device": ("runtime.device", "--device"),
+    "output_dir": ("train.output_dir", "--output-dir"),
+    "epochs": ("train.epochs", "--epochs"),
+    "batch_size": ("train.batch_size", "--batch-size"),
+    "profile": ("model.profile", "--profile"),
+    "kernels": ("runtime.kernels", "--kernels"),
+    "log_level": ("runtime.log_level", "--log-level"),
+    "allow_synthetic_fallback": ("train.allow_synthetic_fallback", "--allow-synthetic-fallback"),
+}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = (), **flags: Any) -> ApexConfig:
+    """YAML file (optional) + `--set` style overrides ("train.epochs=3") + keyword flags -> validated config.
+
+    Flags are those of CONFIG_FLAGS (e.g. `seed=0, num_classes=3, steps_per_stage=10`); None means "not
+    given". Precedence: file < overrides < flags. Errors are ConfigError naming the file or flag and key.
+    """
+    from apex_x.container import create_container
+
+    extra: dict[str, tuple[Any, str]] = {}
+    for name, value in flags.items():
+        if name not in CONFIG_FLAGS:
+            close = difflib.get_close_matches(name, list(CONFIG_FLAGS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid flags: {', '.join(CONFIG_FLAGS)}"
+            raise TypeError(f"load_config() got an unknown flag {name!r}{hint}")
+        if value is not None:
+            key, flag = CONFIG_FLAGS[name]
+            extra[key] = (value, f"{flag} {value}")
+    loader = create_container().config_loader()
+    return loader(None if path is None else str(path), overrides=list(overrides), extra=extra)
+
+
+def preflight(
+    profile: str = "base",
+    output_json: str | os.PathLike[str] | None = None,
+    *,
+    output_dir: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> PreflightReport:
+    """Check the dependencies, CUDA, triton and the output folder of a profile ("base" or "worldclass").
+
+    Returns the report (`report.ok`, `report.failures`, `report.to_dict()`); never raises for a missing
+    package. `output_dir` defaults to `train.output_dir` of `config` (or of the defaults). With
+    `output_json`, the report is also written there as JSON.
+    """
+    from apex_x.container import create_container
+
+    settings = load_config(config)
+    container = create_container(settings)
+    folder = str(output_dir) if output_dir is not None else settings.train.output_dir
+    report = container.preflight().execute(profile, folder, settings)
+    if output_json is not None:
+        _write_json(output_json, report.to_dict())
+    return report
+
+
+def _write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
+    """Write JSON atomically (temporary file in the same folder, then rename); creates the folder."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=False, default=str)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+# --- data: dataset preflight and the built-in shapes dataset (issue 3) -----------------------------
+
+
+def dataset_preflight(
+    config: str | os.PathLike[str] | None,
+    *,
+    overrides: Sequence[str] = (),
+    num_classes: int | None = None,
+    full_decode: bool = False,
+    output_json: str | os.PathLike[str] | None = None,
+) -> DatasetReport:
+    """Validate the dataset contract of a config (its real COCO data) without training.
+
+    Returns the DatasetReport (`report.ok`, `report.findings`, `report.summary`, `report.to_plain()`);
+    dataset problems are findings, not exceptions. The class count to check is `num_classes` or
+    model.num_classes of the config. With `output_json` the report is also written there as JSON.
+    """
+    from apex_x.container import create_container
+
+    settings = load_config(config, overrides, num_classes=num_classes)
+    use_case = create_container(settings).dataset_preflight()
+    report = use_case.execute(
+        settings,
+        full_decode=full_decode or settings.data.full_image_check,
+        expected_num_classes=settings.model.num_classes,
+    )
+    if output_json is not None:
+        _write_json(output_json, {"config": None if config is None else os.fspath(config), **report.to_plain()})
+    return report
+
+
+def make_shapes(
+    directory: str | os.PathLike[str],
+    *,
+    train: int = 512,
+    val: int = 64,
+    size: int = 256,
+    seed: int = 0,
+    layout: str = "shapes",
+    overwrite: bool = False,
+) -> ShapesPaths:
+    """Write the built-in shapes dataset (COCO format, 3 classes) to `directory`; deterministic per seed.
+
+    layout "shapes": DIR/train, DIR/val, DIR/instances_{train,val}.json (configs/quickstart.yaml);
+    layout "coco": DIR/train2017, DIR/val2017, DIR/annotations/instances_{train,val}2017.json
+    (configs/coco_baseline.yaml with DIR=data/coco). Returns the paths (`.config_overrides()`).
+    """
+    from apex_x.container import create_container
+
+    if layout not in ("shapes", "coco"):
+        raise ValueError(f"layout must be 'shapes' or 'coco', got {layout!r}")
+    writer = create_container().shapes_writer()
+    return writer(directory, train=train, val=val, size=size, seed=seed, layout=layout, overwrite=overwrite)
+
+
+# --- training (issue 5) -------------------------------------------------------------------------
+
+
+def train(
+    config: str | os.PathLike[str] | ApexConfig | None,
+    *,
+    steps_per_stage: int | None = None,
+    seed: int | None = None,
+    num_classes: int | None = None,
+    overrides: Sequence[str] = (),
+    resume: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    stop_after_steps: int | None = None,
+    log_level: str | None = None,
+) -> TrainResult:
+    """Train (or resume) a run: the same use case, checks and reports as `apex-x train`.
+
+    `config` is a YAML path (with `overrides` such as "train.epochs=1" and the keyword flags on top) or an
+    ApexConfig. `resume` continues from a checkpoint (e.g. <output_dir>/checkpoints/last.pt) in that run's
+    folder unless `output_dir` or a train.output_dir override says otherwise. `stop_after_steps` pauses
+    after that many batches (last.pt saved). Returns a TrainResult (status, report path, best metric,
+    last val metrics, checkpoints); bad input raises a UserError subclass naming the key, file or id.
+    """
+    from apex_x.adapters.logging_structlog import configure_logging
+    from apex_x.application.resume import run_folder_of
+    from apex_x.container import create_container
+    from apex_x.domain.config import ApexConfig
+
+    overrides = list(overrides)
+    if output_dir is None and resume is not None and not any(
+        text.partition("=")[0].strip() == "train.output_dir" for text in overrides
+    ):
+        output_dir = run_folder_of(os.fspath(resume))
+    flags = {"steps_per_stage": steps_per_stage, "seed": seed, "num_classes": num_classes, "device": device,
+             "output_dir": None if output_dir is None else os.fspath(output_dir)}
+    if isinstance(config, ApexConfig):
+        given = {name: value for name, value in flags.items() if value is not None}
+        if overrides or given:
+            settings = load_config(None, [*_as_overrides(config), *overrides], **given)
+        else:
+            settings = config
+    else:
+        settings = load_config(config, overrides, **flags)
+    rank = int(os.environ.get("RANK", "0"))
+    log_file = Path(settings.train.output_dir) / "logs" / "train.jsonl" if rank == 0 else None
+    configure_logging(log_level or settings.runtime.log_level, None if log_file is None else str(log_file))
+    use_case = create_container(settings).train_use_case()
+    return use_case.execute(
+        resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps
+    )
+
+
+def _as_overrides(config: ApexConfig) -> list[str]:
+    """An ApexConfig as `key=value` overrides (JSON values are valid YAML), to apply more on top."""
+    return [f"{section}.{key}={json.dumps(value)}" for section, values in config.to_plain().items()
+            for key, value in values.items()]
+
+
+# --- using a trained model: evaluate, predict, load_model (issue 8) ---------------------------------
+
+
+def load_model(
+    checkpoint: str,
+    *,
+    device: str = "auto",
+    score_threshold: float | None = None,
+    model_overrides: Mapping[str, Any] | None = None,
+) -> InferenceModel:
+    """A checkpoint's model, ready for inference: profile, classes and input size come from the checkpoint."""
+    from apex_x.application.inference import build_inference_model, checkpoint_config, resolve_device
+    from apex_x.container import create_container
+
+    container = create_container()
+    store = container.checkpoint_store()
+    payload = store.load(str(checkpoint))
+    checkpoint_config(payload, str(checkpoint))  # refuses other payloads before anything is built
+    overrides = dict(model_overrides or {})
+    if score_threshold is not None:
+        overrides["score_threshold"] = float(score_threshold)
+    return build_inference_model(
+        payload,
+        path=str(checkpoint),
+        store=store,
+        factory_for=lambda config: create_container(config).model_factory(),
+        device=resolve_device(device),
+        model_overrides=overrides,
+        apply_state=container.model_state_loader(),
+    )
+
+
+def predict(
+    checkpoint: str,
+    images: str | Sequence[str],
+    *,
+    output_dir: str | None = "artifacts/predictions",
+    score_threshold: float | None = 0.25,
+    device: str = "auto",
+    batch_size: int = 4,
+    overlays: bool = True,
+) -> PredictionRun:
+    """Predict on image files and folders; writes predictions.json, summary.json and PNG overlays to output_dir.
+
+    Inputs that cannot be used (missing, empty folder, undecodable) are listed in `.failures`; the others
+    are still processed. With output_dir=None nothing is written and the detections are returned.
+    """
+    from apex_x.container import create_container
+
+    model = load_model(checkpoint, device=device, score_threshold=score_threshold)
+    container = create_container(model.config)
+    sink = (
+        container.prediction_sink(output_dir=output_dir, categories=model.categories, overlays=overlays)
+        if output_dir is not None
+        else None
+    )
+    use_case = container.predict_images(model=model, sink=sink, score_threshold=score_threshold, batch_size=batch_size)
+    return use_case.execute([images] if isinstance(images, str) else [str(item) for item in images])
+
+
+def evaluate(
+    config: str | None,
+    checkpoint: str,
+    *,
+    overrides: Sequence[str] = (),
+    output_json: str | None = None,
+    output_md: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    write_files: bool = True,
+) -> EvalReport:
+    """COCO bbox/segm metrics of `checkpoint` on the val split of `config` (+ `--set` overrides).
+
+    The model (profile, architecture, input size, classes) comes from the checkpoint; `model.*`
+    overrides apply on top of it. Writes eval_report.json/.md (default: in train.output_dir).
+    """
+    from apex_x.application.evaluate import eval_markdown
+    from apex_x.container import create_container
+
+    settings = load_config(config, list(overrides))
+    dotted_keys = (text.partition("=")[0].strip() for text in overrides)
+    model_keys = {key.split(".", 1)[1] for key in dotted_keys if key.startswith("model.")}
+    model = load_model(
+        checkpoint,
+        device=device or settings.runtime.device,
+        model_overrides={key: getattr(settings.model, key) for key in model_keys},
+    )
+    effective = settings.model_copy(update={"model": model.config.model})
+    container = create_container(effective)
+    use_case = container.evaluate_checkpoint(model=model, batch_size=batch_size or settings.train.batch_size)
+    report = use_case.execute()
+    report.extra["config"] = str(config) if config is not None else None
+    if write_files:
+        json_path = output_json or str(Path(settings.train.output_dir) / "eval_report.json")
+        md_path = output_md or str(Path(json_path).with_suffix(".md"))
+        report.extra["files"] = [json_path, md_path]
+        container.eval_report_writer().write(report.to_plain(), eval_markdown(report), json_path, md_path)
+    return report

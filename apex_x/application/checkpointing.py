@@ -1,0 +1,124 @@
+"""Checkpoint payloads of a run and where they go: epoch_XXXX.pt, best.pt, last.pt (rank 0 writes)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from apex_x import __version__
+from apex_x.application.distributed import DistContext, any_true
+from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.errors import ApexError, TrainingStopped
+from apex_x.domain.ports import CheckpointStore
+
+log = structlog.get_logger(__name__)
+
+_EPOCH_FILE = re.compile(r"^epoch_(\d{4,})\.pt$")
+
+
+def epoch_file_name(epoch_number: int) -> str:
+    """1-based epoch number -> epoch_XXXX.pt."""
+    return f"epoch_{epoch_number:04d}.pt"
+
+
+def make_payload(
+    *,
+    profile: str,
+    model_state: Mapping[str, Any],
+    ema_state: Mapping[str, Any] | None,
+    optimizer_state: Mapping[str, Any],
+    scheduler_state: Mapping[str, Any],
+    rng: Mapping[str, Any],
+    progress: Mapping[str, Any],
+    best: Mapping[str, Any] | None,
+    config: Mapping[str, Any],
+    categories: Mapping[str, Any],
+    dataset_fingerprint: str,
+    input_size: tuple[int, int],
+    train_state: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The full training checkpoint (tensors and plain values only; see domain.checkpoint_format)."""
+    return {
+        fmt.KEY_FORMAT: fmt.FORMAT_TAG,
+        fmt.KEY_VERSION: fmt.FORMAT_VERSION,
+        fmt.KEY_APEX_VERSION: __version__,
+        fmt.KEY_PROFILE: profile,
+        fmt.weights_key_for_profile(profile): dict(model_state),
+        fmt.KEY_EMA: dict(ema_state) if ema_state is not None else None,
+        fmt.KEY_OPTIMIZER: dict(optimizer_state),
+        fmt.KEY_SCHEDULER: dict(scheduler_state),
+        fmt.KEY_SCALER: None,  # bf16 autocast needs no loss scaling
+        fmt.KEY_RNG: dict(rng),
+        fmt.KEY_PROGRESS: dict(progress),
+        fmt.KEY_BEST: dict(best) if best else None,
+        fmt.KEY_CONFIG: dict(config),
+        fmt.KEY_CATEGORIES: dict(categories),
+        fmt.KEY_DATASET_FINGERPRINT: dataset_fingerprint,
+        fmt.KEY_INPUT_SIZE: [int(input_size[0]), int(input_size[1])],
+        "train_state": dict(train_state),
+    }
+
+
+class CheckpointKeeper:
+    """Writes a run's checkpoints on rank 0; every rank learns whether the write worked (no hang)."""
+
+    def __init__(self, store: CheckpointStore, directory: Path, context: DistContext, keep_last: int | None) -> None:
+        self.store = store
+        self.directory = directory
+        self.context = context
+        self.keep_last = keep_last
+
+    @property
+    def last(self) -> Path:
+        return self.directory / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.directory / "best.pt"
+
+    def save(self, build: Callable[[], dict[str, Any]], *, epoch_number: int | None, is_best: bool) -> list[str]:
+        """Rank 0 writes epoch file (when epoch_number), best.pt (when is_best) and last.pt, in that order,
+        so last.pt is only replaced once the others exist. A failed write raises on every rank."""
+        written: list[str] = []
+        failure: ApexError | OSError | None = None
+        if self.context.is_main:
+            try:
+                payload = build()
+                targets: list[Path] = []
+                if epoch_number is not None:
+                    targets.append(self.directory / epoch_file_name(epoch_number))
+                if is_best:
+                    targets.append(self.best)
+                targets.append(self.last)
+                for target in targets:
+                    self.store.save(payload, str(target))
+                    written.append(str(target))
+                if epoch_number is not None:
+                    self._prune()
+            except (ApexError, OSError) as error:
+                failure = error
+        if any_true(self.context, [failure is not None])[0]:
+            if failure is not None:
+                raise failure
+            raise TrainingStopped("rank 0 could not write a checkpoint; see its error")
+        if written:
+            log.info("checkpoint_saved", files=[Path(path).name for path in written])
+        return written
+
+    def epoch_files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(path for path in self.directory.iterdir() if _EPOCH_FILE.match(path.name))
+
+    def _prune(self) -> None:
+        if self.keep_last is None:
+            return
+        for old in self.epoch_files()[: -self.keep_last]:
+            try:
+                old.unlink()
+            except OSError as error:
+                log.warning("checkpoint_prune_failed", path=str(old), error=str(error))

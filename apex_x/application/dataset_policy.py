@@ -1,0 +1,78 @@
+"""The fail-fast dataset policy: real COCO data, or synthetic data only when explicitly allowed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import DatasetError
+from apex_x.domain.types import Finding
+
+logger = structlog.get_logger(__name__)
+
+HOW_TO_FIX = (
+    "Fix the path in the config or with --set KEY=PATH (relative paths are resolved against the working "
+    "directory; `apex-x make-shapes data/shapes` writes a small built-in dataset, see configs/quickstart.yaml), "
+    "check it with `apex-x dataset-preflight CONFIG`, or, for a smoke run only, set "
+    "train.allow_synthetic_fallback=true"
+)
+
+
+def dataset_config_problems(settings: ApexConfig, cwd: str | Path | None = None) -> list[Finding]:
+    """Keys that are not set or paths that do not exist, each naming the key and the resolved path."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    data = settings.data
+    splits = (
+        ("train", "coco_train_images", "coco_train_annotations", True),
+        ("val", "coco_val_images", "coco_val_annotations", False),
+    )
+    problems: list[Finding] = []
+    for split, images_key, annotations_key, required in splits:
+        values = {f"data.{images_key}": getattr(data, images_key), f"data.{annotations_key}": getattr(data, annotations_key)}
+        unset = [key for key, value in values.items() if value is None]
+        if len(unset) == 2 and not required:
+            continue
+        if len(unset) == 2:
+            problems.append(Finding(
+                "error", "config.missing_key",
+                f"{' and '.join(unset)} are not set: no {split} dataset is configured",
+            ))
+            continue
+        if unset:
+            other = next(key for key in values if key not in unset)
+            problems.append(Finding(
+                "error", "config.missing_key", f"{unset[0]} is not set but {other} is: the {split} split needs both",
+            ))
+            continue
+        for key, value in values.items():
+            path = Path(os.path.normpath(os.path.join(base, os.path.expanduser(str(value)))))
+            wants_folder = key.endswith("_images")
+            if not path.exists():
+                kind = "images folder" if wants_folder else "annotations file"
+                problems.append(Finding("error", "file.not_found", f"{key}: {kind} not found: {path}", file=str(path)))
+            elif wants_folder and not path.is_dir():
+                problems.append(Finding("error", "file.not_a_directory", f"{key}: not a folder: {path}", file=str(path)))
+            elif not wants_folder and not path.is_file():
+                problems.append(Finding("error", "file.not_a_file", f"{key}: not a file: {path}", file=str(path)))
+    return problems
+
+
+def select_dataset_kind(settings: ApexConfig) -> Literal["coco", "synthetic"]:
+    """"coco" when the dataset keys point at existing files; otherwise a DatasetError naming the key and
+    path, or "synthetic" (with the reason logged) when train.allow_synthetic_fallback is true."""
+    problems = [finding for finding in dataset_config_problems(settings) if finding.severity == "error"]
+    if not problems:
+        return "coco"
+    reason = "; ".join(finding.message for finding in problems)
+    if settings.train.allow_synthetic_fallback:
+        logger.warning(
+            "dataset.synthetic_fallback",
+            reason=reason,
+            note="train.allow_synthetic_fallback=true: training on synthetic data (reported as dataset mode synthetic)",
+        )
+        return "synthetic"
+    raise DatasetError(f"{reason}. {HOW_TO_FIX}.")

@@ -1,0 +1,100 @@
+"""Use cases: the dataset contract check (`dataset-preflight`) and the same check before training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from apex_x.application.dataset_policy import dataset_config_problems
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import DatasetError
+from apex_x.domain.ports import DatasetSource
+from apex_x.domain.types import DatasetReport
+
+logger = structlog.get_logger(__name__)
+
+
+class DatasetPreflight:
+    """Validates the real (COCO) dataset of a config without training; never falls back to synthetic data."""
+
+    def __init__(self, source_factory: Callable[[], DatasetSource]) -> None:
+        self.source_factory = source_factory
+
+    def execute(
+        self, settings: ApexConfig, *, full_decode: bool = False, expected_num_classes: int | None = None
+    ) -> DatasetReport:
+        problems = dataset_config_problems(settings)
+        if any(finding.severity == "error" for finding in problems):
+            summary = {
+                "mode": "real",
+                "backend": None,
+                "full_decode": full_decode,
+                "config": {key: getattr(settings.data, key) for key in (
+                    "coco_train_images", "coco_train_annotations", "coco_val_images", "coco_val_annotations")},
+            }
+            return DatasetReport(summary=summary, findings=problems)
+        source = self.source_factory()
+        report = source.validate(full_decode=full_decode, expected_num_classes=expected_num_classes)
+        report.findings = [*problems, *report.findings]
+        return report
+
+
+def check_dataset_before_training(
+    source: DatasetSource, *, full_decode: bool, expected_num_classes: int | None = None
+) -> DatasetReport:
+    """The preflight rules on the source a run will train on; raises DatasetError listing the errors."""
+    report = source.validate(full_decode=full_decode, expected_num_classes=expected_num_classes)
+    warnings = [finding for finding in report.findings if finding.severity == "warning"]
+    for finding in warnings[:10]:
+        logger.warning("dataset.finding", finding=finding.describe())
+    if not report.ok:
+        raise DatasetError(
+            f"the dataset failed its checks ({report.error_summary()}). "
+            "Run `apex-x dataset-preflight CONFIG` for the full report."
+        )
+    logger.info("dataset.checked", mode=source.mode, backend=source.backend, warnings=len(warnings))
+    return report
+
+
+def _range(values: Any) -> str:
+    return f"{values[0]}-{values[1]}" if isinstance(values, list) and len(values) == 2 else "-"
+
+
+def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_classes: int = 20) -> str:
+    """The report as text for people: per-split counts, instances per class, findings, verdict."""
+    summary = report.summary
+    lines = [f"dataset mode: {summary.get('mode')}   backend: {summary.get('backend')}   "
+             f"full image decode: {'yes' if summary.get('full_decode') else 'no'}"]
+    splits: dict[str, Any] = summary.get("splits") or {}
+    if any("images" in values for values in splits.values()):
+        lines.append(f"{'split':<6} {'images':>7} {'annots':>7} {'inst':>7} {'crowd':>6} {'empty':>6} "
+                     f"{'width':>10} {'height':>10}  annotations file")
+        for name, values in splits.items():
+            lines.append(
+                f"{name:<6} {values.get('images', '-'):>7} {values.get('annotations', '-'):>7} "
+                f"{values.get('instances', '-'):>7} {values.get('crowd', '-'):>6} {values.get('empty_images', '-'):>6} "
+                f"{_range(values.get('width_range')):>10} {_range(values.get('height_range')):>10}  "
+                f"{values.get('annotations_file', '')}"
+            )
+    if summary.get("num_classes") is not None:
+        lines.append(f"categories: {summary['num_classes']}")
+        per_split = {name: values.get("instances_per_class") or {} for name, values in splits.items()}
+        names = list(next(iter(per_split.values()), {}))
+        if names:
+            ordered = sorted(names, key=lambda n: -sum(counts.get(n, 0) for counts in per_split.values()))
+            header = "/".join(per_split)
+            shown = ", ".join(f"{n} {'/'.join(str(c.get(n, 0)) for c in per_split.values())}" for n in ordered[:max_classes])
+            more = f", ... ({len(names) - max_classes} more)" if len(names) > max_classes else ""
+            lines.append(f"instances per class ({header}): {shown}{more}")
+    errors = len(report.errors)
+    warnings = sum(1 for f in report.findings if f.severity == "warning")
+    infos = len(report.findings) - errors - warnings
+    lines.append(f"findings: {errors} error(s), {warnings} warning(s), {infos} info")
+    for finding in report.findings[:max_findings]:
+        lines.append(f"  {finding.describe()}")
+    if len(report.findings) > max_findings:
+        lines.append(f"  ... {len(report.findings) - max_findings} more in the JSON report (--output-json)")
+    lines.append("result: OK, the dataset is usable" if report.ok else "result: NOT USABLE, fix the errors above")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Evaluate use case: COCO bbox/segm metrics of a checkpoint's model on the config's val split."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from apex_x.application.inference import InferenceModel
+from apex_x.domain.errors import DatasetError
+from apex_x.domain.ports import DatasetSource, Evaluator
+from apex_x.domain.types import Detections, EvalResult
+
+log = structlog.get_logger(__name__)
+
+EVAL_REPORT_SCHEMA = "apex-x-eval-report/1"
+HEADLINE_METRICS = (
+    "bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl",
+    "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm", "segm_APl",
+)  # fmt: skip
+
+
+@dataclass
+class EvalReport:
+    """An evaluation and its context: which checkpoint, which data, what the trainer recorded."""
+
+    result: EvalResult
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    seconds: float
+    recorded_best: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metric(self, name: str) -> float:
+        return float(self.result.metrics.get(name, math.nan))
+
+    def to_plain(self) -> dict[str, Any]:
+        best = self.recorded_best
+        reproduced = None
+        if best and isinstance(best.get("name"), str) and best["name"] in self.result.metrics:
+            reproduced = {
+                "name": best["name"],
+                "recorded": best.get("value"),
+                "evaluated": self.result.metrics[best["name"]],
+                "epoch": best.get("epoch"),
+            }
+        return {
+            "schema": EVAL_REPORT_SCHEMA,
+            "model": self.model,
+            "dataset": self.dataset,
+            **self.result.to_plain(),
+            "recorded_best": best,
+            "best_metric_check": reproduced,
+            "seconds": round(self.seconds, 3),
+            **self.extra,
+        }
+
+
+class EvaluateCheckpoint:
+    """Runs the model over the val split (as the trainer's validation does) and scores it with COCOeval."""
+
+    def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.evaluator = evaluator
+        self.batch_size = max(1, batch_size)
+
+    def execute(self) -> EvalReport:
+        started = time.perf_counter()
+        self._check_categories()
+        loader = self.dataset.val_loader(self.batch_size)
+        ground_truth = self.dataset.val_ground_truth()
+        if loader is None or ground_truth is None:
+            raise DatasetError(
+                "the config has no val split to evaluate on: set data.coco_val_images and "
+                "data.coco_val_annotations (e.g. --set data.coco_val_annotations=PATH)"
+            )
+        detections: list[tuple[int, Detections]] = []
+        for batch in loader.iter_epoch(0):
+            found = self.model.detect(batch.images, batch.metas)
+            detections.extend((meta.image_id, item) for meta, item in zip(batch.metas, found, strict=True))
+        result = self.evaluator.evaluate(ground_truth, detections, self.model.categories)
+        seconds = time.perf_counter() - started
+        log.info("eval_done", images=result.num_images, detections=result.num_detections, seconds=round(seconds, 2))
+        return EvalReport(
+            result=result,
+            model=self.model.describe(),
+            dataset=_plain(self.dataset.describe()),
+            seconds=seconds,
+            recorded_best=self.model.best,
+        )
+
+    def _check_categories(self) -> None:
+        expected = self.model.categories
+        found = self.dataset.categories
+        if tuple(expected.original_ids) != tuple(found.original_ids):
+            raise DatasetError(
+                f"the val split's categories {list(zip(found.original_ids, found.names, strict=True))} differ from "
+                f"the checkpoint's {list(zip(expected.original_ids, expected.names, strict=True))} "
+                f"({self.model.checkpoint_path}); evaluate on data with the classes the model was trained on"
+            )
+
+
+def eval_markdown(report: EvalReport) -> str:
+    """The report for people: headline metrics, the trainer's recorded best, and a per-class table."""
+    plain = report.to_plain()
+    lines = ["# Apex-X evaluation", ""]
+    model = report.model
+    lines += [
+        f"- checkpoint: `{model.get('checkpoint')}` ({model.get('profile')}, {model.get('weights')} weights, "
+        f"input {'x'.join(str(v) for v in model.get('input_size', []))}, device {model.get('device')})",
+        f"- images: {report.result.num_images}, detections: {report.result.num_detections}, "
+        f"time: {report.seconds:.1f} s",
+    ]
+    check = plain["best_metric_check"]
+    if check:
+        lines.append(
+            f"- trainer's best {check['name']} (epoch {check['epoch']}): {_fmt(check['recorded'])}; "
+            f"evaluated now: {_fmt(check['evaluated'])}"
+        )
+    lines += ["", "## Metrics", "", "| metric | bbox | segm |", "|---|---|---|"]
+    for suffix in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        bbox = report.result.metrics.get(f"bbox_{suffix}")
+        segm = report.result.metrics.get(f"segm_{suffix}")
+        if bbox is not None or segm is not None:
+            lines.append(f"| {suffix} | {_fmt(bbox)} | {_fmt(segm)} |")
+    if report.result.per_class:
+        columns = sorted({key for values in report.result.per_class.values() for key in values})
+        lines += ["", "## Per class", "", "| class | " + " | ".join(columns) + " |"]
+        lines.append("|---|" + "---|" * len(columns))
+        for name, values in report.result.per_class.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def eval_table(report: EvalReport) -> str:
+    """A compact plain-text table for the terminal."""
+    rows = [("metric", "bbox", "segm")]
+    for suffix in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        rows.append((suffix, _fmt(report.result.metrics.get(f"bbox_{suffix}")), _fmt(report.result.metrics.get(f"segm_{suffix}"))))
+    if report.result.per_class:
+        rows.append(("", "", ""))
+        rows.append(("class", "bbox_AP", "segm_AP"))
+        for name, values in report.result.per_class.items():
+            rows.append((name, _fmt(values.get("bbox_AP")), _fmt(values.get("segm_AP"))))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    number = float(value)
+    return "nan" if math.isnan(number) else f"{number:.4f}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,111 @@
+"""Resume rules: which config keys may change on resume, the run folder of a checkpoint, finished runs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import CheckpointError, ConfigError, UserError
+
+# Keys that may differ between the checkpoint's config and the resumed run's (regexes on dotted keys).
+SAFE_TO_CHANGE = (
+    r"train\.epochs",
+    r"train\.stages\.\d+\.epochs",
+    r"train\.output_dir",
+    r"train\.steps_per_stage",
+    r"train\.eval_every_epochs",
+    r"train\.log_every_steps",
+    r"train\.keep_last_epochs",
+    r"train\.checkpoint_every_steps",
+    r"train\.max_consecutive_bad_steps",
+    r"train\.allow_synthetic_fallback",  # the dataset fingerprint must still match
+    r"runtime\..+",
+    r"data\.num_workers",
+    r"data\.pin_memory",
+    r"data\.full_image_check",
+)
+_SAFE = re.compile("^(" + "|".join(SAFE_TO_CHANGE) + ")$")
+
+
+class RunAlreadyFinished(UserError):
+    """Resuming a run that has done all its epochs."""
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists of dicts -> {dotted.key: leaf}; lists of scalars stay leaves."""
+    if isinstance(value, Mapping):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(flatten(item, f"{prefix}{key}."))
+        return flat
+    if isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
+        flat = {f"{prefix}count": len(value)}
+        for index, item in enumerate(value):
+            flat.update(flatten(item, f"{prefix}{index}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def check_resume_config(
+    current: ApexConfig, checkpoint_config: Mapping[str, Any], checkpoint_classes: int, path: str
+) -> list[str]:
+    """Raise ConfigError naming the first key that changed and is not safe to change; return the safe changes."""
+    before = flatten(dict(checkpoint_config))
+    after = flatten(current.to_plain())
+    changed: list[str] = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key, "<absent>"), after.get(key, "<absent>")
+        if old == new:
+            continue
+        if key == "model.num_classes" and (new is None or new == checkpoint_classes) and (
+            old is None or old == checkpoint_classes
+        ):
+            continue  # null means "from the data", which the checkpoint resolved already
+        if key.endswith(".count") and key.startswith("train.stages"):
+            key = "train.stages"
+        if not _SAFE.match(key):
+            raise ConfigError(
+                f"cannot resume {path} with a changed value (checkpoint: {old!r}, now: {new!r}). Only these keys "
+                "may change on resume: epochs, stage epochs, output/logging/cadence keys (train.output_dir, "
+                "train.steps_per_stage, train.eval_every_epochs, train.log_every_steps, train.keep_last_epochs, "
+                "train.checkpoint_every_steps), runtime.* and data loading workers. Start a new run "
+                "(without --resume) to change it",
+                key=key,
+            )
+        changed.append(f"{key}: {old!r} -> {new!r}")
+    return changed
+
+
+def run_folder_of(checkpoint_path: str) -> str | None:
+    """`<run>/checkpoints/last.pt` -> `<run>`: where a resumed run keeps writing (None if not that layout)."""
+    path = Path(checkpoint_path)
+    if path.parent.name == "checkpoints":
+        return str(path.parent.parent)
+    return None
+
+
+def require_training_checkpoint(payload: Mapping[str, Any], path: str) -> None:
+    """Only full Apex-X training checkpoints can be resumed."""
+    if payload.get(fmt.KEY_FORMAT) != fmt.FORMAT_TAG:
+        raise CheckpointError(
+            f"{path} is not an Apex-X training checkpoint (no '{fmt.KEY_FORMAT}: {fmt.FORMAT_TAG}' tag): it cannot "
+            "be resumed. Resume from <train.output_dir>/checkpoints/last.pt"
+        )
+    for key in (fmt.KEY_PROGRESS, fmt.KEY_CONFIG, fmt.KEY_OPTIMIZER, fmt.KEY_CATEGORIES, fmt.KEY_RNG):
+        if payload.get(key) is None:
+            raise CheckpointError(f"{path} has no '{key}' entry: it holds weights only and cannot be resumed")
+
+
+def finished_message(path: str, epochs_done: int, best: Mapping[str, Any] | None) -> str:
+    best_text = ""
+    if best and best.get("value") is not None:
+        best_text = f" (best {best.get('name')} {float(best['value']):.4f} at epoch {best.get('epoch')})"
+    return (
+        f"the run of {path} already finished all its {epochs_done} epoch(s){best_text}; nothing to resume. "
+        f"To train longer, resume with more epochs, e.g. --set train.epochs=N (per stage) or "
+        "--set train.stages.<i>.epochs=N for a stage that sets its own"
+    )

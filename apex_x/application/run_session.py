@@ -1,0 +1,419 @@
+"""One training session: restore state, loop over stages and epochs, validate, checkpoint, report."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from apex_x.application.checkpointing import CheckpointKeeper, make_payload
+from apex_x.application.curriculum import Stage, total_epochs
+from apex_x.application.diagnostics import RunDiagnostics
+from apex_x.application.distributed import DistContext
+from apex_x.application.ema import ModelEma
+from apex_x.application.progress import Progress
+from apex_x.application.schedules import evaluation_loss_settings, loss_settings
+from apex_x.application.train_report import ReportState, build_report, is_improvement
+from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
+from apex_x.application.trainer import Trainer, build_optimizer
+from apex_x.application.validation import validate
+from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import DatasetError, TrainingStopped
+from apex_x.domain.ports import AuxiliaryLoss, CheckpointStore, DatasetSource, Evaluator, ReportWriter
+from apex_x.domain.types import CategoryMap
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; `status` is finished, paused (stop_after_steps or a signal) or stopped."""
+
+    status: str
+    output_dir: str
+    report_path: str
+    best: dict[str, Any] | None
+    selected_metric: str
+    last_val_metrics: dict[str, float] | None
+    checkpoints: dict[str, str | None] = field(default_factory=dict)
+    weights_path: str | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_ap(self) -> float | None:
+        """segm AP of the last validation (bbox AP if there is no segm), the figure the CLI prints."""
+        metrics = self.last_val_metrics or {}
+        for name in ("segm_AP", "bbox_AP"):
+            if name in metrics:
+                return metrics[name]
+        return None
+
+
+@dataclass(frozen=True)
+class MetricChoice:
+    requested: str
+    selected: str
+    reason: str
+
+
+def choose_metric(requested: str, source: DatasetSource) -> MetricChoice:
+    """The metric that selects best.pt: the requested one when the data can give it, else val/train loss."""
+    has_val = source.has_val()
+    if requested.endswith("loss"):
+        if requested == "val_loss" and not has_val:
+            return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
+        return MetricChoice(requested, requested, "as configured")
+    if has_val and source.val_ground_truth() is not None:
+        return MetricChoice(requested, requested, "as configured")
+    if has_val:
+        return MetricChoice(requested, "val_loss", "the val split has no ground truth for COCO metrics: val loss")
+    return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
+
+
+@contextlib.contextmanager
+def interrupt_guard() -> Iterator[Any]:
+    """SIGINT/SIGTERM ask the run to stop after the current step (saving last.pt); a second SIGINT aborts."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+        log.warning("stop_requested", signal=signal.Signals(signum).name,
+                    action="saving last.pt after this step; press Ctrl-C again to abort")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def kernels_report(preference: str) -> dict[str, Any]:
+    """Apply runtime.kernels and describe the active loss-kernel backend (when the kernels expose it)."""
+    from apex_x import kernels
+
+    setter = getattr(kernels, "set_backend_preference", None)
+    if setter is not None:
+        setter(preference)
+    reporter = getattr(kernels, "active_backend_report", None)
+    report = reporter() if reporter is not None else {"backend": "torch-reference"}
+    return {"preference": preference, **(dict(report) if isinstance(report, Mapping) else {"backend": str(report)})}
+
+
+class RunSession:
+    """The state of a run in this process and the loop over its remaining epochs."""
+
+    def __init__(self, *, settings: ApexConfig, stages: list[Stage], model: Any, groups: dict[str, list[Any]],
+                 source: DatasetSource, store: CheckpointStore, evaluator: Evaluator,
+                 writers: Sequence[ReportWriter], weights_writer: Any, progress: Progress,
+                 auxiliary_losses: Sequence[AuxiliaryLoss], categories: CategoryMap, context: DistContext,
+                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice) -> None:
+        self.settings, self.stages, self.model, self.groups = settings, stages, model, groups
+        self.source, self.store, self.evaluator, self.writers = source, store, evaluator, writers
+        self.weights_writer, self.progress, self.categories = weights_writer, progress, categories
+        self.context, self.keeper, self.kernels, self.metric = context, keeper, kernels, metric
+        train = settings.train
+        self.output_dir = Path(train.output_dir)
+        self.train_loader = source.train_loader(
+            train.batch_size, seed=train.seed, rank=context.rank, world_size=context.world_size
+        )
+        self.val_loader = (
+            source.val_loader(train.batch_size, rank=context.rank, world_size=context.world_size)
+            if source.has_val() else None
+        )
+        self.ground_truth = source.val_ground_truth() if self.val_loader is not None else None
+        batches = len(self.train_loader)
+        if batches == 0:
+            raise DatasetError(
+                f"the train split gives no batch of train.batch_size={train.batch_size} "
+                f"(world size {context.world_size}); lower train.batch_size or add images"
+            )
+        self.steps_per_epoch = min(batches, train.steps_per_stage or batches)
+        self.amp_dtype = _amp_dtype(train.amp, context.device)
+        self.ema = ModelEma(model, train.ema_decay) if train.ema else None
+        self.eval_model = copy.deepcopy(model) if self.ema is not None else model
+        self.diagnostics = RunDiagnostics()
+        self.report_state = ReportState()
+        self.trainer = Trainer(
+            model=model, optimizer=build_optimizer(model, train), train=train, context=context, ema=self.ema,
+            diagnostics=self.diagnostics, auxiliary_losses=auxiliary_losses, amp_dtype=self.amp_dtype,
+            total_steps=total_epochs(stages) * self.steps_per_epoch,
+        )
+        self.auxiliary_names = [loss.name for loss in auxiliary_losses]
+        self.fingerprint = source.fingerprint()
+        self.dataset_info = {**dict(source.describe()), "fingerprint": self.fingerprint}
+        self.session_started = time.time()
+        self.session_steps = 0
+        self.position: Position | None = None
+        self.status = "running"
+        self.message: str | None = None
+
+    # --- resume ---------------------------------------------------------------------------------
+    def restore(self, payload: Mapping[str, Any], path: str) -> Position:
+        weights = payload[fmt.weights_key_for_profile(self.settings.model.profile)]
+        own = self.model.state_dict()
+        problems = sorted(set(own) ^ set(weights)) + sorted(
+            key for key in own if key in weights and tuple(own[key].shape) != tuple(weights[key].shape)
+        )
+        if problems:
+            raise TrainingStopped(f"{path}: the weights do not fit the model built from the config: {problems[:8]}")
+        self.model.load_state_dict(weights, strict=True)
+        self.trainer.optimizer.load_state_dict(payload[fmt.KEY_OPTIMIZER])
+        progress = dict(payload[fmt.KEY_PROGRESS])
+        if self.ema is not None and payload.get(fmt.KEY_EMA) is not None:
+            self.ema.load(payload[fmt.KEY_EMA], int(progress.get("ema_updates", 0)))
+        elif self.ema is not None:
+            self.ema.load(self.model.state_dict(), 0)
+        state = dict(payload.get("train_state") or {})
+        self.diagnostics = RunDiagnostics.from_state(state.get("diagnostics"))
+        self.trainer.diagnostics = self.diagnostics
+        self.report_state = ReportState.from_plain(state.get("report"))
+        self.trainer.consecutive_bad = int(state.get("consecutive_bad", 0))
+        first_bad = state.get("first_bad")
+        self.trainer.first_bad = (int(first_bad[0]), list(first_bad[1])) if first_bad else None
+        position = Position.from_plain(progress)
+        self.trainer.global_step = position.global_step
+        restore_rng(payload[fmt.KEY_RNG])
+        self.position = position
+        log.info("resumed", checkpoint=path, **position.to_plain())
+        return position
+
+    # --- the loop -------------------------------------------------------------------------------
+    def run(self, start: StartPoint, *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
+        self.trainer.stop_requested = stop_flag.is_set
+        self.report_state.sessions += 1
+        if self.context.is_main:
+            self.write_report()
+        first_stage = True
+        try:
+            for stage in self.stages[start.stage_index:]:
+                if stage.epochs == 0:
+                    continue
+                self.trainer.begin_stage(stage, self.groups)
+                first_epoch = start.epoch if first_stage else stage.first_epoch
+                for epoch in range(first_epoch, stage.first_epoch + stage.epochs):
+                    start_batch = start.start_batch if (first_stage and epoch == start.epoch) else 0
+                    if start_batch == 0:
+                        self.diagnostics.new_epoch()
+                    if self._run_epoch(stage, epoch, start_batch, stop_after_steps):
+                        self.status = "paused"
+                        return self._result()
+                first_stage = False
+            self.status = "finished"
+            self.message = None
+            self._finish()
+            return self._result()
+        except TrainingStopped as stopped:
+            self.status = "stopped"
+            self.message = str(stopped)
+            if self.context.is_main:
+                self.write_report()
+            raise
+        except BaseException as error:  # noqa: BLE001 - the report says how the run ended, then re-raise
+            self.status = "failed" if not isinstance(error, KeyboardInterrupt) else "interrupted"
+            self.message = f"{type(error).__name__}: {error}"
+            if self.context.is_main:
+                with contextlib.suppress(Exception):
+                    self.write_report()
+            raise
+
+    def _run_epoch(self, stage: Stage, epoch: int, start_batch: int, stop_after_steps: int | None) -> bool:
+        """One epoch; True when the run pauses (stop requested or stop_after_steps reached)."""
+        train = self.settings.train
+        started = time.perf_counter()
+        seen_before = self.diagnostics.epoch.steps
+        self.progress.start_epoch(stage=stage.name, epoch=epoch + 1, total_epochs=total_epochs(self.stages),
+                                  total_steps=self.steps_per_epoch, initial_step=start_batch)
+
+        def on_step_end(done: int) -> bool:
+            self.session_steps += 1
+            pause = stop_after_steps is not None and self.session_steps >= stop_after_steps
+            every = train.checkpoint_every_steps
+            if not pause and every and self.trainer.global_step % every == 0 and done < self.steps_per_epoch:
+                self._save_mid_epoch(stage, epoch, done)
+            return pause
+
+        outcome = self.trainer.run_epoch(
+            loader=self.train_loader, stage=stage, epoch=epoch, start_batch=start_batch,
+            steps_in_epoch=self.steps_per_epoch,
+            settings_for=lambda progress: loss_settings(stage.losses, progress, train),
+            progress=self.progress, on_step_end=on_step_end,
+        )
+        if outcome.stop and outcome.steps_done < self.steps_per_epoch:
+            self._save_mid_epoch(stage, epoch, outcome.steps_done)
+            self.message = (
+                f"paused at batch {outcome.steps_done} of epoch {epoch + 1}; resume with --resume {self.keeper.last}"
+            )
+            log.info("paused", message=self.message)
+            return True
+        seconds = time.perf_counter() - started
+        self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before)
+        if outcome.stop:
+            self.message = f"paused after epoch {epoch + 1}; resume with --resume {self.keeper.last}"
+            log.info("paused", message=self.message)
+        return outcome.stop
+
+    def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int) -> None:
+        train = self.settings.train
+        number = epoch + 1
+        last_epoch = number == total_epochs(self.stages)
+        val_metrics: dict[str, float] | None = None
+        evaluation = None
+        if self.val_loader is not None and (number % train.eval_every_epochs == 0 or last_epoch):
+            if self.ema is not None:
+                self.eval_model.load_state_dict(self.ema.weights())
+            result = validate(
+                model=self.eval_model, loader=self.val_loader, ground_truth=self.ground_truth,
+                evaluator=self.evaluator, categories=self.categories,
+                settings=evaluation_loss_settings(train), context=self.context, amp_dtype=self.amp_dtype,
+            )
+            if result.error:
+                raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
+            val_metrics = result.metrics
+            if result.evaluation is not None:  # the flat metrics are in `val` already
+                evaluation = {key: value for key, value in result.evaluation.items() if key != "metrics"}
+        epoch_diag = self.diagnostics.epoch
+        train_loss = epoch_diag.mean_total()
+        metric_value: float | None = None
+        if self.metric.selected == "train_loss":
+            metric_value = train_loss
+        elif val_metrics is not None:
+            metric_value = val_metrics.get(self.metric.selected, math.nan)
+        best = self.report_state.best
+        improved = is_improvement(self.metric.selected, metric_value, best["value"] if best else None)
+        if improved:
+            self.report_state.best = {"name": self.metric.selected, "value": metric_value, "epoch": number}
+        self.report_state.history.append({
+            "epoch": number,
+            "stage": stage.name,
+            "stage_index": stage.index,
+            "steps": epoch_diag.steps,
+            "lr": self.trainer.optimizer.param_groups[0]["lr"],
+            "train": {"total_loss": train_loss, **epoch_diag.component_means()},
+            "diagnostics": epoch_diag.to_plain(),
+            "val": val_metrics,
+            "evaluation": evaluation,
+            "metric": {"name": self.metric.selected, "value": metric_value},
+            "is_best": improved,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(batches_now * train.batch_size * self.context.world_size / seconds, 3)
+            if seconds > 0 else None,
+        })
+        self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, self.steps_per_epoch,
+                                 True, self.trainer.global_step, finished=last_epoch)
+        self.keeper.save(self._payload, epoch_number=number, is_best=improved)
+        if self.context.is_main:
+            self.write_report()
+        self.progress.end_epoch({"loss": train_loss if train_loss is not None else math.nan,
+                                 self.metric.selected: metric_value if metric_value is not None else math.nan,
+                                 "seconds": seconds})
+
+    def _save_mid_epoch(self, stage: Stage, epoch: int, done: int) -> None:
+        self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, done, False,
+                                 self.trainer.global_step)
+        self.keeper.save(self._payload, epoch_number=None, is_best=False)
+
+    def _payload(self) -> dict[str, Any]:
+        assert self.position is not None
+        state = self.report_state
+        return make_payload(
+            profile=self.settings.model.profile,
+            model_state=self.model.state_dict(),
+            ema_state=self.ema.weights() if self.ema is not None else None,
+            optimizer_state=self.trainer.optimizer.state_dict(),
+            scheduler_state={"kind": "warmup_cosine", "global_step": self.trainer.global_step,
+                             "total_steps": self.trainer.total_steps},
+            rng=capture_rng(),
+            progress={**self.position.to_plain(), "epoch_number": self.position.epoch + 1,
+                      "ema_updates": self.ema.updates if self.ema is not None else 0},
+            best=state.best,
+            config=self.settings.to_plain(),
+            categories=self.categories.to_plain(),
+            dataset_fingerprint=self.fingerprint,
+            input_size=(self.settings.model.input_height, self.settings.model.input_width),
+            train_state={
+                "report": {**state.to_plain(), "elapsed_s": state.elapsed_s + time.time() - self.session_started},
+                "diagnostics": self.diagnostics.state(),
+                "consecutive_bad": self.trainer.consecutive_bad,
+                "first_bad": list(self.trainer.first_bad) if self.trainer.first_bad else None,
+            },
+        )
+
+    def _finish(self) -> None:
+        if self.context.is_main and self.weights_writer is not None:
+            weights = self.ema.weights() if self.ema is not None else self.model.state_dict()
+            self.weights_writer.write(weights, str(self.output_dir / "model.safetensors"), {
+                "format": "apex-x-weights", "profile": self.settings.model.profile,
+                "weights": "ema" if self.ema is not None else "model",
+                "categories": self.categories.to_plain(),
+                "input_size": [self.settings.model.input_height, self.settings.model.input_width],
+                "epochs": len(self.report_state.history), "best": self.report_state.best,
+            })
+        if self.context.is_main:
+            self.write_report()
+
+    # --- reports --------------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        artifacts = {
+            "output_dir": str(self.output_dir),
+            "report_json": str(self.output_dir / "train_report.json"),
+            "report_md": str(self.output_dir / "train_report.md"),
+            "config_json": str(self.output_dir / "config.json"),
+            "last_checkpoint": str(self.keeper.last) if self.keeper.last.exists() else None,
+            "best_checkpoint": str(self.keeper.best) if self.keeper.best.exists() else None,
+            "epoch_checkpoints": [str(path) for path in self.keeper.epoch_files()],
+            "weights": str(self.output_dir / "model.safetensors")
+            if (self.output_dir / "model.safetensors").exists() else None,
+        }
+        return build_report(
+            status=self.status, message=self.message, config=self.settings.to_plain(), stages=self.stages,
+            state=self.report_state, diagnostics=self.diagnostics, requested_metric=self.metric.requested,
+            selected_metric=self.metric.selected, metric_reason=self.metric.reason, dataset=self.dataset_info,
+            run={**self.context.to_plain(), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+                 "deterministic": self.settings.train.deterministic, "seed": self.settings.train.seed,
+                 "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
+                 "global_step": self.trainer.global_step, "ema": self.ema is not None},
+            kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
+            auxiliary_losses=self.auxiliary_names,
+        )
+
+    def write_report(self) -> dict[str, Any]:
+        report = self.report()
+        for writer in self.writers:
+            writer.write(report, str(self.output_dir))
+        self.last_report = report
+        return report
+
+    def _result(self) -> TrainResult:
+        report = self.write_report() if self.context.is_main else self.report()
+        history = self.report_state.history
+        last_val = next((entry["val"] for entry in reversed(history) if entry.get("val")), None)
+        return TrainResult(
+            status=self.status, output_dir=str(self.output_dir),
+            report_path=str(self.output_dir / "train_report.json"), best=self.report_state.best,
+            selected_metric=self.metric.selected, last_val_metrics=last_val,
+            checkpoints={"last": report["artifacts"]["last_checkpoint"], "best": report["artifacts"]["best_checkpoint"]},
+            weights_path=report["artifacts"]["weights"], report=report,
+        )
+
+
+def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None

@@ -1,0 +1,241 @@
+"""The train use case: checks (config, data, classes), model, curriculum, validation, checkpoints, reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from apex_x.application.checkpointing import CheckpointKeeper
+from apex_x.application.curriculum import check_groups, plan_stages, total_epochs
+from apex_x.application.distributed import DistContext, any_true, init_distributed, shutdown
+from apex_x.application.progress import Progress, SilentProgress
+from apex_x.application.resume import (
+    RunAlreadyFinished,
+    check_resume_config,
+    finished_message,
+    require_training_checkpoint,
+)
+from apex_x.application.run_session import (
+    RunSession,
+    TrainResult,
+    choose_metric,
+    interrupt_guard,
+    kernels_report,
+)
+from apex_x.application.train_report import COCO_METRICS, LOSS_METRICS
+from apex_x.application.train_state import next_start, seed_everything
+from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import ApexError, ConfigError, DatasetError, TrainingStopped
+from apex_x.domain.ports import (
+    AuxiliaryLoss,
+    CheckpointStore,
+    DatasetSource,
+    Evaluator,
+    ModelFactory,
+    ReportWriter,
+)
+from apex_x.domain.types import CategoryMap
+
+log = structlog.get_logger(__name__)
+
+
+class WeightsWriter:
+    """Port of the final weights file (model.safetensors)."""
+
+    def write(self, state: Mapping[str, torch.Tensor], path: str, metadata: Mapping[str, Any] | None = None) -> None: ...
+
+
+class TrainUseCase:
+    """Trains one run of the configured model on the configured data (single process or torchrun)."""
+
+    def __init__(
+        self,
+        *,
+        settings: ApexConfig,
+        dataset_source: DatasetSource,
+        model_factory: ModelFactory,
+        checkpoint_store: CheckpointStore,
+        evaluator: Evaluator,
+        report_writers: Sequence[ReportWriter] = (),
+        weights_writer: WeightsWriter | None = None,
+        progress: Progress | None = None,
+        auxiliary_losses: Sequence[AuxiliaryLoss] | Callable[..., Sequence[AuxiliaryLoss]] = (),
+    ) -> None:
+        self.settings = settings
+        self.source = dataset_source
+        self.factory = model_factory
+        self.store = checkpoint_store
+        self.evaluator = evaluator
+        self.writers = list(report_writers)
+        self.weights_writer = weights_writer
+        self.progress = progress or SilentProgress()
+        self.auxiliary_losses = auxiliary_losses
+
+    # ------------------------------------------------------------------------------------------
+    def execute(self, *, resume_from: str | None = None, stop_after_steps: int | None = None) -> TrainResult:
+        """Run (or resume) training. stop_after_steps pauses after that many batches, saving last.pt."""
+        settings = self.settings
+        stages = plan_stages(settings)
+        _check_metric_name(settings.train.checkpoint_metric)
+        context = init_distributed(settings.runtime.device)
+        try:
+            if settings.runtime.num_threads:
+                torch.set_num_threads(settings.runtime.num_threads)
+            seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
+            kernels = kernels_report(settings.runtime.kernels)
+            output_dir = Path(settings.train.output_dir)
+            _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
+            payload = self._load_resume(resume_from) if resume_from else None
+            categories = self._check_data(context, payload, resume_from)
+            model = self.factory.build(settings.model, categories.num_classes)
+            groups = model.parameter_groups()
+            check_groups(stages, groups, from_defaults=not settings.train.stages)
+            if not isinstance(model, torch.nn.Module):
+                raise TypeError("the model factory must build a torch.nn.Module")
+            model.to(context.device)
+            auxiliary = self._auxiliary(categories, context)
+            session = RunSession(
+                settings=settings,
+                stages=stages,
+                model=model,
+                groups=groups,
+                source=self.source,
+                store=self.store,
+                evaluator=self.evaluator,
+                writers=self.writers,
+                weights_writer=self.weights_writer,
+                progress=self.progress if context.is_main else SilentProgress(),
+                auxiliary_losses=auxiliary,
+                categories=categories,
+                context=context,
+                keeper=CheckpointKeeper(
+                    self.store, output_dir / "checkpoints", context, settings.train.keep_last_epochs
+                ),
+                kernels=kernels,
+                metric=choose_metric(settings.train.checkpoint_metric, self.source),
+            )
+            position = session.restore(payload, resume_from) if payload is not None else None
+            start = next_start(stages, position)
+            if start is None:
+                assert payload is not None and resume_from is not None
+                raise RunAlreadyFinished(
+                    finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
+                )
+            with interrupt_guard() as stop_flag:
+                return session.run(start, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+        finally:
+            shutdown(context)
+
+    # ------------------------------------------------------------------------------------------
+    def _load_resume(self, path: str) -> dict[str, Any]:
+        payload = self.store.load(path)
+        require_training_checkpoint(payload, path)
+        if payload.get(fmt.KEY_PROFILE) != self.settings.model.profile:
+            raise ConfigError(
+                f"cannot resume {path}: it was trained with profile {payload.get(fmt.KEY_PROFILE)!r}, "
+                f"the config says {self.settings.model.profile!r}",
+                key="model.profile",
+            )
+        classes = len(dict(payload[fmt.KEY_CATEGORIES]).get("original_ids", []))
+        changes = check_resume_config(self.settings, payload[fmt.KEY_CONFIG], classes, path)
+        for change in changes:
+            log.info("resume_config_change", change=change)
+        return payload
+
+    def _check_data(self, context: DistContext, payload: Mapping[str, Any] | None, path: str | None) -> CategoryMap:
+        """Dataset checks first (bad data is refused), then the class count against the data."""
+        settings = self.settings
+        expected = settings.model.num_classes
+
+        def run_checks() -> None:
+            report = self.source.validate(full_decode=settings.data.full_image_check, expected_num_classes=expected)
+            for finding in report.findings:
+                if finding.severity == "warning":
+                    log.warning("dataset_warning", finding=finding.describe())
+            if not report.ok:
+                shown = "\n  ".join(finding.describe() for finding in report.errors[:10])
+                more = f"\n  ... and {len(report.errors) - 10} more" if len(report.errors) > 10 else ""
+                raise DatasetError(
+                    f"the dataset failed its checks ({len(report.errors)} error(s)); training refuses bad data:\n  "
+                    f"{shown}{more}\nRun `apex-x dataset-preflight <config>` for the full report"
+                )
+
+        _agree(context, run_checks if context.is_main else lambda: None)
+        categories = self.source.categories
+        if categories.num_classes == 0:
+            raise DatasetError("the dataset has no categories: nothing to train (check the annotations' 'categories')")
+        if expected is not None and expected != categories.num_classes:
+            names = ", ".join(categories.names[:10]) + (" ..." if categories.num_classes > 10 else "")
+            raise ConfigError(
+                f"--num-classes/model.num_classes is {expected} but the dataset has {categories.num_classes} "
+                f"categories ({names}); pass --num-classes {categories.num_classes} or leave it unset to take "
+                "the count from the data",
+                key="model.num_classes",
+            )
+        if payload is not None:
+            stored = CategoryMap.from_plain(dict(payload[fmt.KEY_CATEGORIES]))
+            if stored != categories:
+                raise DatasetError(
+                    f"cannot resume {path}: its classes {list(stored.names)} differ from the dataset's "
+                    f"{list(categories.names)}"
+                )
+            fingerprint = payload.get(fmt.KEY_DATASET_FINGERPRINT)
+            if fingerprint and fingerprint != self.source.fingerprint():
+                raise DatasetError(
+                    f"cannot resume {path}: the dataset changed since the checkpoint was written (fingerprint "
+                    f"{str(fingerprint)[:12]} vs {self.source.fingerprint()[:12]}); resume on the same data or "
+                    "start a new run"
+                )
+        return categories
+
+    def _auxiliary(self, categories: CategoryMap, context: DistContext) -> list[AuxiliaryLoss]:
+        provided = self.auxiliary_losses
+        losses = list(provided(categories=categories, device=context.device) if callable(provided) else provided)
+        if self.settings.train.distill_weight > 0 and not losses:
+            log.warning("distillation_inactive", reason="train.distill_weight > 0 but no auxiliary loss is configured "
+                        "(set train.teacher_checkpoint)")
+        return losses
+
+
+def _check_metric_name(name: str) -> None:
+    if name not in COCO_METRICS and name not in LOSS_METRICS:
+        raise ConfigError(
+            f"unknown checkpoint metric {name!r}; use one of {', '.join(COCO_METRICS + LOSS_METRICS)}",
+            key="train.checkpoint_metric",
+        )
+
+
+def _prepare_output(output_dir: Path) -> None:
+    """Create the output folders and prove they are writable, before any work is done."""
+    probe = output_dir / "checkpoints" / ".write_probe"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"the output folder {output_dir} is not writable ({error.strerror or error}); choose another with "
+            "--set train.output_dir=PATH or fix its permissions",
+            key="train.output_dir",
+        ) from None
+
+
+def _agree(context: DistContext, action: Callable[[], Any]) -> None:
+    """Run `action` (usually on rank 0 only); if it fails anywhere, every rank raises instead of hanging."""
+    failure: BaseException | None = None
+    try:
+        action()
+    except ApexError as error:
+        failure = error
+    if any_true(context, [failure is not None])[0]:
+        if failure is not None:
+            raise failure
+        raise TrainingStopped("another rank failed its checks; see rank 0's error")
+
+
+__all__ = ["TrainResult", "TrainUseCase", "WeightsWriter"]

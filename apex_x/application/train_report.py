@@ -1,0 +1,152 @@
+"""The train report (a plain dict, versioned schema): history by epoch, diagnostics, metrics, dataset, run."""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from apex_x.application.curriculum import Stage
+from apex_x.application.diagnostics import RunDiagnostics
+
+REPORT_SCHEMA = "apex-x-train-report"
+REPORT_SCHEMA_VERSION = 1
+COCO_METRICS = tuple(
+    f"{kind}_{name}" for kind in ("segm", "bbox") for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+)
+LOSS_METRICS = ("val_loss", "train_loss")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.endswith("loss")
+
+
+def is_improvement(metric: str, value: float | None, best: float | None) -> bool:
+    """A NaN/Inf or missing value is never best."""
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return value < best if lower_is_better(metric) else value > best
+
+
+@dataclass
+class ReportState:
+    """What the report accumulates; kept in checkpoints (plain values) so a resumed run's report is whole."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None  # {"name", "value", "epoch"}
+    elapsed_s: float = 0.0  # training time of earlier sessions (before this resume)
+    sessions: int = 0
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions}
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any] | None) -> ReportState:
+        if not plain:
+            return cls()
+        return cls(
+            history=[dict(item) for item in plain.get("history") or []],
+            best=dict(plain["best"]) if plain.get("best") else None,
+            elapsed_s=float(plain.get("elapsed_s") or 0.0),
+            sessions=int(plain.get("sessions") or 0),
+        )
+
+
+def stage_snapshot(stages: list[Stage], history: list[dict[str, Any]], diagnostics: RunDiagnostics,
+                   metric: str) -> dict[str, Any]:
+    """Per stage: its epochs, the last evaluated metrics, the best selected metric in it, its diagnostics."""
+    snapshot: dict[str, Any] = {}
+    for stage in stages:
+        entries = [entry for entry in history if entry.get("stage") == stage.name]
+        evaluated = [entry for entry in entries if entry.get("val")]
+        best_entry = None
+        for entry in evaluated:
+            value = (entry.get("metric") or {}).get("value")
+            best_value = (best_entry or {}).get("metric", {}).get("value") if best_entry else None
+            if is_improvement(metric, value, best_value):
+                best_entry = entry
+        scope = diagnostics.stages.get(stage.name)
+        snapshot[stage.name] = {
+            "index": stage.index,
+            "planned_epochs": stage.epochs,
+            "epochs_done": [entry["epoch"] for entry in entries],
+            "losses": dict(stage.losses),
+            "trainable": list(stage.trainable),
+            "lr_scale": stage.lr_scale,
+            "last_metrics": dict(evaluated[-1]["val"]) if evaluated else None,
+            "best": {"epoch": best_entry["epoch"], **best_entry["metric"]} if best_entry else None,
+            "diagnostics": scope.to_plain() if scope else None,
+        }
+    return snapshot
+
+
+def build_report(
+    *,
+    status: str,
+    message: str | None,
+    config: Mapping[str, Any],
+    stages: list[Stage],
+    state: ReportState,
+    diagnostics: RunDiagnostics,
+    requested_metric: str,
+    selected_metric: str,
+    metric_reason: str,
+    dataset: Mapping[str, Any],
+    run: Mapping[str, Any],
+    kernels: Mapping[str, Any] | None,
+    artifacts: Mapping[str, Any],
+    session_started: float,
+    auxiliary_losses: list[str],
+) -> dict[str, Any]:
+    """The whole train_report.json content (plain values; NaN is turned into null by the JSON writer)."""
+    session_s = time.time() - session_started
+    best = state.best
+    last_val = next((entry["val"] for entry in reversed(state.history) if entry.get("val")), None)
+    return {
+        "schema": REPORT_SCHEMA,
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "status": status,  # running | finished | paused | stopped | failed
+        "message": message,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "selected_checkpoint_metric": selected_metric,
+        "requested_checkpoint_metric": requested_metric,
+        "checkpoint_metric_reason": metric_reason,
+        "best_metric_value": best["value"] if best else None,
+        "best_metric": best,
+        "last_val_metrics": last_val,
+        "epochs_done": len(state.history),
+        "epochs_planned": sum(stage.epochs for stage in stages),
+        "dataset_mode": dataset.get("mode"),
+        "dataset_backend": dataset.get("backend"),
+        "dataset": dict(dataset),
+        "stages": [stage.to_plain() for stage in stages],
+        "history": list(state.history),
+        "loss_diagnostics": {
+            "run": diagnostics.run.to_plain(),
+            "per_stage": {name: scope.to_plain() for name, scope in diagnostics.stages.items()},
+        },
+        "stage_metrics": stage_snapshot(stages, state.history, diagnostics, selected_metric),
+        "auxiliary_losses": auxiliary_losses,
+        "kernels": dict(kernels) if kernels else None,
+        "timing": {
+            "train_seconds_total": round(state.elapsed_s + session_s, 3),
+            "this_session_seconds": round(session_s, 3),
+            "sessions": state.sessions,
+            "epoch_seconds": [entry.get("seconds") for entry in state.history],
+        },
+        "run": {
+            **dict(run),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
+        "artifacts": dict(artifacts),
+        "config": dict(config),
+    }

@@ -1,0 +1,155 @@
+"""Seeding, RNG states as plain values/tensors, and resume positions: what makes a resumed run exact."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from apex_x.application.curriculum import Stage
+
+
+def seed_everything(seed: int, *, deterministic: bool) -> None:
+    """Seed python, numpy and torch (CPU and CUDA); deterministic algorithms when asked."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def reseed(seed: int, *parts: int | str) -> None:
+    """Seed python, numpy and torch from (seed, parts): the RNG streams become a pure function of the
+    position in the run (epoch, step, rank), so a resumed run draws exactly what a straight run draws,
+    whatever a data loader took from the global generators in between."""
+    text = ":".join(str(part) for part in (seed, *parts))
+    derived = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
+    random.seed(derived)
+    np.random.seed(derived % 2**32)
+    torch.manual_seed(derived)
+
+
+def capture_rng() -> dict[str, Any]:
+    """RNG states of python, numpy, torch and CUDA as plain values and uint8 tensors (weights_only safe)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": int(version), "state": [int(value) for value in internal], "gauss": gauss},
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Inverse of capture_rng."""
+    python = state["python"]
+    random.setstate((int(python["version"]), tuple(int(v) for v in python["state"]), python["gauss"]))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            int(numpy_state["pos"]),
+            int(numpy_state["has_gauss"]),
+            float(numpy_state["cached_gaussian"]),
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    cuda_states = list(state.get("cuda") or [])
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands: epoch (global), its stage, batches done in it, whether it is complete."""
+
+    stage_index: int
+    stage_name: str
+    epoch: int
+    epoch_in_stage: int
+    step_in_epoch: int
+    epoch_complete: bool
+    global_step: int
+    finished: bool = False
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "stage_index": self.stage_index,
+            "stage_name": self.stage_name,
+            "epoch": self.epoch,
+            "epoch_in_stage": self.epoch_in_stage,
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_complete": self.epoch_complete,
+            "global_step": self.global_step,
+            "finished": self.finished,
+        }
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> Position:
+        return cls(
+            stage_index=int(plain["stage_index"]),
+            stage_name=str(plain["stage_name"]),
+            epoch=int(plain["epoch"]),
+            epoch_in_stage=int(plain["epoch_in_stage"]),
+            step_in_epoch=int(plain["step_in_epoch"]),
+            epoch_complete=bool(plain["epoch_complete"]),
+            global_step=int(plain["global_step"]),
+            finished=bool(plain.get("finished", False)),
+        )
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """The next epoch to run (global number and stage) and the first batch in it."""
+
+    stage_index: int
+    epoch: int
+    start_batch: int
+
+
+def next_start(stages: list[Stage], position: Position | None) -> StartPoint | None:
+    """Where to continue in (possibly re-planned) stages; None when the run has nothing left to do.
+
+    The stage and its epoch-in-stage anchor the position, so extending train.epochs continues the
+    current stage before moving on.
+    """
+    if position is None:
+        first = next((stage for stage in stages if stage.epochs > 0), None)
+        return StartPoint(first.index, first.first_epoch, 0) if first else None
+    if position.stage_index >= len(stages) or stages[position.stage_index].name != position.stage_name:
+        raise ValueError(f"stage {position.stage_index} ({position.stage_name}) is not in the curriculum")
+    stage_index = position.stage_index
+    epoch_in_stage = position.epoch_in_stage
+    start_batch = position.step_in_epoch
+    if position.epoch_complete:
+        epoch_in_stage += 1
+        start_batch = 0
+    while stage_index < len(stages) and epoch_in_stage >= stages[stage_index].epochs:
+        stage_index += 1
+        epoch_in_stage = 0
+        start_batch = 0
+    if stage_index >= len(stages):
+        return None
+    return StartPoint(stage_index, stages[stage_index].first_epoch + epoch_in_stage, start_batch)

@@ -1,0 +1,270 @@
+"""The training loop: one guarded optimizer step (skip non-finite, survive OOM) and the epoch loop."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from apex_x.application.curriculum import Stage, apply_trainable, set_train_mode
+from apex_x.application.diagnostics import RunDiagnostics
+from apex_x.application.distributed import DistContext, any_true
+from apex_x.application.ema import ModelEma
+from apex_x.application.progress import Progress
+from apex_x.application.schedules import lr_factor
+from apex_x.application.train_state import reseed
+from apex_x.domain.config import TrainConfig
+from apex_x.domain.errors import TrainingStopped
+from apex_x.domain.ports import AuxiliaryLoss, BatchLoader, SegmentationModel
+from apex_x.domain.types import Batch, LossSettings
+
+log = structlog.get_logger(__name__)
+
+
+def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over every parameter: weight decay on weights (ndim >= 2), none on norms and biases.
+
+    One optimizer for the whole run: frozen parameters get no gradient, so AdamW leaves them alone.
+    """
+    decay = [param for param in model.parameters() if param.ndim >= 2]
+    no_decay = [param for param in model.parameters() if param.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": train.weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999))
+
+
+@dataclass
+class StepOutcome:
+    """What happened to one batch."""
+
+    kind: str  # "applied" | "bad_loss" | "bad_grad" | "oom"
+    total: float | None = None
+    components: dict[str, float] = field(default_factory=dict)
+    grad_norm: float | None = None
+    bad: dict[str, float] = field(default_factory=dict)
+    stop_requested: bool = False
+
+
+@dataclass
+class EpochOutcome:
+    steps_done: int  # batches done in the epoch (including those done before a resume)
+    stop: bool = False  # a pause or stop was requested (agreed by every rank)
+
+
+class Trainer:
+    """Owns the model (and its DDP wrapper), optimizer, EMA and diagnostics of a run."""
+
+    def __init__(
+        self,
+        *,
+        model: SegmentationModel,
+        optimizer: torch.optim.Optimizer,
+        train: TrainConfig,
+        context: DistContext,
+        ema: ModelEma | None,
+        diagnostics: RunDiagnostics,
+        auxiliary_losses: Sequence[AuxiliaryLoss] = (),
+        amp_dtype: torch.dtype | None = None,
+        total_steps: int = 1,
+        global_step: int = 0,
+    ) -> None:
+        self.model = model
+        self.module: torch.nn.Module = model  # type: ignore[assignment]
+        self.wrapped: torch.nn.Module = self.module
+        self.optimizer = optimizer
+        self.train = train
+        self.context = context
+        self.ema = ema
+        self.diagnostics = diagnostics
+        self.auxiliary_losses = list(auxiliary_losses)
+        self.amp_dtype = amp_dtype
+        self.total_steps = max(1, total_steps)
+        self.global_step = global_step
+        self.consecutive_bad = 0
+        self.first_bad: tuple[int, list[str]] | None = None
+        self.stop_requested: Callable[[], bool] = lambda: False
+        self._trainable: list[torch.nn.Parameter] = []
+        self._stage: Stage | None = None
+
+    # --- stages -------------------------------------------------------------------------------
+    def begin_stage(self, stage: Stage, groups: dict[str, list[torch.nn.Parameter]]) -> int:
+        """Freeze/unfreeze for the stage and (re)wrap in DDP over the trainable parameters."""
+        count = apply_trainable(self.module, groups, stage)
+        self._trainable = [param for param in self.module.parameters() if param.requires_grad]
+        self._stage = stage
+        if self.context.enabled and self._trainable:
+            device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(
+                self.module, device_ids=device_ids, find_unused_parameters=True
+            )
+        else:
+            self.wrapped = self.module
+        log.info("stage_start", stage=stage.name, trainable_params=count, groups=list(stage.trainable))
+        return count
+
+    def current_lr(self, stage: Stage) -> float:
+        factor = lr_factor(
+            self.global_step,
+            total_steps=self.total_steps,
+            warmup_steps=self.train.warmup_steps,
+            min_lr_ratio=self.train.min_lr_ratio,
+        )
+        return self.train.lr * stage.lr_scale * factor
+
+    def _weight_of(self, name: str, stage: Stage, settings: LossSettings) -> float:
+        if name in settings.weights:
+            return float(settings.weights[name])
+        return float(stage.losses.get(name, self.train.distill_weight))
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.context.device.type, dtype=self.amp_dtype)
+
+    # --- one step -----------------------------------------------------------------------------
+    def step(self, batch: Batch, stage: Stage, settings: LossSettings) -> StepOutcome:
+        """Forward, loss, agreement on finiteness, backward, clip, optimizer and EMA step."""
+        lr = self.current_lr(stage)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        agreed = False
+        try:
+            with self._autocast():
+                outputs = self.wrapped(batch.images)
+                components = dict(self.model.compute_losses(outputs, batch, settings))
+                for auxiliary in self.auxiliary_losses:
+                    components[auxiliary.name] = auxiliary(batch, outputs)
+            auxiliary_names = {auxiliary.name for auxiliary in self.auxiliary_losses}
+            weights = {
+                name: self._weight_of(name, stage, settings)
+                for name in components
+                if name in settings.weights or name in auxiliary_names
+            }
+            if not weights:
+                raise RuntimeError(f"the model returned none of the active loss components {sorted(settings.weights)}")
+            total = torch.stack([weights[name] * components[name].float() for name in weights]).sum()
+            values = torch.stack([components[name].detach().float() for name in components] + [total.detach()]).tolist()
+            by_name = dict(zip(components, values[:-1], strict=True))
+            bad = {name: value for name, value in by_name.items() if not math.isfinite(value)}
+            if not math.isfinite(values[-1]) and not bad:
+                bad["total"] = values[-1]
+            agreed_bad, stop = any_true(self.context, [bool(bad), self.stop_requested()])
+            agreed = True
+            if agreed_bad:
+                self.optimizer.zero_grad(set_to_none=True)
+                return StepOutcome("bad_loss", bad=bad or {"other_rank": math.nan}, stop_requested=stop)
+            total.backward()
+            grad_norm = self._grad_norm_and_clip()
+            if not math.isfinite(grad_norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                return StepOutcome("bad_grad", grad_norm=grad_norm, stop_requested=stop)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update()
+            return StepOutcome("applied", total=values[-1], components=by_name, grad_norm=grad_norm, stop_requested=stop)
+        except torch.cuda.OutOfMemoryError:
+            outputs = components = total = None  # noqa: F841 - drop references before freeing
+            self.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if self.context.enabled and agreed:
+                raise TrainingStopped(
+                    "CUDA out of memory during backward under DDP (the other ranks cannot skip this step); "
+                    "lower train.batch_size or model.input_height/input_width, or enable model.gradient_checkpointing"
+                ) from None
+            stop = any_true(self.context, [True, self.stop_requested()])[1] if not agreed else False
+            log.warning("oom_step_skipped", step=self.global_step)
+            return StepOutcome("oom", stop_requested=stop)
+
+    def _grad_norm_and_clip(self) -> float:
+        grads = [param.grad for param in self._trainable if param.grad is not None]
+        if not grads:
+            return 0.0
+        norm = torch.nn.utils.get_total_norm(grads)
+        value = float(norm)
+        if self.train.grad_clip_norm is not None and math.isfinite(value):
+            torch.nn.utils.clip_grads_with_norm_(self._trainable, self.train.grad_clip_norm, norm)
+        return value
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    def record(self, outcome: StepOutcome, stage: Stage) -> None:
+        """Update diagnostics and the consecutive-bad counter; stop the run when it reaches the limit."""
+        step_number = self.global_step  # 0-based index of this batch in the run
+        scopes = self.diagnostics.scopes(stage.name)
+        if outcome.kind == "applied":
+            for scope in scopes:
+                scope.record_applied(outcome.components, outcome.total or 0.0, outcome.grad_norm or 0.0)
+            self.consecutive_bad = 0
+            self.first_bad = None
+        elif outcome.kind == "oom":
+            for scope in scopes:
+                scope.record_oom()
+        else:
+            for scope in scopes:
+                if outcome.kind == "bad_loss":
+                    scope.record_bad_loss(step_number, outcome.bad)
+                else:
+                    scope.record_bad_grad(step_number, outcome.grad_norm if outcome.grad_norm is not None else math.nan)
+            culprits = sorted(outcome.bad) if outcome.kind == "bad_loss" else ["gradient"]
+            if self.first_bad is None:
+                self.first_bad = (step_number, culprits)
+            self.consecutive_bad += 1
+            log.warning("non_finite_step_skipped", step=step_number, kind=outcome.kind, components=culprits)
+        self.global_step += 1
+        if self.consecutive_bad >= self.train.max_consecutive_bad_steps:
+            first_step, first_components = self.first_bad or (step_number, ["unknown"])
+            raise TrainingStopped(
+                f"training stopped: {self.consecutive_bad} non-finite steps in a row "
+                f"(train.max_consecutive_bad_steps={self.train.max_consecutive_bad_steps}); first bad step "
+                f"{first_step} in stage {stage.name!r}, non-finite component(s): {', '.join(first_components)}. "
+                "Nothing of these steps was applied; the checkpoints are intact. Lower train.lr, check the "
+                "data, or tighten train.loss_*_component_clip"
+            )
+
+    # --- the epoch ----------------------------------------------------------------------------
+    def run_epoch(
+        self,
+        *,
+        loader: BatchLoader,
+        stage: Stage,
+        epoch: int,
+        start_batch: int,
+        steps_in_epoch: int,
+        settings_for: Callable[[float], LossSettings],
+        progress: Progress,
+        on_step_end: Callable[[int], bool],
+    ) -> EpochOutcome:
+        """Batches [start_batch, steps_in_epoch) of `epoch`; `on_step_end(steps_done)` returns True to pause.
+
+        A pause or an agreed stop returns at once; the caller saves mid-epoch (or ends the epoch if it is done).
+        """
+        set_train_mode(self.module)
+        device = self.context.device
+        non_blocking = device.type == "cuda"
+        done = start_batch
+        if done >= steps_in_epoch:
+            return EpochOutcome(done)
+        seed, rank = self.train.seed, self.context.rank
+        reseed(seed, "epoch", epoch, rank)
+        for batch in loader.iter_epoch(epoch, start_batch):
+            reseed(seed, "step", self.global_step, rank)
+            settings = settings_for(epoch + done / max(1, steps_in_epoch))
+            outcome = self.step(batch.to(device, non_blocking=non_blocking), stage, settings)
+            self.record(outcome, stage)
+            done += 1
+            progress.update(step=done, loss=outcome.total, lr=self.optimizer.param_groups[0]["lr"])
+            pause = on_step_end(done)
+            if outcome.stop_requested or pause:
+                return EpochOutcome(done, stop=True)
+            if done >= steps_in_epoch:
+                break
+        return EpochOutcome(done)

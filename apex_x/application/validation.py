@@ -1,0 +1,123 @@
+"""Validation after an epoch: val loss and COCO metrics, sharded over ranks, agreed by every rank."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import torch
+
+from apex_x.application.distributed import DistContext, broadcast_from_main, gather_to_main
+from apex_x.domain.ports import BatchLoader, Evaluator, SegmentationModel
+from apex_x.domain.types import CategoryMap, Detections, EvalResult, LossSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ValidationResult:
+    """Flat metrics (COCO metrics when there is ground truth, plus val_loss) and the full evaluation."""
+
+    metrics: dict[str, float]
+    evaluation: dict[str, Any] | None  # EvalResult.to_plain()
+    num_images: int
+    seconds: float
+    error: str | None = None
+
+
+def _to_cpu(detections: Detections) -> Detections:
+    return Detections(
+        boxes=detections.boxes.detach().float().cpu(),
+        scores=detections.scores.detach().float().cpu(),
+        labels=detections.labels.detach().long().cpu(),
+        masks=detections.masks.detach().bool().cpu(),
+    )
+
+
+@torch.no_grad()
+def _run_shard(
+    model: SegmentationModel,
+    loader: BatchLoader,
+    device: torch.device,
+    settings: LossSettings,
+    amp_dtype: torch.dtype | None,
+    collect: bool,
+) -> tuple[float, int, int, list[tuple[int, Detections]]]:
+    loss_sum, loss_count, images = 0.0, 0, 0
+    found: list[tuple[int, Detections]] = []
+    network: torch.nn.Module = model  # type: ignore[assignment]
+    was_training = network.training
+    network.eval()
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    )
+    try:
+        for batch in loader.iter_epoch(0):
+            batch = batch.to(device, non_blocking=device.type == "cuda")
+            with autocast:
+                outputs = model(batch.images)
+                components = model.compute_losses(outputs, batch, settings)
+            total = sum(float(settings.weights.get(name, 0.0)) * float(value) for name, value in components.items())
+            if math.isfinite(total):
+                loss_sum += total * batch.batch_size
+                loss_count += batch.batch_size
+            images += batch.batch_size
+            if collect:
+                detections = model.postprocess(outputs, batch.metas)
+                found.extend((meta.image_id, _to_cpu(item)) for meta, item in zip(batch.metas, detections, strict=True))
+    finally:
+        network.train(was_training)
+    return loss_sum, loss_count, images, found
+
+
+def validate(
+    *,
+    model: SegmentationModel,
+    loader: BatchLoader,
+    ground_truth: dict[str, Any] | None,
+    evaluator: Evaluator,
+    categories: CategoryMap,
+    settings: LossSettings,
+    context: DistContext,
+    amp_dtype: torch.dtype | None = None,
+) -> ValidationResult:
+    """Each rank runs its shard of the val loader; rank 0 scores the gathered detections; the metrics are
+    broadcast so every rank takes the same best/stop decisions. An evaluator failure on rank 0 does not
+    hang the others: the error text is broadcast instead and raised everywhere by the caller."""
+    started = time.perf_counter()
+    collect = ground_truth is not None
+    shard = _run_shard(model, loader, context.device, settings, amp_dtype, collect)
+    gathered = gather_to_main(context, shard)
+    result: ValidationResult | None = None
+    if context.is_main:
+        assert gathered is not None
+        loss_sum = sum(item[0] for item in gathered)
+        loss_count = sum(item[1] for item in gathered)
+        images = sum(item[2] for item in gathered)
+        seen: set[int] = set()
+        detections = []  # a DistributedSampler pads shards with repeats: keep each image once
+        for item in gathered:
+            for image_id, found in item[3]:
+                if image_id not in seen:
+                    seen.add(image_id)
+                    detections.append((image_id, found))
+        metrics: dict[str, float] = {"val_loss": loss_sum / loss_count if loss_count else math.nan}
+        evaluation: dict[str, Any] | None = None
+        error: str | None = None
+        if collect:
+            try:
+                scored: EvalResult = evaluator.evaluate(ground_truth, detections, categories)  # type: ignore[arg-type]
+                metrics.update({key: float(value) for key, value in scored.metrics.items()})
+                evaluation = scored.to_plain()
+            except Exception as failure:  # noqa: BLE001 - broadcast, then raised on every rank
+                error = f"{type(failure).__name__}: {failure}"
+        result = ValidationResult(metrics, evaluation, images, time.perf_counter() - started, error)
+    result = broadcast_from_main(context, result)
+    assert result is not None
+    log.info("validation_done", images=result.num_images, seconds=round(result.seconds, 2),
+             **{key: round(value, 4) for key, value in result.metrics.items() if math.isfinite(value)})
+    return result

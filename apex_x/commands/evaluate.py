@@ -1,0 +1,76 @@
+"""`apex-x eval CONFIG --checkpoint PATH`: COCO bbox/segm metrics of a checkpoint on the config's val split."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="YAML config whose data.coco_val_* keys give the val split.")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="Apex-X checkpoint to evaluate (e.g. <train.output_dir>/checkpoints/best.pt). The model "
+        "(profile, size, classes) comes from the checkpoint; EMA weights are used when it has them.",
+    )
+    parser.add_argument(
+        "--output-json",
+        metavar="PATH",
+        default=None,
+        help="Where to write the metrics as JSON (default: <train.output_dir>/eval_report.json).",
+    )
+    parser.add_argument(
+        "--output-md",
+        metavar="PATH",
+        default=None,
+        help="Where to write the markdown report (default: beside the JSON, eval_report.md).",
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=None, help="Device (default: runtime.device of the config)."
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=None, metavar="N", help="Images per forward pass (default: train.batch_size)."
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a config key (repeatable), e.g. --set data.coco_val_annotations=PATH; "
+        "model.* keys override the checkpoint's (e.g. model.score_threshold=0.001).",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from apex_x.api import evaluate
+    from apex_x.application.evaluate import eval_table
+
+    report = evaluate(
+        args.config,
+        args.checkpoint,
+        overrides=args.overrides,
+        output_json=args.output_json,
+        output_md=args.output_md,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    plain = report.to_plain()
+    print(eval_table(report))
+    check = plain["best_metric_check"]
+    if check:
+        print(f"trainer's best {check['name']} (epoch {check['epoch']}): {check['recorded']:.4f}; evaluated now: {check['evaluated']:.4f}")
+    for path in report.extra.get("files", []):
+        print(f"wrote {path}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

@@ -1,0 +1,95 @@
+"""`apex-x train CONFIG`: train (or resume) a run; ends with the report path and the val AP."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="YAML config (e.g. configs/quickstart.yaml).")
+    parser.add_argument(
+        "--steps-per-stage", type=_positive_int, default=None, metavar="N",
+        help="Cap every epoch of every stage at N optimizer steps (smoke runs); sets train.steps_per_stage.",
+    )
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=None, metavar="S",
+        help="Seed of python, numpy, torch and data workers; sets train.seed.",
+    )
+    parser.add_argument(
+        "--num-classes", type=_positive_int, default=None, metavar="K",
+        help="Expected class count; must match the dataset's categories (sets model.num_classes).",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="Override a config key (repeatable), e.g. --set train.epochs=1 --set train.output_dir=PATH.",
+    )
+    parser.add_argument(
+        "--resume", default=None, metavar="PATH",
+        help="Continue a run from its checkpoint (e.g. <train.output_dir>/checkpoints/last.pt), exactly where "
+        "it stopped. Output goes to that run's folder unless --set train.output_dir=... is given; only safe "
+        "keys (epochs, output, logging, cadence) may differ from the checkpoint's config.",
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=None,
+        help="Where to train (sets runtime.device; auto = CUDA when available).",
+    )
+    parser.add_argument(
+        "--stop-after-steps", type=_positive_int, default=None, metavar="N",
+        help="Pause after N batches in this session, saving last.pt (resume later with --resume).",
+    )
+
+
+def _format(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from apex_x.api import train
+
+    result = train(
+        args.config,
+        steps_per_stage=args.steps_per_stage,
+        seed=args.seed,
+        num_classes=args.num_classes,
+        overrides=args.overrides,
+        resume=args.resume,
+        device=args.device,
+        stop_after_steps=args.stop_after_steps,
+        log_level=getattr(args, "log_level", None),
+    )
+    if result.status == "paused":
+        print(f"paused: {result.report.get('message')}")
+    best = result.best or {}
+    metrics = result.last_val_metrics or {}
+    if best:
+        print(f"best {best.get('name')}: {_format(best.get('value'))} (epoch {best.get('epoch')})")
+    print(f"report: {result.report_path}")
+    if result.weights_path:
+        print(f"weights: {result.weights_path}")
+    if result.checkpoints.get("best"):
+        print(f"best checkpoint: {result.checkpoints['best']}")
+    dataset_mode = result.report.get("dataset_mode")
+    suffix = f" (dataset mode: {dataset_mode})" if dataset_mode else ""
+    print(f"val AP (segm): {_format(metrics.get('segm_AP'))}  val AP (bbox): {_format(metrics.get('bbox_AP'))}{suffix}")
+    return 0

@@ -1,0 +1,64 @@
+"""What the dependency preflight learns about the environment: value types and the probe port. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PackageProbe:
+    """The result of importing one package."""
+
+    import_name: str  # e.g. "yaml"
+    distribution: str  # pip name, e.g. "pyyaml"
+    importable: bool
+    version: str | None  # installed version; None when not installed or unknown
+    missing: bool = False  # True when the module itself is not found (vs. found but failing to import)
+    error: str | None = None  # why the import failed, e.g. "ModuleNotFoundError: No module named 'peft'"
+
+
+@dataclass(frozen=True)
+class AcceleratorProbe:
+    """What torch sees of CUDA."""
+
+    torch_importable: bool
+    cuda_available: bool
+    device_count: int = 0
+    device_name: str | None = None  # of device 0
+    capability: str | None = None  # compute capability of device 0, e.g. "9.0"
+    memory_gib: float | None = None  # total memory of device 0
+    torch_cuda_version: str | None = None  # CUDA version torch was built with; None for CPU builds
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FolderProbe:
+    """Whether an output folder exists or can be created, and can be written."""
+
+    path: str  # absolute
+    exists: bool
+    writable: bool
+    detail: str  # e.g. "exists", "will be created under /x", "cannot write in /x: Read-only file system"
+
+
+class EnvironmentProbe(Protocol):
+    """Looks at the running interpreter, installed packages, CUDA and the file system."""
+
+    def python_version(self) -> str:
+        """e.g. "3.11.7"."""
+        ...
+
+    def platform(self) -> str:
+        """sys.platform, e.g. "linux"."""
+        ...
+
+    def package(self, import_name: str, distribution: str) -> PackageProbe:
+        """Import `import_name` for real and read the installed version of `distribution`."""
+        ...
+
+    def accelerator(self) -> AcceleratorProbe: ...
+
+    def folder(self, path: str) -> FolderProbe:
+        """Check `path` is writable without leaving anything behind (no folder is created)."""
+        ...

@@ -1,0 +1,118 @@
+"""Backend choice for the loss kernels: Triton for CUDA tensors when triton imports, fast torch otherwise."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from typing import Any
+
+import structlog
+import torch
+
+from apex_x.domain.errors import KernelBackendError
+
+log = structlog.get_logger(__name__)
+
+ENV_VAR = "APEX_X_KERNELS"
+CONFIG_KEY = "runtime.kernels"
+BACKEND_CHOICES = ("auto", "torch", "triton")
+
+_state: dict[str, Any] = {
+    "preference": "auto",  # set by the trainer from runtime.kernels
+    "triton": None,  # (importable: bool, version or error text), filled on first need
+    "resolved": {},  # device type -> backend, as logged once
+}
+
+
+def _check_name(name: object, source: str) -> str:
+    value = str(name).strip().lower()
+    if value not in BACKEND_CHOICES:
+        raise KernelBackendError(f"{source}: unknown kernels backend {name!r}; choose one of {list(BACKEND_CHOICES)}")
+    return value
+
+
+def set_backend_preference(name: str) -> None:
+    """Record the config value of runtime.kernels ("auto", "torch" or "triton"); APEX_X_KERNELS wins over it."""
+    _state["preference"] = _check_name(name, CONFIG_KEY)
+    _state["resolved"] = {}
+
+
+def requested_backend() -> tuple[str, str]:
+    """(backend asked for, where it came from: "env", "config" or "default")."""
+    env_value = os.environ.get(ENV_VAR, "").strip()
+    if env_value:
+        return _check_name(env_value, f"environment variable {ENV_VAR}"), "env"
+    preference = _state["preference"]
+    return preference, ("config" if preference != "auto" else "default")
+
+
+def _interpreter_requested() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def triton_status() -> tuple[bool, str]:
+    """(triton importable, its version or why not); imports triton on the first call only."""
+    if _state["triton"] is None:
+        if importlib.util.find_spec("triton") is None:
+            _state["triton"] = (False, "the triton package is not installed (pip install triton, Linux only)")
+        else:
+            try:
+                module = importlib.import_module("triton")
+                _state["triton"] = (True, str(getattr(module, "__version__", "unknown")))
+            except Exception as error:  # a broken install must not crash the torch path
+                _state["triton"] = (False, f"import triton failed: {type(error).__name__}: {error}")
+    return _state["triton"]
+
+
+def triton_unavailable_reason(device: torch.device) -> str | None:
+    """Why the Triton kernels cannot run for tensors on `device` (None when they can)."""
+    importable, detail = triton_status()
+    if not importable:
+        return detail
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and _interpreter_requested():
+        return None
+    return f"Triton kernels need a CUDA tensor (got device {device.type!r}; CPU runs only with TRITON_INTERPRET=1)"
+
+
+def _forced_error(source: str, device: torch.device, reason: str) -> KernelBackendError:
+    where = f"environment variable {ENV_VAR}" if source == "env" else CONFIG_KEY
+    return KernelBackendError(
+        f"{where}=triton cannot run for {device.type} tensors: {reason}; set it to 'auto' or 'torch'"
+    )
+
+
+def resolve_backend(tensor: torch.Tensor) -> str:
+    """The backend ("torch" or "triton") the losses use for `tensor`; raises KernelBackendError if forced and impossible."""
+    requested, source = requested_backend()
+    device = tensor.device
+    if requested == "torch":
+        backend = "torch"
+    elif requested == "triton":
+        reason = triton_unavailable_reason(device)
+        if reason is not None:
+            raise _forced_error(source, device, reason)
+        backend = "triton"
+    else:
+        backend = "triton" if device.type == "cuda" and triton_status()[0] else "torch"
+    if _state["resolved"].get(device.type) != backend:
+        _state["resolved"][device.type] = backend
+        log.info("loss kernels backend", backend=backend, requested=requested, source=source, device=device.type)
+    return backend
+
+
+def active_backend_report() -> dict[str, Any]:
+    """What was asked for and what ran, for the train report (plain JSON values)."""
+    requested, source = requested_backend()
+    triton_checked = _state["triton"] is not None
+    return {
+        "requested": requested,
+        "source": source,
+        "resolved": dict(_state["resolved"]),
+        "triton_installed": importlib.util.find_spec("triton") is not None,
+        "triton_version": _state["triton"][1] if triton_checked and _state["triton"][0] else None,
+        "triton_error": _state["triton"][1] if triton_checked and not _state["triton"][0] else None,
+        "triton_interpret": _interpreter_requested(),
+    }

@@ -1,0 +1,87 @@
+"""Public checkpoint helpers (the seed's section 7): one secure loader for Apex-X and users' own code.
+
+    from apex_x.train.checkpoint import load_checkpoint, extract_model_state_dict, load_model_weights
+
+    payload = load_checkpoint("artifacts/train_output/checkpoints/best.pt")   # weights_only=True, always
+    state = extract_model_state_dict(payload, prefer_ema=True)                # any supported layout
+    report = load_model_weights(model, payload, strict=False)                 # mismatches reported
+
+Loading never falls back to unsafe unpickling: a file holding pickled Python objects is refused with
+a CheckpointError naming the offending global. Supported layouts: a raw state_dict, or the weights under
+`model_state_dict`, `state_dict`, `model`, `teacher`, `ema_model` or `ema`; `module.` prefixes are removed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from apex_x.adapters.checkpoints.torch_store import (
+    StateLoadReport,
+    TorchCheckpointStore,
+    apply_model_state,
+    extract_model_state,
+)
+from apex_x.domain import checkpoint_format
+from apex_x.domain.errors import CheckpointError
+
+__all__ = [
+    "CheckpointError",
+    "StateLoadReport",
+    "apply_model_state",
+    "checkpoint_format",
+    "extract_model_state_dict",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_model_weights",
+    "load_state_dict",
+    "save_checkpoint",
+]
+
+_STORE = TorchCheckpointStore()
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Secure load (torch.load weights_only=True on CPU); a raw state_dict comes back as a dict of tensors."""
+    return _STORE.load(os.fspath(path))
+
+
+def extract_model_state_dict(payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
+    """Model weights of a payload in any supported layout (EMA weights first when prefer_ema)."""
+    return extract_model_state(payload, prefer_ema=prefer_ema)
+
+
+def load_state_dict(path: str | os.PathLike[str], *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
+    """load_checkpoint + extract_model_state_dict in one call."""
+    return extract_model_state(load_checkpoint(path), prefer_ema=prefer_ema)
+
+
+def load_model_weights(
+    model: torch.nn.Module,
+    checkpoint: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    prefer_ema: bool = False,
+    strict: bool = True,
+) -> StateLoadReport:
+    """Put a checkpoint's weights into `model`. strict=True raises on missing/unexpected keys or shape
+    mismatches (naming them); strict=False loads what fits and returns the report of what did not."""
+    payload = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+    source = os.fspath(checkpoint) if not isinstance(checkpoint, Mapping) else "checkpoint"
+    state = extract_model_state(payload, prefer_ema=prefer_ema)
+    return apply_model_state(model, state, strict=strict, source=source)
+
+
+def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Atomic save (temp file in the same folder, fsync, os.replace, fsync of the folder).
+
+    Keep payloads to tensors and plain Python values so they load with weights_only=True.
+    """
+    _STORE.save(payload, os.fspath(path))
+
+
+def list_checkpoints(directory: str | os.PathLike[str]) -> list[str]:
+    """The .pt files of a checkpoints folder, sorted."""
+    return _STORE.list_checkpoints(os.fspath(directory))

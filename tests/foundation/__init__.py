@@ -1,0 +1,1 @@
+"""Tests of the foundation: config, CLI, preflight, logging, layers, CI script."""

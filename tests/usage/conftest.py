@@ -1,0 +1,231 @@
+"""Usage-area fixtures: small fakes of the ports (model, reader, sink, dataset, evaluator)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import torch
+
+from apex_x.application.inference import InferenceModel
+from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.config import ApexConfig
+from apex_x.domain.errors import UserError
+from apex_x.domain.types import Batch, CategoryMap, Detections, EvalResult, ImageMeta
+
+CATEGORIES = CategoryMap((3, 7), ("circle", "square"))
+
+
+class FakeNetwork(torch.nn.Module):
+    """A SegmentationModel fake: per image, a 'square' over the left half (0.9) and a 'circle' (0.1) on the right."""
+
+    def __init__(self, num_classes: int = 2) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(num_classes))
+        self.seen_shapes: list[tuple[int, ...]] = []
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.seen_shapes.append(tuple(images.shape))
+        return {"mean": images.float().mean(dim=(1, 2, 3)) * self.scale[0]}
+
+    def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
+        result = []
+        for meta in metas:
+            height, width = meta.orig_height, meta.orig_width
+            masks = torch.zeros((2, height, width), dtype=torch.bool)
+            masks[0, :, : width // 2] = True
+            masks[1, : height // 2, width // 2 :] = True
+            result.append(
+                Detections(
+                    boxes=torch.tensor([[0.0, 0.0, width / 2, height], [width / 2, 0.0, width, height / 2]]),
+                    scores=torch.tensor([0.9, 0.1]),
+                    labels=torch.tensor([1, 0]),
+                    masks=masks,
+                )
+            )
+        return result
+
+
+class FakeFactory:
+    """ModelFactory fake that records what it was asked to build."""
+
+    def __init__(self) -> None:
+        self.built: list[tuple[Any, int]] = []
+
+    def build(self, config: Any, num_classes: int) -> FakeNetwork:
+        self.built.append((config, num_classes))
+        return FakeNetwork(num_classes)
+
+
+class FakeReader:
+    """ImageReader fake over in-memory images; 'folders' are keys ending in '/'."""
+
+    def __init__(self, images: dict[str, torch.Tensor], folders: dict[str, list[str]] | None = None) -> None:
+        self.images = images
+        self.folders = folders or {}
+
+    def list_images(self, path: str) -> list[str]:
+        if path in self.folders:
+            if not self.folders[path]:
+                raise UserError(f"{path}: the folder has no image files")
+            return list(self.folders[path])
+        if path in self.images or path.endswith(".broken"):
+            return [path]
+        raise UserError(f"{path}: no such file or folder")
+
+    def read(self, path: str) -> torch.Tensor:
+        if path not in self.images:
+            raise UserError(f"{path}: cannot use the image (image.unreadable): not an image")
+        return self.images[path]
+
+    def prepare(
+        self, image: torch.Tensor, *, image_id: int, file_name: str, height: int, width: int
+    ) -> tuple[torch.Tensor, ImageMeta]:
+        scale = min(height / image.shape[0], width / image.shape[1])
+        canvas = torch.zeros((3, height, width), dtype=torch.uint8)
+        meta = ImageMeta(image_id, file_name, int(image.shape[0]), int(image.shape[1]), scale, 0, 0)
+        return canvas, meta
+
+
+class RecordingSink:
+    """PredictionSink fake that keeps what it received."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[int, str, tuple[int, ...], int]] = []
+        self.summary: dict[str, Any] | None = None
+
+    def add(self, image_id: int, path: str, image: torch.Tensor, detections: Detections) -> None:
+        self.added.append((image_id, path, tuple(image.shape), len(detections)))
+
+    def close(self, summary: Any) -> list[str]:
+        self.summary = dict(summary)
+        return ["fake://predictions.json"]
+
+
+class FakeLoader:
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
+        self.epochs: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        self.epochs.append(epoch)
+        yield from self.batches[start_batch:]
+
+
+class FakeDataset:
+    """DatasetSource fake: a val split of `num_images` 32x48 images (or none)."""
+
+    mode = "real"
+    backend = "fake"
+
+    def __init__(self, categories: CategoryMap = CATEGORIES, num_images: int = 3, has_val: bool = True) -> None:
+        self._categories = categories
+        self.num_images = num_images
+        self._has_val = has_val
+        self.batch_sizes: list[int] = []
+
+    @property
+    def categories(self) -> CategoryMap:
+        return self._categories
+
+    def has_val(self) -> bool:
+        return self._has_val
+
+    def val_loader(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> FakeLoader | None:
+        if not self._has_val:
+            return None
+        self.batch_sizes.append(batch_size)
+        metas = [ImageMeta(index + 1, f"{index + 1}.png", 32, 48, 1.0, 0, 0) for index in range(self.num_images)]
+        batches = []
+        for start in range(0, len(metas), batch_size):
+            chunk = metas[start : start + batch_size]
+            batches.append(
+                Batch(
+                    images=torch.zeros((len(chunk), 3, 32, 48), dtype=torch.uint8),
+                    boxes=torch.zeros((len(chunk), 1, 4)),
+                    labels=torch.full((len(chunk), 1), -1),
+                    masks=torch.zeros((len(chunk), 1, 8, 12), dtype=torch.uint8),
+                    valid=torch.zeros((len(chunk), 1), dtype=torch.bool),
+                    crowd=torch.zeros((len(chunk), 1), dtype=torch.bool),
+                    metas=chunk,
+                )
+            )
+        return FakeLoader(batches)
+
+    def val_ground_truth(self) -> dict[str, Any] | None:
+        if not self._has_val:
+            return None
+        return {"images": [{"id": index + 1} for index in range(self.num_images)], "annotations": [], "categories": []}
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "backend": self.backend, "val_images": self.num_images}
+
+
+class FakeEvaluator:
+    """Evaluator fake: segm_AP = share of images that got a detection of class 'square'."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[int, Detections]]] = []
+
+    def evaluate(self, ground_truth: dict[str, Any], detections: Sequence[tuple[int, Detections]], categories: CategoryMap) -> EvalResult:
+        self.calls.append(list(detections))
+        hits = sum(1 for _, found in detections if bool((found.labels == 1).any()))
+        share = hits / max(1, len(ground_truth["images"]))
+        return EvalResult(
+            metrics={"bbox_AP": share / 2, "segm_AP": share},
+            per_class={name: {"bbox_AP": share / 2, "segm_AP": share} for name in categories.names},
+            num_images=len(ground_truth["images"]),
+            num_detections=sum(len(found) for _, found in detections),
+        )
+
+
+def fake_payload(*, ema: bool = True, config: ApexConfig | None = None, version: int = fmt.FORMAT_VERSION) -> dict[str, Any]:
+    """A full Apex-X checkpoint payload around FakeNetwork weights (EMA weights differ from the model's)."""
+    settings = config or ApexConfig.model_validate({"model": {"input_height": 64, "input_width": 96}})
+    return {
+        fmt.KEY_FORMAT: fmt.FORMAT_TAG,
+        fmt.KEY_VERSION: version,
+        fmt.KEY_PROFILE: settings.model.profile,
+        fmt.KEY_MODEL: {"scale": torch.full((2,), 2.0)},
+        fmt.KEY_EMA: {"scale": torch.full((2,), 3.0)} if ema else None,
+        fmt.KEY_CONFIG: settings.to_plain(),
+        fmt.KEY_CATEGORIES: CATEGORIES.to_plain(),
+        fmt.KEY_INPUT_SIZE: [settings.model.input_height, settings.model.input_width],
+        fmt.KEY_BEST: {"name": "segm_AP", "value": 1.0, "epoch": 2},
+    }
+
+
+@pytest.fixture
+def fake_inference_model() -> InferenceModel:
+    config = ApexConfig.model_validate({"model": {"input_height": 64, "input_width": 96, "score_threshold": 0.05}})
+    return InferenceModel(
+        network=FakeNetwork().eval(),
+        config=config,
+        categories=CATEGORIES,
+        input_size=(64, 96),
+        device=torch.device("cpu"),
+        checkpoint_path="fake.pt",
+        weights="ema",
+        best={"name": "segm_AP", "value": 1.0, "epoch": 2},
+    )
+
+
+@pytest.fixture
+def fakes() -> Any:
+    """The fakes of this folder, as a namespace (tests import nothing from conftest directly)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        CATEGORIES=CATEGORIES,
+        FakeNetwork=FakeNetwork,
+        FakeFactory=FakeFactory,
+        FakeReader=FakeReader,
+        RecordingSink=RecordingSink,
+        FakeDataset=FakeDataset,
+        FakeEvaluator=FakeEvaluator,
+        fake_payload=fake_payload,
+    )

@@ -1,0 +1,42 @@
+"""EvaluateCheckpoint over fakes: the val split goes through the model into the evaluator; reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from apex_x.application.evaluate import EvaluateCheckpoint, eval_markdown, eval_table
+from apex_x.domain.errors import DatasetError
+from apex_x.domain.types import CategoryMap
+
+
+def test_every_val_image_is_detected_and_scored(fakes, fake_inference_model) -> None:
+    dataset, evaluator = fakes.FakeDataset(num_images=5), fakes.FakeEvaluator()
+    report = EvaluateCheckpoint(fake_inference_model, dataset, evaluator, batch_size=2).execute()
+    assert dataset.batch_sizes == [2]
+    assert [image_id for image_id, _ in evaluator.calls[0]] == [1, 2, 3, 4, 5]
+    assert all(found.masks.shape == (2, 32, 48) for _, found in evaluator.calls[0])  # original pixels
+    assert report.metric("segm_AP") == 1.0 and report.result.num_detections == 10
+    plain = report.to_plain()
+    assert plain["best_metric_check"] == {"name": "segm_AP", "recorded": 1.0, "evaluated": 1.0, "epoch": 2}
+    assert plain["model"]["weights"] == "ema" and plain["dataset"]["backend"] == "fake"
+
+
+def test_markdown_and_table_hold_the_metrics_and_per_class_rows(fakes, fake_inference_model) -> None:
+    report = EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(), fakes.FakeEvaluator(), batch_size=4).execute()
+    markdown = eval_markdown(report)
+    assert "| AP | 0.5000 | 1.0000 |" in markdown
+    assert "| circle | 0.5000 | 1.0000 |" in markdown and "| square |" in markdown
+    assert "trainer's best segm_AP (epoch 2): 1.0000; evaluated now: 1.0000" in markdown
+    table = eval_table(report)
+    assert "square" in table and "1.0000" in table
+
+
+def test_other_categories_are_refused(fakes, fake_inference_model) -> None:
+    dataset = fakes.FakeDataset(categories=CategoryMap((1, 2), ("cat", "dog")))
+    with pytest.raises(DatasetError, match="differ from the checkpoint's"):
+        EvaluateCheckpoint(fake_inference_model, dataset, fakes.FakeEvaluator(), batch_size=2).execute()
+
+
+def test_no_val_split_is_a_clear_error(fakes, fake_inference_model) -> None:
+    with pytest.raises(DatasetError, match="data.coco_val_annotations"):
+        EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(has_val=False), fakes.FakeEvaluator(), batch_size=2).execute()

@@ -1,0 +1,93 @@
+"""Smoke runner logic (skip, retry with a square resize, failures) and training curves from a report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from apex_x.adapters.training_curves import plot_training_curves, read_train_report
+from apex_x.domain.errors import UserError
+from apex_x.notebook import smoke_device, square_size
+
+
+class _Result:
+    def __init__(self, count: int, latency: float) -> None:
+        self.count, self.latency_s = count, latency
+
+    def __len__(self) -> int:
+        return self.count
+
+    def records(self) -> list[dict[str, str]]:
+        return [{"class": "square"}] * self.count
+
+
+class _SquareOnlyModel:
+    """Fails like DINOv2's token-grid reshape unless the input is square."""
+
+    input_size = (64, 96)
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def predict(self, image: object, input_size: tuple[int, int] | None = None) -> _Result:
+        height, width = input_size or self.input_size
+        self.sizes.append((height, width))
+        if height != width:
+            raise RuntimeError(f"shape '[1, 32, {height // 14}, {width // 14}]' is invalid for input of size 1234")
+        return _Result(3, 0.01)
+
+
+def test_token_grid_failure_is_retried_with_a_square_resize_and_recorded() -> None:
+    model = _SquareOnlyModel()
+    entry = smoke_device(lambda device: model, "x.png", "cpu")
+    assert entry["status"] == "ok" and entry["retried_with_square_resize"] is True
+    assert entry["input_size"] == [98, 98] and model.sizes[1:] == [(98, 98), (98, 98)]
+    assert "is invalid for input of size" in entry["first_error"]
+    assert entry["num_detections"] == 3 and entry["latency_ms"] == pytest.approx(10.0)
+    assert entry["error"] is None
+
+
+def test_other_failures_are_reported_not_retried() -> None:
+    def broken(device: str) -> object:
+        raise UserError("ckpt.pt: not an Apex-X training checkpoint")
+
+    entry = smoke_device(broken, "x.png", "cpu")
+    assert entry["status"] == "fail" and entry["retried_with_square_resize"] is False
+    assert entry["error"] == "UserError: ckpt.pt: not an Apex-X training checkpoint"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+def test_cuda_is_skipped_without_cuda() -> None:
+    entry = smoke_device(lambda device: pytest.fail("must not load"), "x.png", "cuda")
+    assert entry["status"] == "skip" and "CUDA is not available" in entry["error"]
+
+
+def test_square_size_rounds_up_to_the_patch() -> None:
+    assert square_size((64, 96)) == (98, 98) and square_size((518, 518)) == (518, 518)
+
+
+def _report(tmp_path):
+    history = [
+        {"epoch": 1, "stage": "det_stability", "train": {"det": 2.0, "total": 2.0}, "val": {"segm_AP": 0.1, "bbox_AP": 0.2, "val_loss": 2.5}},
+        {"epoch": 2, "stage": "seg_boundary", "train": {"det": 1.0, "seg": 0.5, "total": 1.5}, "val": {"segm_AP": 0.4, "bbox_AP": 0.5, "val_loss": 2.0}},
+    ]
+    report = {"history": history, "best_metric": {"name": "segm_AP", "value": 0.4, "epoch": 2}}
+    (tmp_path / "train_report.json").write_text(json.dumps(report))
+    return tmp_path
+
+
+def test_curves_figure_has_a_loss_panel_and_a_metric_panel(tmp_path) -> None:
+    figure = plot_training_curves(_report(tmp_path))
+    left, right = figure.axes
+    assert sorted(line.get_label() for line in left.get_lines()) == ["det", "seg", "total", "val_loss"]
+    assert sorted(line.get_label() for line in right.get_lines()) == ["bbox_AP", "segm_AP"]
+    segm = next(line for line in right.get_lines() if line.get_label() == "segm_AP")
+    assert list(segm.get_xdata()) == [1, 2] and list(segm.get_ydata()) == [0.1, 0.4]
+    assert figure.get_suptitle() == "best segm_AP = 0.4 at epoch 2"
+
+
+def test_missing_report_names_the_path(tmp_path) -> None:
+    with pytest.raises(UserError, match=f"{tmp_path / 'train_report.json'}: no train report"):
+        read_train_report(tmp_path)
