@@ -76,6 +76,7 @@ def preflight(
     """
     from apex_x.container import create_container
 
+    _ensure_logging()
     settings = load_config(config)
     container = create_container(settings)
     folder = str(output_dir) if output_dir is not None else settings.train.output_dir
@@ -83,6 +84,17 @@ def preflight(
     if output_json is not None:
         _write_json(output_json, report.to_dict())
     return report
+
+
+def _ensure_logging() -> None:
+    """Python callers that never configured logging get Apex-X's console set-up (info) instead of
+    structlog's print-everything default; an entry point's own configure_logging is left alone."""
+    import structlog
+
+    if not structlog.is_configured():
+        from apex_x.adapters.logging_structlog import configure_logging
+
+        configure_logging("info", None)
 
 
 def _write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
@@ -296,7 +308,7 @@ def evaluate(
     from apex_x.application.evaluate import eval_markdown
     from apex_x.container import create_container
 
-    settings = load_config(config, list(overrides))
+    settings = _eval_data_settings(load_config(config, list(overrides)), config)
     dotted_keys = (text.partition("=")[0].strip() for text in overrides)
     model_keys = {key.split(".", 1)[1] for key in dotted_keys if key.startswith("model.")}
     model = load_model(
@@ -315,3 +327,24 @@ def evaluate(
         report.extra["files"] = [json_path, md_path]
         container.eval_report_writer().write(report.to_plain(), eval_markdown(report), json_path, md_path)
     return report
+
+
+def _eval_data_settings(settings: ApexConfig, config: str | None) -> ApexConfig:
+    """eval reads only the val split: it must be configured (unless synthetic smoke data is allowed), and a
+    config without a train split gets the val split there too, so the dataset policy accepts it."""
+    from apex_x.domain.errors import DatasetError
+
+    data = settings.data
+    if data.coco_val_images is None or data.coco_val_annotations is None:
+        if settings.train.allow_synthetic_fallback and data.coco_train_annotations is None:
+            return settings
+        raise DatasetError(
+            f"{config or '<defaults>'}: eval needs the val split: set data.coco_val_images and "
+            "data.coco_val_annotations (in the config or with --set KEY=PATH)"
+        )
+    if data.coco_train_images is None and data.coco_train_annotations is None:
+        data = data.model_copy(
+            update={"coco_train_images": data.coco_val_images, "coco_train_annotations": data.coco_val_annotations}
+        )
+        return settings.model_copy(update={"data": data})
+    return settings

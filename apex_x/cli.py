@@ -60,7 +60,9 @@ def _command_module(command: str) -> ModuleType:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name == module_name:
-            raise _MissingCommand(f"command {command!r} is not available in this build ({module_name} is missing)")
+            raise _MissingCommand(
+                f"command {command!r} is not available in this build ({module_name} is missing)"
+            ) from None
         raise
 
 

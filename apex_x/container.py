@@ -73,7 +73,10 @@ class Container(containers.DeclarativeContainer):
     progress = providers.Factory(_lazy("apex_x.adapters.progress:make_progress"), config.train.log_every_steps)
     # Extra loss terms (e.g. teacher distillation): a list of AuxiliaryLoss, or a callable
     # `(categories=CategoryMap, device=torch.device) -> list[AuxiliaryLoss]` the use case calls once.
-    auxiliary_losses = providers.Object(())
+    # Teacher distillation (train.distill_weight > 0 + train.teacher_checkpoint), else no extra term.
+    auxiliary_losses = providers.Factory(
+        _lazy("apex_x.adapters.models.distillation:DistillationLossBuilder"), settings, checkpoint_store
+    )
     train_use_case = providers.Factory(
         _lazy("apex_x.application.train:TrainUseCase"),
         settings=settings,

@@ -143,6 +143,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     flag = f"--set {text}"
     key, sep, value_text = text.partition("=")
     key = key.strip()
+    if sep and any(part.isdigit() for part in key.split(".")):
+        raise ConfigError(
+            "list items cannot be set one by one; set the whole list, e.g. --set 'train.stages=[{name: a}]'",
+            source=flag,
+        )
     if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
         raise ConfigError("expected KEY=VALUE with a dotted key such as train.epochs=3", source=flag)
     value = parse_yaml_text(value_text, flag) if value_text.strip() else ""

@@ -76,12 +76,13 @@ def _numeric_level(level: str) -> int:
 
 
 def reset_logging() -> None:
-    """Remove (and close) the handlers a previous configure_logging installed."""
+    """Remove (and close) the handlers a previous configure_logging installed; Apex-X's level goes back to unset."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _OWNED, False):
             root.removeHandler(handler)
             handler.close()
+    logging.getLogger("apex_x").setLevel(logging.NOTSET)
 
 
 def configure_logging(level: str = "info", json_log_path: str | None = None) -> None:

@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+import torch
 
+from apex_x.application.distributed import DistContext
 from apex_x.application.inference import InferenceModel
-from apex_x.domain.errors import DatasetError
+from apex_x.application.schedules import evaluation_loss_settings
+from apex_x.application.validation import validate
+from apex_x.domain.errors import ApexError, DatasetError
 from apex_x.domain.ports import DatasetSource, Evaluator
-from apex_x.domain.types import Detections, EvalResult
+from apex_x.domain.types import EvalResult
 
 log = structlog.get_logger(__name__)
 
@@ -60,8 +64,15 @@ class EvalReport:
         }
 
 
+def validation_amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast the trainer validates under (train.amp): bf16 on CUDA for auto/bf16, none on CPU."""
+    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
 class EvaluateCheckpoint:
-    """Runs the model over the val split (as the trainer's validation does) and scores it with COCOeval."""
+    """Runs the model over the val split exactly as the trainer's validation does, and scores it with COCOeval."""
 
     def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int) -> None:
         self.model = model
@@ -79,11 +90,26 @@ class EvaluateCheckpoint:
                 "the config has no val split to evaluate on: set data.coco_val_images and "
                 "data.coco_val_annotations (e.g. --set data.coco_val_annotations=PATH)"
             )
-        detections: list[tuple[int, Detections]] = []
-        for batch in loader.iter_epoch(0):
-            found = self.model.detect(batch.images, batch.metas)
-            detections.extend((meta.image_id, item) for meta, item in zip(batch.metas, found, strict=True))
-        result = self.evaluator.evaluate(ground_truth, detections, self.model.categories)
+        device = self.model.device
+        validation = validate(  # the trainer's own validation: same weights, batches, autocast and scoring
+            model=self.model.network,
+            loader=loader,
+            ground_truth=ground_truth,
+            evaluator=self.evaluator,
+            categories=self.model.categories,
+            settings=evaluation_loss_settings(self.model.config.train),
+            context=DistContext(device=device),
+            amp_dtype=validation_amp_dtype(self.model.config.train.amp, device),
+        )
+        if validation.error or validation.evaluation is None:
+            raise ApexError(f"evaluation of {self.model.checkpoint_path} failed: {validation.error}")
+        evaluation = validation.evaluation
+        result = EvalResult(
+            metrics={key: float(value) for key, value in validation.metrics.items()},
+            per_class={name: dict(values) for name, values in evaluation.get("per_class", {}).items()},
+            num_images=int(evaluation.get("num_images", validation.num_images)),
+            num_detections=int(evaluation.get("num_detections", 0)),
+        )
         seconds = time.perf_counter() - started
         log.info("eval_done", images=result.num_images, detections=result.num_detections, seconds=round(seconds, 2))
         return EvalReport(
@@ -152,10 +178,13 @@ def eval_table(report: EvalReport) -> str:
 
 
 def _fmt(value: Any) -> str:
+    """4 decimals; COCO's -1 (no ground truth of that size or class) shows as n/a."""
     if value is None:
         return "-"
     number = float(value)
-    return "nan" if math.isnan(number) else f"{number:.4f}"
+    if math.isnan(number):
+        return "nan"
+    return "n/a" if number < 0 else f"{number:.4f}"
 
 
 def _plain(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +136,7 @@ def build_inference_model(
     """
     config = checkpoint_config(payload, path)
     overrides = dict(model_overrides or {})
+    overrides.setdefault("backbone_weights", None)  # the checkpoint holds every weight: no backbone file needed
     if not {"input_height", "input_width"} & set(overrides):
         overrides["input_height"], overrides["input_width"] = checkpoint_input_size(payload, config)
     try:
@@ -146,7 +148,7 @@ def build_inference_model(
     config = config.model_copy(update={"model": model_config})
     categories = checkpoint_categories(payload, path)
     use_ema = prefers_ema(payload, config)
-    network = factory_for(config).build(config.model, categories.num_classes)
+    network = _build_untrained(factory_for(config), config, categories.num_classes)
     state = store.extract_model_state(payload, prefer_ema=use_ema)
     if apply_state is not None:
         apply_state(network, state, strict=True, source=path)
@@ -167,6 +169,13 @@ def build_inference_model(
         weights=weights,
         best=dict(best) if isinstance(best, Mapping) else None,
     )
+
+
+def _build_untrained(factory: ModelFactory, config: ApexConfig, num_classes: int) -> SegmentationModel:
+    """The architecture only (no pretrained download or file): the checkpoint's weights go in next."""
+    if "pretrained" in inspect.signature(factory.build).parameters:  # e.g. the DINOv2 teacher: config.json only
+        return factory.build(config.model, num_classes, pretrained=False)  # type: ignore[call-arg]
+    return factory.build(config.model, num_classes)
 
 
 def _load_weights(network: Any, state: Mapping[str, torch.Tensor], path: str) -> None:

@@ -7,9 +7,8 @@ the profile's packages, CUDA and the output folder; more are registered per prof
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -22,54 +21,20 @@ from apex_x.application.preflight_requirements import (
     requirements_of,
 )
 from apex_x.domain.config import ApexConfig
-from apex_x.domain.environment import AcceleratorProbe, EnvironmentProbe, FolderProbe
+from apex_x.domain.environment import (
+    AcceleratorProbe,
+    CheckResult,
+    EnvironmentProbe,
+    FolderProbe,
+    PreflightCheck,
+    PreflightContext,
+)
+
+__all__ = ["CheckResult", "PreflightCheck", "PreflightContext", "PreflightReport", "PreflightUseCase"]
 
 log = structlog.get_logger(__name__)
 
 REPORT_SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One row of the preflight table. A result fails the preflight when `required and not ok`."""
-
-    name: str  # e.g. "peft", "cuda", "output folder", "backbone weights"
-    category: str  # "python" | "package" | "device" | "output" | anything a plugged-in check chooses
-    ok: bool
-    required: bool
-    status: str  # short word for the table: "ok", "missing", "too old", "import failed", ...
-    detail: str = ""
-    installed: str | None = None
-    minimum: str | None = None
-    fix: str | None = None  # what to run to fix it, e.g. 'pip install "apex-x[worldclass]"'
-
-    @property
-    def failed(self) -> bool:
-        return self.required and not self.ok
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class PreflightContext:
-    """What every check can look at. `accelerator` is probed once, on first use."""
-
-    profile: str
-    output_dir: str
-    settings: ApexConfig
-    probe: EnvironmentProbe
-
-    @functools.cached_property
-    def accelerator(self) -> AcceleratorProbe:
-        return self.probe.accelerator()
-
-    @functools.cached_property
-    def output_folder(self) -> FolderProbe:
-        return self.probe.folder(self.output_dir)
-
-
-PreflightCheck = Callable[[PreflightContext], Iterable[CheckResult]]
 
 
 def check_python(context: PreflightContext) -> list[CheckResult]:
@@ -93,9 +58,13 @@ def _package_result(requirement: Requirement, context: PreflightContext, require
     if not probe.importable:
         status = "missing" if probe.missing else "import failed"
         return CheckResult(ok=False, status=status, detail=probe.error or "", **common)
+    try:
+        recent_enough = probe.version is None or at_least(probe.version, requirement.minimum)
+    except ValueError:
+        recent_enough = True  # an unparseable version string: the import worked, so do not block on it
     if probe.version is None:
         return CheckResult(ok=True, status="ok", detail="imports; version unknown", **common)
-    if not at_least(probe.version, requirement.minimum):
+    if not recent_enough:
         return CheckResult(
             ok=False, status="too old", detail=f"{requirement.purpose}; need >= {requirement.minimum}", **common
         )

@@ -104,16 +104,14 @@ def interrupt_guard() -> Iterator[Any]:
             signal.signal(sig, old)
 
 
-def kernels_report(preference: str) -> dict[str, Any]:
-    """Apply runtime.kernels and describe the active loss-kernel backend (when the kernels expose it)."""
+def kernels_report(preference: str, device: torch.device) -> dict[str, Any]:
+    """Apply runtime.kernels, fail fast if a forced backend cannot run on `device`, and describe the
+    loss-kernel backend for the report (`backend` is the one used for this device)."""
     from apex_x import kernels
 
-    setter = getattr(kernels, "set_backend_preference", None)
-    if setter is not None:
-        setter(preference)
-    reporter = getattr(kernels, "active_backend_report", None)
-    report = reporter() if reporter is not None else {"backend": "torch-reference"}
-    return {"preference": preference, **(dict(report) if isinstance(report, Mapping) else {"backend": str(report)})}
+    kernels.set_backend_preference(preference)
+    backend = kernels.resolve_backend(torch.empty(0, device=device))
+    return {"preference": preference, **kernels.active_backend_report(), "backend": backend}
 
 
 class RunSession:
@@ -271,8 +269,8 @@ class RunSession:
 
     def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int) -> None:
         train = self.settings.train
-        number = epoch + 1
-        last_epoch = number == total_epochs(self.stages)
+        number = len(self.report_state.history) + 1  # epochs done in the run, this one included
+        last_epoch = epoch + 1 >= total_epochs(self.stages)
         val_metrics: dict[str, float] | None = None
         evaluation = None
         if self.val_loader is not None and (number % train.eval_every_epochs == 0 or last_epoch):
@@ -401,7 +399,7 @@ class RunSession:
         return report
 
     def _result(self) -> TrainResult:
-        report = self.write_report() if self.context.is_main else self.report()
+        report = self.write_report() if self.context.is_main and self.status != "finished" else self.report()
         history = self.report_state.history
         last_val = next((entry["val"] for entry in reversed(history) if entry.get("val")), None)
         return TrainResult(

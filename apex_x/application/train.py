@@ -87,7 +87,7 @@ class TrainUseCase:
             if settings.runtime.num_threads:
                 torch.set_num_threads(settings.runtime.num_threads)
             seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
-            kernels = kernels_report(settings.runtime.kernels)
+            kernels = kernels_report(settings.runtime.kernels, context.device)
             output_dir = Path(settings.train.output_dir)
             _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
             payload = self._load_resume(resume_from) if resume_from else None

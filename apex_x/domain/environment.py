@@ -1,9 +1,17 @@
-"""What the dependency preflight learns about the environment: value types and the probe port. No I/O."""
+"""Dependency preflight: what the probe learns (value types), the probe port, and the check plug-in contract.
+
+No I/O here. A preflight check is `check(context: PreflightContext) -> Iterable[CheckResult]`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from apex_x.domain.config import ApexConfig
 
 
 @dataclass(frozen=True)
@@ -62,3 +70,46 @@ class EnvironmentProbe(Protocol):
     def folder(self, path: str) -> FolderProbe:
         """Check `path` is writable without leaving anything behind (no folder is created)."""
         ...
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One row of the preflight table. A result fails the preflight when `required and not ok`."""
+
+    name: str  # e.g. "peft", "cuda", "output folder", "backbone weights"
+    category: str  # "python" | "package" | "device" | "output" | anything a plugged-in check chooses
+    ok: bool
+    required: bool
+    status: str  # short word for the table: "ok", "missing", "too old", "import failed", ...
+    detail: str = ""
+    installed: str | None = None
+    minimum: str | None = None
+    fix: str | None = None  # what to run to fix it, e.g. 'pip install "apex-x[worldclass]"'
+
+    @property
+    def failed(self) -> bool:
+        return self.required and not self.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreflightContext:
+    """What every check can look at. `accelerator` is probed once, on first use."""
+
+    profile: str
+    output_dir: str
+    settings: ApexConfig
+    probe: EnvironmentProbe
+
+    @functools.cached_property
+    def accelerator(self) -> AcceleratorProbe:
+        return self.probe.accelerator()
+
+    @functools.cached_property
+    def output_folder(self) -> FolderProbe:
+        return self.probe.folder(self.output_dir)
+
+
+PreflightCheck = Callable[[PreflightContext], Iterable[CheckResult]]

@@ -8,7 +8,15 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from apex_x.domain.config import ApexConfig, ModelConfig
-from apex_x.domain.types import Batch, CategoryMap, DatasetReport, Detections, EvalResult, ImageMeta, LossSettings
+from apex_x.domain.types import (
+    Batch,
+    CategoryMap,
+    DatasetReport,
+    Detections,
+    EvalResult,
+    ImageMeta,
+    LossSettings,
+)
 
 
 class BatchLoader(Protocol):

@@ -82,3 +82,78 @@ def chunk_rows(rows: int, row_elements: int, chunk_elements: int, device: torch.
 def needs_reference(*tensors: torch.Tensor | None) -> bool:
     """True when a tensor the fast paths treat as constant (targets, weights, boxes) requires grad."""
     return any(t is not None and t.requires_grad for t in tensors)
+
+
+def clipped(
+    total: torch.Tensor, normalizer: float | torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min(nan_to_num(total / normalizer), clip), d value / d total), as torch's own ops define them.
+
+    torch's backward of clamp(max=clip) is 0 at and above the bound, of nan_to_num 0 where the input
+    is NaN/Inf, so the slope is a 0/1 gate over the normalizer. Tensor ops only: no host sync.
+    """
+    ratio = total / normalizer
+    finite = torch.nan_to_num(ratio)
+    value = torch.clamp(finite, max=clip)
+    gate = torch.isfinite(ratio).logical_and_(finite < clip)
+    return value, gate.to(ratio.dtype) / normalizer
+
+
+def box_crop_factors(
+    boxes: torch.Tensor | None, count: int, height: int, width: int, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """Row (N, H) and column (N, W) 0/1 factors of the reference's box crop (pixel centres inside the
+    box; None without boxes) and the crop area clamped at 1 (N,)."""
+    if boxes is None:
+        return None, None, torch.full((count,), float(max(height * width, 1)), device=device)
+    boxes = boxes.float()
+    xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5
+    ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
+    cols = ((xs[None, :] >= boxes[:, 0:1]) & (xs[None, :] < boxes[:, 2:3])).float()  # (N, W)
+    rows = ((ys[None, :] >= boxes[:, 1:2]) & (ys[None, :] < boxes[:, 3:4])).float()  # (N, H)
+    return rows, cols, (rows.sum(1) * cols.sum(1)).clamp_(min=1.0)
+
+
+def dice_bce_terms(
+    bce_sum: torch.Tensor,  # (N,) sum of BCE inside the crop
+    inter: torch.Tensor,  # (N,) sum of p * t inside the crop
+    pred_sum: torch.Tensor,  # (N,)
+    target_sum: torch.Tensor,  # (N,)
+    area: torch.Tensor,  # (N,) crop area, >= 1
+    bce_weight: float,
+    dice_weight: float,
+    smooth: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-instance loss bce_weight * BCE/area + dice_weight * (1 - Dice) and its pixel-gradient
+    coefficients: d loss / d p_ij = crop * (a * dBCE/dp + b + c * t_ij) (a, b, c: (N,))."""
+    denom = pred_sum + target_sum + smooth
+    numer = 2.0 * inter + smooth
+    loss = bce_weight * (bce_sum / area) + dice_weight * (1.0 - numer / denom)
+    coef_a = bce_weight / area
+    coef_b = dice_weight * numer / (denom * denom)
+    coef_c = -2.0 * dice_weight / denom
+    return loss, coef_a, coef_b, coef_c
+
+
+def instance_normalizer(count: int, normalizer: float | torch.Tensor | None) -> float | torch.Tensor:
+    """The reference's default: the number of instances (at least 1)."""
+    return max(count, 1) if normalizer is None else normalizer
+
+
+class StoredGradLoss(torch.autograd.Function):
+    """Clipped component whose gradient w.r.t. the first input is computed by `forward_fn` up front."""
+
+    @staticmethod
+    def forward(ctx, logits, forward_fn, normalizer, clip):  # type: ignore[override]
+        total, grad = forward_fn(ctx.needs_input_grad[0])
+        value, ctx.slope = clipped(total, normalizer, clip)
+        ctx.grad = grad
+        ctx.forward_fn = forward_fn
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_value):  # type: ignore[override]
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward (retain_graph=True): recompute from the inputs
+            _, grad = ctx.forward_fn(True)
+        return grad.mul_((grad_value * ctx.slope).to(torch.float32)), None, None, None

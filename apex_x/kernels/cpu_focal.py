@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from apex_x.kernels._common import check_class_ids, chunk_rows, is_class_targets
+from apex_x.kernels._common import StoredGradLoss, check_class_ids, chunk_rows, is_class_targets
 from apex_x.kernels.reference import as_soft_targets
 
 CHUNK_ELEMENTS = 1 << 17
@@ -165,28 +165,18 @@ def focal_sum_forward(
     return total, grad_all
 
 
-class FocalSumTorch(torch.autograd.Function):
-    """sum(w * focal) with the gradient computed in the forward and scaled in the backward."""
-
-    @staticmethod
-    def forward(ctx, logits, targets, weights, gamma, alpha):  # type: ignore[override]
-        total, grad = focal_sum_forward(logits, targets, weights, gamma, alpha, ctx.needs_input_grad[0])
-        ctx.grad = grad
-        ctx.save_for_backward(logits, targets, weights)
-        ctx.settings = (gamma, alpha)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_total):  # type: ignore[override]
-        grad, ctx.grad = ctx.grad, None
-        if grad is None:  # a second backward (retain_graph=True): recompute from the inputs
-            logits, targets, weights = ctx.saved_tensors
-            _, grad = focal_sum_forward(logits, targets, weights, *ctx.settings, want_grad=True)
-        return grad.mul_(grad_total.to(grad.dtype)), None, None, None, None
-
-
-def focal_sum(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, gamma: float, alpha: float | None
+def focal_loss_torch(
+    logits: torch.Tensor,  # (N, C)
+    targets: torch.Tensor,  # (N,) class ids or (N, C) soft
+    weights: torch.Tensor | None,  # (N,)
+    gamma: float,
+    alpha: float | None,
+    normalizer: float | torch.Tensor,
+    clip: float,
 ) -> torch.Tensor:
-    """0-d fp32 sum of w * focal loss, differentiable in `logits` only."""
-    return FocalSumTorch.apply(logits, targets, weights, gamma, alpha)
+    """min(nan_to_num(sum(w * focal) / normalizer), clip), differentiable in `logits` only."""
+
+    def forward_fn(want_grad: bool):
+        return focal_sum_forward(logits.detach(), targets, weights, gamma, alpha, want_grad)
+
+    return StoredGradLoss.apply(logits, forward_fn, normalizer, clip)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from apex_x.kernels._common import clipped
+
 EPS = 1e-7
 
 
@@ -36,25 +38,28 @@ def _losses_from_areas(areas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     return penalty.sub_(iou).add_(1.0), union, iou
 
 
-class GiouSumTorch(torch.autograd.Function):
-    """sum(w * (1 - GIoU)) over box pairs; the gradient flows to the predicted boxes only."""
+class GiouLossTorch(torch.autograd.Function):
+    """Clipped sum(w * (1 - GIoU)) / normalizer; the gradient flows to the predicted boxes only."""
 
     @staticmethod
-    def forward(ctx, pred_boxes, target_boxes, weights):  # type: ignore[override]
+    def forward(ctx, pred_boxes, target_boxes, weights, normalizer, clip):  # type: ignore[override]
         pred = pred_boxes.float()
         target = target_boxes.float()
         raw, areas = _sides(pred, target)
         losses, union, iou = _losses_from_areas(areas)
         w = None if weights is None else weights.float()
         total = losses.sum() if w is None else torch.dot(losses, w)
-        ctx.save_for_backward(pred, target, raw, areas, union, iou, w)
+        value, slope = clipped(total, normalizer, clip)
+        ctx.save_for_backward(pred, target, raw, areas, union, iou, w, slope)
         ctx.dtype = pred_boxes.dtype
-        return total
+        return value
 
     @staticmethod
-    def backward(ctx, grad_total):  # type: ignore[override]
-        pred, target, raw, areas, union, iou, w = ctx.saved_tensors
-        scale = grad_total if w is None else grad_total * w  # () or (N,)
+    def backward(ctx, grad_value):  # type: ignore[override]
+        pred, target, raw, areas, union, iou, w, slope = ctx.saved_tensors
+        scale = (grad_value * slope).float()
+        if w is not None:
+            scale = scale * w  # (N,)
         u = union + EPS
         e = areas[3] + EPS
         coef = torch.empty_like(areas)  # dL/d(area) for pred, target(unused), inter, enclose: (4, N)
@@ -64,15 +69,21 @@ class GiouSumTorch(torch.autograd.Function):
         torch.div(u, e * e, out=coef[3])  # U/E^2
         coef.mul_(scale)
         # d(area)/d(side) = other side where the clamp passed (raw > 0: torch masks the bound itself); (4, N, 2)
-        side_grad = raw.flip(2).clamp_(min=0.0).mul_(raw > 0).mul_(coef.unsqueeze(2))
+        side_grad = torch.where(raw > 0, raw.flip(2).clamp_(min=0.0).mul_(coef.unsqueeze(2)), 0.0)
         g_pred, _, g_inter, g_enclose = side_grad
         wins = (pred > target).float().add_((pred == target).float(), alpha=0.5)  # max() share of pred
         grad_low = torch.addcmul(g_pred + g_enclose, g_inter - g_enclose, wins[:, :2]).neg_()
         grad_high = torch.addcmul(g_pred + g_inter, g_enclose - g_inter, wins[:, 2:])
         grad = torch.cat((grad_low, grad_high), dim=1).to(ctx.dtype)
-        return grad, None, None
+        return grad, None, None, None, None
 
 
-def giou_sum(pred_boxes: torch.Tensor, target_boxes: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """0-d fp32 sum of w * (1 - GIoU), differentiable in `pred_boxes` only."""
-    return GiouSumTorch.apply(pred_boxes, target_boxes, weights)
+def giou_loss_torch(
+    pred_boxes: torch.Tensor,  # (N, 4) xyxy
+    target_boxes: torch.Tensor,  # (N, 4) xyxy
+    weights: torch.Tensor | None,  # (N,)
+    normalizer: float | torch.Tensor,
+    clip: float,
+) -> torch.Tensor:
+    """min(nan_to_num(sum(w * (1 - GIoU)) / normalizer), clip), differentiable in `pred_boxes` only."""
+    return GiouLossTorch.apply(pred_boxes, target_boxes, weights, normalizer, clip)

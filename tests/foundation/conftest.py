@@ -55,9 +55,9 @@ def make_import_blocker(folder: Path, *, missing: tuple[str, ...] = (), broken: 
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clean_logging() -> Iterator[None]:
-    """Remove the handlers configure_logging installs, after the test."""
+    """Remove the handlers configure_logging (and in-process CLI runs) install, after each test."""
     yield
     from apex_x.adapters.logging_structlog import reset_logging
 

@@ -141,6 +141,11 @@ def test_malformed_set_is_an_error_naming_the_flag() -> None:
         assert f"--set {override}" in str(_error(overrides=(override,)))
 
 
+def test_list_items_cannot_be_set_one_by_one() -> None:
+    message = str(_error(overrides=("train.stages.0.name=x",)))
+    assert "--set train.stages.0.name=x" in message and "whole list" in message
+
+
 def test_precedence_file_then_set_then_flags(tmp_path: Path) -> None:
     path = _write(tmp_path, "train:\n  epochs: 5\n  seed: 1\n  batch_size: 2\n")
     config = api_load_config(path, ["train.epochs=6", "train.seed=2"], seed=3, num_classes=4, steps_per_stage=10)

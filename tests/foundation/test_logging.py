@@ -17,7 +17,6 @@ def _json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.usefixtures("clean_logging")
 def test_json_lines_in_the_file_and_readable_lines_on_stderr(tmp_path: Path, capsys) -> None:
     log_file = tmp_path / "run" / "logs" / "train.jsonl"
     configure_logging("info", str(log_file))
@@ -40,7 +39,6 @@ def test_json_lines_in_the_file_and_readable_lines_on_stderr(tmp_path: Path, cap
     assert "hidden.at.info" not in err and "{" not in err.splitlines()[0]
 
 
-@pytest.mark.usefixtures("clean_logging")
 def test_debug_level_and_reconfiguration_replace_the_handlers(tmp_path: Path, capsys) -> None:
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     log = structlog.get_logger("apex_x.tests.logging")
@@ -55,7 +53,6 @@ def test_debug_level_and_reconfiguration_replace_the_handlers(tmp_path: Path, ca
     assert err.count("one") == 1 and "two" not in err  # one console handler, not two
 
 
-@pytest.mark.usefixtures("clean_logging")
 def test_exceptions_are_structured(tmp_path: Path) -> None:
     log_file = tmp_path / "x.jsonl"
     configure_logging("info", str(log_file))
@@ -73,7 +70,6 @@ def test_unknown_level_is_rejected() -> None:
         configure_logging("loud")
 
 
-@pytest.mark.usefixtures("clean_logging")
 def test_cli_log_level_flag(tmp_path: Path, capsys) -> None:
     argv = ["preflight", "--profile", "base", "--output-dir", str(tmp_path)]
     assert main(["--log-level", "debug", *argv]) == EXIT_OK

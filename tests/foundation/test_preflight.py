@@ -103,6 +103,11 @@ def test_too_old_package_fails_with_the_minimum() -> None:
     assert "need >= 2.10" in report.failure_message()
 
 
+def test_unknown_or_odd_versions_do_not_block_an_importable_package() -> None:
+    report = _run(versions={"tqdm": None, "pycocotools": "unknown"})
+    assert report.ok and _row(report, "tqdm").installed is None and _row(report, "pycocotools").ok
+
+
 def test_old_python_fails() -> None:
     assert _row(_run(python="3.9.18"), "python").failed
 
@@ -212,7 +217,28 @@ def test_cli_table_and_json_for_base(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert data["output_dir"]["writable"] is True and data["output_dir"]["path"] == str(tmp_path / "run")
 
 
-def test_worldclass_in_a_real_process_exits_0_and_lists_versions(run_cli, tmp_path: Path) -> None:
+@pytest.fixture
+def hub_cache_with_dinov2(tmp_path: Path) -> Path:
+    """A Hugging Face cache folder where facebook/dinov2-large is a tiny random DINOv2 (never downloaded)."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    snapshot_id = "0" * 40
+    repo = tmp_path / "hf_cache" / "models--facebook--dinov2-large"
+    model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    model.save_pretrained(str(repo / "snapshots" / snapshot_id))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snapshot_id)
+    return tmp_path / "hf_cache"
+
+
+def test_worldclass_as_in_the_seed_exits_0_and_lists_versions(
+    run_cli, tmp_path: Path, hub_cache_with_dinov2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The seed's command as written; the worldclass checks include the DINOv2 weights (here from the cache).
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache_with_dinov2))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = run_cli("preflight", "--profile", "worldclass", "--output-json", "x.json")
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     data = json.loads((tmp_path / "x.json").read_text())

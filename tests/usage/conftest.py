@@ -1,8 +1,12 @@
-"""Usage-area fixtures: small fakes of the ports (model, reader, sink, dataset, evaluator)."""
+"""Usage-area fixtures: small fakes of the ports, and one tiny real run trained once per session."""
 
 from __future__ import annotations
 
+import json
+import runpy
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +32,9 @@ class FakeNetwork(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         self.seen_shapes.append(tuple(images.shape))
         return {"mean": images.float().mean(dim=(1, 2, 3)) * self.scale[0]}
+
+    def compute_losses(self, outputs: dict[str, torch.Tensor], batch: Batch, settings: Any) -> dict[str, torch.Tensor]:
+        return {"det": outputs["mean"].mean() + 0.5}
 
     def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
         result = []
@@ -229,3 +236,79 @@ def fakes() -> Any:
         FakeEvaluator=FakeEvaluator,
         fake_payload=fake_payload,
     )
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY_CONFIG = """\
+model:
+  profile: small
+  input_height: 64
+  input_width: 64
+  backbone: mobilenetv3_small_050
+  width_multiplier: 0.25
+train:
+  epochs: 1
+  batch_size: 8
+  warmup_steps: 0
+  checkpoint_metric: bbox_AP
+  output_dir: {output_dir}
+data:
+  coco_train_images: {train_images}
+  coco_train_annotations: {train_annotations}
+  coco_val_images: {val_images}
+  coco_val_annotations: {val_annotations}
+runtime:
+  device: cpu
+"""
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A real run on the shapes dataset (two stages, two steps each): its config, folders and report."""
+
+    config: Path
+    output_dir: Path
+    val_images: Path
+    val_annotations: Path
+
+    @property
+    def best(self) -> Path:
+        return self.output_dir / "checkpoints" / "best.pt"
+
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.output_dir / "train_report.json").read_text())
+
+
+def run_entrypoint(name: str, argv: list[str]) -> int:
+    """Runs `entrypoints/<name>` in this process (its `main(argv)`), as `python entrypoints/<name>` would."""
+    return int(runpy.run_path(str(ROOT / "entrypoints" / name), run_name="apex_x_entrypoint")["main"](argv))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """Shapes dataset (64 px) + a tiny student trained through entrypoints/train.py, once per session."""
+    from apex_x.adapters.datasets.shapes_writer import write_shapes_dataset
+
+    root = tmp_path_factory.mktemp("usage_run")
+    paths = write_shapes_dataset(root / "shapes", train=16, val=6, size=64, seed=0)
+    config = root / "tiny.yaml"
+    config.write_text(
+        TINY_CONFIG.format(
+            output_dir=root / "run",
+            train_images=paths.train_images,
+            train_annotations=paths.train_annotations,
+            val_images=paths.val_images,
+            val_annotations=paths.val_annotations,
+        )
+    )
+    code = run_entrypoint("train.py", ["--config", str(config), "--steps-per-stage", "2", "--seed", "0"])
+    assert code == 0, "the tiny training run failed"
+    assert paths.val_images is not None and paths.val_annotations is not None
+    return TrainedRun(config, root / "run", paths.val_images, paths.val_annotations)
+
+
+@pytest.fixture
+def entrypoint() -> Any:
+    """run_entrypoint(name, argv) -> exit code of an entrypoints/ script run in this process."""
+    return run_entrypoint

@@ -16,6 +16,7 @@ def test_every_val_image_is_detected_and_scored(fakes, fake_inference_model) -> 
     assert [image_id for image_id, _ in evaluator.calls[0]] == [1, 2, 3, 4, 5]
     assert all(found.masks.shape == (2, 32, 48) for _, found in evaluator.calls[0])  # original pixels
     assert report.metric("segm_AP") == 1.0 and report.result.num_detections == 10
+    assert report.metric("val_loss") == pytest.approx(0.5)  # the trainer's validation loss, from compute_losses
     plain = report.to_plain()
     assert plain["best_metric_check"] == {"name": "segm_AP", "recorded": 1.0, "evaluated": 1.0, "epoch": 2}
     assert plain["model"]["weights"] == "ema" and plain["dataset"]["backend"] == "fake"

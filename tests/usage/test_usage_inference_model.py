@@ -83,3 +83,24 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_architecture_is_built_without_pretrained_weights_or_backbone_files(fakes) -> None:
+    from apex_x.domain.config import ApexConfig
+
+    class PretrainedAwareFactory(fakes.FakeFactory):
+        def build(self, config, num_classes, *, pretrained=True):  # like the DINOv2 teacher's factory
+            self.pretrained = pretrained
+            return super().build(config, num_classes)
+
+    factory = PretrainedAwareFactory()
+    settings = ApexConfig.model_validate({"model": {"backbone_weights": "/nowhere/backbone.pth"}})
+    build_inference_model(
+        fakes.fake_payload(config=settings),
+        path="ck.pt",
+        store=TorchCheckpointStore(),
+        factory_for=lambda config: factory,
+        device=torch.device("cpu"),
+    )
+    assert factory.pretrained is False
+    assert factory.built[0][0].backbone_weights is None  # every weight comes from the checkpoint

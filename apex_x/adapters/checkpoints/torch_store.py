@@ -54,10 +54,15 @@ def atomic_write(path: str | Path, write: Any, *, what: str = "file") -> None:
         os.replace(temp_name, target)
         temp_name = None
         fsync_directory(target.parent)
-    except OSError as error:
-        reason = error.strerror or str(error)
+    except Exception as error:  # noqa: BLE001 - torch.save wraps OS errors in RuntimeError
+        os_error = _os_error_in(error)
+        reason = (
+            f"{os_error.strerror or os_error} (errno {os_error.errno})"
+            if os_error is not None
+            else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        )
         raise CheckpointError(
-            f"cannot write {what} {target}: {reason} (errno {error.errno}); earlier files are left intact. "
+            f"cannot write {what} {target}: {reason}; earlier files are left intact. "
             "Check that the output folder (train.output_dir) is writable and has free space"
         ) from error
     finally:
@@ -66,6 +71,18 @@ def atomic_write(path: str | Path, write: Any, *, what: str = "file") -> None:
                 os.unlink(temp_name)
             except OSError:
                 pass
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind an exception (itself, its cause or its context), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -97,11 +97,12 @@ def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
     result.raw = data
     categories = _check_categories(data["categories"], file, log)
     images = _check_images(data["images"], file, log)
-    annotations = _check_annotations(data["annotations"], images, set(categories), file, log)
+    referenced: list[tuple[int, int, bool]] = []
+    annotations = _check_annotations(data["annotations"], images, set(categories), file, log, referenced)
     result.categories = [categories[cid] for cid in sorted(categories)]
     result.images = list(images.values())
     result.annotations = annotations
-    result.summary = _summarize(paths, result, len(data["annotations"]), log)
+    result.summary = _summarize(paths, result, len(data["annotations"]), referenced, log)
     return result
 
 
@@ -176,8 +177,14 @@ def _plain_id(value: Any) -> int | str | None:
 
 
 def _check_annotations(
-    entries: list[Any], images: dict[int, dict[str, Any]], categories: set[int], file: str, log: FindingLog
+    entries: list[Any],
+    images: dict[int, dict[str, Any]],
+    categories: set[int],
+    file: str,
+    log: FindingLog,
+    referenced: list[tuple[int, int, bool]],
 ) -> dict[int, list[dict[str, Any]]]:
+    """Usable annotations per image; `referenced` gets (image, category, crowd) of every well-referenced one."""
     usable: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in images}
     seen_ids: set[int] = set()
     for position, ann in enumerate(entries):
@@ -205,6 +212,7 @@ def _check_annotations(
             log.error("annotation.unknown_category", f"category_id {category_id} is not in 'categories'", **where)
             continue
         iscrowd = ann.get("iscrowd", 0)
+        referenced.append((image_id, category_id, iscrowd == 1))
         if iscrowd not in (0, 1):
             log.error("annotation.iscrowd_invalid", f"iscrowd must be 0 or 1, got {_describe(iscrowd)}", **where)
             continue
@@ -248,18 +256,24 @@ def _bbox_ok(bbox: Any, image: dict[str, Any], log: FindingLog, where: dict[str,
     return True
 
 
-def _summarize(paths: SplitPaths, split: CheckedSplit, total_annotations: int, log: FindingLog) -> dict[str, Any]:
+def _summarize(
+    paths: SplitPaths,
+    split: CheckedSplit,
+    total_annotations: int,
+    referenced: list[tuple[int, int, bool]],
+    log: FindingLog,
+) -> dict[str, Any]:
+    """Counts over every annotation whose image and category exist (even if another rule rejects it)."""
     names = {c["id"]: c["name"] for c in split.categories}
     per_class: Counter[str] = Counter()
-    crowd = empty = 0
-    for anns in split.annotations.values():
-        if not anns:
-            empty += 1
-        for ann in anns:
-            if ann.get("iscrowd", 0):
-                crowd += 1
-            else:
-                per_class[names[ann["category_id"]]] += 1
+    crowd = 0
+    for _, category_id, is_crowd in referenced:
+        if is_crowd:
+            crowd += 1
+        else:
+            per_class[names[category_id]] += 1
+    annotated = {image_id for image_id, _, _ in referenced}
+    empty = sum(1 for image in split.images if image["id"] not in annotated)
     widths = [image["width"] for image in split.images]
     heights = [image["height"] for image in split.images]
     file = str(paths.annotations_path)

@@ -44,7 +44,10 @@ def _open(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise ImageReadError("image.file_missing", "image file not found") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageReadError("image.decompression_bomb", f"refused (decompression-bomb guard): {error}") from None
+        raise ImageReadError(
+            "image.decompression_bomb",
+            f"refused before decoding (decompression-bomb guard, limit {MAX_IMAGE_PIXELS} pixels): {error}",
+        ) from None
     except UnidentifiedImageError:
         raise ImageReadError("image.unreadable", "not an image file Pillow can identify") from None
     except (OSError, ValueError, SyntaxError) as error:

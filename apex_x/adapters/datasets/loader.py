@@ -10,11 +10,16 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from apex_x.adapters.datasets.transforms import RawSample, Sample, TransformSettings, sample_rng, transform_sample
+from apex_x.adapters.datasets.transforms import (
+    RawSample,
+    Sample,
+    TransformSettings,
+    sample_rng,
+    transform_sample,
+)
 from apex_x.domain.types import Batch
 
 
@@ -121,7 +126,7 @@ def collate_samples(samples: Sequence[Sample], max_instances: int) -> Batch:
     count = max(1, min(max_instances, max((len(s.labels) for s in samples), default=0)))
     size = len(samples)
     mask_h, mask_w = samples[0].masks.shape[1:]
-    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
+    images = torch.stack([s.image for s in samples])  # (B, 3, H, W) uint8
     boxes = torch.zeros((size, count, 4), dtype=torch.float32)
     labels = torch.full((size, count), -1, dtype=torch.int64)
     masks = torch.zeros((size, count, mask_h, mask_w), dtype=torch.uint8)

@@ -75,7 +75,7 @@ def _write_split(split: str, count: int, size: int, seed: int, images_dir: Path,
     for index, image, shapes in render_split(split, count, size, size, seed):
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
-        Image.fromarray(image).save(images_dir / file_name, format="PNG", compress_level=6)
+        Image.fromarray(image).save(images_dir / file_name, format="PNG", compress_level=1)
         image_entries.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
         for shape in shapes:
             annotation_entries.append(

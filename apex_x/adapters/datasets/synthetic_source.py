@@ -12,7 +12,13 @@ import torch
 
 from apex_x.adapters.datasets.loader import InstanceDataset, TorchBatchLoader
 from apex_x.adapters.datasets.segmentation import rle_to_plain, to_rle
-from apex_x.adapters.datasets.shapes import SHAPE_CATEGORIES, ShapeInstance, render_scene, scene_rng, shape_annotation
+from apex_x.adapters.datasets.shapes import (
+    SHAPE_CATEGORIES,
+    ShapeInstance,
+    render_scene,
+    scene_rng,
+    shape_annotation,
+)
 from apex_x.adapters.datasets.transforms import RawSample, TransformSettings
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.types import CategoryMap, DatasetReport, Finding

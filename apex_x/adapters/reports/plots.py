@@ -47,9 +47,10 @@ def _figure(series: Mapping[str, list[tuple[int, float]]], title: str, ylabel: s
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4), layout="constrained")
+    figure = Figure(figsize=(7, 4))
     FigureCanvasAgg(figure)
     axis = figure.subplots()
+    figure.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.13)
     for name, points in sorted(series.items()):
         epochs = [epoch for epoch, _ in points]
         values = [value for _, value in points]
