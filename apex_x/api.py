@@ -240,7 +240,8 @@ def load_model(
     model_overrides: Mapping[str, Any] | None = None,
 ) -> InferenceModel:
     """A checkpoint's model, ready for inference: profile, classes and input size come from the checkpoint."""
-    from apex_x.application.inference import build_inference_model, checkpoint_config, resolve_device
+    from apex_x.application.distributed import resolve_device
+    from apex_x.application.inference import build_inference_model, checkpoint_config
     from apex_x.container import create_container
 
     container = create_container()
@@ -263,7 +264,7 @@ def load_model(
 
 def predict(
     checkpoint: str,
-    images: str | Sequence[str],
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     output_dir: str | None = "artifacts/predictions",
     score_threshold: float | None = 0.25,
@@ -286,7 +287,7 @@ def predict(
         else None
     )
     use_case = container.predict_images(model=model, sink=sink, score_threshold=score_threshold, batch_size=batch_size)
-    return use_case.execute([images] if isinstance(images, str) else [str(item) for item in images])
+    return use_case.execute([str(images)] if isinstance(images, (str, os.PathLike)) else [str(item) for item in images])
 
 
 def evaluate(

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     devices = [device.strip() for device in args.devices.split(",") if device.strip()]
-    unknown = [device for device in devices if device != "cpu" and not device.startswith("cuda")]
+    unknown = [device for device in devices if device not in ("cpu", "cuda")]
     if not devices or unknown:
         parser.error(f"--devices: expected a comma-separated list of cpu/cuda, got {args.devices!r}")
 

@@ -32,37 +32,53 @@ def dataset_config_problems(settings: ApexConfig, cwd: str | Path | None = None)
     )
     problems: list[Finding] = []
     for split, images_key, annotations_key, required in splits:
-        values = {f"data.{images_key}": getattr(data, images_key), f"data.{annotations_key}": getattr(data, annotations_key)}
+        values = {
+            f"data.{images_key}": getattr(data, images_key),
+            f"data.{annotations_key}": getattr(data, annotations_key),
+        }
         unset = [key for key, value in values.items() if value is None]
         if len(unset) == 2 and not required:
             continue
         if len(unset) == 2:
-            problems.append(Finding(
-                "error", "config.missing_key",
-                f"{' and '.join(unset)} are not set: no {split} dataset is configured",
-            ))
+            problems.append(
+                Finding(
+                    "error",
+                    "config.missing_key",
+                    f"{' and '.join(unset)} are not set: no {split} dataset is configured",
+                )
+            )
             continue
         if unset:
             other = next(key for key in values if key not in unset)
-            problems.append(Finding(
-                "error", "config.missing_key", f"{unset[0]} is not set but {other} is: the {split} split needs both",
-            ))
+            problems.append(
+                Finding(
+                    "error",
+                    "config.missing_key",
+                    f"{unset[0]} is not set but {other} is: the {split} split needs both",
+                )
+            )
             continue
         for key, value in values.items():
             path = Path(os.path.normpath(os.path.join(base, os.path.expanduser(str(value)))))
             wants_folder = key.endswith("_images")
             if not path.exists():
                 kind = "images folder" if wants_folder else "annotations file"
-                problems.append(Finding("error", "file.not_found", f"{key}: {kind} not found: {path}", file=str(path)))
+                problems.append(
+                    Finding("error", "file.not_found", f"{key}: {kind} not found: {path}", file=str(path))
+                )
             elif wants_folder and not path.is_dir():
-                problems.append(Finding("error", "file.not_a_directory", f"{key}: not a folder: {path}", file=str(path)))
+                problems.append(
+                    Finding("error", "file.not_a_directory", f"{key}: not a folder: {path}", file=str(path))
+                )
             elif not wants_folder and not path.is_file():
-                problems.append(Finding("error", "file.not_a_file", f"{key}: not a file: {path}", file=str(path)))
+                problems.append(
+                    Finding("error", "file.not_a_file", f"{key}: not a file: {path}", file=str(path))
+                )
     return problems
 
 
 def select_dataset_kind(settings: ApexConfig) -> Literal["coco", "synthetic"]:
-    """"coco" when the dataset keys point at existing files; otherwise a DatasetError naming the key and
+    """ "coco" when the dataset keys point at existing files; otherwise a DatasetError naming the key and
     path, or "synthetic" (with the reason logged) when train.allow_synthetic_fallback is true."""
     problems = [finding for finding in dataset_config_problems(settings) if finding.severity == "error"]
     if not problems:

@@ -31,8 +31,15 @@ class DatasetPreflight:
                 "mode": "real",
                 "backend": None,
                 "full_decode": full_decode,
-                "config": {key: getattr(settings.data, key) for key in (
-                    "coco_train_images", "coco_train_annotations", "coco_val_images", "coco_val_annotations")},
+                "config": {
+                    key: getattr(settings.data, key)
+                    for key in (
+                        "coco_train_images",
+                        "coco_train_annotations",
+                        "coco_val_images",
+                        "coco_val_annotations",
+                    )
+                },
             }
             return DatasetReport(summary=summary, findings=problems)
         source = self.source_factory()
@@ -65,12 +72,16 @@ def _range(values: Any) -> str:
 def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_classes: int = 20) -> str:
     """The report as text for people: per-split counts, instances per class, findings, verdict."""
     summary = report.summary
-    lines = [f"dataset mode: {summary.get('mode')}   backend: {summary.get('backend')}   "
-             f"full image decode: {'yes' if summary.get('full_decode') else 'no'}"]
+    lines = [
+        f"dataset mode: {summary.get('mode')}   backend: {summary.get('backend')}   "
+        f"full image decode: {'yes' if summary.get('full_decode') else 'no'}"
+    ]
     splits: dict[str, Any] = summary.get("splits") or {}
     if any("images" in values for values in splits.values()):
-        lines.append(f"{'split':<6} {'images':>7} {'annots':>7} {'inst':>7} {'crowd':>6} {'empty':>6} "
-                     f"{'width':>10} {'height':>10}  annotations file")
+        lines.append(
+            f"{'split':<6} {'images':>7} {'annots':>7} {'inst':>7} {'crowd':>6} {'empty':>6} "
+            f"{'width':>10} {'height':>10}  annotations file"
+        )
         for name, values in splits.items():
             lines.append(
                 f"{name:<6} {values.get('images', '-'):>7} {values.get('annotations', '-'):>7} "
@@ -85,7 +96,9 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
         if names:
             ordered = sorted(names, key=lambda n: -sum(counts.get(n, 0) for counts in per_split.values()))
             header = "/".join(per_split)
-            shown = ", ".join(f"{n} {'/'.join(str(c.get(n, 0)) for c in per_split.values())}" for n in ordered[:max_classes])
+            shown = ", ".join(
+                f"{n} {'/'.join(str(c.get(n, 0)) for c in per_split.values())}" for n in ordered[:max_classes]
+            )
             more = f", ... ({len(names) - max_classes} more)" if len(names) > max_classes else ""
             lines.append(f"instances per class ({header}): {shown}{more}")
     errors = len(report.errors)
@@ -96,5 +109,7 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
         lines.append(f"  {finding.describe()}")
     if len(report.findings) > max_findings:
         lines.append(f"  ... {len(report.findings) - max_findings} more in the JSON report (--output-json)")
-    lines.append("result: OK, the dataset is usable" if report.ok else "result: NOT USABLE, fix the errors above")
+    lines.append(
+        "result: OK, the dataset is usable" if report.ok else "result: NOT USABLE, fix the errors above"
+    )
     return "\n".join(lines)

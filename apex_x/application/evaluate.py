@@ -142,6 +142,8 @@ def eval_markdown(report: EvalReport) -> str:
         f"- images: {report.result.num_images}, detections: {report.result.num_detections}, "
         f"time: {report.seconds:.1f} s",
     ]
+    if "val_loss" in report.result.metrics:
+        lines.append(f"- val loss (all components at weight 1, as in training's validation): {_fmt(report.result.metrics['val_loss'])}")
     check = plain["best_metric_check"]
     if check:
         lines.append(

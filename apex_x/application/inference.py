@@ -59,17 +59,6 @@ class InferenceModel:
         }
 
 
-def resolve_device(requested: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without CUDA is a user error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise UserError(f"--device {requested}: expected auto, cpu or cuda")
-    return torch.device(requested)
-
-
 def checkpoint_config(payload: Mapping[str, Any], path: str) -> ApexConfig:
     """The effective config a full Apex-X checkpoint was trained with; other payloads are refused."""
     if not isinstance(payload, Mapping):
@@ -126,13 +115,14 @@ def build_inference_model(
     store: CheckpointStore,
     factory_for: Callable[[ApexConfig], ModelFactory],
     device: torch.device,
+    apply_state: Callable[..., Any],
     model_overrides: Mapping[str, Any] | None = None,
-    apply_state: Callable[..., Any] | None = None,
 ) -> InferenceModel:
     """Checkpoint payload -> network with its weights, in eval mode on `device`.
 
     model_overrides: model.* values that replace the checkpoint's (e.g. score_threshold, input size).
-    apply_state(network, state, strict=True, source=path): the checkpoint adapter's reporting loader.
+    apply_state(network, state, strict=True, source=path): the checkpoint adapter's loader, which names
+    missing/unexpected keys and shape mismatches instead of dropping them.
     """
     config = checkpoint_config(payload, path)
     overrides = dict(model_overrides or {})
@@ -150,10 +140,7 @@ def build_inference_model(
     use_ema = prefers_ema(payload, config)
     network = _build_untrained(factory_for(config), config, categories.num_classes)
     state = store.extract_model_state(payload, prefer_ema=use_ema)
-    if apply_state is not None:
-        apply_state(network, state, strict=True, source=path)
-    else:
-        _load_weights(network, state, path)
+    apply_state(network, state, strict=True, source=path)
     network.to(device)  # type: ignore[attr-defined]
     network.eval()  # type: ignore[attr-defined]
     weights = "ema" if use_ema else fmt.weights_key_for_profile(config.model.profile)
@@ -176,26 +163,6 @@ def _build_untrained(factory: ModelFactory, config: ApexConfig, num_classes: int
     if "pretrained" in inspect.signature(factory.build).parameters:  # e.g. the DINOv2 teacher: config.json only
         return factory.build(config.model, num_classes, pretrained=False)  # type: ignore[call-arg]
     return factory.build(config.model, num_classes)
-
-
-def _load_weights(network: Any, state: Mapping[str, torch.Tensor], path: str) -> None:
-    """Strict load; missing/unexpected keys and shape mismatches become one clear error."""
-    own = network.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(
-        f"{key} {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
-        for key in set(own) & set(state)
-        if hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(own[key].shape)
-    )
-    if missing or unexpected or mismatched:
-        parts = [
-            f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-            for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
-            if items
-        ]
-        raise CheckpointError(f"{path}: weights do not fit the model the checkpoint describes: " + "; ".join(parts))
-    network.load_state_dict(state, strict=True)
 
 
 def _to_cpu(detections: Detections) -> Detections:

@@ -195,6 +195,7 @@ class RunSession:
     # --- the loop -------------------------------------------------------------------------------
     def run(self, start: StartPoint, *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
         self.trainer.stop_requested = stop_flag.is_set
+        self.stop_flag = stop_flag
         self.report_state.sessions += 1
         if self.context.is_main:
             self.write_report()
@@ -210,7 +211,7 @@ class RunSession:
                     if start_batch == 0:
                         self.diagnostics.new_epoch()
                     if self._run_epoch(stage, epoch, start_batch, stop_after_steps):
-                        self.status = "paused"
+                        self.status = "interrupted" if self.stop_flag.is_set() else "paused"
                         return self._result()
                 first_stage = False
             self.status = "finished"
@@ -256,14 +257,14 @@ class RunSession:
         if outcome.stop and outcome.steps_done < self.steps_per_epoch:
             self._save_mid_epoch(stage, epoch, outcome.steps_done)
             self.message = (
-                f"paused at batch {outcome.steps_done} of epoch {epoch + 1}; resume with --resume {self.keeper.last}"
+                f"paused at batch {outcome.steps_done} of epoch {len(self.report_state.history) + 1}; resume with --resume {self.keeper.last}"
             )
             log.info("paused", message=self.message)
             return True
         seconds = time.perf_counter() - started
         self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before)
         if outcome.stop:
-            self.message = f"paused after epoch {epoch + 1}; resume with --resume {self.keeper.last}"
+            self.message = f"paused after epoch {len(self.report_state.history)}; resume with --resume {self.keeper.last}"
             log.info("paused", message=self.message)
         return outcome.stop
 
@@ -338,7 +339,7 @@ class RunSession:
             scheduler_state={"kind": "warmup_cosine", "global_step": self.trainer.global_step,
                              "total_steps": self.trainer.total_steps},
             rng=capture_rng(),
-            progress={**self.position.to_plain(), "epoch_number": self.position.epoch + 1,
+            progress={**self.position.to_plain(), "epoch_number": len(state.history) + (0 if self.position.epoch_complete else 1),
                       "ema_updates": self.ema.updates if self.ema is not None else 0},
             best=state.best,
             config=self.settings.to_plain(),

@@ -217,6 +217,8 @@ def _prepare_output(output_dir: Path) -> None:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
         probe.unlink()
+        for stale in probe.parent.glob(".*.tmp"):  # half-written files of a killed run
+            stale.unlink()
     except OSError as error:
         raise ConfigError(
             f"the output folder {output_dir} is not writable ({error.strerror or error}); choose another with "

@@ -118,6 +118,8 @@ def validate(
         result = ValidationResult(metrics, evaluation, images, time.perf_counter() - started, error)
     result = broadcast_from_main(context, result)
     assert result is not None
+    headline = ("segm_AP", "bbox_AP", "segm_AP50", "bbox_AP50", "val_loss")
     log.info("validation_done", images=result.num_images, seconds=round(result.seconds, 2),
-             **{key: round(value, 4) for key, value in result.metrics.items() if math.isfinite(value)})
+             **{key: round(result.metrics[key], 4) for key in headline
+                if key in result.metrics and math.isfinite(result.metrics[key])})
     return result

@@ -18,20 +18,30 @@ def _positive_int(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="YAML config whose data.* keys name the dataset.")
     parser.add_argument(
-        "--output-json", metavar="PATH", default=None,
+        "--output-json",
+        metavar="PATH",
+        default=None,
         help="Also write the report (summary + every finding with severity, rule, file, image and annotation id) as JSON.",
     )
     parser.add_argument(
-        "--num-classes", type=_positive_int, default=None, metavar="K",
+        "--num-classes",
+        type=_positive_int,
+        default=None,
+        metavar="K",
         help="Check that the dataset has K categories (sets model.num_classes, as in train).",
     )
     parser.add_argument(
-        "--full-decode", action="store_true",
+        "--full-decode",
+        action="store_true",
         help="Decode every image completely (catches truncated files); default: headers only, or "
         "data.full_image_check of the config.",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="Override a config key (repeatable), e.g. --set data.coco_train_images=PATH.",
     )
 

@@ -39,16 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Keep detections scoring at least T, in [0, 1] (default: {DEFAULT_SCORE_THRESHOLD}).",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="Device (default: auto).")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="Images per forward pass (default: 4).")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=4, metavar="N", help="Images per forward pass (default: 4)."
+    )
     parser.add_argument("--no-overlays", action="store_true", help="Write the JSON files only, no PNG overlays.")
 
 
 def run(args: argparse.Namespace) -> int:
     from apex_x.api import predict
 
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
     result = predict(
         args.checkpoint,
         args.images,
@@ -76,4 +75,14 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value

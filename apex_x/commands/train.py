@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         stop_after_steps=args.stop_after_steps,
         log_level=getattr(args, "log_level", None),
     )
-    if result.status == "paused":
-        print(f"paused: {result.report.get('message')}")
+    if result.status in ("paused", "interrupted"):
+        print(f"{result.status}: {result.report.get('message')}")
     best = result.best or {}
     metrics = result.last_val_metrics or {}
     if best:
@@ -92,4 +92,4 @@ def run(args: argparse.Namespace) -> int:
     dataset_mode = result.report.get("dataset_mode")
     suffix = f" (dataset mode: {dataset_mode})" if dataset_mode else ""
     print(f"val AP (segm): {_format(metrics.get('segm_AP'))}  val AP (bbox): {_format(metrics.get('bbox_AP'))}{suffix}")
-    return 0
+    return 130 if result.status == "interrupted" else 0

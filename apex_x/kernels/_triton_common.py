@@ -39,6 +39,11 @@ def pow2_at_least(value: int, floor: int = 1) -> int:
     return max(floor, triton.next_power_of_2(max(int(value), 1)))
 
 
+def pixel_block(pixels: int) -> int:
+    """Pixels per program for per-instance kernels: the elementwise tile, smaller for small masks."""
+    return min(ELEMENTS_PER_PROGRAM, pow2_at_least(pixels, 128))
+
+
 def scalar_pointer(value: torch.Tensor) -> torch.Tensor:
     """A 0-d tensor (e.g. grad * clip gate) as a 1-element fp32 buffer a kernel reads: no host sync."""
     return value.detach().reshape(1).to(torch.float32).contiguous()

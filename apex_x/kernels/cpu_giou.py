@@ -70,11 +70,17 @@ class GiouLossTorch(torch.autograd.Function):
         coef.mul_(scale)
         # d(area)/d(side) = other side where the clamp passed (raw > 0: torch masks the bound itself); (4, N, 2)
         side_grad = torch.where(raw > 0, raw.flip(2).clamp_(min=0.0).mul_(coef.unsqueeze(2)), 0.0)
-        g_pred, _, g_inter, g_enclose = side_grad
-        wins = (pred > target).float().add_((pred == target).float(), alpha=0.5)  # max() share of pred
-        grad_low = torch.addcmul(g_pred + g_enclose, g_inter - g_enclose, wins[:, :2]).neg_()
-        grad_high = torch.addcmul(g_pred + g_inter, g_enclose - g_inter, wins[:, 2:])
-        grad = torch.cat((grad_low, grad_high), dim=1).to(ctx.dtype)
+        g_pred, _, g_inter, g_enclose = side_grad  # (N, 2) each
+        # corners: inter = [max of starts, min of ends], enclosure = [min of starts, max of ends]; torch's
+        # max(a, b) passes all of g to a, half on ties, none where a < b (masked, so NaN stays local)
+        ties = pred == target
+        via_max = torch.cat((g_inter, g_enclose), dim=1)
+        via_min = torch.cat((g_enclose, g_inter), dim=1)
+        via_max = torch.where(ties, via_max * 0.5, via_max).masked_fill_(pred < target, 0.0)
+        via_min = torch.where(ties, via_min * 0.5, via_min).masked_fill_(pred > target, 0.0)
+        grad = via_max.add_(via_min).add_(g_pred.repeat(1, 2))
+        grad[:, :2].neg_()  # d(side)/d(start) = -1, d(side)/d(end) = +1
+        grad = grad.to(ctx.dtype)
         return grad, None, None, None, None
 
 

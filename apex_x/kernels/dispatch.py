@@ -12,8 +12,6 @@ import torch
 
 from apex_x.domain.errors import KernelBackendError
 
-log = structlog.get_logger(__name__)
-
 ENV_VAR = "APEX_X_KERNELS"
 CONFIG_KEY = "runtime.kernels"
 BACKEND_CHOICES = ("auto", "torch", "triton")
@@ -34,8 +32,10 @@ def _check_name(name: object, source: str) -> str:
 
 def set_backend_preference(name: str) -> None:
     """Record the config value of runtime.kernels ("auto", "torch" or "triton"); APEX_X_KERNELS wins over it."""
-    _state["preference"] = _check_name(name, CONFIG_KEY)
-    _state["resolved"] = {}
+    preference = _check_name(name, CONFIG_KEY)
+    if preference != _state["preference"]:
+        _state["preference"] = preference
+        _state["resolved"] = {}
 
 
 def requested_backend() -> tuple[str, str]:
@@ -99,7 +99,9 @@ def resolve_backend(tensor: torch.Tensor) -> str:
         backend = "triton" if device.type == "cuda" and triton_status()[0] else "torch"
     if _state["resolved"].get(device.type) != backend:
         _state["resolved"][device.type] = backend
-        log.info("loss kernels backend", backend=backend, requested=requested, source=source, device=device.type)
+        structlog.get_logger(__name__).info(
+            "loss kernels backend", backend=backend, requested=requested, source=source, device=device.type
+        )
     return backend
 
 

@@ -98,7 +98,7 @@ def _focal_backward_kernel(x_ptr, t_ptr, w_ptr, scale_ptr, grad_ptr, n_rows, n_c
 
 def _launch_shape(n_rows: int, n_cols: int) -> tuple[tuple[int, int], dict[str, int]]:
     block_c = min(pow2_at_least(n_cols), ELEMENTS_PER_PROGRAM)
-    block_r = max(1, ELEMENTS_PER_PROGRAM // block_c)
+    block_r = min(max(1, ELEMENTS_PER_PROGRAM // block_c), pow2_at_least(n_rows))
     grid = (triton.cdiv(n_rows, block_r), triton.cdiv(n_cols, block_c))
     return grid, {"BLOCK_R": block_r, "BLOCK_C": block_c}
 

@@ -20,9 +20,15 @@ EPS = 1e-7
 
 
 @triton.jit
-def _wins(a, b):
-    """torch's share of the gradient of max(a, b) that goes to a: 1, 1/2 on ties, 0."""
-    return tl.where(a > b, 1.0, tl.where(a == b, 0.5, 0.0))
+def _max_share(g, a, b):
+    """The gradient torch's max(a, b) passes to a: all of g, half on ties, none where a < b (NaN: all)."""
+    return tl.where(a < b, 0.0, tl.where(a == b, 0.5 * g, g))
+
+
+@triton.jit
+def _min_share(g, a, b):
+    """The gradient torch's min(a, b) passes to a: all of g, half on ties, none where a > b (NaN: all)."""
+    return tl.where(a > b, 0.0, tl.where(a == b, 0.5 * g, g))
 
 
 @triton.jit
@@ -111,14 +117,10 @@ def _giou_backward_kernel(pred_ptr, target_ptr, scale_ptr, grad_ptr, n_pairs, ep
     gw_e = tl.where(ew_raw > 0.0, c_encl * eh, 0.0)
     gh_e = tl.where(eh_raw > 0.0, c_encl * ew, 0.0)
     # sides -> corners: inter starts at max(lo), ends at min(hi); enclosure the other way round
-    wx0 = _wins(px0, tx0)
-    wy0 = _wins(py0, ty0)
-    wx1 = _wins(px1, tx1)
-    wy1 = _wins(py1, ty1)
-    g_x0 = -(gw_p + gw_i * wx0 + gw_e * (1.0 - wx0))
-    g_y0 = -(gh_p + gh_i * wy0 + gh_e * (1.0 - wy0))
-    g_x1 = gw_p + gw_i * (1.0 - wx1) + gw_e * wx1
-    g_y1 = gh_p + gh_i * (1.0 - wy1) + gh_e * wy1
+    g_x0 = -(gw_p + _max_share(gw_i, px0, tx0) + _min_share(gw_e, px0, tx0))
+    g_y0 = -(gh_p + _max_share(gh_i, py0, ty0) + _min_share(gh_e, py0, ty0))
+    g_x1 = gw_p + _min_share(gw_i, px1, tx1) + _max_share(gw_e, px1, tx1)
+    g_y1 = gh_p + _min_share(gh_i, py1, ty1) + _max_share(gh_e, py1, ty1)
     out_ty = grad_ptr.dtype.element_ty
     tl.store(grad_ptr + base, g_x0.to(out_ty), mask=ok)
     tl.store(grad_ptr + base + 1, g_y0.to(out_ty), mask=ok)

@@ -15,11 +15,11 @@ import triton.language as tl
 
 from apex_x.kernels._common import box_crop_factors, clipped, dice_bce_terms, instance_normalizer
 from apex_x.kernels._triton_common import (
-    ELEMENTS_PER_PROGRAM,
-    bce_with_logits,
+        bce_with_logits,
     box_crop,
     kernel_view,
     launch_guard,
+    pixel_block,
 )
 
 
@@ -85,11 +85,12 @@ class MaskLossTriton(torch.autograd.Function):
         t = kernel_view(target_masks)
         count, height, width = x.shape
         box = x if boxes is None else boxes.contiguous()
-        grid = (count, triton.cdiv(height * width, ELEMENTS_PER_PROGRAM))
+        block = pixel_block(height * width)
+        grid = (count, triton.cdiv(height * width, block))
         partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
         with launch_guard(x, _mask_forward_kernel):
             _mask_forward_kernel[grid](x, t, box, partials, height, width, HAS_BOXES=boxes is not None,
-                                       BLOCK=ELEMENTS_PER_PROGRAM)  # fmt: skip
+                                       BLOCK=block)  # fmt: skip
         area = box_crop_factors(boxes, count, height, width, x.device)[2]
         bce_sum, inter, pred_sum, target_sum = instance_sums(partials, count)
         losses, *coefs = dice_bce_terms(bce_sum, inter, pred_sum, target_sum, area, bce_weight, dice_weight, smooth)
@@ -97,18 +98,18 @@ class MaskLossTriton(torch.autograd.Function):
         total = losses.sum() if w is None else torch.dot(losses, w)
         value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
         ctx.save_for_backward(x, t, box, slope, w, *coefs)
-        ctx.launch = (grid, boxes is not None)
+        ctx.launch = (grid, block, boxes is not None)
         return value
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
         x, t, box, slope, w, coef_a, coef_b, coef_c = ctx.saved_tensors
-        grid, has_boxes = ctx.launch
+        grid, block, has_boxes = ctx.launch
         coef = scaled_coefficients(grad_value, slope, w, coef_a, coef_b, coef_c)
         grad = torch.empty_like(x)
         with launch_guard(x, _mask_backward_kernel):
             _mask_backward_kernel[grid](x, t, box, coef, grad, x.shape[1], x.shape[2], HAS_BOXES=has_boxes,
-                                        BLOCK=ELEMENTS_PER_PROGRAM)  # fmt: skip
+                                        BLOCK=block)  # fmt: skip
         return grad, None, None, None, None, None, None, None, None
 
 

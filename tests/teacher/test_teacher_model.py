@@ -102,3 +102,26 @@ def test_factory_refuses_other_profiles_and_sizes_not_multiple_of_32(tiny_dinov2
         TeacherModelFactory().build(teacher_config(tiny_dinov2_dir, profile="small"), num_classes=3)
     with pytest.raises(ConfigError, match="model.input_height: must be a multiple of 32"):
         TeacherModelFactory().build(teacher_config(tiny_dinov2_dir, input_height=70), num_classes=3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_step_with_and_without_checkpointing(tiny_dinov2_dir: Path) -> None:
+    images = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8, device="cuda")
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = TeacherModelFactory().build(teacher_config(tiny_dinov2_dir, gradient_checkpointing=checkpointing), 3)
+        model.cuda().train()
+        lora = model.parameter_groups()["lora"]
+        with torch.no_grad():
+            for parameter in lora:
+                parameter.fill_(0.05)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            outputs = model(images)
+            total = outputs["cls_logits"].float().sum() + outputs["prototypes"].float().mean()
+        total.backward()
+        grads.append(torch.cat([parameter.grad.flatten() for parameter in lora]))
+        assert all(torch.isfinite(value).all() for value in outputs.values())
+    assert torch.isfinite(grads[0]).all() and grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], rtol=0.05, atol=1e-3)

@@ -11,6 +11,7 @@ import torch
 from apex_x.adapters.models.lora import is_lora_parameter
 from apex_x.adapters.models.teacher_v3 import TeacherModelFactory
 from apex_x.domain.config import ModelConfig
+
 from .conftest import REPO_ROOT, SMALL_RUN, WORLDCLASS_CONFIG, run_cli
 
 BASE_PREFIX = "backbone.dinov2.base_model.model."
@@ -105,17 +106,19 @@ def test_wrapper_needs_a_config_value(worldclass_workdir: Path) -> None:
     assert result.returncode == 2 and "--config needs a path" in result.stderr
 
 
-@pytest.mark.parametrize("teacher_backbone", ["acme/dinov2-absent"])
 def test_cli_train_with_absent_weights_exits_2_with_the_three_fixes(
-    worldclass_workdir: Path, tmp_path: Path, teacher_backbone: str
+    worldclass_workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_cli(
-        ["train", str(WORLDCLASS_CONFIG), "--set", f"model.teacher_backbone={teacher_backbone}", *SMALL_RUN,
-         "--set", f"train.output_dir={tmp_path / 'out'}"],
-        cwd=worldclass_workdir, env={"HF_HUB_CACHE": str(tmp_path / "cache")},
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert teacher_backbone in result.stderr and str(tmp_path / "cache") in result.stderr
-    assert "1. download" in result.stderr and "2. point model.teacher_backbone" in result.stderr
-    assert "3. run `python -m apex_x.cli preflight --profile worldclass`" in result.stderr
+    from apex_x.cli import main
+
+    monkeypatch.chdir(worldclass_workdir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    code = main(["train", str(WORLDCLASS_CONFIG), "--set", "model.teacher_backbone=acme/dinov2-absent", *SMALL_RUN,
+                 "--set", f"train.output_dir={tmp_path / 'out'}"])
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert "acme/dinov2-absent" in stderr and str(tmp_path / "cache") in stderr
+    assert "1. download" in stderr and "2. point model.teacher_backbone" in stderr
+    assert "3. run `python -m apex_x.cli preflight --profile worldclass`" in stderr

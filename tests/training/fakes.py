@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -136,7 +138,8 @@ class FakeDatasetSource:
 class FakeModel(torch.nn.Module):
     """A tiny conv net with the SegmentationModel methods; `nan_at` injects NaN into a component."""
 
-    def __init__(self, num_classes: int, *, nan_at: Sequence[int] = (), nan_component: str = "det") -> None:
+    def __init__(self, num_classes: int, *, nan_at: Sequence[int] = (), nan_component: str = "det",
+                 oom_at: Sequence[int] = (), signal_at: Sequence[int] = ()) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8),
@@ -148,9 +151,18 @@ class FakeModel(torch.nn.Module):
         self.mask_head = torch.nn.Conv2d(8, 1, 1)
         self.nan_at = set(nan_at)
         self.nan_component = nan_component
+        self.oom_at = set(oom_at)  # training forward calls that raise a CUDA out-of-memory error
+        self.signal_at = set(signal_at)  # training forward calls during which SIGTERM arrives
         self.loss_calls = 0
+        self.forward_calls = 0
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.training:
+            self.forward_calls += 1
+            if self.forward_calls in self.oom_at:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (fake)")
+            if self.forward_calls in self.signal_at:
+                os.kill(os.getpid(), signal.SIGTERM)
         features = self.neck(self.stem(images.float() / 255.0))  # (B, 8, H/4, W/4)
         pooled = features.mean(dim=(2, 3))
         return {"logits": self.classifier(pooled), "boxes": torch.sigmoid(self.box(pooled)) * SIZE,

@@ -150,3 +150,24 @@ def test_auxiliary_losses_are_weighted_and_reported(tmp_path: Path) -> None:
     first = history[0]["train"]
     assert first["total_loss"] == pytest.approx(first["det"] + 2.0 * first["distill"], rel=1e-5)
     assert result.report["auxiliary_losses"] == ["distill"]
+
+
+def test_out_of_memory_step_is_skipped_and_counted(tmp_path: Path) -> None:
+    result = make_use_case(tmp_path / "run", STEPS, factory=FakeModelFactory(oom_at=[2]), reports=False).execute()
+    diagnostics = result.report["history"][0]["diagnostics"]
+    assert diagnostics["oom_skipped_steps"] == 1 and diagnostics["applied_steps"] == 2
+    assert result.report["loss_diagnostics"]["run"]["oom_skipped_steps"] == 1 and result.status == "finished"
+
+
+def test_sigterm_saves_last_pt_mid_epoch_and_resumes_exactly(tmp_path: Path) -> None:
+    straight = make_use_case(tmp_path / "straight", STEPS, reports=False)
+    straight.execute()
+    run = tmp_path / "run"
+    stopped = make_use_case(run, STEPS, factory=FakeModelFactory(signal_at=[2]), reports=False).execute()
+    assert stopped.status == "interrupted" and "--resume" in stopped.report["message"]
+    last = run / "checkpoints" / "last.pt"
+    assert TorchCheckpointStore().load(str(last))[fmt.KEY_PROGRESS]["global_step"] == 2
+    make_use_case(run, STEPS, reports=False).execute(resume_from=str(last))
+    resumed = TorchCheckpointStore().load(str(last))
+    reference = TorchCheckpointStore().load(str(tmp_path / "straight" / "checkpoints" / "last.pt"))
+    assert all(torch.equal(resumed[fmt.KEY_MODEL][key], value) for key, value in reference[fmt.KEY_MODEL].items())

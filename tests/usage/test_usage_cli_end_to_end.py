@@ -157,3 +157,10 @@ def test_eval_needs_only_the_val_split(trained_run, tmp_path) -> None:
     best = trained_run.report()["best_metric"]
     assert report.metric(best["name"]) == pytest.approx(best["value"], abs=1e-12)
     assert report.result.num_images == 6
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_predict_on_cuda_without_cuda_is_a_clear_error(trained_run, tmp_path, capsys) -> None:
+    argv = ["predict", "--checkpoint", str(trained_run.best), "--image", str(trained_run.val_images), "--device", "cuda"]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    assert "CUDA was requested but torch sees no CUDA device; use --device cpu" in capsys.readouterr().err

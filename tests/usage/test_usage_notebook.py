@@ -33,9 +33,9 @@ def kernel_of_this_interpreter(tmp_path, monkeypatch) -> str:
 
 
 def test_notebook_executes_on_a_trained_checkpoint(trained_run, tmp_path, monkeypatch, kernel_of_this_interpreter) -> None:
-    image = sorted(trained_run.val_images.iterdir())[0]
+    image = sorted(trained_run.val_images.iterdir())[0]  # the default: the first image of the run's val folder
     monkeypatch.setenv("APEX_X_CHECKPOINT", str(trained_run.best))
-    monkeypatch.setenv("APEX_X_IMAGE", str(image))
+    monkeypatch.setenv("APEX_X_IMAGE", "")
     monkeypatch.setenv("APEX_X_RUN_DIR", "")  # the default: the run folder above checkpoints/
     monkeypatch.setenv("APEX_X_DEVICE", "cpu")
     monkeypatch.setenv("APEX_X_OUTPUT_DIR", str(tmp_path / "notebook_out"))

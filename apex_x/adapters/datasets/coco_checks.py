@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from apex_x.adapters.datasets.coco_categories import check_categories
+from apex_x.adapters.datasets.coco_summary import summarize_split
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.rle_checks import check_segmentation
 
@@ -34,7 +35,9 @@ class CheckedSplit:
     paths: SplitPaths
     readable: bool = False
     images: list[dict[str, Any]] = field(default_factory=list)
-    annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # image id -> usable annotations
+    annotations: dict[int, list[dict[str, Any]]] = field(
+        default_factory=dict
+    )  # image id -> usable annotations
     categories: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name"} sorted by id
     summary: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] | None = None
@@ -51,7 +54,9 @@ def _is_number(value: Any) -> bool:
 
 def _describe(value: Any) -> str:
     text = repr(value)
-    return f"{text[:40]}... ({type(value).__name__})" if len(text) > 40 else f"{text} ({type(value).__name__})"
+    return (
+        f"{text[:40]}... ({type(value).__name__})" if len(text) > 40 else f"{text} ({type(value).__name__})"
+    )
 
 
 def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
@@ -59,9 +64,17 @@ def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
     result = CheckedSplit(paths=paths)
     file = str(paths.annotations_path)
     if not paths.images_dir.exists():
-        log.error("file.not_found", f"{paths.images_key}: images folder not found: {paths.images_dir}", file=str(paths.images_dir))
+        log.error(
+            "file.not_found",
+            f"{paths.images_key}: images folder not found: {paths.images_dir}",
+            file=str(paths.images_dir),
+        )
     elif not paths.images_dir.is_dir():
-        log.error("file.not_a_directory", f"{paths.images_key}: not a folder: {paths.images_dir}", file=str(paths.images_dir))
+        log.error(
+            "file.not_a_directory",
+            f"{paths.images_key}: not a folder: {paths.images_dir}",
+            file=str(paths.images_dir),
+        )
     if not paths.annotations_path.exists():
         log.error("file.not_found", f"{paths.annotations_key}: annotations file not found: {file}", file=file)
         return result
@@ -71,73 +84,71 @@ def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
     try:
         content = paths.annotations_path.read_bytes()
     except OSError as error:
-        log.error("file.unreadable", f"{paths.annotations_key}: cannot read {file}: {error.strerror}", file=file)
+        log.error(
+            "file.unreadable", f"{paths.annotations_key}: cannot read {file}: {error.strerror}", file=file
+        )
         return result
     result.content_sha256 = hashlib.sha256(content).hexdigest()
     try:
         data = json.loads(content)
     except UnicodeDecodeError as error:
-        log.error("json.parse", f"{paths.annotations_key}: not UTF-8 text: {error.reason} at byte {error.start}", file=file)
+        log.error(
+            "json.parse",
+            f"{paths.annotations_key}: not UTF-8 text: {error.reason} at byte {error.start}",
+            file=file,
+        )
         return result
     except json.JSONDecodeError as error:
-        log.error("json.parse", f"{paths.annotations_key}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}", file=file)
+        log.error(
+            "json.parse",
+            f"{paths.annotations_key}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}",
+            file=file,
+        )
         return result
     if not isinstance(data, dict):
-        log.error("json.top_level", f"the top level must be an object with images/annotations/categories, got {type(data).__name__}", file=file)
+        log.error(
+            "json.top_level",
+            f"the top level must be an object with images/annotations/categories, got {type(data).__name__}",
+            file=file,
+        )
         return result
     missing = [key for key in ("images", "annotations", "categories") if key not in data]
-    wrong = [key for key in ("images", "annotations", "categories") if key in data and not isinstance(data[key], list)]
+    wrong = [
+        key
+        for key in ("images", "annotations", "categories")
+        if key in data and not isinstance(data[key], list)
+    ]
     for key in missing:
-        log.error("json.missing_key", f"required COCO key {key!r} is missing (a COCO instances file has images, annotations, categories)", file=file)
+        log.error(
+            "json.missing_key",
+            f"required COCO key {key!r} is missing (a COCO instances file has images, annotations, categories)",
+            file=file,
+        )
     for key in wrong:
         log.error("json.wrong_type", f"{key!r} must be a list, got {type(data[key]).__name__}", file=file)
     if missing or wrong:
         return result
     result.readable = True
     result.raw = data
-    categories = _check_categories(data["categories"], file, log)
+    categories = check_categories(data["categories"], file, log)
     images = _check_images(data["images"], file, log)
     referenced: list[tuple[int, int, bool]] = []
     annotations = _check_annotations(data["annotations"], images, set(categories), file, log, referenced)
     result.categories = [categories[cid] for cid in sorted(categories)]
     result.images = list(images.values())
     result.annotations = annotations
-    result.summary = _summarize(paths, result, len(data["annotations"]), referenced, log)
+    usable = sum(len(anns) for anns in annotations.values())
+    result.summary = summarize_split(
+        paths.split,
+        paths.annotations_key,
+        (str(paths.images_dir), file),
+        result.images,
+        result.categories,
+        (len(data["annotations"]), usable),
+        referenced,
+        log,
+    )
     return result
-
-
-def _check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
-    categories: dict[int, dict[str, Any]] = {}
-    names: dict[str, int] = {}
-    for position, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            log.error("category.invalid", f"categories[{position}] must be an object, got {_describe(entry)}", file=file)
-            continue
-        cid, name = entry.get("id"), entry.get("name")
-        if not _is_int(cid):
-            log.error("category.id_type", f"categories[{position}].id must be an integer, got {_describe(cid)}", file=file)
-            continue
-        if not isinstance(name, str) or not name:
-            log.error("category.invalid", f"category {cid} needs a non-empty string name, got {_describe(name)}", file=file)
-            continue
-        if cid in categories:
-            log.error("category.duplicate_id", f"category id {cid} appears more than once ({categories[cid]['name']!r}, {name!r})", file=file)
-            continue
-        if name in names:
-            log.warning("category.duplicate_name", f"categories {names[name]} and {cid} share the name {name!r}", file=file)
-        categories[cid] = {key: entry[key] for key in ("id", "name", "supercategory") if key in entry}
-        names[name] = cid
-    if not categories:
-        log.error("category.empty", "no usable categories: the model needs at least one class", file=file)
-    elif sorted(categories) != list(range(min(categories), min(categories) + len(categories))):
-        ids = sorted(categories)
-        log.info(
-            "category.id_gaps",
-            f"category ids {ids[0]}..{ids[-1]} are not contiguous ({len(ids)} categories); they are remapped to "
-            f"training ids 0..{len(ids) - 1} in id order and mapped back in predictions",
-            file=file,
-        )
-    return categories
 
 
 def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
@@ -145,28 +156,60 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
     file_names: dict[str, int] = {}
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            log.error("image.invalid", f"images[{position}] must be an object, got {_describe(entry)}", file=file)
+            log.error(
+                "image.invalid", f"images[{position}] must be an object, got {_describe(entry)}", file=file
+            )
             continue
         image_id = entry.get("id")
         if not _is_int(image_id):
-            log.error("image.id_type", f"images[{position}].id must be an integer, got {_describe(image_id)}", file=file, image_id=_plain_id(image_id))
+            log.error(
+                "image.id_type",
+                f"images[{position}].id must be an integer, got {_describe(image_id)}",
+                file=file,
+                image_id=_plain_id(image_id),
+            )
             continue
         if image_id in images:
-            log.error("image.duplicate_id", f"image id {image_id} appears more than once", file=file, image_id=image_id)
+            log.error(
+                "image.duplicate_id",
+                f"image id {image_id} appears more than once",
+                file=file,
+                image_id=image_id,
+            )
             continue
         name, width, height = entry.get("file_name"), entry.get("width"), entry.get("height")
         if not isinstance(name, str) or not name:
-            log.error("image.missing_field", f"image {image_id} needs a non-empty string file_name, got {_describe(name)}", file=file, image_id=image_id)
+            log.error(
+                "image.missing_field",
+                f"image {image_id} needs a non-empty string file_name, got {_describe(name)}",
+                file=file,
+                image_id=image_id,
+            )
             continue
         parts = PurePosixPath(name.replace("\\", "/")).parts
         if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-            log.error("image.path_unsafe", f"file_name {name!r} must be relative to the images folder, without '..'", file=file, image_id=image_id)
+            log.error(
+                "image.path_unsafe",
+                f"file_name {name!r} must be relative to the images folder, without '..'",
+                file=file,
+                image_id=image_id,
+            )
             continue
         if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-            log.error("image.size_invalid", f"image {image_id} needs positive integer width and height, got {_describe(width)} x {_describe(height)}", file=file, image_id=image_id)
+            log.error(
+                "image.size_invalid",
+                f"image {image_id} needs positive integer width and height, got {_describe(width)} x {_describe(height)}",
+                file=file,
+                image_id=image_id,
+            )
             continue
         if name in file_names:
-            log.warning("image.duplicate_file", f"file_name {name!r} is used by images {file_names[name]} and {image_id}", file=file, image_id=image_id)
+            log.warning(
+                "image.duplicate_file",
+                f"file_name {name!r} is used by images {file_names[name]} and {image_id}",
+                file=file,
+                image_id=image_id,
+            )
         file_names[name] = image_id
         images[image_id] = entry
     return images
@@ -189,12 +232,20 @@ def _check_annotations(
     seen_ids: set[int] = set()
     for position, ann in enumerate(entries):
         if not isinstance(ann, dict):
-            log.error("annotation.invalid", f"annotations[{position}] must be an object, got {_describe(ann)}", file=file)
+            log.error(
+                "annotation.invalid",
+                f"annotations[{position}] must be an object, got {_describe(ann)}",
+                file=file,
+            )
             continue
         ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         where = {"file": file, "image_id": _plain_id(image_id), "annotation_id": _plain_id(ann_id)}
         if not _is_int(ann_id):
-            log.error("annotation.id_type", f"annotations[{position}].id must be an integer, got {_describe(ann_id)}", **where)
+            log.error(
+                "annotation.id_type",
+                f"annotations[{position}].id must be an integer, got {_describe(ann_id)}",
+                **where,
+            )
             continue
         if ann_id in seen_ids:
             log.error("annotation.duplicate_id", f"annotation id {ann_id} appears more than once", **where)
@@ -202,19 +253,27 @@ def _check_annotations(
         seen_ids.add(ann_id)
         if not _is_int(image_id) or not _is_int(category_id):
             bad = "image_id" if not _is_int(image_id) else "category_id"
-            log.error("annotation.reference_type", f"{bad} must be an integer id, got {_describe(ann.get(bad))}", **where)
+            log.error(
+                "annotation.reference_type",
+                f"{bad} must be an integer id, got {_describe(ann.get(bad))}",
+                **where,
+            )
             continue
         image = images.get(image_id)
         if image is None:
             log.error("annotation.unknown_image", f"image_id {image_id} is not in 'images'", **where)
             continue
         if category_id not in categories:
-            log.error("annotation.unknown_category", f"category_id {category_id} is not in 'categories'", **where)
+            log.error(
+                "annotation.unknown_category", f"category_id {category_id} is not in 'categories'", **where
+            )
             continue
         iscrowd = ann.get("iscrowd", 0)
         referenced.append((image_id, category_id, iscrowd == 1))
         if iscrowd not in (0, 1):
-            log.error("annotation.iscrowd_invalid", f"iscrowd must be 0 or 1, got {_describe(iscrowd)}", **where)
+            log.error(
+                "annotation.iscrowd_invalid", f"iscrowd must be 0 or 1, got {_describe(iscrowd)}", **where
+            )
             continue
         if "iscrowd" not in ann:
             log.warning("annotation.iscrowd_missing", "no iscrowd field: read as 0 (an object)", **where)
@@ -224,7 +283,11 @@ def _check_annotations(
             continue
         area = ann.get("area")
         if area is not None and not (_is_number(area) and math.isfinite(area) and area >= 0):
-            log.warning("annotation.area_invalid", f"area must be a non-negative number, got {_describe(area)}; recomputed from the mask", **where)
+            log.warning(
+                "annotation.area_invalid",
+                f"area must be a non-negative number, got {_describe(area)}; recomputed from the mask",
+                **where,
+            )
         usable[image_id].append(ann)
     return usable
 
@@ -234,7 +297,11 @@ def _bbox_ok(bbox: Any, image: dict[str, Any], log: FindingLog, where: dict[str,
         log.error("annotation.bbox_invalid", "bbox is missing ([x, y, width, height] in pixels)", **where)
         return False
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        log.error("annotation.bbox_invalid", f"bbox must be 4 numbers [x, y, width, height], got {_describe(bbox)}", **where)
+        log.error(
+            "annotation.bbox_invalid",
+            f"bbox must be 4 numbers [x, y, width, height], got {_describe(bbox)}",
+            **where,
+        )
         return False
     if not all(math.isfinite(v) for v in bbox):
         log.error("annotation.bbox_invalid", f"bbox has a non-finite value: {bbox}", **where)
@@ -254,77 +321,3 @@ def _bbox_ok(bbox: Any, image: dict[str, Any], log: FindingLog, where: dict[str,
         )
         return False
     return True
-
-
-def _summarize(
-    paths: SplitPaths,
-    split: CheckedSplit,
-    total_annotations: int,
-    referenced: list[tuple[int, int, bool]],
-    log: FindingLog,
-) -> dict[str, Any]:
-    """Counts over every annotation whose image and category exist (even if another rule rejects it)."""
-    names = {c["id"]: c["name"] for c in split.categories}
-    per_class: Counter[str] = Counter()
-    crowd = 0
-    for _, category_id, is_crowd in referenced:
-        if is_crowd:
-            crowd += 1
-        else:
-            per_class[names[category_id]] += 1
-    annotated = {image_id for image_id, _, _ in referenced}
-    empty = sum(1 for image in split.images if image["id"] not in annotated)
-    widths = [image["width"] for image in split.images]
-    heights = [image["height"] for image in split.images]
-    file = str(paths.annotations_path)
-    if not split.images:
-        log.error("dataset.no_images", f"{paths.annotations_key}: the split lists no usable images", file=file)
-    usable_annotations = sum(len(anns) for anns in split.annotations.values())
-    if split.images and total_annotations == 0:
-        if paths.split == "train":
-            log.error("dataset.no_annotations", f"{paths.annotations_key}: zero annotations: there is nothing to learn", file=file)
-        else:
-            log.warning("dataset.no_annotations", f"{paths.annotations_key}: zero annotations: AP on this split is undefined", file=file)
-    if empty and total_annotations:
-        log.info("dataset.empty_images", f"{empty} image(s) have no annotations (used as negatives)", file=file)
-    unused = [name for name in names.values() if per_class[name] == 0]
-    if unused and total_annotations:
-        shown = ", ".join(unused[:8]) + (", ..." if len(unused) > 8 else "")
-        log.info("dataset.unused_categories", f"{len(unused)} of {len(names)} categories have no instances in {paths.split}: {shown}", file=file)
-    return {
-        "images_dir": str(paths.images_dir),
-        "annotations_file": file,
-        "images": len(split.images),
-        "annotations": total_annotations,
-        "usable_annotations": usable_annotations,
-        "instances": sum(per_class.values()),
-        "crowd": crowd,
-        "empty_images": empty,
-        "categories": len(names),
-        "instances_per_class": {names[cid]: per_class[names[cid]] for cid in sorted(names)},
-        "width_range": [min(widths), max(widths)] if widths else None,
-        "height_range": [min(heights), max(heights)] if heights else None,
-    }
-
-
-def compare_categories(train: CheckedSplit, val: CheckedSplit, log: FindingLog) -> None:
-    """Train and val must list the same categories (ids and names)."""
-    train_map = {c["id"]: c["name"] for c in train.categories}
-    val_map = {c["id"]: c["name"] for c in val.categories}
-    if train_map == val_map:
-        return
-    only_train = sorted(set(train_map) - set(val_map))
-    only_val = sorted(set(val_map) - set(train_map))
-    renamed = sorted(cid for cid in set(train_map) & set(val_map) if train_map[cid] != val_map[cid])
-    parts = []
-    if only_train:
-        parts.append(f"ids only in train: {only_train[:10]}")
-    if only_val:
-        parts.append(f"ids only in val: {only_val[:10]}")
-    if renamed:
-        parts.append("names differ for ids " + ", ".join(f"{cid} ({train_map[cid]!r} vs {val_map[cid]!r})" for cid in renamed[:5]))
-    log.error(
-        "dataset.category_mismatch",
-        f"{train.paths.annotations_key} and {val.paths.annotations_key} must list the same categories: " + "; ".join(parts),
-        file=str(val.paths.annotations_path),
-    )

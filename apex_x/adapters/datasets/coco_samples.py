@@ -23,7 +23,9 @@ class _Instances:
 
     __slots__ = ("boxes", "labels", "crowd", "rles")
 
-    def __init__(self, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, rles: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, rles: list[dict[str, Any]]
+    ) -> None:
         self.boxes, self.labels, self.crowd, self.rles = boxes, labels, crowd, rles
 
 
@@ -59,7 +61,9 @@ class CocoSampleProvider:
             self.instances(index)
         self._cache = cache
         logger.info(
-            "data.cache_filled", split=self.split.paths.split, images=len(cache),
+            "data.cache_filled",
+            split=self.split.paths.split,
+            images=len(cache),
             megabytes=round(sum(a.nbytes for a in cache.values()) / 2**20, 1),
             seconds=round(time.perf_counter() - started, 2),
         )

@@ -11,7 +11,8 @@ from typing import Any, Literal
 import structlog
 import torch
 
-from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, compare_categories, read_split
+from apex_x.adapters.datasets.coco_categories import compare_categories
+from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, read_split
 from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.image_checks import check_image_files
@@ -57,7 +58,11 @@ class CocoDatasetSource:
                     f"(set it in the config or with --set {missing}=PATH)"
                 )
             self.paths[split] = SplitPaths(
-                split, images_key, annotations_key, resolve_path(images, base), resolve_path(annotations, base)
+                split,
+                images_key,
+                annotations_key,
+                resolve_path(images, base),
+                resolve_path(annotations, base),
             )
         self.transform_settings = TransformSettings.from_config(settings)
         self._splits: dict[str, tuple[CheckedSplit, list[Finding]]] = {}
@@ -111,7 +116,15 @@ class CocoDatasetSource:
         cross = FindingLog()
         train = checked["train"]
         if "val" in checked and train.readable and checked["val"].readable and train.categories:
-            compare_categories(train, checked["val"], cross)
+            val = checked["val"]
+            compare_categories(
+                train.categories,
+                val.categories,
+                train_key=train.paths.annotations_key,
+                val_key=val.paths.annotations_key,
+                val_file=str(val.paths.annotations_path),
+                log=cross,
+            )
         num_classes = len(train.categories) if train.readable else None
         if expected_num_classes is not None and num_classes and expected_num_classes != num_classes:
             cross.error(
@@ -137,9 +150,17 @@ class CocoDatasetSource:
         return report
 
     def _require_usable(self) -> None:
-        """Loaders refuse data with errors: the last validation's findings, or a cheap check now."""
-        report = self._last_report or self.validate(full_decode=False)
-        if not report.ok:
+        """Loaders refuse data with errors: the last validation's, or else the (cached) JSON rules' errors.
+
+        Image files are not probed here (that is validate's job, run once by the trainer on the main rank);
+        a file that fails to decode later still raises a DatasetError naming it.
+        """
+        if self._last_report is not None:
+            errors = self._last_report.errors
+        else:
+            errors = [f for name in self.paths for f in self._split(name)[1] if f.severity == "error"]
+        if errors:
+            report = DatasetReport(summary={}, findings=errors)
             raise DatasetError(
                 f"{report.error_summary()}. Run `apex-x dataset-preflight CONFIG` for the full report."
             )
@@ -160,11 +181,19 @@ class CocoDatasetSource:
             "pin_memory": self.settings.data.pin_memory and torch.cuda.is_available(),
         }
 
-    def train_loader(self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> TorchBatchLoader:
+    def train_loader(
+        self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
+    ) -> TorchBatchLoader:
         self._require_usable()
         dataset = InstanceDataset(self._provider("train"), self.transform_settings, augment=True, seed=seed)
         return TorchBatchLoader(
-            dataset, batch_size, shuffle=True, seed=seed, rank=rank, world_size=world_size, drop_last=True,
+            dataset,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=True,
             **self._loader_options(),
         )
 
@@ -174,7 +203,13 @@ class CocoDatasetSource:
         self._require_usable()
         dataset = InstanceDataset(self._provider("val"), self.transform_settings, augment=False, seed=0)
         return TorchBatchLoader(
-            dataset, batch_size, shuffle=False, seed=0, rank=rank, world_size=world_size, drop_last=False,
+            dataset,
+            batch_size,
+            shuffle=False,
+            seed=0,
+            rank=rank,
+            world_size=world_size,
+            drop_last=False,
             **self._loader_options(),
         )
 
@@ -193,7 +228,9 @@ class CocoDatasetSource:
                     entry["area"] = rle_area(to_rle(ann["segmentation"], image["height"], image["width"]))
                 annotations.append(entry)
         return {
-            "info": dict(split.raw.get("info", {})) if split.raw and isinstance(split.raw.get("info"), dict) else {},
+            "info": dict(split.raw.get("info", {}))
+            if split.raw and isinstance(split.raw.get("info"), dict)
+            else {},
             "images": [copy.copy(image) for image in split.images],
             "annotations": annotations,
             "categories": [copy.copy(c) for c in split.categories],

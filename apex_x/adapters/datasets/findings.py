@@ -47,7 +47,11 @@ class FindingLog:
     def finish(self) -> list[Finding]:
         """The findings plus one note per rule whose extra occurrences were only counted."""
         notes = [
-            Finding(severity, rule, f"{count - self.cap} more finding(s) of this rule not listed ({count} in total)")
+            Finding(
+                severity,
+                rule,
+                f"{count - self.cap} more finding(s) of this rule not listed ({count} in total)",
+            )
             for (severity, rule), count in self._counts.items()
             if count > self.cap
         ]

@@ -50,7 +50,9 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         where = {"file": str(path), "image_id": image_id}
         nested = "/" in name or "\\" in name
         if (not path.is_file()) if nested else (name not in listed):
-            log.error("image.file_missing", f"{split.paths.images_key}: image file not found: {path}", **where)
+            log.error(
+                "image.file_missing", f"{split.paths.images_key}: image file not found: {path}", **where
+            )
             continue
         try:
             probe = probe_image(path)
@@ -97,4 +99,8 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
             file=str(images_dir),
             image_id=mode_example[mode],
         )
-    return {"exif_rotated": len(rotated), "modes": dict(sorted(modes.items())), "decoded": decoded if full_decode else None}
+    return {
+        "exif_rotated": len(rotated),
+        "modes": dict(sorted(modes.items())),
+        "decoded": decoded if full_decode else None,
+    }

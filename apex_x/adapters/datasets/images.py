@@ -135,7 +135,9 @@ def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None) -> np
         try:
             image.load()
         except (OSError, ValueError, SyntaxError) as error:
-            raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
+            raise ImageReadError(
+                "image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}"
+            ) from None
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
         return np.ascontiguousarray(to_rgb_array(image))

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -34,7 +35,9 @@ class SampleProvider(Protocol):
 class InstanceDataset(Dataset[Sample]):
     """Map-style dataset keyed by (epoch, index): the transform's randomness is per (seed, epoch, index)."""
 
-    def __init__(self, provider: SampleProvider, settings: TransformSettings, *, augment: bool, seed: int) -> None:
+    def __init__(
+        self, provider: SampleProvider, settings: TransformSettings, *, augment: bool, seed: int
+    ) -> None:
         self.provider = provider
         self.settings = settings
         self.augment = augment
@@ -88,7 +91,9 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.pad = shuffle  # training shards are padded (equal batches on every rank); eval shards are disjoint
+        self.pad = (
+            shuffle  # training shards are padded (equal batches on every rank); eval shards are disjoint
+        )
         per_rank = len(self._indices(0))
         self.drop_last = drop_last and per_rank >= batch_size
         self.epoch = 0
@@ -96,14 +101,21 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def _indices(self, epoch: int) -> list[int]:
         return shard_indices(
-            self.num_samples, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
-            rank=self.rank, world_size=self.world_size, pad=self.pad,
+            self.num_samples,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            pad=self.pad,
         )
 
     def batches(self, epoch: int) -> list[list[int]]:
         indices = self._indices(epoch)
         stop = len(indices) - (len(indices) % self.batch_size if self.drop_last else 0)
-        return [indices[start : min(start + self.batch_size, stop)] for start in range(0, stop, self.batch_size)]
+        return [
+            indices[start : min(start + self.batch_size, stop)] for start in range(0, stop, self.batch_size)
+        ]
 
     def num_batches(self) -> int:
         per_rank = len(self._indices(0))
@@ -122,27 +134,36 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 def collate_samples(samples: Sequence[Sample], max_instances: int) -> Batch:
-    """Samples -> Batch with instances padded to M = max count in the batch (>= 1, <= max_instances)."""
+    """Samples -> Batch with instances padded to M = max count in the batch (>= 1, <= max_instances).
+
+    Built with numpy (single-threaded memcpy) and wrapped with torch.from_numpy: torch's multi-threaded
+    copies stall badly when the CPU is oversubscribed (a training process next to its loader).
+    """
     count = max(1, min(max_instances, max((len(s.labels) for s in samples), default=0)))
     size = len(samples)
     mask_h, mask_w = samples[0].masks.shape[1:]
-    images = torch.stack([s.image for s in samples])  # (B, 3, H, W) uint8
-    boxes = torch.zeros((size, count, 4), dtype=torch.float32)
-    labels = torch.full((size, count), -1, dtype=torch.int64)
-    masks = torch.zeros((size, count, mask_h, mask_w), dtype=torch.uint8)
-    valid = torch.zeros((size, count), dtype=torch.bool)
-    crowd = torch.zeros((size, count), dtype=torch.bool)
+    images = np.stack([s.image for s in samples])  # (B, 3, H, W) uint8
+    boxes = np.zeros((size, count, 4), dtype=np.float32)
+    labels = np.full((size, count), -1, dtype=np.int64)
+    masks = np.zeros((size, count, mask_h, mask_w), dtype=np.uint8)
+    valid = np.zeros((size, count), dtype=bool)
+    crowd = np.zeros((size, count), dtype=bool)
     for row, sample in enumerate(samples):
         n = min(len(sample.labels), count)
-        if n == 0:
-            continue
-        boxes[row, :n] = torch.from_numpy(sample.boxes[:n])
-        labels[row, :n] = torch.from_numpy(sample.labels[:n])
-        masks[row, :n] = torch.from_numpy(sample.masks[:n])
+        boxes[row, :n] = sample.boxes[:n]
+        labels[row, :n] = sample.labels[:n]
+        masks[row, :n] = sample.masks[:n]
         valid[row, :n] = True
-        crowd[row, :n] = torch.from_numpy(sample.crowd[:n])
-    return Batch(images=images, boxes=boxes, labels=labels, masks=masks, valid=valid, crowd=crowd,
-                 metas=[s.meta for s in samples])
+        crowd[row, :n] = sample.crowd[:n]
+    return Batch(
+        images=torch.from_numpy(images),
+        boxes=torch.from_numpy(boxes),
+        labels=torch.from_numpy(labels),
+        masks=torch.from_numpy(masks),
+        valid=torch.from_numpy(valid),
+        crowd=torch.from_numpy(crowd),
+        metas=[s.meta for s in samples],
+    )
 
 
 class _Collate:
@@ -174,7 +195,13 @@ class TorchBatchLoader:
         self.dataset = dataset
         self.batch_size = batch_size
         self.sampler = EpochBatchSampler(
-            len(dataset), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last
+            len(dataset),
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
         )
         self._loader = DataLoader(
             dataset,  # type: ignore[arg-type]

@@ -60,10 +60,18 @@ def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any])
             )
             return False
         if len(polygon) < 6:
-            log.error("annotation.polygon_too_short", f"polygon {index} has {len(polygon)} numbers; at least 6 (3 points) are needed", **where)
+            log.error(
+                "annotation.polygon_too_short",
+                f"polygon {index} has {len(polygon)} numbers; at least 6 (3 points) are needed",
+                **where,
+            )
             return False
         if len(polygon) % 2:
-            log.error("annotation.polygon_odd", f"polygon {index} has an odd count of numbers ({len(polygon)}); they are x, y pairs", **where)
+            log.error(
+                "annotation.polygon_odd",
+                f"polygon {index} has an odd count of numbers ({len(polygon)}); they are x, y pairs",
+                **where,
+            )
             return False
         if not all(math.isfinite(v) for v in polygon):
             log.error("annotation.polygon_invalid", f"polygon {index} has a non-finite coordinate", **where)
@@ -73,7 +81,11 @@ def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any])
 
 def _check_rle(rle: dict[str, Any], height: int, width: int, log: FindingLog, where: dict[str, Any]) -> bool:
     size, counts = rle.get("size"), rle.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+    ):
         log.error("annotation.rle_invalid", f"RLE size must be [height, width], got {size!r}", **where)
         return False
     if list(size) != [height, width]:
@@ -85,7 +97,9 @@ def _check_rle(rle: dict[str, Any], height: int, width: int, log: FindingLog, wh
         return False
     if isinstance(counts, list):
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
-            log.error("annotation.rle_invalid", "uncompressed RLE counts must be non-negative integers", **where)
+            log.error(
+                "annotation.rle_invalid", "uncompressed RLE counts must be non-negative integers", **where
+            )
             return False
         runs = counts
     elif isinstance(counts, str):
@@ -95,7 +109,11 @@ def _check_rle(rle: dict[str, Any], height: int, width: int, log: FindingLog, wh
             return False
         runs = decoded
     else:
-        log.error("annotation.rle_invalid", f"RLE counts must be a list or a string, got {type(counts).__name__}", **where)
+        log.error(
+            "annotation.rle_invalid",
+            f"RLE counts must be a list or a string, got {type(counts).__name__}",
+            **where,
+        )
         return False
     if sum(runs) != height * width:
         log.error(
@@ -107,10 +125,16 @@ def _check_rle(rle: dict[str, Any], height: int, width: int, log: FindingLog, wh
     return True
 
 
-def check_segmentation(ann: dict[str, Any], image: dict[str, Any], log: FindingLog, where: dict[str, Any]) -> bool:
+def check_segmentation(
+    ann: dict[str, Any], image: dict[str, Any], log: FindingLog, where: dict[str, Any]
+) -> bool:
     """True when the annotation's segmentation can be rasterised exactly as its author meant."""
     if "segmentation" not in ann:
-        log.error("annotation.segmentation_missing", "no segmentation: instance segmentation needs polygons or RLE", **where)
+        log.error(
+            "annotation.segmentation_missing",
+            "no segmentation: instance segmentation needs polygons or RLE",
+            **where,
+        )
         return False
     segmentation = ann["segmentation"]
     if isinstance(segmentation, list):

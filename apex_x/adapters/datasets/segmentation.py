@@ -17,7 +17,10 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     counts = segmentation["counts"]
     if isinstance(counts, list):  # uncompressed RLE
         return mask_utils.frPyObjects(segmentation, height, width)
-    return {"size": [int(height), int(width)], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {
+        "size": [int(height), int(width)],
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
 
 
 def rle_area(rle: dict[str, Any]) -> float:
@@ -27,7 +30,10 @@ def rle_area(rle: dict[str, Any]) -> float:
 def rle_to_plain(rle: dict[str, Any]) -> dict[str, Any]:
     """A compressed RLE with `counts` as text (JSON-able)."""
     counts = rle["counts"]
-    return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(v) for v in rle["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
 
 
 def decode_stack(rles: Sequence[dict[str, Any]], height: int, width: int) -> np.ndarray:

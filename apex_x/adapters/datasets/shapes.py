@@ -46,7 +46,10 @@ def _polygon(kind: int, cx: float, cy: float, radius: float, rng: np.random.Gene
         radii = np.full(CIRCLE_VERTICES, radius)
     elif kind == 1:
         half_diag_angle = np.arctan(rng.uniform(0.45, 1.0))  # aspect ratio 0.45..1
-        angles = np.array([half_diag_angle, np.pi - half_diag_angle, np.pi + half_diag_angle, -half_diag_angle]) + turn
+        angles = (
+            np.array([half_diag_angle, np.pi - half_diag_angle, np.pi + half_diag_angle, -half_diag_angle])
+            + turn
+        )
         radii = np.full(4, radius)
     else:
         angles = np.array([0.0, 2.0 * np.pi / 3, 4.0 * np.pi / 3]) + rng.uniform(-0.35, 0.35, 3) + turn
@@ -76,8 +79,12 @@ def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray
         gx = np.clip(xs / max(width - 1, 1) * 4.0, 0.0, 4.0)
         y0, x0 = np.minimum(gy.astype(int), 3), np.minimum(gx.astype(int), 3)
         fy, fx = (gy - y0)[..., None], (gx - x0)[..., None]
-        blot = (grid[y0, x0] * (1 - fy) * (1 - fx) + grid[y0 + 1, x0] * fy * (1 - fx)
-                + grid[y0, x0 + 1] * (1 - fy) * fx + grid[y0 + 1, x0 + 1] * fy * fx)
+        blot = (
+            grid[y0, x0] * (1 - fy) * (1 - fx)
+            + grid[y0 + 1, x0] * fy * (1 - fx)
+            + grid[y0, x0 + 1] * (1 - fy) * fx
+            + grid[y0 + 1, x0 + 1] * fy * fx
+        )
         image += 2.0 * amplitude * blot
     elif texture == 3:
         cell = int(rng.integers(8, 33))
@@ -91,11 +98,15 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return np.asarray(colorsys.hsv_to_rgb(hue, saturation, value), dtype=np.float32) * 255.0
 
 
-def _distinct(colour: np.ndarray, region: np.ndarray, background: np.ndarray, shapes: list[ShapeInstance]) -> bool:
+def _distinct(
+    colour: np.ndarray, region: np.ndarray, background: np.ndarray, shapes: list[ShapeInstance]
+) -> bool:
     """The colour stands out from the background and from every shape it overlaps."""
     if np.abs(background[region].mean(axis=0) - colour).sum() < 90.0:
         return False
-    return all(np.abs(other.colour - colour).sum() >= 90.0 for other in shapes if (other.visible & region).any())
+    return all(
+        np.abs(other.colour - colour).sum() >= 90.0 for other in shapes if (other.visible & region).any()
+    )
 
 
 def _try_place(
@@ -155,7 +166,9 @@ def render_scene(
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), shapes
 
 
-def shape_annotation(shape: ShapeInstance, *, annotation_id: int, image_id: int, category_id: int) -> dict[str, Any]:
+def shape_annotation(
+    shape: ShapeInstance, *, annotation_id: int, image_id: int, category_id: int
+) -> dict[str, Any]:
     """COCO annotation: polygons of the visible part, exact bbox of those polygons, pixel area."""
     points = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in shape.segmentation])
     x0, y0 = points.min(axis=0)
@@ -166,7 +179,12 @@ def shape_annotation(shape: ShapeInstance, *, annotation_id: int, image_id: int,
         "category_id": category_id,
         "segmentation": [[round(float(v), 2) for v in polygon] for polygon in shape.segmentation],
         "area": int(shape.visible.sum()),
-        "bbox": [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)],
+        "bbox": [
+            round(float(x0), 2),
+            round(float(y0), 2),
+            round(float(x1 - x0), 2),
+            round(float(y1 - y0), 2),
+        ],
         "iscrowd": 0,
     }
 

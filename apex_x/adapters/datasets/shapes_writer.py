@@ -35,7 +35,12 @@ class ShapesPaths:
     def for_layout(cls, root: str | Path, layout: Layout, *, with_val: bool = True) -> ShapesPaths:
         base = Path(os.path.abspath(root))
         if layout == "coco":
-            names = ("train2017", "annotations/instances_train2017.json", "val2017", "annotations/instances_val2017.json")
+            names = (
+                "train2017",
+                "annotations/instances_train2017.json",
+                "val2017",
+                "annotations/instances_val2017.json",
+            )
         else:
             names = ("train", "instances_train.json", "val", "instances_val.json")
         return cls(
@@ -112,13 +117,19 @@ def _same_dataset(paths: ShapesPaths, *, train: int, val: int, size: int, seed: 
             data = json.loads(path.read_text(encoding="utf-8"))
             info = data["info"]
             same = (
-                info.get("version") == str(SHAPES_VERSION) and info.get("seed") == seed
-                and info.get("image_size") == size and len(data["images"]) == count
+                info.get("version") == str(SHAPES_VERSION)
+                and info.get("seed") == seed
+                and info.get("image_size") == size
+                and len(data["images"]) == count
             )
         except (OSError, ValueError, KeyError, TypeError):
             return False
         images_dir = paths.train_images if split == "train" else paths.val_images
-        if not same or images_dir is None or not all((images_dir / image["file_name"]).is_file() for image in data["images"]):
+        if (
+            not same
+            or images_dir is None
+            or not all((images_dir / image["file_name"]).is_file() for image in data["images"])
+        ):
             return False
     return True
 
@@ -142,7 +153,9 @@ def write_shapes_dataset(
     paths = ShapesPaths.for_layout(directory, layout, with_val=val > 0)
     existing = [p for p in (paths.train_annotations, paths.val_annotations) if p is not None and p.exists()]
     if existing and not overwrite and _same_dataset(paths, train=train, val=val, size=size, seed=seed):
-        logger.info("shapes.exists", root=str(paths.root), layout=layout, note="same arguments; nothing written")
+        logger.info(
+            "shapes.exists", root=str(paths.root), layout=layout, note="same arguments; nothing written"
+        )
         return paths
     if existing and not overwrite:
         raise DatasetError(
@@ -159,7 +172,14 @@ def write_shapes_dataset(
     except OSError as error:
         raise DatasetError(f"make-shapes: cannot write to {paths.root}: {error.strerror or error}") from None
     logger.info(
-        "shapes.written", root=str(paths.root), layout=layout, train_images=train, val_images=val,
-        train_instances=train_count, val_instances=val_count, size=size, seed=seed,
+        "shapes.written",
+        root=str(paths.root),
+        layout=layout,
+        train_images=train,
+        val_images=val,
+        train_instances=train_count,
+        val_instances=val_count,
+        size=size,
+        seed=seed,
     )
     return paths

@@ -31,14 +31,25 @@ def synthetic_categories(num_classes: int) -> list[dict[str, Any]]:
     """The shapes' three classes, or K classes (shape kind = class % 3) when the config asks for K."""
     if num_classes == len(SHAPE_CATEGORIES):
         return [dict(category) for category in SHAPE_CATEGORIES]
-    return [{"id": index + 1, "name": f"synthetic_{index}", "supercategory": "shape"} for index in range(num_classes)]
+    return [
+        {"id": index + 1, "name": f"synthetic_{index}", "supercategory": "shape"}
+        for index in range(num_classes)
+    ]
 
 
 class _Scenes:
     """Scenes of one split rendered on first use (deterministic per index, so workers agree)."""
 
-    def __init__(self, split: str, count: int, settings: TransformSettings, seed: int, num_classes: int) -> None:
-        self.split, self.count, self.settings, self.seed, self.num_classes = split, count, settings, seed, num_classes
+    def __init__(
+        self, split: str, count: int, settings: TransformSettings, seed: int, num_classes: int
+    ) -> None:
+        self.split, self.count, self.settings, self.seed, self.num_classes = (
+            split,
+            count,
+            settings,
+            seed,
+            num_classes,
+        )
         self._cache: dict[int, tuple[np.ndarray, list[ShapeInstance], list[int]]] = {}
 
     def __len__(self) -> int:
@@ -58,7 +69,13 @@ class _Scenes:
     def load(self, index: int, *, augment: bool) -> RawSample:
         image, shapes, labels = self.scene(index)
         height, width = image.shape[:2]
-        annotations = [shape_annotation(s, annotation_id=0, image_id=index + 1, category_id=0) for s in shapes]
+        order = sorted(
+            range(len(shapes)), key=lambda i: -int(shapes[i].visible.sum())
+        )  # largest first, stable
+        order = order[: self.settings.max_instances]
+        annotations = [
+            shape_annotation(shapes[i], annotation_id=0, image_id=index + 1, category_id=0) for i in order
+        ]
         boxes = np.array([a["bbox"] for a in annotations], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         return RawSample(
@@ -66,8 +83,8 @@ class _Scenes:
             orig_width=width,
             orig_height=height,
             boxes=boxes,
-            labels=np.array(labels, dtype=np.int64),
-            crowd=np.zeros(len(shapes), dtype=bool),
+            labels=np.array([labels[i] for i in order], dtype=np.int64),
+            crowd=np.zeros(len(order), dtype=bool),
             rles=[to_rle(a["segmentation"], height, width) for a in annotations],
             image_id=index + 1,
             file_name=f"synthetic_{self.split}_{index + 1:06d}.png",
@@ -86,12 +103,22 @@ class SyntheticDatasetSource:
         self.num_classes = settings.model.num_classes or len(SHAPE_CATEGORIES)
         self._categories = synthetic_categories(self.num_classes)
         self.seed = settings.train.seed
-        self._train = _Scenes("train", settings.data.synthetic_train_images, self.transform_settings, self.seed, self.num_classes)
-        self._val = _Scenes("val", settings.data.synthetic_val_images, self.transform_settings, self.seed, self.num_classes)
+        self._train = _Scenes(
+            "train",
+            settings.data.synthetic_train_images,
+            self.transform_settings,
+            self.seed,
+            self.num_classes,
+        )
+        self._val = _Scenes(
+            "val", settings.data.synthetic_val_images, self.transform_settings, self.seed, self.num_classes
+        )
 
     @property
     def categories(self) -> CategoryMap:
-        return CategoryMap(tuple(c["id"] for c in self._categories), tuple(c["name"] for c in self._categories))
+        return CategoryMap(
+            tuple(c["id"] for c in self._categories), tuple(c["name"] for c in self._categories)
+        )
 
     def has_val(self) -> bool:
         return len(self._val) > 0
@@ -102,10 +129,18 @@ class SyntheticDatasetSource:
             "pin_memory": self.settings.data.pin_memory and torch.cuda.is_available(),
         }
 
-    def train_loader(self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> TorchBatchLoader:
+    def train_loader(
+        self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
+    ) -> TorchBatchLoader:
         dataset = InstanceDataset(self._train, self.transform_settings, augment=True, seed=seed)
         return TorchBatchLoader(
-            dataset, batch_size, shuffle=True, seed=seed, rank=rank, world_size=world_size, drop_last=True,
+            dataset,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=True,
             **self._options(),
         )
 
@@ -114,7 +149,13 @@ class SyntheticDatasetSource:
             return None
         dataset = InstanceDataset(self._val, self.transform_settings, augment=False, seed=0)
         return TorchBatchLoader(
-            dataset, batch_size, shuffle=False, seed=0, rank=rank, world_size=world_size, drop_last=False,
+            dataset,
+            batch_size,
+            shuffle=False,
+            seed=0,
+            rank=rank,
+            world_size=world_size,
+            drop_last=False,
             **self._options(),
         )
 
@@ -126,10 +167,19 @@ class SyntheticDatasetSource:
         for index in range(len(self._val)):
             image, shapes, labels = self._val.scene(index)
             height, width = image.shape[:2]
-            images.append({"id": index + 1, "file_name": f"synthetic_val_{index + 1:06d}.png", "height": height, "width": width})
+            images.append(
+                {
+                    "id": index + 1,
+                    "file_name": f"synthetic_val_{index + 1:06d}.png",
+                    "height": height,
+                    "width": width,
+                }
+            )
             for shape, label in zip(shapes, labels, strict=True):
                 ann = shape_annotation(
-                    shape, annotation_id=len(annotations) + 1, image_id=index + 1,
+                    shape,
+                    annotation_id=len(annotations) + 1,
+                    image_id=index + 1,
                     category_id=int(self._categories[label]["id"]),
                 )
                 if len(ann["segmentation"]) > 1:
@@ -144,13 +194,20 @@ class SyntheticDatasetSource:
 
     def validate(self, *, full_decode: bool, expected_num_classes: int | None = None) -> DatasetReport:
         findings = [
-            Finding("warning", "dataset.synthetic", "training on synthetic in-memory shapes (smoke run): not a real dataset")
+            Finding(
+                "warning",
+                "dataset.synthetic",
+                "training on synthetic in-memory shapes (smoke run): not a real dataset",
+            )
         ]
         if expected_num_classes is not None and expected_num_classes != self.num_classes:
-            findings.append(Finding(
-                "error", "dataset.num_classes_mismatch",
-                f"the model expects {expected_num_classes} classes but the synthetic data has {self.num_classes}",
-            ))
+            findings.append(
+                Finding(
+                    "error",
+                    "dataset.num_classes_mismatch",
+                    f"the model expects {expected_num_classes} classes but the synthetic data has {self.num_classes}",
+                )
+            )
         summary = {
             "mode": self.mode,
             "backend": self.backend,
@@ -166,8 +223,12 @@ class SyntheticDatasetSource:
 
     def fingerprint(self) -> str:
         identity = {
-            "generator": GENERATOR_VERSION, "seed": self.seed, "train": len(self._train), "val": len(self._val),
-            "height": self.transform_settings.input_height, "width": self.transform_settings.input_width,
+            "generator": GENERATOR_VERSION,
+            "seed": self.seed,
+            "train": len(self._train),
+            "val": len(self._val),
+            "height": self.transform_settings.input_height,
+            "width": self.transform_settings.input_width,
             "classes": self.num_classes,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

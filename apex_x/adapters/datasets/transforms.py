@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from apex_x.adapters.datasets.segmentation import decode_stack
@@ -40,7 +39,7 @@ class RawSample:
 class Sample:
     """One network input with its targets."""
 
-    image: torch.Tensor  # (3, H, W) uint8
+    image: np.ndarray  # (3, H, W) uint8
     boxes: np.ndarray  # (N, 4) float32 xyxy in input pixels
     labels: np.ndarray  # (N,) int64
     crowd: np.ndarray  # (N,) bool
@@ -68,7 +67,11 @@ class TransformSettings:
             mask_stride=config.model.mask_stride,
             hflip_prob=config.data.hflip_prob,
             scale_jitter=(float(config.data.scale_jitter[0]), float(config.data.scale_jitter[1])),
-            hsv_jitter=(float(config.data.hsv_jitter[0]), float(config.data.hsv_jitter[1]), float(config.data.hsv_jitter[2])),
+            hsv_jitter=(
+                float(config.data.hsv_jitter[0]),
+                float(config.data.hsv_jitter[1]),
+                float(config.data.hsv_jitter[2]),
+            ),
             max_instances=config.data.max_instances,
         )
 
@@ -186,7 +189,9 @@ def _transform_boxes(boxes: np.ndarray, placement: Placement, sx: float, sy: flo
     return out
 
 
-def _tight_boxes(full: np.ndarray, indices: np.ndarray, window: tuple[int, int, int, int]) -> dict[int, np.ndarray]:
+def _tight_boxes(
+    full: np.ndarray, indices: np.ndarray, window: tuple[int, int, int, int]
+) -> dict[int, np.ndarray]:
     """Tight xyxy boxes (original pixels) of the mask pixels inside a window, for cut instances."""
     x0, y0, x1, y1 = window
     tight: dict[int, np.ndarray] = {}
@@ -194,7 +199,9 @@ def _tight_boxes(full: np.ndarray, indices: np.ndarray, window: tuple[int, int, 
         crop = full[y0:y1, x0:x1, index]
         rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
         if rows.size:
-            tight[index] = np.array([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1], np.float32)
+            tight[index] = np.array(
+                [x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1], np.float32
+            )
     return tight
 
 
@@ -232,15 +239,17 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     src_y = np.floor((centres_y - placement.offset_y) / sy).astype(np.int64)
     inside_x = (src_x >= 0) & (src_x < raw.orig_width)
     inside_y = (src_y >= 0) & (src_y < raw.orig_height)
-    gathered = full[src_y.clip(0, raw.orig_height - 1)[:, None], src_x.clip(0, raw.orig_width - 1)[None, :], :]
+    gathered = full[
+        src_y.clip(0, raw.orig_height - 1)[:, None], src_x.clip(0, raw.orig_width - 1)[None, :], :
+    ]
     gathered = gathered * (inside_y[:, None] & inside_x[None, :])[..., None].astype(np.uint8)
     masks = np.ascontiguousarray(gathered.transpose(2, 0, 1))  # (N, H // s, W // s)
 
     keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
     if rng is not None and any(settings.hsv_jitter):
-        chw = torch.from_numpy(hsv_jitter(image, settings.hsv_jitter, rng))
+        chw = hsv_jitter(image, settings.hsv_jitter, rng)
     else:
-        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
     meta = ImageMeta(
         image_id=raw.image_id,
         file_name=raw.file_name,

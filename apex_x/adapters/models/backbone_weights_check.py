@@ -9,6 +9,7 @@ preflight's CheckResult type), so this adapter does not import the application l
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _hub_reachable(name: str) -> tuple[bool, str]:
     """Asks the hub (HEAD of config.json, short timeout) whether `name` can be downloaded."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    url = hf_hub_url(name, "config.json")
+    url = hf_hub_url(name, "config.json", endpoint=os.environ.get("HF_ENDPOINT") or None)
     try:
         get_hf_file_metadata(url, timeout=NETWORK_TIMEOUT_S)
     except Exception as error:  # noqa: BLE001 - any failure means "cannot download now"
@@ -78,7 +79,7 @@ def backbone_weights_status(name: str) -> dict[str, Any]:
             return {"ok": False, "status": "not dinov2", "detail": problem, "fix": f"point {KEY} to a DINOv2 model"}
         status = "local folder" if source.kind == "folder" else "cached"
         return {"ok": True, "status": status, "detail": f"{where} ({Path(weights).name})", "fix": None}
-    absent = "config.json" if not config else "a weights file (model.safetensors / pytorch_model.bin)"
+    absent = "config.json" if not config else "weights file (model.safetensors / pytorch_model.bin)"
     if source.kind == "folder":
         return {"ok": False, "status": "missing", "detail": f"{where} has no {absent}", "fix": _fixes(name)}
     if source.offline:

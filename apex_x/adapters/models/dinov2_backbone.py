@@ -132,10 +132,11 @@ def _load_kwargs(source: BackboneSource) -> dict[str, Any]:
     return {"local_files_only": source.offline, "cache_dir": str(source.cache_dir)}
 
 
-def _reason(source: BackboneSource) -> str:
+def _reason(source: BackboneSource, error: OSError) -> str:
     if source.offline:
         return "offline mode (HF_HUB_OFFLINE=1) and they are not in the local cache"
-    return "they are not in the local cache and the download failed (no network access?)"
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"they are not in the local cache and the download failed ({first_line})"
 
 
 @contextmanager
@@ -162,7 +163,7 @@ def load_dinov2_config(name: str) -> Any:
     try:
         config_dict, _ = Dinov2Config.get_config_dict(source.location, **_load_kwargs(source))
     except OSError as error:
-        raise BackboneWeightsError(missing_weights_message(name, source.cache_dir, _reason(source))) from error
+        raise BackboneWeightsError(missing_weights_message(name, source.cache_dir, _reason(source, error))) from error
     model_type = config_dict.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise BackboneWeightsError(
@@ -193,7 +194,7 @@ def load_dinov2(name: str, *, pretrained: bool = True) -> nn.Module:
         with _quiet_progress():
             model = Dinov2Model.from_pretrained(source.location, config=config, **_load_kwargs(source))
     except OSError as error:
-        raise BackboneWeightsError(missing_weights_message(name, source.cache_dir, _reason(source))) from error
+        raise BackboneWeightsError(missing_weights_message(name, source.cache_dir, _reason(source, error))) from error
     log.info("dinov2_loaded", backbone=name, kind=source.kind, hidden_size=config.hidden_size)
     return model
 

@@ -1,0 +1,106 @@
+"""Category rules of a COCO split (ids, names, gaps) and the train/val agreement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apex_x.adapters.datasets.findings import FindingLog
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return (
+        f"{text[:40]}... ({type(value).__name__})" if len(text) > 40 else f"{text} ({type(value).__name__})"
+    )
+
+
+def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
+    categories: dict[int, dict[str, Any]] = {}
+    names: dict[str, int] = {}
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            log.error(
+                "category.invalid",
+                f"categories[{position}] must be an object, got {_describe(entry)}",
+                file=file,
+            )
+            continue
+        cid, name = entry.get("id"), entry.get("name")
+        if not _is_int(cid):
+            log.error(
+                "category.id_type",
+                f"categories[{position}].id must be an integer, got {_describe(cid)}",
+                file=file,
+            )
+            continue
+        if not isinstance(name, str) or not name:
+            log.error(
+                "category.invalid",
+                f"category {cid} needs a non-empty string name, got {_describe(name)}",
+                file=file,
+            )
+            continue
+        if cid in categories:
+            log.error(
+                "category.duplicate_id",
+                f"category id {cid} appears more than once ({categories[cid]['name']!r}, {name!r})",
+                file=file,
+            )
+            continue
+        if name in names:
+            log.warning(
+                "category.duplicate_name",
+                f"categories {names[name]} and {cid} share the name {name!r}",
+                file=file,
+            )
+        categories[cid] = {key: entry[key] for key in ("id", "name", "supercategory") if key in entry}
+        names[name] = cid
+    if not categories:
+        log.error("category.empty", "no usable categories: the model needs at least one class", file=file)
+    elif sorted(categories) != list(range(min(categories), min(categories) + len(categories))):
+        ids = sorted(categories)
+        log.info(
+            "category.id_gaps",
+            f"category ids {ids[0]}..{ids[-1]} are not contiguous ({len(ids)} categories); they are remapped to "
+            f"training ids 0..{len(ids) - 1} in id order and mapped back in predictions",
+            file=file,
+        )
+    return categories
+
+
+def compare_categories(
+    train: list[dict[str, Any]],
+    val: list[dict[str, Any]],
+    *,
+    train_key: str,
+    val_key: str,
+    val_file: str,
+    log: FindingLog,
+) -> None:
+    """Train and val must list the same categories (ids and names)."""
+    train_map = {c["id"]: c["name"] for c in train}
+    val_map = {c["id"]: c["name"] for c in val}
+    if train_map == val_map:
+        return
+    only_train = sorted(set(train_map) - set(val_map))
+    only_val = sorted(set(val_map) - set(train_map))
+    renamed = sorted(cid for cid in set(train_map) & set(val_map) if train_map[cid] != val_map[cid])
+    parts = []
+    if only_train:
+        parts.append(f"ids only in train: {only_train[:10]}")
+    if only_val:
+        parts.append(f"ids only in val: {only_val[:10]}")
+    if renamed:
+        parts.append(
+            "names differ for ids "
+            + ", ".join(f"{cid} ({train_map[cid]!r} vs {val_map[cid]!r})" for cid in renamed[:5])
+        )
+    log.error(
+        "dataset.category_mismatch",
+        f"{train_key} and {val_key} must list the same categories: " + "; ".join(parts),
+        file=val_file,
+    )
