@@ -7,6 +7,7 @@ The importable use-case API (loaded lazily, nothing happens at import time):
 from __future__ import annotations
 
 import importlib
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -22,6 +23,17 @@ _API = {
 }
 
 __all__ = ["__version__", *_API]
+
+
+class _TrainPackage(types.ModuleType):
+    """`apex_x.train` is both the package of the seed's `apex_x.train.checkpoint` helpers and the train use
+    case: once the package is imported it shadows the lazy attribute below, so calling it runs training."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return importlib.import_module("apex_x.api").train(*args, **kwargs)
+
+
+importlib.import_module("apex_x.train").__class__ = _TrainPackage  # a docstring-only package: cheap
 
 
 def __getattr__(name: str) -> Any:

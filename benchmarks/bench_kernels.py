@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 
 import pytest
 import torch
@@ -148,26 +149,43 @@ def _phase_callables(fn, data: dict, device: str, phase: str):
     """(setup, target) for benchmark.pedantic: setup prepares untimed state, target is what is timed."""
     leaf = data["pred"].detach().clone().requires_grad_(True)
 
-    def fresh():
-        leaf.grad = None
+    def no_setup():
         return (), {}
 
+    def forward():
+        leaf.grad = None
+        fn(leaf, data)
+        _sync(device)
+
     def forward_then_backward():
+        leaf.grad = None
         fn(leaf, data).backward()
         _sync(device)
 
-    if phase == "forward":
-        return fresh, (lambda: (fn(leaf, data), _sync(device)))
+    def setup_backward():
+        leaf.grad = None
+        value = fn(leaf, data)
+        _sync(device)
+        return (value,), {}
+
+    def backward(value):
+        value.backward()
+        _sync(device)
+
     if phase == "backward":
+        return setup_backward, backward
+    return no_setup, (forward if phase == "forward" else forward_then_backward)
 
-        def setup():
-            fresh()
-            value = fn(leaf, data)
-            _sync(device)
-            return (value,), {}
 
-        return setup, (lambda value: (value.backward(), _sync(device)))
-    return fresh, forward_then_backward
+def _schedule(setup, target, phase: str) -> dict:
+    """Rounds and iterations so that short calls are repeated enough to time them (>= ~0.2 s per case)."""
+    args, kwargs = setup()
+    start = time.perf_counter()
+    target(*args, **kwargs)
+    once = max(time.perf_counter() - start, 1e-6)
+    if phase == "backward":  # needs a fresh forward per call: one iteration per round, more rounds
+        return {"setup": setup, "rounds": max(ROUNDS, min(200, int(0.2 / once))), "iterations": 1}
+    return {"rounds": ROUNDS, "iterations": max(1, min(1000, int(0.04 / once)))}
 
 
 def peak_bytes(setup, target, device: str) -> int:
@@ -227,7 +245,7 @@ def test_kernel_benchmark(benchmark, loss, shape, device, impl, phase):
         benchmark.extra_info["unavailable"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
         benchmark.pedantic(lambda: None, rounds=1, iterations=1)
         return
-    benchmark.pedantic(target, setup=setup, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    benchmark.pedantic(target, warmup_rounds=1, **_schedule(setup, target, phase))
     benchmark.extra_info["peak_bytes"] = peak_bytes(setup, target, device)
     benchmark.extra_info["grad_bytes"] = data["pred"].numel() * data["pred"].element_size()
     benchmark.extra_info["bytes_must_move"] = bytes_must_move(data, phase)

@@ -28,7 +28,7 @@ import torch
 from apex_x.adapters.datasets.coco_source import CocoDatasetSource
 from apex_x.adapters.evaluation.coco_evaluator import PycocotoolsEvaluator
 from apex_x.adapters.models.student import StudentModelFactory
-from apex_x.domain.config import ApexConfig, effective_stages
+from apex_x.domain.config import ApexConfig, StageConfig, effective_stages
 from apex_x.domain.types import LossSettings
 
 
@@ -39,6 +39,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--val-images", type=int, default=64)
     parser.add_argument("--size", type=int, default=256, help="Image and network input size.")
     parser.add_argument("--budget-s", type=float, default=480.0, help="Wall-clock training budget in seconds.")
+    parser.add_argument("--budget-images", type=int, default=None,
+                        help="minimal trainer: stop after this many training images instead of the time budget "
+                        "(steady comparisons on a busy machine).")
     parser.add_argument("--trainer", choices=["api", "minimal"], default="api")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -46,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--amp", choices=["off", "bf16"], default="off", help="minimal trainer: CPU bf16 autocast.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Config override, e.g. --set model.backbone=lcnet_100 (repeatable).")
+    parser.add_argument("--curriculum", choices=["joint", "default"], default="joint",
+                        help="joint: one stage with det + seg + boundary from the start (best use of a short "
+                        "budget); default: the profile's det_stability then seg_boundary stages.")
     parser.add_argument("--output", default="artifacts/learn_shapes", help="Folder of the JSON/Markdown report.")
     parser.add_argument("--peer", choices=["none", "yolov8n-seg"], default="none")
     parser.add_argument("--seed", type=int, default=0)
@@ -77,7 +83,10 @@ def build_config(args: argparse.Namespace, data: Path) -> ApexConfig:
     ]
     if args.lr is not None:
         overrides.append(f"train.lr={args.lr}")
-    return load_config(None, overrides=[*overrides, *args.overrides])
+    config = load_config(None, overrides=[*overrides, *args.overrides])
+    if args.curriculum == "joint" and not config.train.stages:
+        config.train.stages = [StageConfig(name="joint", losses={"det": 1.0, "seg": 1.0, "boundary": 1.0})]
+    return config
 
 
 # -- minimal trainer --------------------------------------------------------------------------------
@@ -127,15 +136,16 @@ def train_minimal(config: ApexConfig, args: argparse.Namespace) -> dict[str, Any
     images_seen, step, epoch = 0, 0, 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()
+    cpu_start = time.process_time()
     budget = args.budget_s
     done = False
     while not done:
         for batch in loader.iter_epoch(epoch):
             elapsed = time.perf_counter() - start
-            if elapsed >= budget:
+            progress = images_seen / args.budget_images if args.budget_images else elapsed / budget
+            if progress >= 1.0:
                 done = True
                 break
-            progress = elapsed / budget
             warm = min(1.0, (step + 1) / max(train.warmup_steps, 1))
             lr = train.lr * warm * (train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
             for group in optimizer.param_groups:
@@ -162,15 +172,17 @@ def train_minimal(config: ApexConfig, args: argparse.Namespace) -> dict[str, Any
             step += 1
             images_seen += batch.batch_size
             if step % 20 == 0:
-                entry = {"step": step, "elapsed_s": round(time.perf_counter() - start, 1), "lr": lr,
+                entry = {"step": step, "elapsed_s": round(time.perf_counter() - start, 1), "lr": round(lr, 6),
                          **{k: round(float(v), 4) for k, v in losses.items()}}
                 history.append(entry)
                 print(json.dumps(entry), flush=True)
         epoch += 1
     train_seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     evaluation = evaluate_model(ema.model, source)
     return {"images_seen": images_seen, "steps": step, "epochs": images_seen / len(loader) / train.batch_size,
             "train_seconds": train_seconds, "images_per_s": images_seen / train_seconds,
+            "cpu_seconds": cpu_seconds, "images_per_cpu_s": images_seen / cpu_seconds,
             "metrics": evaluation, "history": history}
 
 
@@ -259,6 +271,7 @@ def main() -> None:
     write_report(result, Path(args.output))
     metrics = trained.get("metrics", {}).get("metrics", {})
     print(json.dumps({"images_per_s": round(trained["images_per_s"], 2),
+                      "images_per_cpu_s": round(trained.get("images_per_cpu_s", float("nan")), 2),
                       **{k: round(v, 4) for k, v in metrics.items() if k in ("bbox_AP", "segm_AP", "segm_AP50")}}))
 
 

@@ -26,6 +26,7 @@ class TqdmProgress:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.bar: Any = None
+        self.lr = 0.0
 
     def start_epoch(self, *, stage: str, epoch: int, total_epochs: int, total_steps: int, initial_step: int) -> None:
         from tqdm.auto import tqdm
@@ -39,6 +40,7 @@ class TqdmProgress:
     def update(self, *, step: int, loss: float | None, lr: float) -> None:
         if self.bar is None:
             return
+        self.lr = lr
         self.bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
         self.bar.update(step - self.bar.n)
 
@@ -46,7 +48,7 @@ class TqdmProgress:
         if self.bar is not None:
             shown = {key: (f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else value)
                      for key, value in summary.items() if key != "seconds"}
-            self.bar.set_postfix(shown, refresh=True)
+            self.bar.set_postfix({**shown, "lr": f"{self.lr:.2e}"}, refresh=True)
         self.close()
 
     def close(self) -> None:

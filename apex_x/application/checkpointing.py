@@ -94,8 +94,11 @@ class CheckpointKeeper:
                 if is_best:
                     targets.append(self.best)
                 targets.append(self.last)
-                for target in targets:
-                    self.store.save(payload, str(target))
+                first, *others = targets
+                self.store.save(payload, str(first))  # serialised once; the others share its bytes
+                written.append(str(first))
+                for target in others:
+                    self.store.copy(str(first), str(target))
                     written.append(str(target))
                 if epoch_number is not None:
                     self._prune()

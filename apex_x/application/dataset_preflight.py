@@ -1,19 +1,14 @@
-"""Use cases: the dataset contract check (`dataset-preflight`) and the same check before training."""
+"""Use case: the dataset contract check (`dataset-preflight`), and its text report."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from apex_x.application.dataset_policy import dataset_config_problems
 from apex_x.domain.config import ApexConfig
-from apex_x.domain.errors import DatasetError
 from apex_x.domain.ports import DatasetSource
 from apex_x.domain.types import DatasetReport
-
-logger = structlog.get_logger(__name__)
 
 
 class DatasetPreflight:
@@ -29,7 +24,7 @@ class DatasetPreflight:
         if any(finding.severity == "error" for finding in problems):
             summary = {
                 "mode": "real",
-                "backend": None,
+                "backend": "pycocotools",
                 "full_decode": full_decode,
                 "config": {
                     key: getattr(settings.data, key)
@@ -46,23 +41,6 @@ class DatasetPreflight:
         report = source.validate(full_decode=full_decode, expected_num_classes=expected_num_classes)
         report.findings = [*problems, *report.findings]
         return report
-
-
-def check_dataset_before_training(
-    source: DatasetSource, *, full_decode: bool, expected_num_classes: int | None = None
-) -> DatasetReport:
-    """The preflight rules on the source a run will train on; raises DatasetError listing the errors."""
-    report = source.validate(full_decode=full_decode, expected_num_classes=expected_num_classes)
-    warnings = [finding for finding in report.findings if finding.severity == "warning"]
-    for finding in warnings[:10]:
-        logger.warning("dataset.finding", finding=finding.describe())
-    if not report.ok:
-        raise DatasetError(
-            f"the dataset failed its checks ({report.error_summary()}). "
-            "Run `apex-x dataset-preflight CONFIG` for the full report."
-        )
-    logger.info("dataset.checked", mode=source.mode, backend=source.backend, warnings=len(warnings))
-    return report
 
 
 def _range(values: Any) -> str:
@@ -109,6 +87,13 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
         lines.append(f"  {finding.describe()}")
     if len(report.findings) > max_findings:
         lines.append(f"  ... {len(report.findings) - max_findings} more in the JSON report (--output-json)")
+    if any(f.severity == "error" and f.rule.startswith(("config.", "file.not_")) for f in report.findings):
+        lines.append(
+            "how to fix: point the data.* keys at your COCO files (in the config or with --set KEY=PATH; "
+            "relative paths are resolved against the working directory), or write the built-in dataset with "
+            "`apex-x make-shapes data/shapes` (configs/quickstart.yaml) or `apex-x make-shapes data/coco "
+            "--layout coco` (configs/coco_baseline.yaml)"
+        )
     lines.append(
         "result: OK, the dataset is usable" if report.ok else "result: NOT USABLE, fix the errors above"
     )

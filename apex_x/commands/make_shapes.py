@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
-def _int_at_least(minimum: int):  # noqa: ANN202 - argparse type factory
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)

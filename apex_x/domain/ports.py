@@ -103,6 +103,10 @@ class CheckpointStore(Protocol):
 
     def list_checkpoints(self, directory: str) -> list[str]: ...
 
+    def copy(self, source: str, target: str) -> None:
+        """Atomically make `target` hold the same checkpoint as `source` (a hard link where possible)."""
+        ...
+
 
 class ReportWriter(Protocol):
     """Writes a train report (a plain dict) to the run's output folder."""

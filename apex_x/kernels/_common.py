@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy
 import torch
 
 CLASS_ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
@@ -86,17 +89,35 @@ def needs_reference(*tensors: torch.Tensor | None) -> bool:
 
 def clipped(
     total: torch.Tensor, normalizer: float | torch.Tensor, clip: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | float]:
     """(min(nan_to_num(total / normalizer), clip), d value / d total), as torch's own ops define them.
 
     torch's backward of clamp(max=clip) is 0 at and above the bound, of nan_to_num 0 where the input
-    is NaN/Inf, so the slope is a 0/1 gate over the normalizer. Tensor ops only: no host sync.
+    is NaN/Inf, so the slope is a 0/1 gate over the normalizer. Off the CPU: tensor ops only, no
+    host sync; on the CPU the same arithmetic in Python floats (a few microseconds instead of ten ops).
     """
-    ratio = total / normalizer
-    finite = torch.nan_to_num(ratio)
-    value = torch.clamp(finite, max=clip)
-    gate = torch.isfinite(ratio).logical_and_(finite < clip)
-    return value, gate.to(ratio.dtype) / normalizer
+    on_cpu = total.device.type == "cpu" and not (
+        isinstance(normalizer, torch.Tensor) and (normalizer.device.type != "cpu" or normalizer.numel() != 1)
+    )
+    if not on_cpu:
+        ratio = total / normalizer
+        finite = torch.nan_to_num(ratio)
+        value = torch.clamp(finite, max=clip)
+        gate = torch.isfinite(ratio).logical_and_(finite < clip)
+        return value, gate.to(ratio.dtype) / normalizer
+    dtype = torch.result_type(total, normalizer)
+    if dtype == torch.float32 and not isinstance(normalizer, torch.Tensor):  # fp32 division, as torch rounds it
+        with numpy.errstate(all="ignore"):
+            ratio_value = float(numpy.float32(total.item()) / numpy.float32(normalizer))
+    else:
+        ratio_value = float(torch.tensor(total.item(), dtype=dtype) / normalizer)
+    finite = ratio_value if math.isfinite(ratio_value) else (
+        0.0 if math.isnan(ratio_value) else math.copysign(torch.finfo(dtype).max, ratio_value)
+    )  # fmt: skip
+    gate = 1.0 if math.isfinite(ratio_value) and finite < clip else 0.0
+    norm = float(normalizer)
+    slope = gate / norm if norm != 0.0 else (math.nan if gate == 0.0 else math.copysign(math.inf, norm))
+    return torch.tensor(min(finite, clip), dtype=dtype), slope
 
 
 def box_crop_factors(
@@ -156,4 +177,6 @@ class StoredGradLoss(torch.autograd.Function):
         grad, ctx.grad = ctx.grad, None
         if grad is None:  # a second backward (retain_graph=True): recompute from the inputs
             _, grad = ctx.forward_fn(True)
+        if isinstance(ctx.slope, float) and grad_value.device.type == "cpu":
+            return grad.mul_(float(grad_value) * ctx.slope), None, None, None
         return grad.mul_((grad_value * ctx.slope).to(torch.float32)), None, None, None

@@ -1,87 +1,95 @@
-"""Fast torch GIoU loss: the four areas in one batched pass, an analytic backward (few small ops).
+"""Fast torch GIoU loss: per-coordinate vector ops, gradient in closed form computed in the same pass.
 
-Box-pair losses are tiny tensors, so the cost is the number of ops, not memory: the reference and
-torchvision run ~30 ops forward and autograd replays ~50 nodes backward. Here the prediction,
-target, intersection and enclosing boxes are stacked into one (4, N, 2) side-length tensor (areas
-in one product) and the backward is a closed form with torch's tie rule for min/max (half each).
+Box-pair losses are tiny tensors, so the cost is the number of ops and their layout, not memory:
+the reference and torchvision run ~30 ops forward and autograd replays ~50 nodes backward, many on
+(N, 2) column slices that torch cannot vectorise. Here the side lengths of the prediction, target,
+intersection and enclosure sit in one (4, 2, N) tensor (x and y rows contiguous, one op for all
+sixteen), the forward also writes the gradient (torch's rules: clamp passes strictly inside its
+bound, min/max split ties half and half) and the backward only scales it. The min/max shares are
+0/1/half factors; when the sum is not finite (NaN/Inf inputs), factor * NaN would differ from
+torch's masking, so such inputs take the same formulas with torch.where (exact, a little slower).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from apex_x.kernels._common import clipped
+from apex_x.kernels._common import StoredGradLoss
 
 EPS = 1e-7
 
 
-def _sides(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw side lengths (4, N, 2) of pred, target, intersection, enclosure and their areas (4, N)."""
-    low, high = torch.aminmax(torch.stack((pred, target)), dim=0)  # (N, 4) each
-    starts = torch.stack((pred[:, :2], target[:, :2], high[:, :2], low[:, :2]))  # (4, N, 2)
-    ends = torch.stack((pred[:, 2:], target[:, 2:], low[:, 2:], high[:, 2:]))
-    raw = ends.sub_(starts)
-    return raw, raw.clamp(min=0.0).prod(dim=2)
+def giou_sum_and_grad(
+    pred_boxes: torch.Tensor,  # (N, 4) xyxy
+    target_boxes: torch.Tensor,  # (N, 4) xyxy
+    weights: torch.Tensor | None,  # (N,)
+    want_grad: bool,
+    exact: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(sum of w * (1 - GIoU) as a 0-d fp32 tensor, its gradient w.r.t. pred_boxes or None)."""
+    pred, target = pred_boxes.float(), target_boxes.float()
+    count = pred.shape[0]
+    high, low = torch.maximum(pred, target), torch.minimum(pred, target)  # (N, 4)
+    raw = torch.empty(4, 2, count, device=pred.device)  # side lengths (w, h) of pred, inter, enclosure, target
+    torch.sub(pred[:, 2:].t(), pred[:, :2].t(), out=raw[0])
+    torch.sub(low[:, 2:].t(), high[:, :2].t(), out=raw[1])  # intersection: min of ends - max of starts
+    torch.sub(high[:, 2:].t(), low[:, :2].t(), out=raw[2])  # enclosure: max of ends - min of starts
+    torch.sub(target[:, 2:].t(), target[:, :2].t(), out=raw[3])
+    sides = raw.clamp(min=0.0)
+    areas = sides[:, 0] * sides[:, 1]  # (4, N)
+    u = torch.add(areas[0], areas[3]).sub_(areas[1]).add_(EPS)  # union + eps
+    e = areas[2] + EPS  # enclosure + eps
+    iou = areas[1] / u
+    losses = (e - u).div_(e).sub_(iou).add_(1.0)  # 1 - iou + (enclosure - union) / (enclosure + eps)
+    w = None if weights is None else weights.float()
+    total = losses.sum() if w is None else torch.dot(losses, w)
+    if not want_grad:
+        return total, None
+    inv_e = e.reciprocal_()
+    coef = torch.empty(3, count, device=pred.device)  # dL/d(area) of pred, inter, enclosure
+    torch.div(iou, u, out=coef[0]).sub_(inv_e)
+    torch.add(iou, 1.0, out=coef[1]).div_(u).neg_().add_(inv_e)
+    torch.mul(u, inv_e, out=coef[2]).mul_(inv_e)
+    if w is not None:
+        coef.mul_(w)
+    sides = sides[:3]  # the target's sides get no gradient
+    side_grad = sides.flip(1).mul_(coef.unsqueeze(1))  # dL/d(side) = dL/d(area) * other side
+    if exact:  # torch's clamp passes strictly inside its bound; masking keeps NaN out of closed gates
+        side_grad = torch.where(raw[:3] > 0, side_grad, 0.0)
+    else:  # finite: sign(clamped side) is that 0/1 gate, without a bool tensor
+        side_grad.mul_(sides.sign_())
+    g_pred, g_inter, g_encl = side_grad  # (2, N) each, rows x and y
+    # starts: d(side)/d(start) = -1, inter starts at max(starts), enclosure at min(starts); ends mirrored
+    grad = torch.empty(count, 4, device=pred.device)
+    grad[:, :2] = _corner(g_pred, g_inter, g_encl, pred[:, :2].t(), target[:, :2].t(), exact).neg_().t()
+    grad[:, 2:] = _corner(g_pred, g_encl, g_inter, pred[:, 2:].t(), target[:, 2:].t(), exact).t()
+    return total, grad
 
 
-def giou_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(N,) 1 - GIoU of aligned fp32 pairs, the reference's formula."""
-    _, areas = _sides(pred, target)
-    return _losses_from_areas(areas)[0]
+def _corner(own, via_max, via_min, p, t, exact: bool) -> torch.Tensor:
+    """own + the shares of via_max / via_min that torch's max(p, t) / min(p, t) hand to p: all of it,
+    half on ties, none when the other is larger. Finite inputs: as a 1 / 0.5 / 0 factor; otherwise
+    with torch's own masking (factor * NaN would not be a masked zero)."""
+    if not exact:
+        wins = torch.sub(p, t).sign_().add_(1.0).mul_(0.5)
+        return torch.add(own, via_min).addcmul_(torch.sub(via_max, via_min), wins)
+    ties = p == t
+    via_max = torch.where(ties, via_max * 0.5, via_max).masked_fill_(p < t, 0.0)
+    via_min = torch.where(ties, via_min * 0.5, via_min).masked_fill_(p > t, 0.0)
+    return own + via_max + via_min
 
 
-def _losses_from_areas(areas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    area_p, area_t, inter, enclose = areas
-    union = (area_p + area_t).sub_(inter)
-    iou = inter / (union + EPS)
-    penalty = (enclose - union).div_(enclose + EPS)
-    return penalty.sub_(iou).add_(1.0), union, iou
+def _forward_fn(pred_boxes, target_boxes, weights):
+    def forward_fn(want_grad: bool):
+        exact = pred_boxes.device.type != "cpu"  # no data-dependent host sync on accelerators
+        total, grad = giou_sum_and_grad(pred_boxes, target_boxes, weights, want_grad, exact)
+        if grad is not None and not exact and not math.isfinite(float(total)):  # finite inputs: finite total
+            total, grad = giou_sum_and_grad(pred_boxes, target_boxes, weights, want_grad, exact=True)
+        return total, None if grad is None else grad.to(pred_boxes.dtype)
 
-
-class GiouLossTorch(torch.autograd.Function):
-    """Clipped sum(w * (1 - GIoU)) / normalizer; the gradient flows to the predicted boxes only."""
-
-    @staticmethod
-    def forward(ctx, pred_boxes, target_boxes, weights, normalizer, clip):  # type: ignore[override]
-        pred = pred_boxes.float()
-        target = target_boxes.float()
-        raw, areas = _sides(pred, target)
-        losses, union, iou = _losses_from_areas(areas)
-        w = None if weights is None else weights.float()
-        total = losses.sum() if w is None else torch.dot(losses, w)
-        value, slope = clipped(total, normalizer, clip)
-        ctx.save_for_backward(pred, target, raw, areas, union, iou, w, slope)
-        ctx.dtype = pred_boxes.dtype
-        return value
-
-    @staticmethod
-    def backward(ctx, grad_value):  # type: ignore[override]
-        pred, target, raw, areas, union, iou, w, slope = ctx.saved_tensors
-        scale = (grad_value * slope).float()
-        if w is not None:
-            scale = scale * w  # (N,)
-        u = union + EPS
-        e = areas[3] + EPS
-        coef = torch.empty_like(areas)  # dL/d(area) for pred, target(unused), inter, enclose: (4, N)
-        torch.sub(iou / u, 1.0 / e, out=coef[0])  # I/U^2 - 1/E
-        coef[1].zero_()
-        torch.sub(1.0 / e, (1.0 + iou) / u, out=coef[2])  # -(U + I)/U^2 + 1/E
-        torch.div(u, e * e, out=coef[3])  # U/E^2
-        coef.mul_(scale)
-        # d(area)/d(side) = other side where the clamp passed (raw > 0: torch masks the bound itself); (4, N, 2)
-        side_grad = torch.where(raw > 0, raw.flip(2).clamp_(min=0.0).mul_(coef.unsqueeze(2)), 0.0)
-        g_pred, _, g_inter, g_enclose = side_grad  # (N, 2) each
-        # corners: inter = [max of starts, min of ends], enclosure = [min of starts, max of ends]; torch's
-        # max(a, b) passes all of g to a, half on ties, none where a < b (masked, so NaN stays local)
-        ties = pred == target
-        via_max = torch.cat((g_inter, g_enclose), dim=1)
-        via_min = torch.cat((g_enclose, g_inter), dim=1)
-        via_max = torch.where(ties, via_max * 0.5, via_max).masked_fill_(pred < target, 0.0)
-        via_min = torch.where(ties, via_min * 0.5, via_min).masked_fill_(pred > target, 0.0)
-        grad = via_max.add_(via_min).add_(g_pred.repeat(1, 2))
-        grad[:, :2].neg_()  # d(side)/d(start) = -1, d(side)/d(end) = +1
-        grad = grad.to(ctx.dtype)
-        return grad, None, None, None, None
+    return forward_fn
 
 
 def giou_loss_torch(
@@ -92,4 +100,5 @@ def giou_loss_torch(
     clip: float,
 ) -> torch.Tensor:
     """min(nan_to_num(sum(w * (1 - GIoU)) / normalizer), clip), differentiable in `pred_boxes` only."""
-    return GiouLossTorch.apply(pred_boxes, target_boxes, weights, normalizer, clip)
+    forward_fn = _forward_fn(pred_boxes.detach(), target_boxes, weights)
+    return StoredGradLoss.apply(pred_boxes, forward_fn, normalizer, clip)

@@ -124,13 +124,15 @@ class FocalLossTriton(torch.autograd.Function):
         with launch_guard(x, _focal_forward_kernel):
             _focal_forward_kernel[grid](x, t, w, partials, *args, **flags)
         value, slope = clipped(partials.sum(), normalizer, clip)
-        ctx.save_for_backward(x, t, w, slope)
+        ctx.save_for_backward(x, t, w)
+        ctx.slope = slope  # 0-d tensor (device) or float (CPU)
         ctx.launch = (grid, args, flags)
         return value
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
-        x, t, w, slope = ctx.saved_tensors
+        x, t, w = ctx.saved_tensors
+        slope = ctx.slope
         grid, args, flags = ctx.launch
         grad = torch.empty_like(x)
         with launch_guard(x, _focal_backward_kernel):

@@ -143,12 +143,14 @@ class GiouLossTriton(torch.autograd.Function):
         w = None if weights is None else weights.float()
         total = losses.sum() if w is None else torch.dot(losses, w)
         value, slope = clipped(total, normalizer, clip)
-        ctx.save_for_backward(pred, target, w, slope)
+        ctx.save_for_backward(pred, target, w)
+        ctx.slope = slope  # 0-d tensor (device) or float (CPU)
         return value
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
-        pred, target, w, slope = ctx.saved_tensors
+        pred, target, w = ctx.saved_tensors
+        slope = ctx.slope
         scale = (grad_value * slope).float().reshape(1)
         if w is not None:
             scale = (scale * w).contiguous()

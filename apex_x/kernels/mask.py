@@ -97,13 +97,15 @@ class MaskLossTriton(torch.autograd.Function):
         w = None if weights is None else weights.float()
         total = losses.sum() if w is None else torch.dot(losses, w)
         value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
-        ctx.save_for_backward(x, t, box, slope, w, *coefs)
+        ctx.save_for_backward(x, t, box, w, *coefs)
+        ctx.slope = slope  # 0-d tensor (device) or float (CPU)
         ctx.launch = (grid, block, boxes is not None)
         return value
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
-        x, t, box, slope, w, coef_a, coef_b, coef_c = ctx.saved_tensors
+        x, t, box, w, coef_a, coef_b, coef_c = ctx.saved_tensors
+        slope = ctx.slope
         grid, block, has_boxes = ctx.launch
         coef = scaled_coefficients(grad_value, slope, w, coef_a, coef_b, coef_c)
         grad = torch.empty_like(x)

@@ -84,9 +84,8 @@ def test_forced_torch_and_auto_run_the_fast_torch_path(monkeypatch):
     targets = torch.tensor([0, -1, 2, 1])
     assert type(kernels.focal_loss(logits, targets).grad_fn).__name__ == "StoredGradLossBackward"
     monkeypatch.setenv("APEX_X_KERNELS", "torch")
-    assert type(kernels.giou_loss(torch.rand(3, 4).requires_grad_(), torch.rand(3, 4)).grad_fn).__name__ == (
-        "GiouLossTorchBackward"
-    )
+    pred, target = torch.tensor([[0.0, 0.0, 2.0, 2.0]], requires_grad=True), torch.tensor([[1.0, 1.0, 3.0, 3.0]])
+    assert type(kernels.giou_loss(pred, target).grad_fn).__name__ == "StoredGradLossBackward"
 
 
 @needs_interpreter

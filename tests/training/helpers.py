@@ -14,6 +14,7 @@ from apex_x.adapters.reports.json_writer import JsonReportWriter
 from apex_x.adapters.reports.markdown_writer import MarkdownReportWriter
 from apex_x.application.train import TrainUseCase
 from apex_x.domain.config import ApexConfig
+
 from .fakes import FakeDatasetSource, FakeEvaluator, FakeModelFactory
 
 BASE = (

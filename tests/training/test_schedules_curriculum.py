@@ -14,6 +14,7 @@ from apex_x.application.ema import ModelEma
 from apex_x.application.schedules import boundary_scale, box_scale, loss_settings, lr_factor
 from apex_x.application.train_state import Position, next_start
 from apex_x.domain.errors import ConfigError
+
 from .fakes import FakeModel
 
 

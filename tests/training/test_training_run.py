@@ -66,7 +66,7 @@ def test_a_run_writes_checkpoints_reports_plots_and_final_weights(tmp_path: Path
 
 def test_nan_component_is_counted_and_the_step_skipped(tmp_path: Path) -> None:
     factory = FakeModelFactory(nan_at=[2], nan_component="det")
-    make_use_case(tmp_path / "run", STEPS, factory=factory).execute()
+    make_use_case(tmp_path / "run", STEPS, factory=factory, reports=False).execute()
     report = json.loads((tmp_path / "run" / "train_report.json").read_text())
     epoch = report["history"][0]["diagnostics"]
     assert epoch["nan_loss"] == 1 and epoch["skipped_steps"] == 1 and epoch["applied_steps"] == 2
@@ -81,7 +81,7 @@ def test_too_many_bad_steps_stop_with_the_component_and_first_step(tmp_path: Pat
     run = tmp_path / "run"
     factory = FakeModelFactory(nan_at=[4, 5, 6], nan_component="seg")
     with pytest.raises(TrainingStopped) as stopped:
-        make_use_case(run, STEPS, "train.max_consecutive_bad_steps=3", factory=factory).execute()
+        make_use_case(run, STEPS, "train.max_consecutive_bad_steps=3", factory=factory, reports=False).execute()
     message = str(stopped.value)
     assert "3 non-finite steps in a row" in message and "first bad step 3" in message and "seg" in message
     payload = TorchCheckpointStore().load(str(run / "checkpoints" / "last.pt"))  # intact: end of epoch 1
@@ -91,19 +91,20 @@ def test_too_many_bad_steps_stop_with_the_component_and_first_step(tmp_path: Pat
 
 
 def test_a_nan_metric_is_never_best(tmp_path: Path) -> None:
-    make_use_case(tmp_path / "a", STEPS, evaluator=FakeEvaluator(nan_calls=[1])).execute()
+    make_use_case(tmp_path / "a", STEPS, evaluator=FakeEvaluator(nan_calls=[1]), reports=False).execute()
     report = json.loads((tmp_path / "a" / "train_report.json").read_text())
     assert [entry["is_best"] for entry in report["history"]] == [False, True]
     assert report["best_metric"]["epoch"] == 2
-    make_use_case(tmp_path / "b", STEPS, evaluator=FakeEvaluator(nan_calls=[1, 2])).execute()
+    make_use_case(tmp_path / "b", STEPS, evaluator=FakeEvaluator(nan_calls=[1, 2]), reports=False).execute()
     report = json.loads((tmp_path / "b" / "train_report.json").read_text())
     assert report["best_metric"] is None and not (tmp_path / "b" / "checkpoints" / "best.pt").exists()
 
 
 def test_metric_falls_back_to_val_loss_then_train_loss(tmp_path: Path) -> None:
-    no_truth = make_use_case(tmp_path / "a", STEPS, source=FakeDatasetSource(with_ground_truth=False)).execute()
+    no_truth = make_use_case(tmp_path / "a", STEPS, source=FakeDatasetSource(with_ground_truth=False),
+                             reports=False).execute()
     assert no_truth.selected_metric == "val_loss" and no_truth.best["name"] == "val_loss"
-    no_val = make_use_case(tmp_path / "b", STEPS, source=FakeDatasetSource(val_images=0)).execute()
+    no_val = make_use_case(tmp_path / "b", STEPS, source=FakeDatasetSource(val_images=0), reports=False).execute()
     assert no_val.selected_metric == "train_loss" and math.isfinite(no_val.best["value"])
     report = json.loads((tmp_path / "b" / "train_report.json").read_text())
     assert "no val split" in report["checkpoint_metric_reason"] and report["history"][0]["val"] is None
@@ -128,7 +129,8 @@ def test_class_count_and_metric_name_are_checked(tmp_path: Path) -> None:
 
 
 def test_keep_last_epochs_prunes_old_epoch_files(tmp_path: Path) -> None:
-    make_use_case(tmp_path / "run", STEPS, "train.keep_last_epochs=1", "train.eval_every_epochs=2").execute()
+    make_use_case(tmp_path / "run", STEPS, "train.keep_last_epochs=1", "train.eval_every_epochs=2",
+                  reports=False).execute()
     names = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == ["best.pt", "epoch_0002.pt", "last.pt"]
 
@@ -144,7 +146,7 @@ class ConstantDistill:
 
 def test_auxiliary_losses_are_weighted_and_reported(tmp_path: Path) -> None:
     result = make_use_case(tmp_path / "run", STEPS, "train.distill_weight=2.0",
-                           auxiliary_losses=[ConstantDistill()]).execute()
+                           auxiliary_losses=[ConstantDistill()], reports=False).execute()
     history = result.report["history"]
     assert all("distill" in entry["train"] for entry in history)
     first = history[0]["train"]

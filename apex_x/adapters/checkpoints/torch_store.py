@@ -211,6 +211,23 @@ class TorchCheckpointStore:
     def extract_model_state(self, payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
         return extract_model_state(payload, prefer_ema=prefer_ema)
 
+    def copy(self, source: str, target: str) -> None:
+        """target becomes a hard link to source (same bytes, no extra disk), swapped in atomically; where
+        links are impossible (other filesystem, no support), a copy through the same atomic write."""
+        source_path, target_path = Path(source), Path(target)
+        temp = target_path.parent / f".{target_path.name}.{os.getpid()}.link.tmp"
+        try:
+            temp.unlink(missing_ok=True)
+            os.link(source_path, temp)
+            os.replace(temp, target_path)
+            fsync_directory(target_path.parent)
+            return
+        except OSError:
+            temp.unlink(missing_ok=True)
+        with open(source_path, "rb") as handle:
+            data = handle.read()
+        atomic_write(target_path, lambda out: out.write(data), what="checkpoint")
+
     def list_checkpoints(self, directory: str) -> list[str]:
         folder = Path(directory)
         if not folder.is_dir():

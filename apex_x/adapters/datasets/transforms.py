@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from apex_x.adapters.datasets.mask_resample import resample_masks
 from apex_x.adapters.datasets.segmentation import decode_stack
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.types import ImageMeta
@@ -230,20 +231,17 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     if placement.flip:
         boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
 
-    # Masks: sample the original mask at the centre of every mask pixel (vectorised gather).
-    centres_x = (np.arange(width // stride) + 0.5) * stride
-    centres_y = (np.arange(height // stride) + 0.5) * stride
-    if placement.flip:
-        centres_x = width - centres_x
-    src_x = np.floor((centres_x - placement.offset_x) / sx).astype(np.int64)
-    src_y = np.floor((centres_y - placement.offset_y) / sy).astype(np.int64)
-    inside_x = (src_x >= 0) & (src_x < raw.orig_width)
-    inside_y = (src_y >= 0) & (src_y < raw.orig_height)
-    gathered = full[
-        src_y.clip(0, raw.orig_height - 1)[:, None], src_x.clip(0, raw.orig_width - 1)[None, :], :
-    ]
-    gathered = gathered * (inside_y[:, None] & inside_x[None, :])[..., None].astype(np.uint8)
-    masks = np.ascontiguousarray(gathered.transpose(2, 0, 1))  # (N, H // s, W // s)
+    masks = resample_masks(  # (N, H // s, W // s): coverage >= 1/2 of each mask pixel
+        full,
+        scale_x=sx,
+        scale_y=sy,
+        offset_x=placement.offset_x,
+        offset_y=placement.offset_y,
+        flip=placement.flip,
+        width=width,
+        height=height,
+        stride=stride,
+    )
 
     keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
     if rng is not None and any(settings.hsv_jitter):

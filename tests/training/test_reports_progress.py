@@ -1,0 +1,87 @@
+"""Report writers (strict JSON, markdown with plots) and the progress adapters (bar on a TTY, log lines off)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import structlog
+
+from apex_x.adapters.progress import LogProgress, TqdmProgress, make_progress
+from apex_x.adapters.reports.json_writer import JsonReportWriter
+from apex_x.adapters.reports.markdown_writer import MarkdownReportWriter
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def sample_report() -> dict:
+    history = [
+        {"epoch": 1, "stage": "det_stability", "steps": 4, "lr": 0.001, "train": {"total_loss": 2.0, "det": 2.0},
+         "diagnostics": {"grad_norm_max": 3.0, "skipped_steps": 1, "oom_skipped_steps": 0},
+         "val": {"segm_AP": math.nan, "bbox_AP": 0.1, "val_loss": 1.5}, "metric": {"name": "segm_AP", "value": math.nan},
+         "is_best": False, "seconds": 1.0},
+        {"epoch": 2, "stage": "seg_boundary", "steps": 4, "lr": 0.0005,
+         "train": {"total_loss": 1.0, "det": 0.5, "seg": 0.3, "boundary": 0.2},
+         "diagnostics": {"grad_norm_max": 2.0, "skipped_steps": 0, "oom_skipped_steps": 0},
+         "val": {"segm_AP": 0.4, "bbox_AP": 0.5, "val_loss": 1.0}, "metric": {"name": "segm_AP", "value": 0.4},
+         "is_best": True, "seconds": 1.0, "evaluation": {"per_class": {"circle": {"segm_AP": 0.4}}}},
+    ]
+    return {"status": "finished", "selected_checkpoint_metric": "segm_AP", "best_metric": {"name": "segm_AP",
+            "value": 0.4, "epoch": 2}, "history": history, "config": {"train": {"epochs": 1}},
+            "loss_diagnostics": {"run": {"nan_loss": 1, "bad_components": {"det": 1}}, "per_stage": {}},
+            "stage_metrics": {}, "artifacts": {}}
+
+
+def test_json_writer_is_strict_and_writes_config(tmp_path: Path) -> None:
+    written = JsonReportWriter().write(sample_report(), str(tmp_path))
+    assert sorted(Path(path).name for path in written) == ["config.json", "train_report.json"]
+    text = (tmp_path / "train_report.json").read_text()
+    assert "NaN" not in text
+    report = json.loads(text)
+    assert report["history"][0]["val"]["segm_AP"] is None and report["history"][1]["val"]["segm_AP"] == 0.4
+    assert json.loads((tmp_path / "config.json").read_text()) == {"train": {"epochs": 1}}
+
+
+def test_markdown_links_the_plots_it_writes(tmp_path: Path) -> None:
+    written = MarkdownReportWriter().write(sample_report(), str(tmp_path))
+    markdown = (tmp_path / "train_report.md").read_text()
+    assert "![loss components per epoch](plots/loss_components.png)" in markdown
+    assert "![validation AP per epoch](plots/val_metrics.png)" in markdown
+    assert "| 2 | seg_boundary | 4 |" in markdown and "**yes**" in markdown and "| circle |" in markdown
+    for name in ("loss_components.png", "val_metrics.png"):
+        assert str(tmp_path / "plots" / name) in written
+        assert (tmp_path / "plots" / name).stat().st_size > 1000
+
+
+def test_a_terminal_gets_a_bar_with_stage_loss_and_lr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APEX_X_PROGRESS", raising=False)
+    terminal = Terminal()
+    progress = make_progress(5, stream=terminal)
+    assert isinstance(progress, TqdmProgress)
+    progress.start_epoch(stage="det_stability", epoch=1, total_epochs=2, total_steps=4, initial_step=1)
+    for step in (2, 3, 4):
+        progress.update(step=step, loss=0.5, lr=1e-3)
+    progress.end_epoch({"loss": 0.5, "segm_AP": 0.25, "seconds": 1.0})
+    shown = terminal.getvalue()
+    assert "epoch 1/2 [det_stability]" in shown and "4/4" in shown and "lr=1.00e-03" in shown
+    assert "it/s" in shown or "s/it" in shown
+
+
+def test_without_a_terminal_plain_log_lines_every_n_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APEX_X_PROGRESS", raising=False)
+    progress = make_progress(2, stream=io.StringIO())
+    assert isinstance(progress, LogProgress)
+    with structlog.testing.capture_logs() as logs:
+        progress.start_epoch(stage="seg_boundary", epoch=2, total_epochs=2, total_steps=5, initial_step=0)
+        for step in range(1, 6):
+            progress.update(step=step, loss=float(step), lr=1e-3)
+    lines = [entry for entry in logs if entry["event"] == "train_progress"]
+    assert [entry["step"] for entry in lines] == ["2/5", "4/5", "5/5"]
+    assert lines[0]["loss"] == 1.5 and all({"eta", "it_s", "lr"} <= set(entry) for entry in lines)
+    assert all(entry["stage"] == "seg_boundary" for entry in lines)
