@@ -206,8 +206,11 @@ def peak_bytes(setup, target, device: str) -> int:
         prof.export_chrome_trace(path)
         with open(path) as handle:
             events = json.load(handle)["traceEvents"]
-    totals = [e["args"].get("Total Allocated", 0) for e in events if e.get("name") == "[memory]"]
-    return int(max(totals, default=0))
+    memory = [e["args"] for e in sorted(events, key=lambda e: e.get("ts", 0)) if e.get("name") == "[memory]"]
+    if not memory:
+        return 0
+    baseline = memory[0]["Total Allocated"] - memory[0]["Bytes"]  # the allocator's count before the call
+    return int(max(args["Total Allocated"] for args in memory) - baseline)
 
 
 def bytes_must_move(data: dict, phase: str) -> int:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import signal
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
-import torch
 
 from apex_x.application.checkpointing import CheckpointKeeper, make_payload
 from apex_x.application.curriculum import Stage, total_epochs
@@ -22,6 +18,7 @@ from apex_x.application.diagnostics import RunDiagnostics
 from apex_x.application.distributed import DistContext
 from apex_x.application.ema import ModelEma
 from apex_x.application.progress import Progress
+from apex_x.application.run_support import MetricChoice, TrainResult, amp_dtype
 from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
 from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
@@ -29,89 +26,11 @@ from apex_x.application.trainer import Trainer, build_optimizer
 from apex_x.application.validation import validate
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
-from apex_x.domain.errors import DatasetError, TrainingStopped
+from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
 from apex_x.domain.ports import AuxiliaryLoss, CheckpointStore, DatasetSource, Evaluator, ReportWriter
 from apex_x.domain.types import CategoryMap
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a run produced; `status` is finished, paused (stop_after_steps or a signal) or stopped."""
-
-    status: str
-    output_dir: str
-    report_path: str
-    best: dict[str, Any] | None
-    selected_metric: str
-    last_val_metrics: dict[str, float] | None
-    checkpoints: dict[str, str | None] = field(default_factory=dict)
-    weights_path: str | None = None
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def val_ap(self) -> float | None:
-        """segm AP of the last validation (bbox AP if there is no segm), the figure the CLI prints."""
-        metrics = self.last_val_metrics or {}
-        for name in ("segm_AP", "bbox_AP"):
-            if name in metrics:
-                return metrics[name]
-        return None
-
-
-@dataclass(frozen=True)
-class MetricChoice:
-    requested: str
-    selected: str
-    reason: str
-
-
-def choose_metric(requested: str, source: DatasetSource) -> MetricChoice:
-    """The metric that selects best.pt: the requested one when the data can give it, else val/train loss."""
-    has_val = source.has_val()
-    if requested.endswith("loss"):
-        if requested == "val_loss" and not has_val:
-            return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
-        return MetricChoice(requested, requested, "as configured")
-    if has_val and source.val_ground_truth() is not None:
-        return MetricChoice(requested, requested, "as configured")
-    if has_val:
-        return MetricChoice(requested, "val_loss", "the val split has no ground truth for COCO metrics: val loss")
-    return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
-
-
-@contextlib.contextmanager
-def interrupt_guard() -> Iterator[Any]:
-    """SIGINT/SIGTERM ask the run to stop after the current step (saving last.pt); a second SIGINT aborts."""
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if requested.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        requested.set()
-        log.warning("stop_requested", signal=signal.Signals(signum).name,
-                    action="saving last.pt after this step; press Ctrl-C again to abort")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def kernels_report(preference: str, device: torch.device) -> dict[str, Any]:
-    """Apply runtime.kernels, fail fast if a forced backend cannot run on `device`, and describe the
-    loss-kernel backend for the report (`backend` is the one used for this device)."""
-    from apex_x import kernels
-
-    kernels.set_backend_preference(preference)
-    backend = kernels.resolve_backend(torch.empty(0, device=device))
-    return {"preference": preference, **kernels.active_backend_report(), "backend": backend}
 
 
 class RunSession:
@@ -143,7 +62,7 @@ class RunSession:
                 f"(world size {context.world_size}); lower train.batch_size or add images"
             )
         self.steps_per_epoch = min(batches, train.steps_per_stage or batches)
-        self.amp_dtype = _amp_dtype(train.amp, context.device)
+        self.amp_dtype = amp_dtype(train.amp, context.device)
         self.ema = ModelEma(model, train.ema_decay) if train.ema else None
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
         self.diagnostics = RunDiagnostics()
@@ -170,7 +89,7 @@ class RunSession:
             key for key in own if key in weights and tuple(own[key].shape) != tuple(weights[key].shape)
         )
         if problems:
-            raise TrainingStopped(f"{path}: the weights do not fit the model built from the config: {problems[:8]}")
+            raise CheckpointError(f"{path}: the weights do not fit the model built from the config: {problems[:8]}")
         self.model.load_state_dict(weights, strict=True)
         self.trainer.optimizer.load_state_dict(payload[fmt.KEY_OPTIMIZER])
         progress = dict(payload[fmt.KEY_PROGRESS])
@@ -186,6 +105,13 @@ class RunSession:
         first_bad = state.get("first_bad")
         self.trainer.first_bad = (int(first_bad[0]), list(first_bad[1])) if first_bad else None
         position = Position.from_plain(progress)
+        saved_world = int(progress.get("world_size", 1))
+        if not position.epoch_complete and saved_world != self.context.world_size:
+            raise CheckpointError(
+                f"{path} was written mid-epoch by {saved_world} process(es); resuming it mid-epoch needs the same "
+                f"number (now {self.context.world_size}), because the batches of an epoch are split per process. "
+                "Resume with the same torchrun --nproc_per_node, or from an end-of-epoch checkpoint (epoch_XXXX.pt)"
+            )
         self.trainer.global_step = position.global_step
         restore_rng(payload[fmt.KEY_RNG])
         self.position = position
@@ -340,7 +266,8 @@ class RunSession:
                              "total_steps": self.trainer.total_steps},
             rng=capture_rng(),
             progress={**self.position.to_plain(), "epoch_number": len(state.history) + (0 if self.position.epoch_complete else 1),
-                      "ema_updates": self.ema.updates if self.ema is not None else 0},
+                      "ema_updates": self.ema.updates if self.ema is not None else 0,
+                      "world_size": self.context.world_size},
             best=state.best,
             config=self.settings.to_plain(),
             categories=self.categories.to_plain(),
@@ -410,9 +337,3 @@ class RunSession:
             checkpoints={"last": report["artifacts"]["last_checkpoint"], "best": report["artifacts"]["best_checkpoint"]},
             weights_path=report["artifacts"]["weights"], report=report,
         )
-
-
-def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None

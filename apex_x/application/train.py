@@ -19,13 +19,8 @@ from apex_x.application.resume import (
     finished_message,
     require_training_checkpoint,
 )
-from apex_x.application.run_session import (
-    RunSession,
-    TrainResult,
-    choose_metric,
-    interrupt_guard,
-    kernels_report,
-)
+from apex_x.application.run_session import RunSession
+from apex_x.application.run_support import TrainResult, choose_metric, interrupt_guard, kernels_report
 from apex_x.application.train_report import COCO_METRICS, LOSS_METRICS
 from apex_x.application.train_state import next_start, seed_everything
 from apex_x.domain import checkpoint_format as fmt

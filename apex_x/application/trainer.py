@@ -257,7 +257,7 @@ class Trainer:
         reseed(seed, "epoch", epoch, rank)
         for batch in loader.iter_epoch(epoch, start_batch):
             reseed(seed, "step", self.global_step, rank)
-            settings = settings_for(epoch + done / max(1, steps_in_epoch))
+            settings = settings_for(epoch + (done + 1) / max(1, steps_in_epoch))  # progress at the end of this step
             outcome = self.step(batch.to(device, non_blocking=non_blocking), stage, settings)
             self.record(outcome, stage)
             done += 1

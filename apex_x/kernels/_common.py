@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy
@@ -87,6 +88,13 @@ def needs_reference(*tensors: torch.Tensor | None) -> bool:
     return any(t is not None and t.requires_grad for t in tensors)
 
 
+def full_precision(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off inside the losses: they accumulate in fp32 whatever the caller's autocast says."""
+    if tensor.device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=tensor.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def clipped(
     total: torch.Tensor, normalizer: float | torch.Tensor, clip: float
 ) -> tuple[torch.Tensor, torch.Tensor | float]:
@@ -166,7 +174,8 @@ class StoredGradLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, forward_fn, normalizer, clip):  # type: ignore[override]
-        total, grad = forward_fn(ctx.needs_input_grad[0])
+        with full_precision(logits):
+            total, grad = forward_fn(ctx.needs_input_grad[0])
         value, ctx.slope = clipped(total, normalizer, clip)
         ctx.grad = grad
         ctx.forward_fn = forward_fn
@@ -176,7 +185,8 @@ class StoredGradLoss(torch.autograd.Function):
     def backward(ctx, grad_value):  # type: ignore[override]
         grad, ctx.grad = ctx.grad, None
         if grad is None:  # a second backward (retain_graph=True): recompute from the inputs
-            _, grad = ctx.forward_fn(True)
+            with full_precision(grad_value):
+                _, grad = ctx.forward_fn(True)
         if isinstance(ctx.slope, float) and grad_value.device.type == "cpu":
             return grad.mul_(float(grad_value) * ctx.slope), None, None, None
         return grad.mul_((grad_value * ctx.slope).to(torch.float32)), None, None, None

@@ -11,7 +11,7 @@ import triton.language as tl
 
 from apex_x.domain.errors import KernelBackendError
 
-NAN_ALL = tl.PropagateNan.ALL
+NAN_ALL = tl.constexpr(tl.PropagateNan.ALL)  # constexpr: the only kind of global a compiled kernel may read
 ELEMENTS_PER_PROGRAM = 2048  # elementwise tile; memory-bound kernels, 4 warps
 
 

@@ -14,7 +14,13 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import box_crop_factors, clipped, dice_bce_terms, instance_normalizer
+from apex_x.kernels._common import (
+    box_crop_factors,
+    clipped,
+    dice_bce_terms,
+    full_precision,
+    instance_normalizer,
+)
 from apex_x.kernels._triton_common import NAN_ALL, box_crop, kernel_view, launch_guard, pixel_block
 from apex_x.kernels.mask import instance_sums, scaled_coefficients
 
@@ -105,32 +111,39 @@ def _gather_grad_kernel(x_ptr, edge_grad_ptr, code_max_ptr, code_min_ptr, grad_p
     tl.store(grad_ptr + base + pixels, (acc * p * (1.0 - p)).to(grad_ptr.dtype.element_ty), mask=ok)
 
 
+def _forward(
+    ctx, mask_logits, target_masks, boxes, weights, bce_weight, dice_weight, normalizer, clip, smooth, eps
+):
+    """Host forward: per-block partial sums of the edge maps, then the per-instance algebra."""
+    x = mask_logits.contiguous()
+    t = kernel_view(target_masks)
+    count, height, width = x.shape
+    box = x if boxes is None else boxes.contiguous()
+    block = pixel_block(height * width)
+    grid = (count, triton.cdiv(height * width, block))
+    partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
+    with launch_guard(x, _boundary_forward_kernel):
+        _boundary_forward_kernel[grid](x, t, box, partials, height, width, eps, HAS_BOXES=boxes is not None,
+                                       BLOCK=block)  # fmt: skip
+    area = box_crop_factors(boxes, count, height, width, x.device)[2]
+    bce_sum, inter, pred_sum, target_sum = instance_sums(partials, count)
+    losses, *coefs = dice_bce_terms(bce_sum, inter, pred_sum, target_sum, area, bce_weight, dice_weight, smooth)
+    w = None if weights is None else weights.float()
+    total = losses.sum() if w is None else torch.dot(losses, w)
+    value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
+    ctx.save_for_backward(x, t, box, w, *coefs)
+    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
+    ctx.launch = (grid, block, boxes is not None, eps)
+    return value
+
+
 class BoundaryLossTriton(torch.autograd.Function):
     """Clipped boundary component; the backward recomputes the windows from the inputs."""
 
     @staticmethod
-    def forward(ctx, mask_logits, target_masks, boxes, weights, bce_weight, dice_weight, normalizer, clip,
-                smooth, eps):  # type: ignore[override]  # fmt: skip
-        x = mask_logits.contiguous()
-        t = kernel_view(target_masks)
-        count, height, width = x.shape
-        box = x if boxes is None else boxes.contiguous()
-        block = pixel_block(height * width)
-        grid = (count, triton.cdiv(height * width, block))
-        partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
-        with launch_guard(x, _boundary_forward_kernel):
-            _boundary_forward_kernel[grid](x, t, box, partials, height, width, eps, HAS_BOXES=boxes is not None,
-                                           BLOCK=block)  # fmt: skip
-        area = box_crop_factors(boxes, count, height, width, x.device)[2]
-        bce_sum, inter, pred_sum, target_sum = instance_sums(partials, count)
-        losses, *coefs = dice_bce_terms(bce_sum, inter, pred_sum, target_sum, area, bce_weight, dice_weight, smooth)
-        w = None if weights is None else weights.float()
-        total = losses.sum() if w is None else torch.dot(losses, w)
-        value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
-        ctx.save_for_backward(x, t, box, w, *coefs)
-        ctx.slope = slope  # 0-d tensor (device) or float (CPU)
-        ctx.launch = (grid, block, boxes is not None, eps)
-        return value
+    def forward(ctx, *inputs):  # type: ignore[override]
+        with full_precision(inputs[0]):
+            return _forward(ctx, *inputs)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]

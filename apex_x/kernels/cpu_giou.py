@@ -28,38 +28,43 @@ def giou_sum_and_grad(
     want_grad: bool,
     exact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(sum of w * (1 - GIoU) as a 0-d fp32 tensor, its gradient w.r.t. pred_boxes or None)."""
+    """(sum of w * (1 - GIoU) as a 0-d fp32 tensor, its gradient w.r.t. pred_boxes or None).
+
+    Temporaries are dropped as soon as they are used: the peak stays near torchvision's autograd peak."""
     pred, target = pred_boxes.float(), target_boxes.float()
     count = pred.shape[0]
     high, low = torch.maximum(pred, target), torch.minimum(pred, target)  # (N, 4)
-    raw = torch.empty(4, 2, count, device=pred.device)  # side lengths (w, h) of pred, inter, enclosure, target
-    torch.sub(pred[:, 2:].t(), pred[:, :2].t(), out=raw[0])
-    torch.sub(low[:, 2:].t(), high[:, :2].t(), out=raw[1])  # intersection: min of ends - max of starts
-    torch.sub(high[:, 2:].t(), low[:, :2].t(), out=raw[2])  # enclosure: max of ends - min of starts
-    torch.sub(target[:, 2:].t(), target[:, :2].t(), out=raw[3])
-    sides = raw.clamp(min=0.0)
-    areas = sides[:, 0] * sides[:, 1]  # (4, N)
-    u = torch.add(areas[0], areas[3]).sub_(areas[1]).add_(EPS)  # union + eps
-    e = areas[2] + EPS  # enclosure + eps
-    iou = areas[1] / u
-    losses = (e - u).div_(e).sub_(iou).add_(1.0)  # 1 - iou + (enclosure - union) / (enclosure + eps)
+    sides = torch.empty(3, 2, count, device=pred.device)  # side lengths (w, h) of pred, inter, enclosure
+    torch.sub(pred[:, 2:].t(), pred[:, :2].t(), out=sides[0])
+    torch.sub(low[:, 2:].t(), high[:, :2].t(), out=sides[1])  # intersection: min of ends - max of starts
+    torch.sub(high[:, 2:].t(), low[:, :2].t(), out=sides[2])  # enclosure: max of ends - min of starts
+    del high, low
+    sides.clamp_(min=0.0)  # > 0 exactly where the raw side is > 0 (NaN stays NaN)
+    tw, th = (target[:, 2:].t() - target[:, :2].t()).clamp_(min=0.0)
+    areas = sides[:, 0] * sides[:, 1]  # (3, N)
+    u = areas[0].add_(tw.mul_(th)).sub_(areas[1]).add_(EPS)  # union + eps
+    inv_e = areas[2].add_(EPS).reciprocal_()  # 1 / (enclosure + eps)
+    iou = areas[1].div_(u)
+    losses = torch.mul(u, inv_e).neg_().add_(2.0).sub_(iou)  # 1 - iou + (enclosure - union)/(enclosure + eps)
     w = None if weights is None else weights.float()
     total = losses.sum() if w is None else torch.dot(losses, w)
+    del losses, tw, th
     if not want_grad:
         return total, None
-    inv_e = e.reciprocal_()
     coef = torch.empty(3, count, device=pred.device)  # dL/d(area) of pred, inter, enclosure
     torch.div(iou, u, out=coef[0]).sub_(inv_e)
     torch.add(iou, 1.0, out=coef[1]).div_(u).neg_().add_(inv_e)
     torch.mul(u, inv_e, out=coef[2]).mul_(inv_e)
+    del areas, u, iou, inv_e
     if w is not None:
         coef.mul_(w)
-    sides = sides[:3]  # the target's sides get no gradient
     side_grad = sides.flip(1).mul_(coef.unsqueeze(1))  # dL/d(side) = dL/d(area) * other side
+    del coef
     if exact:  # torch's clamp passes strictly inside its bound; masking keeps NaN out of closed gates
-        side_grad = torch.where(raw[:3] > 0, side_grad, 0.0)
+        side_grad = torch.where(sides > 0, side_grad, 0.0)
     else:  # finite: sign(clamped side) is that 0/1 gate, without a bool tensor
         side_grad.mul_(sides.sign_())
+    del sides
     g_pred, g_inter, g_encl = side_grad  # (2, N) each, rows x and y
     # starts: d(side)/d(start) = -1, inter starts at max(starts), enclosure at min(starts); ends mirrored
     grad = torch.empty(count, 4, device=pred.device)
@@ -74,7 +79,7 @@ def _corner(own, via_max, via_min, p, t, exact: bool) -> torch.Tensor:
     with torch's own masking (factor * NaN would not be a masked zero)."""
     if not exact:
         wins = torch.sub(p, t).sign_().add_(1.0).mul_(0.5)
-        return torch.add(own, via_min).addcmul_(torch.sub(via_max, via_min), wins)
+        return wins.mul_(torch.sub(via_max, via_min)).add_(own).add_(via_min)
     ties = p == t
     via_max = torch.where(ties, via_max * 0.5, via_max).masked_fill_(p < t, 0.0)
     via_min = torch.where(ties, via_min * 0.5, via_min).masked_fill_(p > t, 0.0)

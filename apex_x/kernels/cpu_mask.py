@@ -17,7 +17,7 @@ from apex_x.kernels._common import (
     instance_normalizer,
 )
 
-CHUNK_ELEMENTS = 1 << 17
+CHUNK_ELEMENTS = 1 << 15
 
 
 def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import check_class_ids, clipped, is_class_targets
+from apex_x.kernels._common import check_class_ids, clipped, full_precision, is_class_targets
 from apex_x.kernels._triton_common import (
     ELEMENTS_PER_PROGRAM,
     bce_with_logits,
@@ -103,31 +103,37 @@ def _launch_shape(n_rows: int, n_cols: int) -> tuple[tuple[int, int], dict[str, 
     return grid, {"BLOCK_R": block_r, "BLOCK_C": block_c}
 
 
+def _forward(ctx, logits, targets, weights, gamma, alpha, normalizer, clip):
+    """Host forward: one fused pass writes per-tile sums; the clip runs on the device."""
+    x = logits.contiguous()
+    n_rows, n_cols = x.shape
+    class_ids = is_class_targets(targets)
+    if class_ids:
+        check_class_ids(targets, n_cols)
+    t = kernel_view(targets)
+    w = x if weights is None else weights.contiguous()
+    grid, blocks = _launch_shape(n_rows, n_cols)
+    mode = 2 if gamma == 2.0 else (0 if gamma == 0.0 else 1)
+    flags = {"CLASS_IDS": class_ids, "HAS_WEIGHTS": weights is not None, "HAS_ALPHA": alpha is not None,
+             "GAMMA_MODE": mode, **blocks}  # fmt: skip
+    partials = torch.empty(grid[0] * grid[1], dtype=torch.float32, device=x.device)
+    args = (n_rows, n_cols, float(gamma), 0.0 if alpha is None else float(alpha))
+    with launch_guard(x, _focal_forward_kernel):
+        _focal_forward_kernel[grid](x, t, w, partials, *args, **flags)
+    value, slope = clipped(partials.sum(), normalizer, clip)
+    ctx.save_for_backward(x, t, w)
+    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
+    ctx.launch = (grid, args, flags)
+    return value
+
+
 class FocalLossTriton(torch.autograd.Function):
     """Clipped focal component; the backward recomputes the elementwise terms from the inputs."""
 
     @staticmethod
-    def forward(ctx, logits, targets, weights, gamma, alpha, normalizer, clip):  # type: ignore[override]
-        x = logits.contiguous()
-        n_rows, n_cols = x.shape
-        class_ids = is_class_targets(targets)
-        if class_ids:
-            check_class_ids(targets, n_cols)
-        t = kernel_view(targets)
-        w = x if weights is None else weights.contiguous()
-        grid, blocks = _launch_shape(n_rows, n_cols)
-        mode = 2 if gamma == 2.0 else (0 if gamma == 0.0 else 1)
-        flags = {"CLASS_IDS": class_ids, "HAS_WEIGHTS": weights is not None, "HAS_ALPHA": alpha is not None,
-                 "GAMMA_MODE": mode, **blocks}  # fmt: skip
-        partials = torch.empty(grid[0] * grid[1], dtype=torch.float32, device=x.device)
-        args = (n_rows, n_cols, float(gamma), 0.0 if alpha is None else float(alpha))
-        with launch_guard(x, _focal_forward_kernel):
-            _focal_forward_kernel[grid](x, t, w, partials, *args, **flags)
-        value, slope = clipped(partials.sum(), normalizer, clip)
-        ctx.save_for_backward(x, t, w)
-        ctx.slope = slope  # 0-d tensor (device) or float (CPU)
-        ctx.launch = (grid, args, flags)
-        return value
+    def forward(ctx, *inputs):  # type: ignore[override]
+        with full_precision(inputs[0]):
+            return _forward(ctx, *inputs)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import clipped
+from apex_x.kernels._common import clipped, full_precision
 from apex_x.kernels._triton_common import NAN_ALL, launch_guard
 
 BLOCK = 1024
@@ -128,24 +128,30 @@ def _giou_backward_kernel(pred_ptr, target_ptr, scale_ptr, grad_ptr, n_pairs, ep
     tl.store(grad_ptr + base + 3, g_y1.to(out_ty), mask=ok)
 
 
+def _forward(ctx, pred_boxes, target_boxes, weights, normalizer, clip):
+    """Host forward: per-pair losses, weighted sum and clip on the device."""
+    pred = pred_boxes.contiguous()
+    target = target_boxes.contiguous()
+    n_pairs = pred.shape[0]
+    losses = torch.empty(n_pairs, dtype=torch.float32, device=pred.device)
+    grid = (triton.cdiv(n_pairs, BLOCK),)
+    with launch_guard(pred, _giou_forward_kernel):
+        _giou_forward_kernel[grid](pred, target, losses, n_pairs, EPS, BLOCK=BLOCK)
+    w = None if weights is None else weights.float()
+    total = losses.sum() if w is None else torch.dot(losses, w)
+    value, slope = clipped(total, normalizer, clip)
+    ctx.save_for_backward(pred, target, w)
+    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
+    return value
+
+
 class GiouLossTriton(torch.autograd.Function):
     """Clipped sum(w * (1 - GIoU)) / normalizer; gradient to the predicted boxes only."""
 
     @staticmethod
-    def forward(ctx, pred_boxes, target_boxes, weights, normalizer, clip):  # type: ignore[override]
-        pred = pred_boxes.contiguous()
-        target = target_boxes.contiguous()
-        n_pairs = pred.shape[0]
-        losses = torch.empty(n_pairs, dtype=torch.float32, device=pred.device)
-        grid = (triton.cdiv(n_pairs, BLOCK),)
-        with launch_guard(pred, _giou_forward_kernel):
-            _giou_forward_kernel[grid](pred, target, losses, n_pairs, EPS, BLOCK=BLOCK)
-        w = None if weights is None else weights.float()
-        total = losses.sum() if w is None else torch.dot(losses, w)
-        value, slope = clipped(total, normalizer, clip)
-        ctx.save_for_backward(pred, target, w)
-        ctx.slope = slope  # 0-d tensor (device) or float (CPU)
-        return value
+    def forward(ctx, *inputs):  # type: ignore[override]
+        with full_precision(inputs[0]):
+            return _forward(ctx, *inputs)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]

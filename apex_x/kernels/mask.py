@@ -13,9 +13,15 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import box_crop_factors, clipped, dice_bce_terms, instance_normalizer
+from apex_x.kernels._common import (
+    box_crop_factors,
+    clipped,
+    dice_bce_terms,
+    full_precision,
+    instance_normalizer,
+)
 from apex_x.kernels._triton_common import (
-        bce_with_logits,
+    bce_with_logits,
     box_crop,
     kernel_view,
     launch_guard,
@@ -75,32 +81,37 @@ def scaled_coefficients(grad_value, slope, weights, coef_a, coef_b, coef_c) -> t
     return (torch.stack((coef_a, coef_b, coef_c), dim=1) * scale.reshape(-1, 1)).contiguous()
 
 
+def _forward(ctx, mask_logits, target_masks, boxes, weights, bce_weight, dice_weight, normalizer, clip, smooth):
+    """Host forward: per-block partial sums, then the per-instance algebra on the device."""
+    x = mask_logits.contiguous()
+    t = kernel_view(target_masks)
+    count, height, width = x.shape
+    box = x if boxes is None else boxes.contiguous()
+    block = pixel_block(height * width)
+    grid = (count, triton.cdiv(height * width, block))
+    partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
+    with launch_guard(x, _mask_forward_kernel):
+        _mask_forward_kernel[grid](x, t, box, partials, height, width, HAS_BOXES=boxes is not None,
+                                   BLOCK=block)  # fmt: skip
+    area = box_crop_factors(boxes, count, height, width, x.device)[2]
+    bce_sum, inter, pred_sum, target_sum = instance_sums(partials, count)
+    losses, *coefs = dice_bce_terms(bce_sum, inter, pred_sum, target_sum, area, bce_weight, dice_weight, smooth)
+    w = None if weights is None else weights.float()
+    total = losses.sum() if w is None else torch.dot(losses, w)
+    value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
+    ctx.save_for_backward(x, t, box, w, *coefs)
+    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
+    ctx.launch = (grid, block, boxes is not None)
+    return value
+
+
 class MaskLossTriton(torch.autograd.Function):
     """Clipped mask component; only (N, 3) coefficients are kept for the backward besides the inputs."""
 
     @staticmethod
-    def forward(ctx, mask_logits, target_masks, boxes, weights, bce_weight, dice_weight, normalizer, clip,
-                smooth):  # type: ignore[override]  # fmt: skip
-        x = mask_logits.contiguous()
-        t = kernel_view(target_masks)
-        count, height, width = x.shape
-        box = x if boxes is None else boxes.contiguous()
-        block = pixel_block(height * width)
-        grid = (count, triton.cdiv(height * width, block))
-        partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
-        with launch_guard(x, _mask_forward_kernel):
-            _mask_forward_kernel[grid](x, t, box, partials, height, width, HAS_BOXES=boxes is not None,
-                                       BLOCK=block)  # fmt: skip
-        area = box_crop_factors(boxes, count, height, width, x.device)[2]
-        bce_sum, inter, pred_sum, target_sum = instance_sums(partials, count)
-        losses, *coefs = dice_bce_terms(bce_sum, inter, pred_sum, target_sum, area, bce_weight, dice_weight, smooth)
-        w = None if weights is None else weights.float()
-        total = losses.sum() if w is None else torch.dot(losses, w)
-        value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
-        ctx.save_for_backward(x, t, box, w, *coefs)
-        ctx.slope = slope  # 0-d tensor (device) or float (CPU)
-        ctx.launch = (grid, block, boxes is not None)
-        return value
+    def forward(ctx, *inputs):  # type: ignore[override]
+        with full_precision(inputs[0]):
+            return _forward(ctx, *inputs)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]

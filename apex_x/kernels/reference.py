@@ -130,7 +130,10 @@ def mask_loss_reference(
 
 
 def morphological_gradient(masks: torch.Tensor) -> torch.Tensor:
-    """Boundary map of (N, H, W) soft masks in [0, 1]: 3x3 dilation minus 3x3 erosion (zero padding)."""
+    """Boundary map of (N, H, W) soft masks in [0, 1]: 3x3 dilation minus 3x3 erosion.
+
+    Pixels outside the image are ignored (max_pool2d pads with -inf), not treated as zeros: a mask
+    touching the border has no edge along the border."""
     m = masks.unsqueeze(1)
     dilated = F.max_pool2d(m, kernel_size=3, stride=1, padding=1)
     eroded = -F.max_pool2d(-m, kernel_size=3, stride=1, padding=1)

@@ -127,3 +127,15 @@ def test_bad_inputs_raise_clear_errors(monkeypatch, backend, device):
 def test_clip_component_is_the_reference_definition():
     value = torch.tensor([math.nan, math.inf, 3.0, 0.5])
     assert torch.equal(kernels.clip_component(value, 1.0), torch.tensor([0.0, 1.0, 1.0, 0.5]))
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_autocast_does_not_lower_the_loss_precision(monkeypatch, name):
+    use_backend(monkeypatch, "torch")
+    fn, prediction, args = _inputs(name, "cpu")
+    expected, expected_grad = value_and_grad(fn, prediction, *args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value, grad = value_and_grad(fn, prediction, *args)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)

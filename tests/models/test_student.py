@@ -97,3 +97,21 @@ def test_timm_full_model_weights_load_into_the_feature_extractor(tmp_path) -> No
     assert torch.equal(state["stem_conv1.conv.weight"], full.state_dict()["stem.conv1.conv.weight"])
     key = next(k for k in state if k.startswith("stages_3"))
     assert torch.equal(state[key], full.state_dict()[key.replace("stages_3", "stages.3")])
+
+
+def test_images_without_objects_train_and_predict() -> None:
+    from shape_batches import make_shapes_batch
+
+    from apex_x.domain.types import LossSettings
+
+    model = StudentModelFactory().build(_config(input_width=64), num_classes=3)
+    batch = make_shapes_batch(batch_size=2, size=64, empty_images=(0, 1))
+    assert not batch.valid.any()
+    losses = model.compute_losses(model(batch.images), batch, LossSettings(weights={"det": 1.0, "seg": 1.0, "boundary": 1.0}))
+    assert set(losses) == {"det", "seg", "boundary"} and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameter_groups()["mask"])
+    model.eval()
+    with torch.no_grad():
+        detections = model.postprocess(model(batch.images), batch.metas)
+    assert len(detections) == 2 and all(d.masks.shape[1:] == (64, 64) for d in detections)

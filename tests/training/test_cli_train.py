@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import apex_x
 from apex_x.domain.errors import DatasetError
@@ -82,3 +83,25 @@ def test_torchrun_two_cpu_processes_train_through_the_cli(workdir: Path) -> None
     assert report["status"] == "finished" and report["run"]["world_size"] == 2 and report["run"]["backend"] == "gloo"
     assert report["history"][-1]["val"]["segm_AP"] is not None
     assert (output / "checkpoints" / "last.pt").is_file() and (output / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_real_student_and_loader_resume_mid_epoch_bit_identical(tmp_path: Path) -> None:
+    """The equivalence of test_resume.py with the real synthetic source, student and evaluator."""
+    from apex_x.train.checkpoint import load_checkpoint
+
+    from .helpers import flat_state
+
+    common = ["train.allow_synthetic_fallback=true", "model.input_height=64", "model.input_width=64",
+              "train.batch_size=2", "data.synthetic_train_images=4", "data.synthetic_val_images=2",
+              "runtime.device=cpu", "train.steps_per_stage=2", "train.epochs=1",
+              "train.stages=[{name: all_losses, losses: {det: 1.0, seg: 1.0, boundary: 1.0}}]"]
+    apex_x.train(None, overrides=[*common, f"train.output_dir={tmp_path / 'straight'}"])
+    paused = apex_x.train(None, overrides=[*common, f"train.output_dir={tmp_path / 'resumed'}"], stop_after_steps=1)
+    assert paused.status == "paused"
+    apex_x.train(None, overrides=common, resume=str(tmp_path / "resumed" / "checkpoints" / "last.pt"))
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for key in ("model", "ema", "optimizer"):
+        pairs = zip(flat_state(straight[key]), flat_state(resumed[key]), strict=True)
+        assert all(torch.equal(a, b) for (_, a), (_, b) in pairs), key

@@ -63,13 +63,16 @@ def test_kill_9_mid_write_and_at_a_random_moment_then_resume_matches_a_straight_
     assert list((run / "checkpoints").glob(".*.tmp"))  # the half-written temp file, never renamed
     steps_before = store.load(str(last))[fmt.KEY_PROGRESS]["global_step"]  # the previous last.pt loads
     assert steps_before >= 1
-    # 2) a resumed run killed at a random moment (seeded, so a failure can be replayed).
+    # 2) a resumed run killed at a random moment (APEX_X_KILL_SEED=<seed> replays a failure).
+    seed = int(os.environ.get("APEX_X_KILL_SEED", time.time_ns() % 1_000_000))
+    delay = random.Random(seed).uniform(0.0, 1.0)
     process = child(run, "--resume", str(last))
     wait_for_line(process, "", 1)  # the child has started logging (imports done)
-    time.sleep(random.Random(1234).uniform(0.0, 1.0))
+    time.sleep(delay)
     if process.poll() is None:
         kill9(process)
-    assert store.load(str(last))[fmt.KEY_PROGRESS]["global_step"] >= steps_before  # loads, whatever the moment
+    payload = store.load(str(last))  # loads, whatever the moment
+    assert payload[fmt.KEY_PROGRESS]["global_step"] >= steps_before, f"APEX_X_KILL_SEED={seed}"
     # 3) resume to the end: identical to a run that was never killed.
     resumed = make_use_case(run, *OVERRIDES, reports=False).execute(resume_from=str(last))
     assert resumed.status == "finished"

@@ -83,9 +83,10 @@ class PrototypeMaskHead(nn.Module):
         self.mask_stride = mask_stride
         self.num_prototypes = num_prototypes
         self.upsample_factor = input_stride // mask_stride
+        fine_channels = max(16, proto_channels // 2)  # the 3x3 conv at mask_stride is the costly one: keep it narrow
         self.proto_in = ConvBnAct(in_channels, proto_channels, 3)
         self.proto_out = nn.Sequential(
-            ConvBnAct(proto_channels, proto_channels, 3), ConvBnAct(proto_channels, num_prototypes, 1)
+            ConvBnAct(proto_channels, fine_channels, 3), ConvBnAct(fine_channels, num_prototypes, 1)
         )
         self.coeff_towers = nn.ModuleList(ConvBnAct(in_channels, coeff_channels, 3) for _ in range(num_levels))
         self.coeff_preds = nn.ModuleList(nn.Conv2d(coeff_channels, num_prototypes, 1) for _ in range(num_levels))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from apex_x.domain.config import ModelConfig
-from apex_x.domain.errors import CheckpointError, ConfigError
+from apex_x.domain.errors import CheckpointError, ConfigError, DependencyError
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +69,10 @@ def validate_lora_targets(model: nn.Module, targets: list[str]) -> list[str]:
 
 def apply_lora(backbone: nn.Module, config: ModelConfig) -> nn.Module:
     """Wraps `backbone` in a peft LoRA model (rank, alpha, dropout, targets from the config)."""
-    from peft import LoraConfig, get_peft_model
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise DependencyError(f'LoRA needs peft ({error}): pip install "apex-x[worldclass]"') from error
 
     if config.lora_target_modules is None:
         targets = discover_lora_targets(backbone)

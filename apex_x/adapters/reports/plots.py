@@ -54,7 +54,8 @@ def _figure(series: Mapping[str, list[tuple[int, float]]], title: str, ylabel: s
     for name, points in sorted(series.items()):
         epochs = [epoch for epoch, _ in points]
         values = [value for _, value in points]
-        axis.plot(epochs, values, marker="o", linewidth=1.5, label=name)
+        style = "--" if name.startswith("val") else "-"
+        axis.plot(epochs, values, marker="o", linewidth=1.5, linestyle=style, label=name)
     axis.set_title(title)
     axis.set_xlabel("epoch")
     axis.set_ylabel(ylabel)
@@ -73,7 +74,7 @@ def write_plots(history: Sequence[Mapping[str, Any]], folder: Path) -> list[str]
     """Writes plots/loss_components.png and plots/val_metrics.png; returns their paths."""
     written: list[str] = []
     for name, series, title, ylabel, empty in (
-        (LOSS_PLOT, loss_series(history), "Loss components per epoch (training means)", "loss", "no loss yet"),
+        (LOSS_PLOT, loss_series(history), "Loss per epoch: training means by component, val loss dashed", "loss", "no loss yet"),
         (METRICS_PLOT, metric_series(history), "Validation AP per epoch", "AP", "no validation metrics yet"),
     ):
         data = _figure(series, title, ylabel, empty)

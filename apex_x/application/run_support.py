@@ -1,0 +1,101 @@
+"""Support of a training session: its result, the checkpoint-metric choice, signals, kernels, AMP."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import torch
+
+from apex_x.domain.ports import DatasetSource
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; `status`: finished, paused (stop_after_steps), interrupted (SIGINT/SIGTERM)."""
+
+    status: str
+    output_dir: str
+    report_path: str
+    best: dict[str, Any] | None
+    selected_metric: str
+    last_val_metrics: dict[str, float] | None
+    checkpoints: dict[str, str | None] = field(default_factory=dict)
+    weights_path: str | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_ap(self) -> float | None:
+        """segm AP of the last validation (bbox AP if there is no segm), the figure the CLI prints."""
+        metrics = self.last_val_metrics or {}
+        for name in ("segm_AP", "bbox_AP"):
+            if name in metrics:
+                return metrics[name]
+        return None
+
+
+@dataclass(frozen=True)
+class MetricChoice:
+    requested: str
+    selected: str
+    reason: str
+
+
+def choose_metric(requested: str, source: DatasetSource) -> MetricChoice:
+    """The metric that selects best.pt: the requested one when the data can give it, else val/train loss."""
+    has_val = source.has_val()
+    if requested.endswith("loss"):
+        if requested == "val_loss" and not has_val:
+            return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
+        return MetricChoice(requested, requested, "as configured")
+    if has_val and source.val_ground_truth() is not None:
+        return MetricChoice(requested, requested, "as configured")
+    if has_val:
+        return MetricChoice(requested, "val_loss", "the val split has no ground truth for COCO metrics: val loss")
+    return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
+
+
+@contextlib.contextmanager
+def interrupt_guard() -> Iterator[Any]:
+    """SIGINT/SIGTERM ask the run to stop after the current step (saving last.pt); a second SIGINT aborts."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+        log.warning("stop_requested", signal=signal.Signals(signum).name,
+                    action="saving last.pt after this step; press Ctrl-C again to abort")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def kernels_report(preference: str, device: torch.device) -> dict[str, Any]:
+    """Apply runtime.kernels, fail fast if a forced backend cannot run on `device`, and describe the
+    loss-kernel backend for the report (`backend` is the one used for this device)."""
+    from apex_x import kernels
+
+    kernels.set_backend_preference(preference)
+    backend = kernels.resolve_backend(torch.empty(0, device=device))
+    return {"preference": preference, **kernels.active_backend_report(), "backend": backend}
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
