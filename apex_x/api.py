@@ -80,7 +80,7 @@ def preflight(
     settings = load_config(config)
     container = create_container(settings)
     folder = str(output_dir) if output_dir is not None else settings.train.output_dir
-    report = container.preflight().execute(profile, folder, settings)
+    report = container.preflight().execute(profile, folder, settings if config is not None else None)
     if output_json is not None:
         _write_json(output_json, report.to_dict())
     return report

@@ -224,7 +224,9 @@ class PreflightUseCase:
     def execute(self, profile: str, output_dir: str, settings: ApexConfig | None = None) -> PreflightReport:
         if profile not in PROFILES:
             raise ValueError(f"unknown preflight profile {profile!r}; choose from {', '.join(PROFILES)}")
-        context = PreflightContext(profile, output_dir, settings or ApexConfig(), self._probe)
+        context = PreflightContext(
+            profile, output_dir, settings or ApexConfig(), self._probe, config_given=settings is not None
+        )
         results: list[CheckResult] = []
         for check in self.checks_for(profile):
             results.extend(_run_check(check, context))

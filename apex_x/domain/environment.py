@@ -102,6 +102,7 @@ class PreflightContext:
     output_dir: str
     settings: ApexConfig
     probe: EnvironmentProbe
+    config_given: bool = False  # settings come from the user's --config, not the defaults
 
     @functools.cached_property
     def accelerator(self) -> AcceleratorProbe:

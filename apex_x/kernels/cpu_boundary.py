@@ -141,7 +141,7 @@ def boundary_losses_forward(mask_logits, target_masks, boxes, weights, settings,
     w = None if weights is None else weights.float()
     grad_all = torch.empty_like(logits) if want_grad else None
     direct = grad_all is not None and grad_all.dtype == torch.float32
-    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)  # chunk sums add up in fp64
     for start, stop in chunk_rows(count, height * width, CHUNK_ELEMENTS, logits.device):
         x = logits[start:stop].float().unsqueeze(1)  # (K, 1, H, W)
         t = target_masks[start:stop].float().unsqueeze(1)
@@ -156,7 +156,7 @@ def boundary_losses_forward(mask_logits, target_masks, boxes, weights, settings,
         total += loss.sum()
         if grad is not None and not direct:
             grad_all[start:stop].copy_(grad)
-    return total, grad_all
+    return total.float(), grad_all
 
 
 def boundary_loss_torch(

@@ -128,7 +128,7 @@ def focal_sum_forward(
     w = None if weights is None else weights.float()
     grad_all = torch.empty_like(logits) if want_grad else None
     direct = grad_all is not None and grad_all.dtype == torch.float32
-    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)  # chunk sums add up in fp64
     chunks = chunk_rows(rows, classes, CHUNK_ELEMENTS, logits.device)
     if sparse:  # positives: (row, class) pairs with class id >= 0, sorted by flat index
         pos_rows = torch.nonzero(targets >= 0).squeeze(1)
@@ -162,7 +162,7 @@ def focal_sum_forward(
         total += loss.sum()
         if grad is not None and not direct:
             grad_all[start:stop].copy_(grad)
-    return total, grad_all
+    return total.float(), grad_all
 
 
 def focal_loss_torch(

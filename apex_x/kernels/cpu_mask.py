@@ -60,7 +60,7 @@ def mask_losses_forward(mask_logits, target_masks, boxes, weights, settings, wan
     rows, cols, area = box_crop_factors(boxes, count, height, width, logits.device)
     w = None if weights is None else weights.float()
     grad_all = torch.empty_like(logits) if want_grad else None
-    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)  # chunk sums add up in fp64
     for start, stop in chunk_rows(count, height * width, CHUNK_ELEMENTS, logits.device):
         x = logits[start:stop].float().view(stop - start, -1)  # (K, H*W)
         t = target_masks[start:stop].reshape(stop - start, -1).float()
@@ -76,7 +76,7 @@ def mask_losses_forward(mask_logits, target_masks, boxes, weights, settings, wan
         total += loss.sum()
         if grad is not None and grad_all.dtype != torch.float32:
             grad_all[start:stop].view(stop - start, -1).copy_(grad)
-    return total, grad_all
+    return total.float(), grad_all
 
 
 def mask_loss_torch(

@@ -33,12 +33,25 @@ def test_absent_weights_fail_offline_naming_id_cache_and_fixes(monkeypatch: pyte
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    report = preflight("worldclass", output_dir=tmp_path / "out")  # default model.teacher_backbone
+    config = tmp_path / "worldclass.yaml"
+    config.write_text("model:\n  profile: worldclass\n  teacher_backbone: facebook/dinov2-large\n")
+    report = preflight("worldclass", output_dir=tmp_path / "out", config=config)
     row = _weights_row(report)
     assert not row["ok"] and row["required"] and row["status"] == "not cached"
     assert "facebook/dinov2-large" in row["detail"] and str(tmp_path / "cache") in row["detail"]
     assert "download them once" in row["fix"] and "model.teacher_backbone" in row["fix"]
     assert not report.ok and "backbone weights" in report.failure_message()
+
+
+def test_absent_default_weights_only_warn_without_a_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from apex_x.api import preflight
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    report = preflight("worldclass", output_dir=tmp_path / "out")  # default model.teacher_backbone
+    row = _weights_row(report)
+    assert not row["ok"] and not row["required"] and row["status"] == "not cached"
+    assert report.ok
 
 
 def test_base_profile_does_not_check_the_backbone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
