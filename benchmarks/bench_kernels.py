@@ -12,9 +12,9 @@ largest "Total Allocated" of torch's CPU allocator as torch.profiler(profile_mem
 it during one extra, untimed call (allocator bytes of tensors created inside the call, so inputs
 made before it do not count; the gradient written into .grad does).
 
-Run (see README, Kernels):
-  APEX_X_BENCH_SIZE=small .venv/bin/python -m pytest benchmarks/bench_kernels.py \
-      --benchmark-json=benchmarks/results/kernels.json && \
+Run (see README, Benchmarks):
+  mkdir -p benchmarks/results && APEX_X_BENCH_SIZE=small .venv/bin/python -m pytest \
+      benchmarks/bench_kernels.py -q --benchmark-json=benchmarks/results/kernels.json && \
   .venv/bin/python benchmarks/summarize_kernels.py benchmarks/results/kernels.json
 """
 

@@ -60,8 +60,9 @@ class TqdmProgress:
 class LogProgress:
     """Without a terminal (CI, nohup, files): a log line every `every` steps with loss, lr, it/s and ETA."""
 
-    def __init__(self, every: int = 10) -> None:
+    def __init__(self, every: int = 10, logger: Any = None) -> None:
         self.every = max(1, every)
+        self.log = logger if logger is not None else log
         self.stage = ""
         self.epoch = 0
         self.total_epochs = 0
@@ -76,7 +77,7 @@ class LogProgress:
         self.total, self.initial = total_steps, initial_step
         self.started = time.perf_counter()
         self.loss_sum, self.loss_count = 0.0, 0
-        log.info("epoch_start", epoch=epoch, of=total_epochs, stage=stage, steps=total_steps, from_step=initial_step)
+        self.log.info("epoch_start", epoch=epoch, of=total_epochs, stage=stage, steps=total_steps, from_step=initial_step)
 
     def update(self, *, step: int, loss: float | None, lr: float) -> None:
         if loss is not None:
@@ -87,7 +88,7 @@ class LogProgress:
         elapsed = time.perf_counter() - self.started
         done = max(1, step - self.initial)
         rate = done / elapsed if elapsed > 0 else 0.0
-        log.info(
+        self.log.info(
             "train_progress", epoch=self.epoch, stage=self.stage, step=f"{step}/{self.total}",
             loss=round(self.loss_sum / self.loss_count, 5) if self.loss_count else None,
             lr=float(f"{lr:.3e}"), it_s=round(rate, 3),
@@ -96,7 +97,7 @@ class LogProgress:
         self.loss_sum, self.loss_count = 0.0, 0
 
     def end_epoch(self, summary: dict[str, float]) -> None:
-        log.info("epoch_end", epoch=self.epoch, stage=self.stage,
+        self.log.info("epoch_end", epoch=self.epoch, stage=self.stage,
                  **{key: (round(value, 5) if isinstance(value, float) and math.isfinite(value) else value)
                     for key, value in summary.items()})
 

@@ -105,3 +105,12 @@ def test_real_student_and_loader_resume_mid_epoch_bit_identical(tmp_path: Path) 
     for key in ("model", "ema", "optimizer"):
         pairs = zip(flat_state(straight[key]), flat_state(resumed[key]), strict=True)
         assert all(torch.equal(a, b) for (_, a), (_, b) in pairs), key
+
+
+def test_api_takes_a_config_object_and_applies_flags_on_top() -> None:
+    from apex_x.api import _as_overrides
+
+    config = apex_x.load_config(REPO / "configs" / "quickstart.yaml", ["train.stages=[{name: a, epochs: 1}]"])
+    assert apex_x.load_config(None, _as_overrides(config)) == config
+    with_flags = apex_x.load_config(None, _as_overrides(config), seed=7, steps_per_stage=2)
+    assert (with_flags.train.seed, with_flags.train.steps_per_stage) == (7, 2)

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import structlog
 
 from apex_x.adapters.progress import LogProgress, TqdmProgress, make_progress
 from apex_x.adapters.reports.json_writer import JsonReportWriter
@@ -73,15 +72,25 @@ def test_a_terminal_gets_a_bar_with_stage_loss_and_lr(monkeypatch: pytest.Monkey
     assert "it/s" in shown or "s/it" in shown
 
 
+class Lines:
+    """A logger that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict] = []
+
+    def info(self, event: str, **fields: object) -> None:
+        self.entries.append({"event": event, **fields})
+
+
 def test_without_a_terminal_plain_log_lines_every_n_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("APEX_X_PROGRESS", raising=False)
-    progress = make_progress(2, stream=io.StringIO())
-    assert isinstance(progress, LogProgress)
-    with structlog.testing.capture_logs() as logs:
-        progress.start_epoch(stage="seg_boundary", epoch=2, total_epochs=2, total_steps=5, initial_step=0)
-        for step in range(1, 6):
-            progress.update(step=step, loss=float(step), lr=1e-3)
-    lines = [entry for entry in logs if entry["event"] == "train_progress"]
+    assert isinstance(make_progress(2, stream=io.StringIO()), LogProgress)
+    logger = Lines()
+    progress = LogProgress(2, logger=logger)
+    progress.start_epoch(stage="seg_boundary", epoch=2, total_epochs=2, total_steps=5, initial_step=0)
+    for step in range(1, 6):
+        progress.update(step=step, loss=float(step), lr=1e-3)
+    lines = [entry for entry in logger.entries if entry["event"] == "train_progress"]
     assert [entry["step"] for entry in lines] == ["2/5", "4/5", "5/5"]
     assert lines[0]["loss"] == 1.5 and all({"eta", "it_s", "lr"} <= set(entry) for entry in lines)
     assert all(entry["stage"] == "seg_boundary" for entry in lines)
