@@ -29,7 +29,11 @@ class ModelConfig(_Strict):
     )
     input_height: int = Field(256, ge=32, le=4096, description="Network input height in pixels (letterboxed).")
     input_width: int = Field(256, ge=32, le=4096, description="Network input width in pixels (letterboxed).")
-    backbone: str = Field("resnet18", description="timm model name of the student backbone (features_only).")
+    backbone: str = Field(
+        "lcnet_075",
+        description="timm model name of the student backbone (features_only, random init; needs strides 8/16/32). "
+        "lcnet_075 trains fast on CPU; on a GPU try e.g. cs3darknet_m or resnet50.",
+    )
     backbone_weights: str | None = Field(
         None, description="Optional local weights file for the student backbone; never downloaded."
     )

@@ -173,3 +173,13 @@ def test_sigterm_saves_last_pt_mid_epoch_and_resumes_exactly(tmp_path: Path) -> 
     resumed = TorchCheckpointStore().load(str(last))
     reference = TorchCheckpointStore().load(str(tmp_path / "straight" / "checkpoints" / "last.pt"))
     assert all(torch.equal(resumed[fmt.KEY_MODEL][key], value) for key, value in reference[fmt.KEY_MODEL].items())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_uses_bf16_autocast_and_saves_cpu_loadable_checkpoints(tmp_path: Path) -> None:
+    result = make_use_case(tmp_path / "run", STEPS, "runtime.device=cuda", reports=False).execute()
+    assert result.status == "finished" and result.report["run"]["amp"] == "bfloat16"
+    assert result.report["run"]["device"].startswith("cuda")
+    payload = TorchCheckpointStore().load(str(tmp_path / "run" / "checkpoints" / "last.pt"))
+    assert all(value.device.type == "cpu" for value in payload[fmt.KEY_MODEL].values())
