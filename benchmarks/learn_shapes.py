@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
@@ -25,11 +24,9 @@ from typing import Any
 
 import torch
 
-from apex_x.adapters.datasets.coco_source import CocoDatasetSource
-from apex_x.adapters.evaluation.coco_evaluator import PycocotoolsEvaluator
-from apex_x.adapters.models.student import StudentModelFactory
 from apex_x.domain.config import ApexConfig, StageConfig, effective_stages
-from apex_x.domain.types import Detections, LossSettings
+
+SUMMARY_METRICS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "segm_AP75")
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,8 +42,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trainer", choices=["api", "minimal"], default="api")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=None, help="Peak lr (default: the config's train.lr).")
-    parser.add_argument("--amp", choices=["off", "bf16"], default="off", help="minimal trainer: CPU bf16 autocast.")
+    parser.add_argument("--lr", type=float, default=0.004, help="Peak lr (train.lr) of the run.")
+    parser.add_argument("--amp", choices=["off", "bf16"], default="off", help="bf16 autocast on the CPU (train.amp).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Config override, e.g. --set model.backbone=lcnet_100 (repeatable).")
     parser.add_argument("--curriculum", choices=["joint", "default"], default="joint",
@@ -80,123 +77,13 @@ def build_config(args: argparse.Namespace, data: Path) -> ApexConfig:
         f"data.coco_val_annotations={data / 'instances_val.json'}",
         f"runtime.num_threads={args.threads}",
         "runtime.device=cpu",
+        f"train.lr={args.lr}",
+        f"train.amp=\"{args.amp}\"",
     ]
-    if args.lr is not None:
-        overrides.append(f"train.lr={args.lr}")
     config = load_config(None, overrides=[*overrides, *args.overrides])
     if args.curriculum == "joint" and not config.train.stages:
         config.train.stages = [StageConfig(name="joint", losses={"det": 1.0, "seg": 1.0, "boundary": 1.0})]
     return config
-
-
-# -- minimal trainer --------------------------------------------------------------------------------
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-class Ema:
-    """Exponential moving average of the weights with the usual warmup of the decay."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        import copy
-
-        self.model = copy.deepcopy(model).eval()
-        self.decay = decay
-        self.updates = 0
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.updates += 1
-        decay = self.decay * (1.0 - math.exp(-self.updates / 200.0))
-        source = model.state_dict()
-        for name, value in self.model.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(decay).add_(source[name].detach(), alpha=1.0 - decay)
-            else:
-                value.copy_(source[name])
-
-
-def train_minimal(config: ApexConfig, args: argparse.Namespace) -> dict[str, Any]:
-    source = CocoDatasetSource(config)
-    categories = source.categories
-    model = StudentModelFactory().build(config.model, categories.num_classes)
-    model.train()
-    train = config.train
-    optimizer = torch.optim.AdamW(_param_groups(model, train.weight_decay), lr=train.lr, betas=(0.9, 0.999))
-    ema = Ema(model, train.ema_decay)
-    loader = source.train_loader(train.batch_size, seed=train.seed)
-    stages = effective_stages(config)
-    images_seen, step, epoch = 0, 0, 0
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    budget = args.budget_s
-    done = False
-    while not done:
-        for batch in loader.iter_epoch(epoch):
-            elapsed = time.perf_counter() - start
-            progress = images_seen / args.budget_images if args.budget_images else elapsed / budget
-            if progress >= 1.0:
-                done = True
-                break
-            warm = min(1.0, (step + 1) / max(train.warmup_steps, 1))
-            lr = train.lr * warm * (train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            stage = stages[min(int(progress * len(stages)), len(stages) - 1)]
-            box_scale = train.loss_box_scale_start + (train.loss_box_scale_end - train.loss_box_scale_start) * min(
-                1.0, progress * len(stages) * 2
-            )
-            settings = LossSettings(
-                weights=dict(stage.losses), box_scale=box_scale, box_weight=train.loss_box_weight,
-                quality_weight=train.loss_quality_weight, det_clip=train.loss_det_component_clip,
-                seg_clip=train.loss_seg_component_clip, boundary_clip=train.loss_boundary_component_clip,
-            )
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-                outputs = model(batch.images)
-            losses = model.compute_losses(outputs, batch, settings)
-            total = sum(settings.weights[name] * value for name, value in losses.items())
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if train.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip_norm)
-            optimizer.step()
-            ema.update(model)
-            step += 1
-            images_seen += batch.batch_size
-            if step % 20 == 0:
-                entry = {"step": step, "elapsed_s": round(time.perf_counter() - start, 1), "lr": round(lr, 6),
-                         **{k: round(float(v), 4) for k, v in losses.items()}}
-                history.append(entry)
-                print(json.dumps(entry), flush=True)
-        epoch += 1
-    train_seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start
-    evaluation = evaluate_model(ema.model, source)
-    return {"images_seen": images_seen, "steps": step, "epochs": images_seen / len(loader) / train.batch_size,
-            "train_seconds": train_seconds, "images_per_s": images_seen / train_seconds,
-            "cpu_seconds": cpu_seconds, "images_per_cpu_s": images_seen / cpu_seconds,
-            "metrics": evaluation, "history": history}
-
-
-@torch.no_grad()
-def evaluate_model(model: torch.nn.Module, source: CocoDatasetSource) -> dict[str, Any]:
-    model.eval()
-    detections = []
-    start = time.perf_counter()
-    for batch in source.val_loader(16).iter_epoch(0):
-        outputs = model(batch.images)
-        for meta, found in zip(batch.metas, model.postprocess(outputs, batch.metas), strict=True):
-            detections.append((meta.image_id, found))
-    result = PycocotoolsEvaluator().evaluate(source.val_ground_truth(), detections, source.categories)
-    return {**result.to_plain(), "eval_seconds": time.perf_counter() - start}
 
 
 # -- real trainer -----------------------------------------------------------------------------------
@@ -239,91 +126,34 @@ def train_api(config: ApexConfig, args: argparse.Namespace) -> dict[str, Any]:
             "metrics": {"metrics": result.last_val_metrics or {}}}
 
 
-# -- peer -------------------------------------------------------------------------------------------
-
-
-def _yolo_dataset(data: Path, root: Path) -> tuple[Path, list[int]]:
-    """The COCO shapes set as an Ultralytics segmentation dataset (symlinked images, normalised polygons)."""
-    import numpy as np
-    from ultralytics.data.converter import merge_multi_segment
-
-    root.mkdir(parents=True, exist_ok=True)
-    category_ids: list[int] = []
-    for split in ("train", "val"):
-        coco = json.loads((data / f"instances_{split}.json").read_text())
-        category_ids = [c["id"] for c in coco["categories"]]
-        index_of = {cid: i for i, cid in enumerate(category_ids)}
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        by_image: dict[int, list[dict[str, Any]]] = {}
-        for ann in coco["annotations"]:
-            by_image.setdefault(ann["image_id"], []).append(ann)
-        for image in coco["images"]:
-            link = root / "images" / split / image["file_name"]
-            if not link.exists():
-                link.symlink_to((data / split / image["file_name"]).resolve())
-            lines = []
-            for ann in by_image.get(image["id"], []):
-                if ann.get("iscrowd"):
-                    continue
-                polygons = ann["segmentation"]
-                points = (np.concatenate(merge_multi_segment(polygons), 0) if len(polygons) > 1
-                          else np.asarray(polygons[0]).reshape(-1, 2))
-                points = points / np.array([image["width"], image["height"]])
-                lines.append(" ".join([str(index_of[ann["category_id"]]), *(f"{v:.6f}" for v in points.reshape(-1))]))
-            (root / "labels" / split / (Path(image["file_name"]).stem + ".txt")).write_text("\n".join(lines))
-    names = {i: c["name"] for i, c in enumerate(json.loads((data / "instances_train.json").read_text())["categories"])}
-    yaml_path = root / "shapes.yaml"
-    yaml_path.write_text(json.dumps({"path": str(root.resolve()), "train": "images/train", "val": "images/val",
-                                     "names": names}))
-    return yaml_path, category_ids
-
-
-def train_yolov8(args: argparse.Namespace, data: Path, config: ApexConfig) -> dict[str, Any] | None:
-    """Ultralytics YOLOv8n-seg from scratch (no weights download) on the same data and budget, if installed."""
-    try:
-        from ultralytics import YOLO
-    except ImportError:
-        return None
-    output = Path(args.output).resolve()
-    yaml_path, category_ids = _yolo_dataset(data, output / "yolo_data")
-    model = YOLO("yolov8n-seg.yaml")
-    start = time.perf_counter()
-    model.train(data=str(yaml_path), epochs=1000, time=args.budget_s / 3600.0, imgsz=args.size,
-                batch=args.batch_size, device="cpu", workers=2, pretrained=False, amp=False, plots=False,
-                project=str(output), name="yolov8n-seg", exist_ok=True, seed=args.seed, verbose=False)
-    train_seconds = time.perf_counter() - start
-    epochs = int(model.trainer.epoch) + 1
-    # Score YOLO's predictions with the same evaluator as Apex-X (pycocotools on the COCO val file).
-    source = CocoDatasetSource(config)
-    ground_truth = source.val_ground_truth()
-    contiguous = {cid: i for i, cid in enumerate(source.categories.original_ids)}
-    detections = []
-    for image in ground_truth["images"]:
-        result = model.predict(str(data / "val" / image["file_name"]), imgsz=args.size, conf=0.001, iou=0.6,
-                               max_det=100, retina_masks=True, verbose=False)[0]
-        labels = torch.tensor([contiguous[category_ids[int(c)]] for c in result.boxes.cls.tolist()], dtype=torch.long)
-        masks = (result.masks.data.bool().cpu() if result.masks is not None
-                 else torch.zeros(0, image["height"], image["width"], dtype=torch.bool))
-        detections.append((image["id"], Detections(result.boxes.xyxy.float().cpu(), result.boxes.conf.float().cpu(),
-                                                   labels, masks)))
-    evaluation = PycocotoolsEvaluator().evaluate(ground_truth, detections, source.categories)
-    return {"model": "yolov8n-seg (from scratch)", "epochs": epochs, "train_seconds": train_seconds,
-            "images_per_s": epochs * args.train_images / train_seconds, "metrics": evaluation.to_plain()}
+def _summary(trained: dict[str, Any]) -> dict[str, Any]:
+    metrics = trained.get("metrics", {}).get("metrics", {})
+    return {"images_per_s": trained.get("images_per_s"), "epochs": trained.get("epochs"),
+            "train_seconds": trained.get("train_seconds"),
+            **{key: metrics.get(key) for key in SUMMARY_METRICS}}
 
 
 def write_report(result: dict[str, Any], output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / "learn_shapes.json").write_text(json.dumps(result, indent=2, default=str))
-    metrics = result.get("apex_x", {}).get("metrics", {}).get("metrics", {})
+    columns = {"Apex-X small": _summary(result["apex_x"])}
+    if result.get("peer"):
+        columns["YOLOv8n-seg"] = _summary(result["peer"])
+    rows = ["images_per_s", "epochs", "train_seconds", *SUMMARY_METRICS]
+
+    def cell(value: Any) -> str:
+        return "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) and value < 1.5 else f"{value:.1f}")
+
     lines = [
         "# Apex-X learns shapes", "",
-        f"- machine: {result['machine']}", f"- budget: {result['budget_s']} s, trainer: {result['trainer']}",
-        f"- train images/s: {result['apex_x'].get('images_per_s', float('nan')):.1f}",
-        f"- epochs: {result['apex_x'].get('epochs', 0):.1f}", "",
-        "| metric | value |", "|---|---|",
-        *[f"| {key} | {value:.4f} |" for key, value in sorted(metrics.items()) if key.endswith(("AP", "AP50", "AP75"))],
+        f"- machine: {result['machine']}",
+        f"- budget: {result['budget_s']} s of training, trainer: {result['trainer']}, threads: {result['threads']}",
+        f"- data: {result['data']}", "",
+        "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns),
+        *[f"| {row} | " + " | ".join(cell(summary[row]) for summary in columns.values()) + " |" for row in rows],
     ]
+    if result.get("peer_note"):
+        lines += ["", result["peer_note"]]
     (output / "learn_shapes.md").write_text("\n".join(lines) + "\n")
 
 
@@ -333,18 +163,26 @@ def main() -> None:
     torch.manual_seed(args.seed)
     data = ensure_dataset(args)
     config = build_config(args, data)
-    trained = train_minimal(config, args) if args.trainer == "minimal" else train_api(config, args)
-    result = {
+    if args.trainer == "minimal":
+        from learn_shapes_minimal import train_minimal
+
+        trained = train_minimal(config, args)
+    else:
+        trained = train_api(config, args)
+    result: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
-        "budget_s": args.budget_s, "trainer": args.trainer, "config": config.to_plain(), "apex_x": trained,
+        "budget_s": args.budget_s, "trainer": args.trainer, "threads": args.threads,
+        "data": f"{data} ({args.train_images} train / {args.val_images} val images, {args.size} px)",
+        "config": config.to_plain(), "apex_x": trained,
     }
     if args.peer != "none":
+        from learn_shapes_peer import train_yolov8
+
         result["peer"] = train_yolov8(args, data, config)
+        if result["peer"] is None:
+            result["peer_note"] = "YOLOv8n-seg was requested but `ultralytics` is not installed: no peer figures."
     write_report(result, Path(args.output))
-    metrics = trained.get("metrics", {}).get("metrics", {})
-    print(json.dumps({"images_per_s": round(trained["images_per_s"], 2),
-                      "images_per_cpu_s": round(trained.get("images_per_cpu_s", float("nan")), 2),
-                      **{k: round(v, 4) for k, v in metrics.items() if k in ("bbox_AP", "segm_AP", "segm_AP50")}}))
+    print(json.dumps({"apex_x": _summary(trained), "peer": _summary(result["peer"]) if result.get("peer") else None}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from shape_batches import make_shapes_batch
 from torchvision.ops import box_iou
@@ -14,16 +13,7 @@ from apex_x.domain.types import LossSettings
 STEPS = 120
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model runs fastest (and steadiest on a busy machine) on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def test_student_overfits_a_tiny_batch(one_thread) -> None:
+def test_student_overfits_a_tiny_batch() -> None:
     torch.manual_seed(0)
     batch = make_shapes_batch(batch_size=2, size=64, objects=(1, 2), seed=3)
     config = ModelConfig(backbone="lcnet_050", input_height=64, input_width=64, neck_channels=32,

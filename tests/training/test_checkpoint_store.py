@@ -154,3 +154,11 @@ def test_safetensors_writer_round_trip_with_metadata(tmp_path: Path) -> None:
     assert torch.equal(tensors["0.weight"], model[0].weight) and torch.equal(tensors["a"], tensors["b"])
     assert metadata == {"profile": "small", "epochs": "2"}
     assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_written_files_get_the_umask_mode_not_mkstemp_0600(tmp_path: Path) -> None:
+    target = tmp_path / "last.pt"
+    public.save_checkpoint({"x": torch.ones(1)}, target)
+    current = os.umask(0)
+    os.umask(current)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~current

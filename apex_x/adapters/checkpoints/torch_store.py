@@ -37,6 +37,13 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def _file_mode() -> int:
+    """0666 minus the process umask: the mode open() would give a new file."""
+    current = os.umask(0)
+    os.umask(current)
+    return 0o666 & ~current
+
+
 def atomic_write(path: str | Path, write: Any, *, what: str = "file") -> None:
     """Write via `write(fileobj)` into a temp file beside `path`, fsync, os.replace, fsync the folder.
 
@@ -47,6 +54,8 @@ def atomic_write(path: str | Path, write: Any, *, what: str = "file") -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the usual umask mode (POSIX)
+            os.fchmod(descriptor, _file_mode())
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
