@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-import torch
 
 from apex_x.application.distributed import DistContext
 from apex_x.application.inference import InferenceModel
+from apex_x.application.run_support import amp_dtype
 from apex_x.application.schedules import evaluation_loss_settings
 from apex_x.application.validation import validate
 from apex_x.domain.errors import ApexError, DatasetError
@@ -64,13 +64,6 @@ class EvalReport:
         }
 
 
-def validation_amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast the trainer validates under (train.amp): bf16 on CUDA for auto/bf16, none on CPU."""
-    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 class EvaluateCheckpoint:
     """Runs the model over the val split exactly as the trainer's validation does, and scores it with COCOeval."""
 
@@ -99,7 +92,7 @@ class EvaluateCheckpoint:
             categories=self.model.categories,
             settings=evaluation_loss_settings(self.model.config.train),
             context=DistContext(device=device),
-            amp_dtype=validation_amp_dtype(self.model.config.train.amp, device),
+            amp_dtype=amp_dtype(self.model.config.train.amp, device),
         )
         if validation.error or validation.evaluation is None:
             raise ApexError(f"evaluation of {self.model.checkpoint_path} failed: {validation.error}")

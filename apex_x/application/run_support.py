@@ -96,6 +96,7 @@ def kernels_report(preference: str, device: torch.device) -> dict[str, Any]:
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast of training and validation (train.amp): bf16 on CUDA for auto/bf16, none on CPU."""
     if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None

@@ -200,6 +200,7 @@ class TorchCheckpointStore:
         file_path = Path(path)
         if not file_path.is_file():
             raise CheckpointError(f"checkpoint not found: {file_path}")
+        _require_torch_file(file_path)
         try:
             payload = torch.load(file_path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
@@ -261,6 +262,21 @@ class TorchCheckpointStore:
             )
         first_line = message.splitlines()[0] if message else type(error).__name__
         return CheckpointError(f"cannot load checkpoint {path}: {first_line}")
+
+
+def _require_torch_file(path: Path) -> None:
+    """A torch checkpoint is a zip archive (torch.save) or a legacy pickle stream (starts with 0x80)."""
+    if zipfile.is_zipfile(path):
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+    if not head.startswith(b"\x80"):
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint (neither a torch.save zip archive nor a pickle stream)"
+        )
 
 
 def _unsafe_globals(path: Path) -> list[str]:
