@@ -101,7 +101,7 @@ def bad_checkpoints(tmp_path, fakes) -> dict[str, str]:
     ("kind", "message"),
     [
         ("missing", "checkpoint not found"),
-        ("text", "load"),  # the secure loader's own wording; what matters here: exit 2, one line, the path
+        ("text", "not a torch checkpoint"),
         ("raw_state_dict", "not an Apex-X training checkpoint"),
         ("other_version", "format version 99"),
     ],
