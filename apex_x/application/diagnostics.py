@@ -70,13 +70,9 @@ class LossDiagnostics:
     def mean_total(self) -> float | None:
         return self.total_sum / self.applied_steps if self.applied_steps else None
 
-    def to_plain(self) -> dict[str, Any]:
-        """Report view: means and counters."""
+    def _counters(self) -> dict[str, Any]:
+        """Grad norms and NaN/Inf/skip counters: the part the report and checkpoint views share."""
         return {
-            "steps": self.steps,
-            "applied_steps": self.applied_steps,
-            "component_means": self.component_means(),
-            "total_loss_mean": self.mean_total(),
             "grad_norm_last": self.grad_norm_last,
             "grad_norm_max": self.grad_norm_max,
             "nan_loss": self.nan_loss,
@@ -89,6 +85,16 @@ class LossDiagnostics:
             "first_bad_step": self.first_bad_step,
         }
 
+    def to_plain(self) -> dict[str, Any]:
+        """Report view: means and counters."""
+        return {
+            "steps": self.steps,
+            "applied_steps": self.applied_steps,
+            "component_means": self.component_means(),
+            "total_loss_mean": self.mean_total(),
+            **self._counters(),
+        }
+
     def state(self) -> dict[str, Any]:
         """Checkpoint view: everything needed to continue accumulating exactly."""
         return {
@@ -97,16 +103,7 @@ class LossDiagnostics:
             "component_sums": dict(self.component_sums),
             "component_counts": dict(self.component_counts),
             "total_sum": self.total_sum,
-            "grad_norm_last": self.grad_norm_last,
-            "grad_norm_max": self.grad_norm_max,
-            "nan_loss": self.nan_loss,
-            "inf_loss": self.inf_loss,
-            "nan_grad": self.nan_grad,
-            "inf_grad": self.inf_grad,
-            "skipped_steps": self.skipped_steps,
-            "oom_skipped_steps": self.oom_skipped_steps,
-            "bad_components": dict(self.bad_components),
-            "first_bad_step": self.first_bad_step,
+            **self._counters(),
         }
 
     @classmethod

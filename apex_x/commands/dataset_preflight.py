@@ -4,46 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from apex_x.commands._common import (
+    add_config_argument,
+    add_num_classes_argument,
+    add_output_json_argument,
+    add_overrides_argument,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG", help="YAML config whose data.* keys name the dataset.")
-    parser.add_argument(
-        "--output-json",
-        metavar="PATH",
-        default=None,
-        help="Also write the report (summary + every finding with severity, rule, file, image and annotation id) as JSON.",
+    add_config_argument(parser, "YAML config whose data.* keys name the dataset.")
+    add_output_json_argument(
+        parser,
+        "Also write the report (summary + every finding with severity, rule, file, image and annotation id) as JSON.",
     )
-    parser.add_argument(
-        "--num-classes",
-        type=_positive_int,
-        default=None,
-        metavar="K",
-        help="Check that the dataset has K categories (sets model.num_classes, as in train).",
-    )
+    add_num_classes_argument(parser, "Check that the dataset has K categories (sets model.num_classes, as in train).")
     parser.add_argument(
         "--full-decode",
         action="store_true",
         help="Decode every image completely (catches truncated files); default: headers only, or "
         "data.full_image_check of the config.",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config key (repeatable), e.g. --set data.coco_train_images=PATH.",
-    )
+    add_overrides_argument(parser, "--set data.coco_train_images=PATH.")
 
 
 def run(args: argparse.Namespace) -> int:

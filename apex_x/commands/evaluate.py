@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from apex_x.commands._common import (
+    add_batch_size_argument,
+    add_config_argument,
+    add_device_argument,
+    add_overrides_argument,
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG", help="YAML config whose data.coco_val_* keys give the val split.")
+    add_config_argument(parser, "YAML config whose data.coco_val_* keys give the val split.")
     parser.add_argument(
         "--checkpoint",
         required=True,
@@ -26,19 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Where to write the markdown report (default: beside the JSON, eval_report.md).",
     )
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default=None, help="Device (default: runtime.device of the config)."
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=None, metavar="N", help="Images per forward pass (default: train.batch_size)."
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config key (repeatable), e.g. --set data.coco_val_annotations=PATH; "
+    add_device_argument(parser, default=None, help_text="Device (default: runtime.device of the config).")
+    add_batch_size_argument(parser, default=None, help_text="Images per forward pass (default: train.batch_size).")
+    add_overrides_argument(
+        parser,
+        "--set data.coco_val_annotations=PATH; "
         "model.* keys override the checkpoint's (e.g. model.score_threshold=0.001).",
     )
 
@@ -65,12 +64,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     return 0
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value

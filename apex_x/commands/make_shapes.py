@@ -3,46 +3,32 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
+from apex_x.commands._common import int_at_least
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", metavar="DIR", help="Folder to write (e.g. data/shapes).")
     parser.add_argument(
-        "--train", type=_int_at_least(1), default=512, metavar="N", help="Train images (default 512)."
+        "--train", type=int_at_least(1), default=512, metavar="N", help="Train images (default 512)."
     )
     parser.add_argument(
         "--val",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=64,
         metavar="M",
         help="Val images (default 64; 0 = no val split).",
     )
     parser.add_argument(
         "--size",
-        type=_int_at_least(32),
+        type=int_at_least(32),
         default=256,
         metavar="PX",
         help="Image side in pixels (default 256).",
     )
     parser.add_argument(
         "--seed",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=0,
         metavar="S",
         help="Seed; same seed, same files (default 0).",

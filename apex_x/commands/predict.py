@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from apex_x.commands._common import add_batch_size_argument, add_device_argument
+
 DEFAULT_OUTPUT = "artifacts/predictions"
 DEFAULT_SCORE_THRESHOLD = 0.25
 
@@ -38,10 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help=f"Keep detections scoring at least T, in [0, 1] (default: {DEFAULT_SCORE_THRESHOLD}).",
     )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="Device (default: auto).")
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=4, metavar="N", help="Images per forward pass (default: 4)."
-    )
+    add_device_argument(parser, default="auto", help_text="Device (default: auto).")
+    add_batch_size_argument(parser, default=4, help_text="Images per forward pass (default: 4).")
     parser.add_argument("--no-overlays", action="store_true", help="Write the JSON files only, no PNG overlays.")
 
 
@@ -77,12 +77,3 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
     return value
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from apex_x.commands._common import add_output_json_argument
+
 if TYPE_CHECKING:
     from apex_x.application.preflight import PreflightReport
 
@@ -19,9 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Dependency set to check: base (student training on CPU/CUDA) or worldclass "
         "(adds transformers, peft, safetensors for TeacherModelV3/DINOv2). Default: base.",
     )
-    parser.add_argument(
-        "--output-json", metavar="PATH", default=None, help="Also write the results as JSON to PATH."
-    )
+    add_output_json_argument(parser, "Also write the results as JSON to PATH.")
     parser.add_argument(
         "--output-dir",
         metavar="DIR",

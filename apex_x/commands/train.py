@@ -5,57 +5,37 @@ from __future__ import annotations
 import argparse
 import math
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+from apex_x.commands._common import (
+    add_config_argument,
+    add_device_argument,
+    add_num_classes_argument,
+    add_overrides_argument,
+    int_at_least,
+    positive_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG", help="YAML config (e.g. configs/quickstart.yaml).")
+    add_config_argument(parser, "YAML config (e.g. configs/quickstart.yaml).")
     parser.add_argument(
-        "--steps-per-stage", type=_positive_int, default=None, metavar="N",
+        "--steps-per-stage", type=positive_int, default=None, metavar="N",
         help="Cap every epoch of every stage at N optimizer steps (smoke runs); sets train.steps_per_stage.",
     )
     parser.add_argument(
-        "--seed", type=_non_negative_int, default=None, metavar="S",
+        "--seed", type=int_at_least(0), default=None, metavar="S",
         help="Seed of python, numpy, torch and data workers; sets train.seed.",
     )
-    parser.add_argument(
-        "--num-classes", type=_positive_int, default=None, metavar="K",
-        help="Expected class count; must match the dataset's categories (sets model.num_classes).",
-    )
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="Override a config key (repeatable), e.g. --set train.epochs=1 --set train.output_dir=PATH.",
-    )
+    add_num_classes_argument(parser, "Expected class count; must match the dataset's categories (sets model.num_classes).")
+    add_overrides_argument(parser, "--set train.epochs=1 --set train.output_dir=PATH.")
     parser.add_argument(
         "--resume", default=None, metavar="PATH",
         help="Continue a run from its checkpoint (e.g. <train.output_dir>/checkpoints/last.pt), exactly where "
         "it stopped. Output goes to that run's folder unless --set train.output_dir=... is given; only safe "
         "keys (epochs, output, logging, cadence) may differ from the checkpoint's config.",
     )
+    add_device_argument(parser, default=None, help_text="Where to train (sets runtime.device; auto = CUDA when available).")
     parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default=None,
-        help="Where to train (sets runtime.device; auto = CUDA when available).",
-    )
-    parser.add_argument(
-        "--stop-after-steps", type=_positive_int, default=None, metavar="N",
+        "--stop-after-steps", type=positive_int, default=None, metavar="N",
         help="Pause after N batches in this session, saving last.pt (resume later with --resume).",
     )
 

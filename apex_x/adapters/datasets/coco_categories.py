@@ -5,17 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apex_x.adapters.datasets.findings import FindingLog
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return (
-        f"{text[:40]}... ({type(value).__name__})" if len(text) > 40 else f"{text} ({type(value).__name__})"
-    )
+from apex_x.adapters.datasets.json_values import describe, is_int
 
 
 def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
@@ -25,22 +15,22 @@ def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int
         if not isinstance(entry, dict):
             log.error(
                 "category.invalid",
-                f"categories[{position}] must be an object, got {_describe(entry)}",
+                f"categories[{position}] must be an object, got {describe(entry)}",
                 file=file,
             )
             continue
         cid, name = entry.get("id"), entry.get("name")
-        if not _is_int(cid):
+        if not is_int(cid):
             log.error(
                 "category.id_type",
-                f"categories[{position}].id must be an integer, got {_describe(cid)}",
+                f"categories[{position}].id must be an integer, got {describe(cid)}",
                 file=file,
             )
             continue
         if not isinstance(name, str) or not name:
             log.error(
                 "category.invalid",
-                f"category {cid} needs a non-empty string name, got {_describe(name)}",
+                f"category {cid} needs a non-empty string name, got {describe(name)}",
                 file=file,
             )
             continue

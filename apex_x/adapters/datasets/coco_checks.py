@@ -12,6 +12,7 @@ from typing import Any
 from apex_x.adapters.datasets.coco_categories import check_categories
 from apex_x.adapters.datasets.coco_summary import summarize_split
 from apex_x.adapters.datasets.findings import FindingLog
+from apex_x.adapters.datasets.json_values import describe, is_int, is_number
 from apex_x.adapters.datasets.rle_checks import check_segmentation
 
 BOX_TOLERANCE_PX = 2.0  # a box may exceed the image by this much (or 1% of the side) before it is an error
@@ -42,21 +43,6 @@ class CheckedSplit:
     summary: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] | None = None
     content_sha256: str = ""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return (
-        f"{text[:40]}... ({type(value).__name__})" if len(text) > 40 else f"{text} ({type(value).__name__})"
-    )
 
 
 def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
@@ -157,14 +143,14 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             log.error(
-                "image.invalid", f"images[{position}] must be an object, got {_describe(entry)}", file=file
+                "image.invalid", f"images[{position}] must be an object, got {describe(entry)}", file=file
             )
             continue
         image_id = entry.get("id")
-        if not _is_int(image_id):
+        if not is_int(image_id):
             log.error(
                 "image.id_type",
-                f"images[{position}].id must be an integer, got {_describe(image_id)}",
+                f"images[{position}].id must be an integer, got {describe(image_id)}",
                 file=file,
                 image_id=_plain_id(image_id),
             )
@@ -181,7 +167,7 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
         if not isinstance(name, str) or not name:
             log.error(
                 "image.missing_field",
-                f"image {image_id} needs a non-empty string file_name, got {_describe(name)}",
+                f"image {image_id} needs a non-empty string file_name, got {describe(name)}",
                 file=file,
                 image_id=image_id,
             )
@@ -195,10 +181,10 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
                 image_id=image_id,
             )
             continue
-        if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+        if not (is_int(width) and is_int(height) and width > 0 and height > 0):
             log.error(
                 "image.size_invalid",
-                f"image {image_id} needs positive integer width and height, got {_describe(width)} x {_describe(height)}",
+                f"image {image_id} needs positive integer width and height, got {describe(width)} x {describe(height)}",
                 file=file,
                 image_id=image_id,
             )
@@ -216,7 +202,7 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
 
 
 def _plain_id(value: Any) -> int | str | None:
-    return value if _is_int(value) or isinstance(value, str) else (None if value is None else repr(value))
+    return value if is_int(value) or isinstance(value, str) else (None if value is None else repr(value))
 
 
 def _check_annotations(
@@ -234,16 +220,16 @@ def _check_annotations(
         if not isinstance(ann, dict):
             log.error(
                 "annotation.invalid",
-                f"annotations[{position}] must be an object, got {_describe(ann)}",
+                f"annotations[{position}] must be an object, got {describe(ann)}",
                 file=file,
             )
             continue
         ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         where = {"file": file, "image_id": _plain_id(image_id), "annotation_id": _plain_id(ann_id)}
-        if not _is_int(ann_id):
+        if not is_int(ann_id):
             log.error(
                 "annotation.id_type",
-                f"annotations[{position}].id must be an integer, got {_describe(ann_id)}",
+                f"annotations[{position}].id must be an integer, got {describe(ann_id)}",
                 **where,
             )
             continue
@@ -251,11 +237,11 @@ def _check_annotations(
             log.error("annotation.duplicate_id", f"annotation id {ann_id} appears more than once", **where)
             continue
         seen_ids.add(ann_id)
-        if not _is_int(image_id) or not _is_int(category_id):
-            bad = "image_id" if not _is_int(image_id) else "category_id"
+        if not is_int(image_id) or not is_int(category_id):
+            bad = "image_id" if not is_int(image_id) else "category_id"
             log.error(
                 "annotation.reference_type",
-                f"{bad} must be an integer id, got {_describe(ann.get(bad))}",
+                f"{bad} must be an integer id, got {describe(ann.get(bad))}",
                 **where,
             )
             continue
@@ -272,7 +258,7 @@ def _check_annotations(
         referenced.append((image_id, category_id, iscrowd == 1))
         if iscrowd not in (0, 1):
             log.error(
-                "annotation.iscrowd_invalid", f"iscrowd must be 0 or 1, got {_describe(iscrowd)}", **where
+                "annotation.iscrowd_invalid", f"iscrowd must be 0 or 1, got {describe(iscrowd)}", **where
             )
             continue
         if "iscrowd" not in ann:
@@ -282,10 +268,10 @@ def _check_annotations(
         if not check_segmentation(ann, image, log, where):
             continue
         area = ann.get("area")
-        if area is not None and not (_is_number(area) and math.isfinite(area) and area >= 0):
+        if area is not None and not (is_number(area) and math.isfinite(area) and area >= 0):
             log.warning(
                 "annotation.area_invalid",
-                f"area must be a non-negative number, got {_describe(area)}; recomputed from the mask",
+                f"area must be a non-negative number, got {describe(area)}; recomputed from the mask",
                 **where,
             )
         usable[image_id].append(ann)
@@ -296,10 +282,10 @@ def _bbox_ok(bbox: Any, image: dict[str, Any], log: FindingLog, where: dict[str,
     if bbox is None:
         log.error("annotation.bbox_invalid", "bbox is missing ([x, y, width, height] in pixels)", **where)
         return False
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
         log.error(
             "annotation.bbox_invalid",
-            f"bbox must be 4 numbers [x, y, width, height], got {_describe(bbox)}",
+            f"bbox must be 4 numbers [x, y, width, height], got {describe(bbox)}",
             **where,
         )
         return False

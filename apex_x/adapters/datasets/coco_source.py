@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-import torch
 
 from apex_x.adapters.datasets.coco_categories import compare_categories
 from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, read_split
 from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.image_checks import check_image_files
-from apex_x.adapters.datasets.loader import InstanceDataset, TorchBatchLoader
+from apex_x.adapters.datasets.loader import TorchBatchLoader, split_loader
 from apex_x.adapters.datasets.segmentation import rle_area, to_rle
 from apex_x.adapters.datasets.transforms import TransformSettings
 from apex_x.domain.config import ApexConfig
@@ -175,42 +174,22 @@ class CocoDatasetSource:
             cache_images=self.settings.data.cache_images,
         )
 
-    def _loader_options(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.settings.data.num_workers,
-            "pin_memory": self.settings.data.pin_memory and torch.cuda.is_available(),
-        }
-
     def train_loader(
         self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
     ) -> TorchBatchLoader:
         self._require_usable()
-        dataset = InstanceDataset(self._provider("train"), self.transform_settings, augment=True, seed=seed)
-        return TorchBatchLoader(
-            dataset,
-            batch_size,
-            shuffle=True,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            drop_last=True,
-            **self._loader_options(),
+        return split_loader(
+            self._provider("train"), self.transform_settings, self.settings.data, batch_size,
+            train=True, seed=seed, rank=rank, world_size=world_size,
         )
 
     def val_loader(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> TorchBatchLoader | None:
         if not self.has_val():
             return None
         self._require_usable()
-        dataset = InstanceDataset(self._provider("val"), self.transform_settings, augment=False, seed=0)
-        return TorchBatchLoader(
-            dataset,
-            batch_size,
-            shuffle=False,
-            seed=0,
-            rank=rank,
-            world_size=world_size,
-            drop_last=False,
-            **self._loader_options(),
+        return split_loader(
+            self._provider("val"), self.transform_settings, self.settings.data, batch_size,
+            train=False, rank=rank, world_size=world_size,
         )
 
     def val_ground_truth(self) -> dict[str, Any] | None:

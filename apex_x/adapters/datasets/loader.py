@@ -21,6 +21,7 @@ from apex_x.adapters.datasets.transforms import (
     sample_rng,
     transform_sample,
 )
+from apex_x.domain.config import DataConfig
 from apex_x.domain.types import Batch
 
 
@@ -225,3 +226,29 @@ class TorchBatchLoader:
     def epoch_indices(self, epoch: int = 0) -> list[int]:
         """The dataset indices this rank sees in `epoch`, in order (for tests and debugging)."""
         return [index for batch in self.sampler.batches(epoch) for index in batch]
+
+
+def split_loader(
+    provider: SampleProvider,
+    settings: TransformSettings,
+    data: DataConfig,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TorchBatchLoader:
+    """One split's loader: train augments, shuffles and drops the last partial batch; val does none of these (seed 0)."""
+    seed = seed if train else 0
+    return TorchBatchLoader(
+        InstanceDataset(provider, settings, augment=train, seed=seed),
+        batch_size,
+        shuffle=train,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=train,
+        num_workers=data.num_workers,
+        pin_memory=data.pin_memory and torch.cuda.is_available(),
+    )

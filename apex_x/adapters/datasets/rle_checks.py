@@ -6,10 +6,7 @@ import math
 from typing import Any
 
 from apex_x.adapters.datasets.findings import FindingLog
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+from apex_x.adapters.datasets.json_values import is_int, is_number
 
 
 def decode_compressed_counts(text: str) -> list[int] | None:
@@ -40,7 +37,7 @@ def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any])
     if not polygons:
         log.error("annotation.segmentation_empty", "segmentation is an empty list (no polygon)", **where)
         return False
-    if all(_is_number(v) for v in polygons):
+    if all(is_number(v) for v in polygons):
         log.error(
             "annotation.polygon_invalid",
             "segmentation must be a list of polygons ([[x1, y1, x2, y2, ...], ...]), got a flat list of numbers",
@@ -48,7 +45,7 @@ def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any])
         )
         return False
     for index, polygon in enumerate(polygons):
-        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+        if not isinstance(polygon, list) or not all(is_number(v) for v in polygon):
             log.error("annotation.polygon_invalid", f"polygon {index} must be a list of numbers", **where)
             return False
         if len(polygon) == 4:
@@ -84,7 +81,7 @@ def _check_rle(rle: dict[str, Any], height: int, width: int, log: FindingLog, wh
     if not (
         isinstance(size, list)
         and len(size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        and all(is_int(v) for v in size)
     ):
         log.error("annotation.rle_invalid", f"RLE size must be [height, width], got {size!r}", **where)
         return False
@@ -96,7 +93,7 @@ def _check_rle(rle: dict[str, Any], height: int, width: int, log: FindingLog, wh
         )
         return False
     if isinstance(counts, list):
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        if not all(is_int(v) and v >= 0 for v in counts):
             log.error(
                 "annotation.rle_invalid", "uncompressed RLE counts must be non-negative integers", **where
             )

@@ -8,9 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 import structlog
-import torch
 
-from apex_x.adapters.datasets.loader import InstanceDataset, TorchBatchLoader
+from apex_x.adapters.datasets.loader import TorchBatchLoader, split_loader
 from apex_x.adapters.datasets.segmentation import rle_to_plain, to_rle
 from apex_x.adapters.datasets.shapes import (
     SHAPE_CATEGORIES,
@@ -123,40 +122,20 @@ class SyntheticDatasetSource:
     def has_val(self) -> bool:
         return len(self._val) > 0
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.settings.data.num_workers,
-            "pin_memory": self.settings.data.pin_memory and torch.cuda.is_available(),
-        }
-
     def train_loader(
         self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
     ) -> TorchBatchLoader:
-        dataset = InstanceDataset(self._train, self.transform_settings, augment=True, seed=seed)
-        return TorchBatchLoader(
-            dataset,
-            batch_size,
-            shuffle=True,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            drop_last=True,
-            **self._options(),
+        return split_loader(
+            self._train, self.transform_settings, self.settings.data, batch_size,
+            train=True, seed=seed, rank=rank, world_size=world_size,
         )
 
     def val_loader(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> TorchBatchLoader | None:
         if not self.has_val():
             return None
-        dataset = InstanceDataset(self._val, self.transform_settings, augment=False, seed=0)
-        return TorchBatchLoader(
-            dataset,
-            batch_size,
-            shuffle=False,
-            seed=0,
-            rank=rank,
-            world_size=world_size,
-            drop_last=False,
-            **self._options(),
+        return split_loader(
+            self._val, self.transform_settings, self.settings.data, batch_size,
+            train=False, rank=rank, world_size=world_size,
         )
 
     def val_ground_truth(self) -> dict[str, Any] | None:
