@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import numpy
 import torch
@@ -169,6 +170,68 @@ def instance_normalizer(count: int, normalizer: float | torch.Tensor | None) -> 
     return max(count, 1) if normalizer is None else normalizer
 
 
+def weighted_total(losses: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(sum of w * losses, fp32 weights or None): losses (N,), weights (N,)."""
+    w = None if weights is None else weights.float()
+    return (losses.sum() if w is None else torch.dot(losses, w)), w
+
+
+def clip_and_save(
+    ctx, total: torch.Tensor, normalizer: float | torch.Tensor, clip: float, *saved: torch.Tensor | None
+) -> torch.Tensor:
+    """Host forward tail of the Triton Functions: clip on the device, keep the slope and `saved` for the backward."""
+    value, slope = clipped(total, normalizer, clip)
+    ctx.save_for_backward(*saved)
+    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
+    return value
+
+
+def chunk_crop(rows: torch.Tensor | None, cols: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    """Box crop of instances start:stop as (K, H*W) 0/1 factors (None without boxes)."""
+    if rows is None:
+        return None
+    return torch.mul(rows[start:stop, :, None], cols[start:stop, None, :]).view(stop - start, -1)  # (K, H*W)
+
+
+def instance_losses_forward(
+    mask_logits: torch.Tensor,  # (N, H, W)
+    target_masks: torch.Tensor,  # (N, H, W)
+    boxes: torch.Tensor | None,  # (N, 4)
+    weights: torch.Tensor | None,  # (N,)
+    settings: tuple[float, ...],
+    want_grad: bool,
+    chunk_loss: Callable,  # (x, t, crop, area, settings, grad_out) -> (K,) losses; writes the unscaled gradient
+    chunk_elements: int,
+    flat: bool,  # chunks as (K, H*W) when True, (K, 1, H, W) otherwise
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(sum of w * per-instance loss, unscaled d sum / d logits in the logits' dtype or None).
+
+    Shared by the torch mask and boundary losses: chunks of whole instances, chunk sums added in fp64."""
+    logits = mask_logits.contiguous()
+    count, height, width = logits.shape
+    rows, cols, area = box_crop_factors(boxes, count, height, width, logits.device)
+    w = None if weights is None else weights.float()
+    grad_all = torch.empty_like(logits) if want_grad else None
+    direct = grad_all is not None and grad_all.dtype == torch.float32
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)
+    for start, stop in chunk_rows(count, height * width, chunk_elements, logits.device):
+        shape = (stop - start, height * width) if flat else (stop - start, 1, height, width)
+        x = logits[start:stop].float().view(shape)
+        t = target_masks[start:stop].reshape(shape).float()
+        grad = None
+        if grad_all is not None:
+            grad = grad_all[start:stop].view(shape) if direct else torch.empty_like(x)
+        loss = chunk_loss(x, t, chunk_crop(rows, cols, start, stop), area[start:stop], settings, grad)
+        if w is not None:
+            loss = loss * w[start:stop]
+            if grad is not None:
+                grad.mul_(w[start:stop].view((-1,) + (1,) * (grad.dim() - 1)))
+        total += loss.sum()
+        if grad is not None and not direct:
+            grad_all[start:stop].view(shape).copy_(grad)
+    return total.float(), grad_all
+
+
 class StoredGradLoss(torch.autograd.Function):
     """Clipped component whose gradient w.r.t. the first input is computed by `forward_fn` up front."""
 
@@ -190,3 +253,18 @@ class StoredGradLoss(torch.autograd.Function):
         if isinstance(ctx.slope, float) and grad_value.device.type == "cpu":
             return grad.mul_(float(grad_value) * ctx.slope), None, None, None
         return grad.mul_((grad_value * ctx.slope).to(torch.float32)), None, None, None
+
+
+def stored_instance_loss(
+    mask_logits: torch.Tensor,  # (N, H, W)
+    sum_and_grad: Callable,  # (detached logits, want_grad) -> (total, unscaled gradient or None)
+    normalizer: float | torch.Tensor | None,
+    clip: float,
+) -> torch.Tensor:
+    """StoredGradLoss over per-instance losses, normalised by the number of instances by default."""
+
+    def forward_fn(want_grad: bool):
+        return sum_and_grad(mask_logits.detach(), want_grad)
+
+    norm = instance_normalizer(mask_logits.shape[0], normalizer)
+    return StoredGradLoss.apply(mask_logits, forward_fn, norm, clip)

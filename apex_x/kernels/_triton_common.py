@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import triton
 import triton.language as tl
 
 from apex_x.domain.errors import KernelBackendError
+from apex_x.kernels._common import (
+    box_crop_factors,
+    clip_and_save,
+    dice_bce_terms,
+    full_precision,
+    instance_normalizer,
+    weighted_total,
+)
 
 NAN_ALL = tl.constexpr(tl.PropagateNan.ALL)  # constexpr: the only kind of global a compiled kernel may read
 ELEMENTS_PER_PROGRAM = 2048  # elementwise tile; memory-bound kernels, 4 warps
@@ -53,6 +61,61 @@ def kernel_view(tensor: torch.Tensor) -> torch.Tensor:
     """Contiguous, and bool as uint8 (same bytes) so every kernel loads plain integers or floats."""
     tensor = tensor.contiguous()
     return tensor.view(torch.uint8) if tensor.dtype == torch.bool else tensor
+
+
+def autocast_off(host_forward: Callable) -> staticmethod:
+    """An autograd.Function `forward(ctx, *inputs)` running `host_forward` with autocast off (fp32 sums)."""
+
+    def forward(ctx, *inputs):
+        with full_precision(inputs[0]):
+            return host_forward(ctx, *inputs)
+
+    return staticmethod(forward)
+
+
+def instance_launch(
+    mask_logits: torch.Tensor, target_masks: torch.Tensor, boxes: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int], int, torch.Tensor]:
+    """Kernel inputs of the per-instance losses: (x, t, box, grid (instance, pixel block), block, partials).
+
+    `box` is x itself without boxes (never read: HAS_BOXES=False); partials hold four fp32 sums per block."""
+    x = mask_logits.contiguous()
+    t = kernel_view(target_masks)
+    count, height, width = x.shape
+    box = x if boxes is None else boxes.contiguous()
+    block = pixel_block(height * width)
+    grid = (count, triton.cdiv(height * width, block))
+    partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
+    return x, t, box, grid, block, partials
+
+
+def instance_sums(partials: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
+    """(N * blocks * 4,) partial sums -> four (N,) sums."""
+    return tuple(partials.view(count, -1, 4).sum(1).unbind(1))
+
+
+def finish_instance_forward(ctx, partials, x, t, box, boxes, weights, bce_weight, dice_weight, smooth, normalizer,
+                            clip) -> torch.Tensor:  # fmt: skip
+    """Per-instance BCE + Dice algebra on the (N,) block sums, weighted sum, clip; saves what the backward needs."""
+    count, height, width = x.shape
+    area = box_crop_factors(boxes, count, height, width, x.device)[2]
+    losses, *coefs = dice_bce_terms(*instance_sums(partials, count), area, bce_weight, dice_weight, smooth)
+    total, w = weighted_total(losses, weights)
+    return clip_and_save(ctx, total, instance_normalizer(count, normalizer), clip, x, t, box, w, *coefs)
+
+
+def scaled_coefficients(grad_value, slope, weights, coef_a, coef_b, coef_c) -> torch.Tensor:
+    """(N, 3) per-instance gradient coefficients times grad_output, the clip gate and the weights."""
+    scale = (grad_value * slope).float()
+    if weights is not None:
+        scale = scale * weights
+    return (torch.stack((coef_a, coef_b, coef_c), dim=1) * scale.reshape(-1, 1)).contiguous()
+
+
+def instance_backward_inputs(ctx, grad_value) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, t, box, scaled (N, 3) coefficients) for the backward kernels of the per-instance losses."""
+    x, t, box, w, coef_a, coef_b, coef_c = ctx.saved_tensors
+    return x, t, box, scaled_coefficients(grad_value, ctx.slope, w, coef_a, coef_b, coef_c)
 
 
 @triton.jit

@@ -14,15 +14,15 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import (
-    box_crop_factors,
-    clipped,
-    dice_bce_terms,
-    full_precision,
-    instance_normalizer,
+from apex_x.kernels._triton_common import (
+    NAN_ALL,
+    autocast_off,
+    box_crop,
+    finish_instance_forward,
+    instance_backward_inputs,
+    instance_launch,
+    launch_guard,
 )
-from apex_x.kernels._triton_common import NAN_ALL, box_crop, kernel_view, launch_guard, pixel_block
-from apex_x.kernels.mask import instance_sums, scaled_coefficients
 
 
 @triton.jit
@@ -115,43 +115,25 @@ def _forward(
     ctx, mask_logits, target_masks, boxes, weights, bce_weight, dice_weight, normalizer, clip, smooth, eps
 ):
     """Host forward: per-block partial sums of the edge maps, then the per-instance algebra."""
-    x = mask_logits.contiguous()
-    t = kernel_view(target_masks)
-    count, height, width = x.shape
-    box = x if boxes is None else boxes.contiguous()
-    block = pixel_block(height * width)
-    grid = (count, triton.cdiv(height * width, block))
-    partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
+    x, t, box, grid, block, partials = instance_launch(mask_logits, target_masks, boxes)
     with launch_guard(x, _boundary_forward_kernel):
-        _boundary_forward_kernel[grid](x, t, box, partials, height, width, eps, HAS_BOXES=boxes is not None,
-                                       BLOCK=block)  # fmt: skip
-    area = box_crop_factors(boxes, count, height, width, x.device)[2]
-    bce_sum, inter, pred_sum, target_sum = instance_sums(partials, count)
-    losses, *coefs = dice_bce_terms(bce_sum, inter, pred_sum, target_sum, area, bce_weight, dice_weight, smooth)
-    w = None if weights is None else weights.float()
-    total = losses.sum() if w is None else torch.dot(losses, w)
-    value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
-    ctx.save_for_backward(x, t, box, w, *coefs)
-    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
+        _boundary_forward_kernel[grid](x, t, box, partials, x.shape[1], x.shape[2], eps,
+                                       HAS_BOXES=boxes is not None, BLOCK=block)  # fmt: skip
     ctx.launch = (grid, block, boxes is not None, eps)
-    return value
+    return finish_instance_forward(ctx, partials, x, t, box, boxes, weights, bce_weight, dice_weight, smooth,
+                                   normalizer, clip)  # fmt: skip
 
 
 class BoundaryLossTriton(torch.autograd.Function):
     """Clipped boundary component; the backward recomputes the windows from the inputs."""
 
-    @staticmethod
-    def forward(ctx, *inputs):  # type: ignore[override]
-        with full_precision(inputs[0]):
-            return _forward(ctx, *inputs)
+    forward = autocast_off(_forward)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
-        x, t, box, w, coef_a, coef_b, coef_c = ctx.saved_tensors
-        slope = ctx.slope
+        x, t, box, coef = instance_backward_inputs(ctx, grad_value)
         grid, block, has_boxes, eps = ctx.launch
         height, width = x.shape[1], x.shape[2]
-        coef = scaled_coefficients(grad_value, slope, w, coef_a, coef_b, coef_c)
         edge_grad = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         code_max = torch.empty(x.shape, dtype=torch.int8, device=x.device)
         code_min = torch.empty_like(code_max)

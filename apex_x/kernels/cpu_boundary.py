@@ -14,14 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from apex_x.kernels._common import (
-    StoredGradLoss,
-    box_crop_factors,
-    chunk_rows,
-    dice_bce_terms,
-    instance_normalizer,
-)
-from apex_x.kernels.cpu_mask import CHUNK_ELEMENTS, _chunk_crop, rowdot
+from apex_x.kernels._common import dice_bce_terms, instance_losses_forward, stored_instance_loss
+from apex_x.kernels.cpu_mask import CHUNK_ELEMENTS, rowdot
 
 _POOL = (3, 1, 1)  # kernel, stride, padding of the reference's max_pool2d
 
@@ -135,28 +129,9 @@ def _chunk(x, t, crop, area, settings, grad_out):
 
 def boundary_losses_forward(mask_logits, target_masks, boxes, weights, settings, want_grad):
     """(sum of w * per-instance boundary loss, unscaled d sum / d logits in the logits' dtype or None)."""
-    logits = mask_logits.contiguous()
-    count, height, width = logits.shape
-    rows, cols, area = box_crop_factors(boxes, count, height, width, logits.device)
-    w = None if weights is None else weights.float()
-    grad_all = torch.empty_like(logits) if want_grad else None
-    direct = grad_all is not None and grad_all.dtype == torch.float32
-    total = torch.zeros((), dtype=torch.float64, device=logits.device)  # chunk sums add up in fp64
-    for start, stop in chunk_rows(count, height * width, CHUNK_ELEMENTS, logits.device):
-        x = logits[start:stop].float().unsqueeze(1)  # (K, 1, H, W)
-        t = target_masks[start:stop].float().unsqueeze(1)
-        grad = None
-        if grad_all is not None:
-            grad = grad_all[start:stop] if direct else torch.empty_like(x).squeeze(1)
-        loss = _chunk(x, t, _chunk_crop(rows, cols, start, stop), area[start:stop], settings, grad)
-        if w is not None:
-            loss = loss * w[start:stop]
-            if grad is not None:
-                grad.mul_(w[start:stop].view(-1, 1, 1))
-        total += loss.sum()
-        if grad is not None and not direct:
-            grad_all[start:stop].copy_(grad)
-    return total.float(), grad_all
+    return instance_losses_forward(
+        mask_logits, target_masks, boxes, weights, settings, want_grad, _chunk, CHUNK_ELEMENTS, flat=False
+    )
 
 
 def boundary_loss_torch(
@@ -174,8 +149,7 @@ def boundary_loss_torch(
     """The reference's boundary component (clipped), differentiable in the logits."""
     settings = (bce_weight, dice_weight, smooth, eps)
 
-    def forward_fn(want_grad: bool):
-        return boundary_losses_forward(mask_logits.detach(), target_masks, boxes, weights, settings, want_grad)
+    def sum_and_grad(logits: torch.Tensor, want_grad: bool):
+        return boundary_losses_forward(logits, target_masks, boxes, weights, settings, want_grad)
 
-    norm = instance_normalizer(mask_logits.shape[0], normalizer)
-    return StoredGradLoss.apply(mask_logits, forward_fn, norm, clip)
+    return stored_instance_loss(mask_logits, sum_and_grad, normalizer, clip)

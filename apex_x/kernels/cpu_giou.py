@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from apex_x.kernels._common import StoredGradLoss
+from apex_x.kernels._common import StoredGradLoss, weighted_total
 
 EPS = 1e-7
 
@@ -46,8 +46,7 @@ def giou_sum_and_grad(
     inv_e = areas[2].add_(EPS).reciprocal_()  # 1 / (enclosure + eps)
     iou = areas[1].div_(u)
     losses = torch.mul(u, inv_e).neg_().add_(2.0).sub_(iou)  # 1 - iou + (enclosure - union)/(enclosure + eps)
-    w = None if weights is None else weights.float()
-    total = losses.sum() if w is None else torch.dot(losses, w)
+    total, w = weighted_total(losses, weights)
     del losses, tw, th
     if not want_grad:
         return total, None

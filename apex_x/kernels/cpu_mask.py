@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from apex_x.kernels._common import (
-    StoredGradLoss,
-    box_crop_factors,
-    chunk_rows,
-    dice_bce_terms,
-    instance_normalizer,
-)
+from apex_x.kernels._common import dice_bce_terms, instance_losses_forward, stored_instance_loss
 
 CHUNK_ELEMENTS = 1 << 15
 
@@ -23,12 +17,6 @@ CHUNK_ELEMENTS = 1 << 15
 def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(K, L) x (K, L) -> (K,) row-wise dot products in one batched BLAS call."""
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
-
-
-def _chunk_crop(rows: torch.Tensor | None, cols: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
-    if rows is None:
-        return None
-    return torch.mul(rows[start:stop, :, None], cols[start:stop, None, :]).view(stop - start, -1)  # (K, H*W)
 
 
 def _chunk(x, t, crop, area, settings, grad_out):
@@ -55,28 +43,9 @@ def _chunk(x, t, crop, area, settings, grad_out):
 
 def mask_losses_forward(mask_logits, target_masks, boxes, weights, settings, want_grad):
     """(sum of w * per-instance loss, unscaled d sum / d logits in the logits' dtype or None)."""
-    logits = mask_logits.contiguous()
-    count, height, width = logits.shape
-    rows, cols, area = box_crop_factors(boxes, count, height, width, logits.device)
-    w = None if weights is None else weights.float()
-    grad_all = torch.empty_like(logits) if want_grad else None
-    total = torch.zeros((), dtype=torch.float64, device=logits.device)  # chunk sums add up in fp64
-    for start, stop in chunk_rows(count, height * width, CHUNK_ELEMENTS, logits.device):
-        x = logits[start:stop].float().view(stop - start, -1)  # (K, H*W)
-        t = target_masks[start:stop].reshape(stop - start, -1).float()
-        grad = None
-        if grad_all is not None:
-            direct = grad_all.dtype == torch.float32
-            grad = grad_all[start:stop].view(stop - start, -1) if direct else torch.empty_like(x)
-        loss = _chunk(x, t, _chunk_crop(rows, cols, start, stop), area[start:stop], settings, grad)
-        if w is not None:
-            loss = loss * w[start:stop]
-            if grad is not None:
-                grad.mul_(w[start:stop].unsqueeze(1))
-        total += loss.sum()
-        if grad is not None and grad_all.dtype != torch.float32:
-            grad_all[start:stop].view(stop - start, -1).copy_(grad)
-    return total.float(), grad_all
+    return instance_losses_forward(
+        mask_logits, target_masks, boxes, weights, settings, want_grad, _chunk, CHUNK_ELEMENTS, flat=True
+    )
 
 
 def mask_loss_torch(
@@ -93,8 +62,7 @@ def mask_loss_torch(
     """The reference's mask component (BCE + Dice inside the box, clipped), differentiable in the logits."""
     settings = (bce_weight, dice_weight, smooth)
 
-    def forward_fn(want_grad: bool):
-        return mask_losses_forward(mask_logits.detach(), target_masks, boxes, weights, settings, want_grad)
+    def sum_and_grad(logits: torch.Tensor, want_grad: bool):
+        return mask_losses_forward(logits, target_masks, boxes, weights, settings, want_grad)
 
-    norm = instance_normalizer(mask_logits.shape[0], normalizer)
-    return StoredGradLoss.apply(mask_logits, forward_fn, norm, clip)
+    return stored_instance_loss(mask_logits, sum_and_grad, normalizer, clip)

@@ -12,9 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import check_class_ids, clipped, full_precision, is_class_targets
+from apex_x.kernels._common import check_class_ids, clip_and_save, is_class_targets
 from apex_x.kernels._triton_common import (
     ELEMENTS_PER_PROGRAM,
+    autocast_off,
     bce_with_logits,
     kernel_view,
     launch_guard,
@@ -120,29 +121,22 @@ def _forward(ctx, logits, targets, weights, gamma, alpha, normalizer, clip):
     args = (n_rows, n_cols, float(gamma), 0.0 if alpha is None else float(alpha))
     with launch_guard(x, _focal_forward_kernel):
         _focal_forward_kernel[grid](x, t, w, partials, *args, **flags)
-    value, slope = clipped(partials.sum(), normalizer, clip)
-    ctx.save_for_backward(x, t, w)
-    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
     ctx.launch = (grid, args, flags)
-    return value
+    return clip_and_save(ctx, partials.sum(), normalizer, clip, x, t, w)
 
 
 class FocalLossTriton(torch.autograd.Function):
     """Clipped focal component; the backward recomputes the elementwise terms from the inputs."""
 
-    @staticmethod
-    def forward(ctx, *inputs):  # type: ignore[override]
-        with full_precision(inputs[0]):
-            return _forward(ctx, *inputs)
+    forward = autocast_off(_forward)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
         x, t, w = ctx.saved_tensors
-        slope = ctx.slope
         grid, args, flags = ctx.launch
         grad = torch.empty_like(x)
         with launch_guard(x, _focal_backward_kernel):
-            _focal_backward_kernel[grid](x, t, w, scalar_pointer(grad_value * slope), grad, *args, **flags)
+            _focal_backward_kernel[grid](x, t, w, scalar_pointer(grad_value * ctx.slope), grad, *args, **flags)
         return grad, None, None, None, None, None, None
 
 

@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import clipped, full_precision
-from apex_x.kernels._triton_common import NAN_ALL, launch_guard
+from apex_x.kernels._common import clip_and_save, weighted_total
+from apex_x.kernels._triton_common import NAN_ALL, autocast_off, launch_guard
 
 BLOCK = 1024
 EPS = 1e-7
@@ -137,27 +137,19 @@ def _forward(ctx, pred_boxes, target_boxes, weights, normalizer, clip):
     grid = (triton.cdiv(n_pairs, BLOCK),)
     with launch_guard(pred, _giou_forward_kernel):
         _giou_forward_kernel[grid](pred, target, losses, n_pairs, EPS, BLOCK=BLOCK)
-    w = None if weights is None else weights.float()
-    total = losses.sum() if w is None else torch.dot(losses, w)
-    value, slope = clipped(total, normalizer, clip)
-    ctx.save_for_backward(pred, target, w)
-    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
-    return value
+    total, w = weighted_total(losses, weights)
+    return clip_and_save(ctx, total, normalizer, clip, pred, target, w)
 
 
 class GiouLossTriton(torch.autograd.Function):
     """Clipped sum(w * (1 - GIoU)) / normalizer; gradient to the predicted boxes only."""
 
-    @staticmethod
-    def forward(ctx, *inputs):  # type: ignore[override]
-        with full_precision(inputs[0]):
-            return _forward(ctx, *inputs)
+    forward = autocast_off(_forward)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
         pred, target, w = ctx.saved_tensors
-        slope = ctx.slope
-        scale = (grad_value * slope).float().reshape(1)
+        scale = (grad_value * ctx.slope).float().reshape(1)
         if w is not None:
             scale = (scale * w).contiguous()
         grad = torch.empty_like(pred)

@@ -22,8 +22,16 @@ from apex_x.kernels.dispatch import resolve_backend
 INF = reference.INF
 
 
-def _normalizer_tensor(normalizer: float | torch.Tensor | None) -> torch.Tensor | None:
-    return normalizer if isinstance(normalizer, torch.Tensor) else None
+def _fast_backend(
+    prediction: torch.Tensor, normalizer: float | torch.Tensor | None, *constants: torch.Tensor | None
+) -> str | None:
+    """The backend for `prediction` ("torch" or "triton"), or None when the reference must run: empty
+    input, or a tensor the fast paths treat as constant (targets, weights, boxes, normalizer) requires grad."""
+    backend = resolve_backend(prediction)
+    normalizer_tensor = normalizer if isinstance(normalizer, torch.Tensor) else None
+    if prediction.numel() == 0 or needs_reference(*constants, normalizer_tensor):
+        return None
+    return backend
 
 
 def focal_loss(
@@ -38,8 +46,8 @@ def focal_loss(
 ) -> torch.Tensor:
     """Sigmoid focal / quality focal loss: sum(alpha_t * |t - p|^gamma * BCE(x, t)) / normalizer, clipped."""
     check_focal_inputs(logits, targets, weights)
-    backend = resolve_backend(logits)
-    if logits.numel() == 0 or needs_reference(targets, weights, _normalizer_tensor(normalizer)):
+    backend = _fast_backend(logits, normalizer, targets, weights)
+    if backend is None:
         return reference.focal_loss_reference(
             logits, targets, weights=weights, gamma=gamma, alpha=alpha, normalizer=normalizer, clip=clip
         )
@@ -61,8 +69,8 @@ def giou_loss(
 ) -> torch.Tensor:
     """sum(w * (1 - GIoU)) / normalizer, clipped."""
     check_box_pairs(pred_boxes, target_boxes, weights)
-    backend = resolve_backend(pred_boxes)
-    if pred_boxes.numel() == 0 or needs_reference(target_boxes, weights, _normalizer_tensor(normalizer)):
+    backend = _fast_backend(pred_boxes, normalizer, target_boxes, weights)
+    if backend is None:
         return reference.giou_loss_reference(
             pred_boxes, target_boxes, weights=weights, normalizer=normalizer, clip=clip
         )
@@ -87,8 +95,8 @@ def mask_loss(
 ) -> torch.Tensor:
     """Per instance: bce_weight * mean BCE inside the box + dice_weight * (1 - Dice inside the box)."""
     check_mask_inputs("mask_loss", mask_logits, target_masks, boxes, weights)
-    backend = resolve_backend(mask_logits)
-    if mask_logits.numel() == 0 or needs_reference(target_masks, boxes, weights, _normalizer_tensor(normalizer)):
+    backend = _fast_backend(mask_logits, normalizer, target_masks, boxes, weights)
+    if backend is None:
         return reference.mask_loss_reference(
             mask_logits, target_masks, boxes, weights=weights, bce_weight=bce_weight,
             dice_weight=dice_weight, normalizer=normalizer, clip=clip, smooth=smooth,
@@ -116,8 +124,8 @@ def boundary_loss(
 ) -> torch.Tensor:
     """BCE + Dice between the boundary maps (3x3 morphological gradient) of sigmoid(pred) and target."""
     check_mask_inputs("boundary_loss", mask_logits, target_masks, boxes, weights)
-    backend = resolve_backend(mask_logits)
-    if mask_logits.numel() == 0 or needs_reference(target_masks, boxes, weights, _normalizer_tensor(normalizer)):
+    backend = _fast_backend(mask_logits, normalizer, target_masks, boxes, weights)
+    if backend is None:
         return reference.boundary_loss_reference(
             mask_logits, target_masks, boxes, weights=weights, bce_weight=bce_weight,
             dice_weight=dice_weight, normalizer=normalizer, clip=clip, smooth=smooth, eps=eps,

@@ -13,19 +13,14 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import (
-    box_crop_factors,
-    clipped,
-    dice_bce_terms,
-    full_precision,
-    instance_normalizer,
-)
 from apex_x.kernels._triton_common import (
+    autocast_off,
     bce_with_logits,
     box_crop,
-    kernel_view,
+    finish_instance_forward,
+    instance_backward_inputs,
+    instance_launch,
     launch_guard,
-    pixel_block,
 )
 
 
@@ -68,57 +63,26 @@ def _mask_backward_kernel(x_ptr, t_ptr, box_ptr, coef_ptr, grad_ptr, height, wid
     tl.store(grad_ptr + offsets, grad.to(grad_ptr.dtype.element_ty), mask=ok)
 
 
-def instance_sums(partials: torch.Tensor, count: int) -> tuple[torch.Tensor, ...]:
-    """(N * blocks * 4,) partial sums -> four (N,) sums."""
-    return tuple(partials.view(count, -1, 4).sum(1).unbind(1))
-
-
-def scaled_coefficients(grad_value, slope, weights, coef_a, coef_b, coef_c) -> torch.Tensor:
-    """(N, 3) per-instance gradient coefficients times grad_output, the clip gate and the weights."""
-    scale = (grad_value * slope).float()
-    if weights is not None:
-        scale = scale * weights
-    return (torch.stack((coef_a, coef_b, coef_c), dim=1) * scale.reshape(-1, 1)).contiguous()
-
-
 def _forward(ctx, mask_logits, target_masks, boxes, weights, bce_weight, dice_weight, normalizer, clip, smooth):
     """Host forward: per-block partial sums, then the per-instance algebra on the device."""
-    x = mask_logits.contiguous()
-    t = kernel_view(target_masks)
-    count, height, width = x.shape
-    box = x if boxes is None else boxes.contiguous()
-    block = pixel_block(height * width)
-    grid = (count, triton.cdiv(height * width, block))
-    partials = torch.empty(count * grid[1] * 4, dtype=torch.float32, device=x.device)
+    x, t, box, grid, block, partials = instance_launch(mask_logits, target_masks, boxes)
     with launch_guard(x, _mask_forward_kernel):
-        _mask_forward_kernel[grid](x, t, box, partials, height, width, HAS_BOXES=boxes is not None,
+        _mask_forward_kernel[grid](x, t, box, partials, x.shape[1], x.shape[2], HAS_BOXES=boxes is not None,
                                    BLOCK=block)  # fmt: skip
-    area = box_crop_factors(boxes, count, height, width, x.device)[2]
-    bce_sum, inter, pred_sum, target_sum = instance_sums(partials, count)
-    losses, *coefs = dice_bce_terms(bce_sum, inter, pred_sum, target_sum, area, bce_weight, dice_weight, smooth)
-    w = None if weights is None else weights.float()
-    total = losses.sum() if w is None else torch.dot(losses, w)
-    value, slope = clipped(total, instance_normalizer(count, normalizer), clip)
-    ctx.save_for_backward(x, t, box, w, *coefs)
-    ctx.slope = slope  # 0-d tensor (device) or float (CPU)
     ctx.launch = (grid, block, boxes is not None)
-    return value
+    return finish_instance_forward(ctx, partials, x, t, box, boxes, weights, bce_weight, dice_weight, smooth,
+                                   normalizer, clip)  # fmt: skip
 
 
 class MaskLossTriton(torch.autograd.Function):
     """Clipped mask component; only (N, 3) coefficients are kept for the backward besides the inputs."""
 
-    @staticmethod
-    def forward(ctx, *inputs):  # type: ignore[override]
-        with full_precision(inputs[0]):
-            return _forward(ctx, *inputs)
+    forward = autocast_off(_forward)
 
     @staticmethod
     def backward(ctx, grad_value):  # type: ignore[override]
-        x, t, box, w, coef_a, coef_b, coef_c = ctx.saved_tensors
-        slope = ctx.slope
+        x, t, box, coef = instance_backward_inputs(ctx, grad_value)
         grid, block, has_boxes = ctx.launch
-        coef = scaled_coefficients(grad_value, slope, w, coef_a, coef_b, coef_c)
         grad = torch.empty_like(x)
         with launch_guard(x, _mask_backward_kernel):
             _mask_backward_kernel[grid](x, t, box, coef, grad, x.shape[1], x.shape[2], HAS_BOXES=has_boxes,
