@@ -161,7 +161,7 @@ def write_report(result: dict[str, Any], output: Path) -> None:
     lines = [
         "# Apex-X learns shapes", "",
         f"- machine: {result['machine']}",
-        f"- budget: {result['budget_s']} s of training (train_seconds below: what each run really used), "
+        f"- {result['sizing']} (train_seconds below: what each run really used), "
         f"trainer: {result['trainer']}, threads: {result['threads']}",
         f"- data: {result['data']}", "",
         "| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns),
@@ -187,6 +187,8 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
         "budget_s": args.budget_s, "trainer": args.trainer, "threads": args.threads,
+        "sizing": f"fixed {args.epochs} epochs" if args.epochs and args.trainer == "api"
+        else f"budget {args.budget_s:.0f} s of training",
         "data": f"{data} ({args.train_images} train / {args.val_images} val images, {args.size} px)",
         "config": config.to_plain(), "apex_x": trained,
     }

@@ -47,19 +47,17 @@ class DenseLoss:
             losses["det"] = self.detection_loss(outputs, batch, assignment, settings)
         if wants_masks:
             mask_logits, target_masks, crop_boxes = self.matched_masks(outputs, batch, assignment)
-            no_masks = mask_logits.shape[0] == 0
-            # No positives: a zero that still touches the mask branch (DDP sees every parameter used).
-            zero = (outputs["mask_coeffs"].sum() + outputs["prototypes"].sum()) * 0.0 if no_masks else None
+            if mask_logits.shape[0] == 0:
+                # No positives: a zero that still touches the mask branch (DDP sees every parameter used).
+                zero = kernels.clip_component((outputs["mask_coeffs"].sum() + outputs["prototypes"].sum()) * 0.0, 0.0)
+                losses.update({name: zero for name in ("seg", "boundary") if name in active})
+                return losses
             if "seg" in active:
-                value = zero if zero is not None else kernels.mask_loss(
-                    mask_logits, target_masks, crop_boxes, clip=settings.seg_clip
-                )
-                losses["seg"] = kernels.clip_component(value, settings.seg_clip)
+                losses["seg"] = kernels.mask_loss(mask_logits, target_masks, crop_boxes, clip=settings.seg_clip)
             if "boundary" in active:
-                value = zero if zero is not None else kernels.boundary_loss(
+                losses["boundary"] = kernels.boundary_loss(
                     mask_logits, target_masks, crop_boxes, clip=settings.boundary_clip
                 )
-                losses["boundary"] = kernels.clip_component(value, settings.boundary_clip)
         return losses
 
     def assign(self, outputs: dict[str, torch.Tensor], batch: Batch) -> Assignment:
