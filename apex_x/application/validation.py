@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +30,6 @@ class ValidationResult:
     error: str | None = None
 
 
-def _to_cpu(detections: Detections) -> Detections:
-    return Detections(
-        boxes=detections.boxes.detach().float().cpu(),
-        scores=detections.scores.detach().float().cpu(),
-        labels=detections.labels.detach().long().cpu(),
-        masks=detections.masks.detach().bool().cpu(),
-    )
-
-
 @torch.no_grad()
 def _run_shard(
     model: SegmentationModel,
@@ -45,10 +37,12 @@ def _run_shard(
     device: torch.device,
     settings: LossSettings,
     amp_dtype: torch.dtype | None,
-    collect: bool,
-) -> tuple[float, int, int, list[tuple[int, Detections]]]:
+    encode: Callable[[int, Detections], Any] | None,
+) -> tuple[float, int, int, list[tuple[int, Any]]]:
+    """Val loss over the shard and, with `encode`, each image's detections in the evaluator's compact form
+    (encoded batch by batch: full-resolution masks never pile up over the split)."""
     loss_sum, loss_count, images = 0.0, 0, 0
-    found: list[tuple[int, Detections]] = []
+    found: list[tuple[int, Any]] = []
     network: torch.nn.Module = model  # type: ignore[assignment]
     was_training = network.training
     network.eval()
@@ -66,9 +60,11 @@ def _run_shard(
                 loss_sum += total * batch.batch_size
                 loss_count += batch.batch_size
             images += batch.batch_size
-            if collect:
+            if encode is not None:
                 detections = model.postprocess(outputs, batch.metas)
-                found.extend((meta.image_id, _to_cpu(item)) for meta, item in zip(batch.metas, detections, strict=True))
+                found.extend(
+                    (meta.image_id, encode(meta.image_id, item)) for meta, item in zip(batch.metas, detections, strict=True)
+                )
     finally:
         network.train(was_training)
     return loss_sum, loss_count, images, found
@@ -90,7 +86,8 @@ def validate(
     hang the others: the error text is broadcast instead and raised everywhere by the caller."""
     started = time.perf_counter()
     collect = ground_truth is not None
-    shard = _run_shard(model, loader, context.device, settings, amp_dtype, collect)
+    encode = (lambda image_id, found: evaluator.encode(image_id, found, categories)) if collect else None
+    shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode)
     gathered = gather_to_main(context, shard)
     result: ValidationResult | None = None
     if context.is_main:
@@ -99,18 +96,18 @@ def validate(
         loss_count = sum(item[1] for item in gathered)
         images = sum(item[2] for item in gathered)
         seen: set[int] = set()
-        detections = []  # a DistributedSampler pads shards with repeats: keep each image once
+        encoded = []  # a DistributedSampler pads shards with repeats: keep each image once
         for item in gathered:
             for image_id, found in item[3]:
                 if image_id not in seen:
                     seen.add(image_id)
-                    detections.append((image_id, found))
+                    encoded.append((image_id, found))
         metrics: dict[str, float] = {"val_loss": loss_sum / loss_count if loss_count else math.nan}
         evaluation: dict[str, Any] | None = None
         error: str | None = None
         if collect:
             try:
-                scored: EvalResult = evaluator.evaluate(ground_truth, detections, categories)  # type: ignore[arg-type]
+                scored: EvalResult = evaluator.evaluate_encoded(ground_truth, encoded, categories)  # type: ignore[arg-type]
                 metrics.update({key: float(value) for key, value in scored.metrics.items()})
                 evaluation = scored.to_plain()
             except Exception as failure:  # noqa: BLE001 - broadcast, then raised on every rank

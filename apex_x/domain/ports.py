@@ -128,6 +128,17 @@ class Evaluator(Protocol):
         """ground_truth: COCO dataset dict; detections: (image_id, Detections) with contiguous labels."""
         ...
 
+    def encode(self, image_id: int, detections: Detections, categories: CategoryMap) -> Any:
+        """One image's detections in a compact, picklable form (e.g. COCO records with RLE masks), so
+        validation never holds full-resolution masks of the whole val split in memory."""
+        ...
+
+    def evaluate_encoded(
+        self, ground_truth: dict[str, Any], encoded: Sequence[tuple[int, Any]], categories: CategoryMap
+    ) -> EvalResult:
+        """The same metrics as `evaluate`, from (image_id, encode(...)) pairs."""
+        ...
+
 
 class ConfigLoader(Protocol):
     """Turns a config file plus overrides into a validated config."""

@@ -170,3 +170,16 @@ def test_detections_for_unknown_images_are_an_error() -> None:
     detections = _perfect_detections(_ground_truth())
     with pytest.raises(ValueError, match="not in the ground truth"):
         PycocotoolsEvaluator().evaluate(_ground_truth(), [(404, detections[0][1])], CATEGORIES)
+
+
+def test_encoded_per_image_records_give_the_same_metrics_and_hold_no_dense_masks() -> None:
+    ground_truth = _ground_truth()
+    detections = _noisy_detections(ground_truth, seed=3)
+    evaluator = PycocotoolsEvaluator()
+    encoded = [(image_id, evaluator.encode(image_id, found, CATEGORIES)) for image_id, found in detections]
+    for _, records in encoded:  # compact and plain: RLE strings, no tensors or arrays
+        assert all(isinstance(item["segmentation"]["counts"], str) for item in records["segm"])
+        json.dumps(records)
+    assert evaluator.evaluate_encoded(ground_truth, encoded, CATEGORIES).metrics == (
+        evaluator.evaluate(ground_truth, detections, CATEGORIES).metrics
+    )

@@ -220,6 +220,16 @@ class FakeEvaluator:
         self.calls = 0
         self.nan_calls = set(nan_calls)
 
+    def encode(self, image_id: int, detections: Detections, categories: CategoryMap) -> list[int]:
+        return [int(label) for label in detections.labels]
+
+    def evaluate_encoded(self, ground_truth: dict[str, Any], encoded: Sequence[tuple[int, list[int]]],
+                         categories: CategoryMap) -> EvalResult:
+        detections = [(image_id, Detections(torch.zeros(len(labels), 4), torch.ones(len(labels)),
+                                            torch.tensor(labels, dtype=torch.long), torch.zeros(len(labels), 1, 1)))
+                      for image_id, labels in encoded]
+        return self.evaluate(ground_truth, detections, categories)
+
     def evaluate(self, ground_truth: dict[str, Any], detections: Sequence[tuple[int, Detections]],
                  categories: CategoryMap) -> EvalResult:
         self.calls += 1

@@ -178,6 +178,14 @@ class FakeEvaluator:
     def __init__(self) -> None:
         self.calls: list[list[tuple[int, Detections]]] = []
 
+    def encode(self, image_id: int, detections: Detections, categories: CategoryMap) -> Detections:
+        return detections  # the fake keeps them whole, so tests can look at the masks it was given
+
+    def evaluate_encoded(
+        self, ground_truth: dict[str, Any], encoded: Sequence[tuple[int, Detections]], categories: CategoryMap
+    ) -> EvalResult:
+        return self.evaluate(ground_truth, encoded, categories)
+
     def evaluate(self, ground_truth: dict[str, Any], detections: Sequence[tuple[int, Detections]], categories: CategoryMap) -> EvalResult:
         self.calls.append(list(detections))
         hits = sum(1 for _, found in detections if bool((found.labels == 1).any()))

@@ -80,6 +80,10 @@ def load_ground_truth(ground_truth: dict[str, Any]) -> COCO:
 class PycocotoolsEvaluator:
     """COCO AP, AP50, AP75, APs/m/l (+ AR) for bbox and segm, and per-class AP, as flat metrics."""
 
+    def encode(self, image_id: int, detections: Detections, categories: CategoryMap) -> dict[str, list[dict[str, Any]]]:
+        """One image's COCO result records ({"bbox": [...], "segm": [...]}, RLE masks): small and picklable."""
+        return detections_to_coco_results([(image_id, detections)], categories)
+
     def evaluate(
         self,
         ground_truth: dict[str, Any],
@@ -88,13 +92,26 @@ class PycocotoolsEvaluator:
     ) -> EvalResult:
         """Images evaluated are those in `detections` (an image without detections counts as evaluated),
         or every ground-truth image when `detections` is empty."""
+        encoded = [(image_id, self.encode(image_id, found, categories)) for image_id, found in detections]
+        return self.evaluate_encoded(ground_truth, encoded, categories)
+
+    def evaluate_encoded(
+        self,
+        ground_truth: dict[str, Any],
+        encoded: Sequence[tuple[int, dict[str, list[dict[str, Any]]]]],
+        categories: CategoryMap,
+    ) -> EvalResult:
+        """The metrics of `evaluate` from per-image result records (see `encode`)."""
         coco_gt = load_ground_truth(ground_truth)
         known = set(coco_gt.getImgIds())
-        image_ids = sorted({int(image_id) for image_id, _ in detections}) or sorted(known)
+        image_ids = sorted({int(image_id) for image_id, _ in encoded}) or sorted(known)
         unknown = [image_id for image_id in image_ids if image_id not in known]
         if unknown:
             raise ValueError(f"detections for image ids not in the ground truth: {unknown[:10]}")
-        results = detections_to_coco_results(detections, categories)
+        results: dict[str, list[dict[str, Any]]] = {iou_type: [] for iou_type in IOU_TYPES}
+        for _, records in encoded:
+            for iou_type in IOU_TYPES:
+                results[iou_type].extend(records.get(iou_type, ()))
         metrics: dict[str, float] = {}
         per_class: dict[str, dict[str, float]] = {name: {} for name in categories.names}
         for iou_type in IOU_TYPES:
