@@ -1,13 +1,19 @@
-"""Fast torch GIoU loss: per-coordinate vector ops, gradient in closed form computed in the same pass.
+"""Fast torch GIoU loss: coordinate-major contiguous rows, gradient in closed form in the same pass.
 
-Box-pair losses are tiny tensors, so the cost is the number of ops and their layout, not memory:
-the reference and torchvision run ~30 ops forward and autograd replays ~50 nodes backward, many on
-(N, 2) column slices that torch cannot vectorise. Here the side lengths of the prediction, target,
-intersection and enclosure sit in one (4, 2, N) tensor (x and y rows contiguous, one op for all
-sixteen), the forward also writes the gradient (torch's rules: clamp passes strictly inside its
-bound, min/max split ties half and half) and the backward only scales it. The min/max shares are
-0/1/half factors; when the sum is not finite (NaN/Inf inputs), factor * NaN would differ from
-torch's masking, so such inputs take the same formulas with torch.where (exact, a little slower).
+Box-pair losses are tiny tensors (hundreds to a few thousand pairs), so the cost is the number of
+ops and their layout, not memory: torchvision runs ~30 ops forward and autograd replays ~50 nodes
+backward, many on (N, 2) column slices (a strided op costs several times a contiguous one at this
+size). Here the boxes are written as contiguous rows of N with negated starts, z = (-x0, -y0, x1,
+y1): every side length is then `z_start + z_end`, the intersection box is the elementwise min of
+the two boxes and the enclosure their max, so the (w, h) of prediction, intersection and enclosure
+fill one (3, 2, N) tensor in a few ops. The forward also writes the gradient (torch's rules: clamp
+passes strictly inside its bound, min/max split ties half and half), reusing its temporaries in
+place; the backward only scales it.
+
+The min/max shares and the clamp gate are `(1 -/+ sign(z_target - z_pred)) / 2` and `sign(side)`
+factors, exact for finite inputs; when the sum is not finite (NaN/Inf boxes) or off the CPU (no
+host sync to check it), the same formulas run with torch's own masking (torch.where), because
+factor * NaN is not a masked zero.
 """
 
 from __future__ import annotations
@@ -19,6 +25,15 @@ import torch
 from apex_x.kernels._common import StoredGradLoss, weighted_total
 
 EPS = 1e-7
+PRED, INTER, ENCLOSE = 0, 1, 2  # rows of the (3, 2, N) side lengths and (3, N) areas
+
+
+def _z_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) xyxy -> (4, N) coordinate-major rows -x0, -y0, x1, y1 (a side is start row + end row)."""
+    z = torch.empty(4, boxes.shape[0], device=boxes.device)
+    z.copy_(boxes.t())
+    z[:2].neg_()
+    return z
 
 
 def giou_sum_and_grad(
@@ -28,61 +43,82 @@ def giou_sum_and_grad(
     want_grad: bool,
     exact: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(sum of w * (1 - GIoU) as a 0-d fp32 tensor, its gradient w.r.t. pred_boxes or None).
+    """(sum of w * (1 - GIoU) as a 0-d fp32 tensor, its gradient w.r.t. pred_boxes (fp32) or None).
 
-    Temporaries are dropped as soon as they are used: the peak stays near torchvision's autograd peak."""
+    Temporaries are reused in place and dropped as soon as they are used: the peak stays under
+    torchvision's autograd peak (about 64 bytes a pair, the 16 of the gradient included)."""
     pred, target = pred_boxes.float(), target_boxes.float()
     count = pred.shape[0]
-    high, low = torch.maximum(pred, target), torch.minimum(pred, target)  # (N, 4)
-    sides = torch.empty(3, 2, count, device=pred.device)  # side lengths (w, h) of pred, inter, enclosure
-    torch.sub(pred[:, 2:].t(), pred[:, :2].t(), out=sides[0])
-    torch.sub(low[:, 2:].t(), high[:, :2].t(), out=sides[1])  # intersection: min of ends - max of starts
-    torch.sub(high[:, 2:].t(), low[:, :2].t(), out=sides[2])  # enclosure: max of ends - min of starts
-    del high, low
-    sides.clamp_(min=0.0)  # > 0 exactly where the raw side is > 0 (NaN stays NaN)
-    tw, th = (target[:, 2:].t() - target[:, :2].t()).clamp_(min=0.0)
+    z_pred, z_target = _z_boxes(pred), _z_boxes(target)  # (4, N) each
+    target_sides = torch.add(z_target[:2], z_target[2:]).clamp_(min=0.0)
+    u = torch.mul(target_sides[0], target_sides[1])  # target area; becomes union + eps
+    del target_sides
+    sides = torch.empty(3, 2, count, device=pred.device)  # (w, h) rows: prediction, intersection, enclosure
+    torch.add(z_pred[:2], z_pred[2:], out=sides[PRED])
+    torch.minimum(z_pred[:2], z_target[:2], out=sides[INTER]).add_(torch.minimum(z_pred[2:], z_target[2:]))
+    torch.maximum(z_pred[:2], z_target[:2], out=sides[ENCLOSE]).add_(torch.maximum(z_pred[2:], z_target[2:]))
+    sides.clamp_(min=0.0)  # NaN stays NaN, as torch's clamp keeps it
+    if not want_grad:
+        order = None
+    elif exact:  # torch's masks: NaN compares false (the gradient passes to both), Inf == Inf is a tie
+        order = torch.stack((z_pred < z_target, z_pred == z_target, z_pred > z_target))
+    else:
+        order = z_target.sub_(z_pred).sign_()  # sign(z_target - z_pred): who wins the min and the max
+    del z_pred, z_target
     areas = sides[:, 0] * sides[:, 1]  # (3, N)
-    u = areas[0].add_(tw.mul_(th)).sub_(areas[1]).add_(EPS)  # union + eps
-    inv_e = areas[2].add_(EPS).reciprocal_()  # 1 / (enclosure + eps)
-    iou = areas[1].div_(u)
+    u.add_(areas[PRED]).sub_(areas[INTER]).add_(EPS)
+    inv_e = areas[ENCLOSE].add_(EPS).reciprocal_()  # 1 / (enclosure + eps)
+    iou = areas[INTER].div_(u)
     losses = torch.mul(u, inv_e).neg_().add_(2.0).sub_(iou)  # 1 - iou + (enclosure - union)/(enclosure + eps)
     total, w = weighted_total(losses, weights)
-    del losses, tw, th
-    if not want_grad:
+    del losses
+    if order is None:
         return total, None
-    coef = torch.empty(3, count, device=pred.device)  # dL/d(area) of pred, inter, enclosure
-    torch.div(iou, u, out=coef[0]).sub_(inv_e)
-    torch.add(iou, 1.0, out=coef[1]).div_(u).neg_().add_(inv_e)
-    torch.mul(u, inv_e, out=coef[2]).mul_(inv_e)
-    del areas, u, iou, inv_e
+    coef = areas  # rows become dL/d(area) of the prediction, the intersection and the enclosure
+    torch.div(iou, u, out=coef[PRED]).sub_(inv_e)
+    torch.reciprocal(u, out=coef[INTER]).add_(coef[PRED]).neg_()  # 1/e - (1 + iou)/u
+    inv_e.mul_(inv_e).mul_(u)  # coef[ENCLOSE] = u / e^2
+    del u, iou, inv_e
     if w is not None:
         coef.mul_(w)
-    side_grad = sides.flip(1).mul_(coef.unsqueeze(1))  # dL/d(side) = dL/d(area) * other side
-    del coef
-    if exact:  # torch's clamp passes strictly inside its bound; masking keeps NaN out of closed gates
-        side_grad = torch.where(sides > 0, side_grad, 0.0)
-    else:  # finite: sign(clamped side) is that 0/1 gate, without a bool tensor
-        side_grad.mul_(sides.sign_())
-    del sides
-    g_pred, g_inter, g_encl = side_grad  # (2, N) each, rows x and y
-    # starts: d(side)/d(start) = -1, inter starts at max(starts), enclosure at min(starts); ends mirrored
+    side_grad = _side_grad(sides, coef, exact)  # (3, 2, N)
+    order = order.view(-1, 2, 2, count).squeeze(0)  # (2, 2, N) start/end, x/y; exact: 3 masks of that
+    grad_z = _through_min_max(side_grad, order, exact)  # (2, 2, N)
+    grad_z[0].neg_()  # z_start = -start
     grad = torch.empty(count, 4, device=pred.device)
-    grad[:, :2] = _corner(g_pred, g_inter, g_encl, pred[:, :2].t(), target[:, :2].t(), exact).neg_().t()
-    grad[:, 2:] = _corner(g_pred, g_encl, g_inter, pred[:, 2:].t(), target[:, 2:].t(), exact).t()
+    grad.t().copy_(grad_z.view(4, count))
     return total, grad
 
 
-def _corner(own, via_max, via_min, p, t, exact: bool) -> torch.Tensor:
-    """own + the shares of via_max / via_min that torch's max(p, t) / min(p, t) hand to p: all of it,
-    half on ties, none when the other is larger. Finite inputs: as a 1 / 0.5 / 0 factor; otherwise
-    with torch's own masking (factor * NaN would not be a masked zero)."""
-    if not exact:
-        wins = torch.sub(p, t).sign_().add_(1.0).mul_(0.5)
-        return wins.mul_(torch.sub(via_max, via_min)).add_(own).add_(via_min)
-    ties = p == t
-    via_max = torch.where(ties, via_max * 0.5, via_max).masked_fill_(p < t, 0.0)
-    via_min = torch.where(ties, via_min * 0.5, via_min).masked_fill_(p > t, 0.0)
-    return own + via_max + via_min
+def _side_grad(sides: torch.Tensor, coef: torch.Tensor, exact: bool) -> torch.Tensor:
+    """dL/d(w) = dL/d(area) * h and dL/d(h) = dL/d(area) * w, each where the clamp passed (raw side
+    strictly > 0, i.e. clamped side > 0), written over `sides` (3, 2, N) when the inputs are finite."""
+    if exact:
+        passed = sides > 0.0
+        swapped = torch.stack((sides[:, 1] * coef, sides[:, 0] * coef), dim=1)
+        return torch.where(passed, swapped, 0.0)
+    width = sides[:, 0].clone()
+    torch.mul(sides[:, 1], coef, out=sides[:, 0])  # h * c
+    sides[:, 1].sign_().mul_(width).mul_(coef)  # [h > 0] * w * c
+    sides[:, 0].mul_(width.sign_())  # [w > 0] * h * c
+    return sides
+
+
+def _through_min_max(side_grad: torch.Tensor, order: torch.Tensor, exact: bool) -> torch.Tensor:
+    """dL/d(z_pred) as (2, 2, N): d(side)/d(z_start) = d(side)/d(z_end) = 1; the intersection is
+    min(z_pred, z_target), the enclosure the max; torch gives the winner all, each half on a tie.
+    `order`: sign(z_target - z_pred) (2, 2, N), overwritten; exact: the masks (3, 2, 2, N) of
+    z_pred < z_target, z_pred == z_target and z_pred > z_target."""
+    own, via_min, via_max = side_grad  # (2, N) each
+    if exact:
+        lower, ties, higher = order
+        via_min = torch.where(ties, via_min * 0.5, via_min).masked_fill_(higher, 0.0)
+        via_max = torch.where(ties, via_max * 0.5, via_max).masked_fill_(lower, 0.0)
+        return via_min.add_(via_max).add_(own)
+    # min share (1 + order) / 2, max share (1 - order) / 2: own + mean + order * half difference
+    own.mul_(2.0).add_(via_min).add_(via_max)
+    via_min.sub_(via_max)
+    return order.mul_(via_min).add_(own).mul_(0.5)
 
 
 def _forward_fn(pred_boxes, target_boxes, weights):
