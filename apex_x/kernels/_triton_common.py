@@ -21,6 +21,8 @@ from apex_x.kernels._common import (
 
 NAN_ALL = tl.constexpr(tl.PropagateNan.ALL)  # constexpr: the only kind of global a compiled kernel may read
 ELEMENTS_PER_PROGRAM = 2048  # elementwise tile; memory-bound kernels, 4 warps
+FP32_MAX = tl.constexpr(3.4028234663852886e38)  # nan_to_num's replacement for +Inf (and -FP32_MAX for -Inf)
+FINISH_BLOCK = 1024  # partial sums per step of the one-program clip kernel
 
 
 def is_interpreted(kernel: object) -> bool:
@@ -71,6 +73,73 @@ def autocast_off(host_forward: Callable) -> staticmethod:
             return host_forward(ctx, *inputs)
 
     return staticmethod(forward)
+
+
+@triton.jit
+def _clipped_total_kernel(partial_ptr, weight_ptr, n_partials, norm_ptr, norm_value, clip, value_ptr, slope_ptr,
+                          WEIGHTED: tl.constexpr, NORM_IS_TENSOR: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """One program: total = sum(partials [* weights]); value = min(nan_to_num(total / norm), clip);
+    slope = d value / d total = [ratio finite and below the clip] / norm (clipped()'s rules, on the device)."""
+    acc = tl.zeros((BLOCK,), tl.float32)
+    for start in range(0, n_partials, BLOCK):
+        index = start + tl.arange(0, BLOCK)
+        ok = index < n_partials
+        part = tl.load(partial_ptr + index, mask=ok, other=0.0)
+        if WEIGHTED:
+            part = part * tl.load(weight_ptr + index, mask=ok, other=0.0).to(tl.float32)
+        acc += part
+    total = tl.sum(acc, axis=0)
+    if NORM_IS_TENSOR:
+        norm = tl.load(norm_ptr).to(tl.float32)
+    else:
+        norm = norm_value
+    ratio = total / norm
+    finite = tl.where(ratio != ratio, 0.0, ratio)  # NaN -> 0
+    finite = tl.minimum(tl.maximum(finite, -FP32_MAX), FP32_MAX)  # -Inf/+Inf -> the largest finite values
+    tl.store(value_ptr, tl.minimum(finite, clip))
+    gate = (tl.abs(ratio) <= FP32_MAX) & (finite < clip)
+    tl.store(slope_ptr, tl.where(gate, 1.0, 0.0) / norm)
+
+
+def _fused_normalizer(normalizer: float | torch.Tensor, device: torch.device) -> tuple[torch.Tensor | None, float] | None:
+    """(pointer tensor or None, value) when the clip kernel can take the normalizer: a Python number, or a
+    one-element fp32 tensor on the device of the partials (the result stays fp32, as torch would give)."""
+    if isinstance(normalizer, torch.Tensor):
+        if normalizer.numel() == 1 and normalizer.dtype == torch.float32 and normalizer.device == device:
+            return normalizer.reshape(1), 1.0
+        return None
+    if isinstance(normalizer, bool) or not isinstance(normalizer, (int, float)):
+        return None
+    return None, float(normalizer)
+
+
+def clip_partials_and_save(
+    ctx,
+    partials: torch.Tensor,  # (P,) fp32 partial sums (or per-item losses)
+    weights: torch.Tensor | None,  # (P,) per-item weights, or None
+    normalizer: float | torch.Tensor,
+    clip: float,
+    *saved: torch.Tensor | None,
+) -> torch.Tensor:
+    """Host forward tail: sum, normalise, nan_to_num, clip and the backward's slope in one launch
+    (instead of ~10 small torch ops); other normalizers take the torch ops of clip_and_save."""
+    fused = _fused_normalizer(normalizer, partials.device)
+    if fused is None:
+        total, _ = weighted_total(partials, None if weights is None else weights.float())
+        return clip_and_save(ctx, total, normalizer, clip, *saved)
+    norm_tensor, norm_value = fused
+    value = torch.empty((), dtype=torch.float32, device=partials.device)
+    slope = torch.empty((), dtype=torch.float32, device=partials.device)
+    weight_arg = partials if weights is None else weights.contiguous()
+    with launch_guard(partials, _clipped_total_kernel):
+        _clipped_total_kernel[(1,)](
+            partials, weight_arg, partials.numel(), partials if norm_tensor is None else norm_tensor, norm_value,
+            float(clip), value, slope, WEIGHTED=weights is not None, NORM_IS_TENSOR=norm_tensor is not None,
+            BLOCK=FINISH_BLOCK,
+        )  # fmt: skip
+    ctx.save_for_backward(*saved)
+    ctx.slope = slope
+    return value
 
 
 def instance_launch(

@@ -12,11 +12,12 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import check_class_ids, clip_and_save, is_class_targets
+from apex_x.kernels._common import check_class_ids, is_class_targets
 from apex_x.kernels._triton_common import (
     ELEMENTS_PER_PROGRAM,
     autocast_off,
     bce_with_logits,
+    clip_partials_and_save,
     kernel_view,
     launch_guard,
     pow2_at_least,
@@ -105,7 +106,7 @@ def _launch_shape(n_rows: int, n_cols: int) -> tuple[tuple[int, int], dict[str, 
 
 
 def _forward(ctx, logits, targets, weights, gamma, alpha, normalizer, clip):
-    """Host forward: one fused pass writes per-tile sums; the clip runs on the device."""
+    """Host forward: one fused pass writes per-tile sums; one more launch sums and clips them."""
     x = logits.contiguous()
     n_rows, n_cols = x.shape
     class_ids = is_class_targets(targets)
@@ -122,7 +123,7 @@ def _forward(ctx, logits, targets, weights, gamma, alpha, normalizer, clip):
     with launch_guard(x, _focal_forward_kernel):
         _focal_forward_kernel[grid](x, t, w, partials, *args, **flags)
     ctx.launch = (grid, args, flags)
-    return clip_and_save(ctx, partials.sum(), normalizer, clip, x, t, w)
+    return clip_partials_and_save(ctx, partials, None, normalizer, clip, x, t, w)
 
 
 class FocalLossTriton(torch.autograd.Function):

@@ -12,8 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from apex_x.kernels._common import clip_and_save, weighted_total
-from apex_x.kernels._triton_common import NAN_ALL, autocast_off, launch_guard
+from apex_x.kernels._triton_common import NAN_ALL, autocast_off, clip_partials_and_save, launch_guard
 
 BLOCK = 1024
 EPS = 1e-7
@@ -129,7 +128,7 @@ def _giou_backward_kernel(pred_ptr, target_ptr, scale_ptr, grad_ptr, n_pairs, ep
 
 
 def _forward(ctx, pred_boxes, target_boxes, weights, normalizer, clip):
-    """Host forward: per-pair losses, weighted sum and clip on the device."""
+    """Host forward: per-pair losses, then one launch for the weighted sum and the clip."""
     pred = pred_boxes.contiguous()
     target = target_boxes.contiguous()
     n_pairs = pred.shape[0]
@@ -137,8 +136,8 @@ def _forward(ctx, pred_boxes, target_boxes, weights, normalizer, clip):
     grid = (triton.cdiv(n_pairs, BLOCK),)
     with launch_guard(pred, _giou_forward_kernel):
         _giou_forward_kernel[grid](pred, target, losses, n_pairs, EPS, BLOCK=BLOCK)
-    total, w = weighted_total(losses, weights)
-    return clip_and_save(ctx, total, normalizer, clip, pred, target, w)
+    w = None if weights is None else weights.float()
+    return clip_partials_and_save(ctx, losses, w, normalizer, clip, pred, target, w)
 
 
 class GiouLossTriton(torch.autograd.Function):

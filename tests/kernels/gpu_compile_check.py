@@ -14,7 +14,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from apex_x.kernels import boundary, focal, giou, mask
+from apex_x.kernels import _triton_common, boundary, focal, giou, mask
 
 P = "*fp32"
 FOCAL_ARGS = {"n_rows": "i32", "n_cols": "i32", "gamma": "fp32", "alpha": "fp32"}
@@ -62,6 +62,16 @@ CASES = [
      {"x_ptr": "*bf16", "edge_grad_ptr": P, "code_max_ptr": "*i8", "code_min_ptr": "*i8", "grad_ptr": "*bf16",
       "height": "i32", "width": "i32", "BLOCK": "constexpr"},
      {"BLOCK": 1024}),
+    (_triton_common._clipped_total_kernel,
+     {"partial_ptr": P, "weight_ptr": "*bf16", "n_partials": "i32", "norm_ptr": P, "norm_value": "fp32",
+      "clip": "fp32", "value_ptr": P, "slope_ptr": P, "WEIGHTED": "constexpr", "NORM_IS_TENSOR": "constexpr",
+      "BLOCK": "constexpr"},
+     {"WEIGHTED": True, "NORM_IS_TENSOR": True, "BLOCK": 1024}),
+    (_triton_common._clipped_total_kernel,
+     {"partial_ptr": P, "weight_ptr": P, "n_partials": "i32", "norm_ptr": P, "norm_value": "fp32",
+      "clip": "fp32", "value_ptr": P, "slope_ptr": P, "WEIGHTED": "constexpr", "NORM_IS_TENSOR": "constexpr",
+      "BLOCK": "constexpr"},
+     {"WEIGHTED": False, "NORM_IS_TENSOR": False, "BLOCK": 1024}),
 ]  # fmt: skip
 
 
