@@ -5,7 +5,8 @@ Implementations side by side on the same inputs: apex-torch (the fast torch path
 (compile time excluded: it happens in the warm-up round), and torchvision's sigmoid_focal_loss /
 generalized_box_iou_loss where torchvision has one. Shapes: APEX_X_BENCH_SIZE=small (CI-sized,
 the default) or full (COCO-sized: focal 16x8400x80 and 16x21504x80, masks 100x160x160 and
-800x256x256, 1k and 10k box pairs). APEX_X_BENCH_THREADS sets torch's CPU threads.
+800x256x256, 1k and 10k box pairs). APEX_X_BENCH_THREADS sets torch's CPU threads and
+APEX_X_BENCH_ROUNDS the timed rounds per case (default 5 small, 3 full; more on a noisy machine).
 
 Peak memory: on CUDA torch.cuda.max_memory_allocated above the level before the call; on CPU the
 largest "Total Allocated" of torch's CPU allocator as torch.profiler(profile_memory=True) reports
@@ -35,7 +36,9 @@ from apex_x.kernels import reference
 SIZE = os.environ.get("APEX_X_BENCH_SIZE", "small")
 if SIZE not in ("small", "full"):
     raise ValueError(f"APEX_X_BENCH_SIZE must be 'small' or 'full', got {SIZE!r}")
-ROUNDS = 5 if SIZE == "small" else 3
+ROUNDS = int(os.environ.get("APEX_X_BENCH_ROUNDS") or (5 if SIZE == "small" else 3))
+if ROUNDS < 1:
+    raise ValueError(f"APEX_X_BENCH_ROUNDS must be >= 1, got {ROUNDS}")
 SHAPES = {
     "small": {"focal": [(2 * 2100, 80)], "giou": [(1000,), (10000,)], "mask": [(8, 160, 160)]},
     "full": {
@@ -146,7 +149,8 @@ def _sync(device: str) -> None:
 
 
 def _phase_callables(fn, data: dict, device: str, phase: str):
-    """(setup, target) for benchmark.pedantic: setup prepares untimed state, target is what is timed."""
+    """(setup, target, clear_grad) for benchmark.pedantic: setup prepares untimed state, target is what is
+    timed, clear_grad drops the last call's gradient (before a memory measurement)."""
     leaf = data["pred"].detach().clone().requires_grad_(True)
 
     def no_setup():
@@ -172,9 +176,12 @@ def _phase_callables(fn, data: dict, device: str, phase: str):
         value.backward()
         _sync(device)
 
+    def clear_grad():
+        leaf.grad = None
+
     if phase == "backward":
-        return setup_backward, backward
-    return no_setup, (forward if phase == "forward" else forward_then_backward)
+        return setup_backward, backward, clear_grad
+    return no_setup, (forward if phase == "forward" else forward_then_backward), clear_grad
 
 
 def _schedule(setup, target, phase: str) -> dict:
@@ -188,8 +195,12 @@ def _schedule(setup, target, phase: str) -> dict:
     return {"rounds": ROUNDS, "iterations": max(1, min(1000, int(0.04 / once)))}
 
 
-def peak_bytes(setup, target, device: str) -> int:
-    """Peak memory of one call of target (see the module docstring for how)."""
+def peak_bytes(setup, target, device: str, clear_grad=None) -> int:
+    """Peak memory of one call of target (see the module docstring for how). `clear_grad` runs first, so
+    that freeing the previous call's gradient (made before the profiler started, so of unknown size to
+    it) never falls inside the measured call: every implementation is measured with its gradient."""
+    if clear_grad is not None:
+        clear_grad()
     args, kwargs = setup()
     if device == "cuda":
         torch.cuda.synchronize()
@@ -236,7 +247,7 @@ def test_kernel_benchmark(benchmark, loss, shape, device, impl, phase):
     if impl not in impls:
         pytest.skip(f"{impl} does not apply to {loss} on {device}")
     data = make_inputs(loss, shape, device)
-    setup, target = _phase_callables(impls[impl], data, device, phase)
+    setup, target, clear_grad = _phase_callables(impls[impl], data, device, phase)
     benchmark.group = f"{loss} {'x'.join(map(str, shape))} {device} {phase}"
     info = {"loss": loss, "shape": list(shape), "device": device, "impl": impl, "phase": phase, "size": SIZE}
     info.update(device_description(device))
@@ -249,6 +260,6 @@ def test_kernel_benchmark(benchmark, loss, shape, device, impl, phase):
         benchmark.pedantic(lambda: None, rounds=1, iterations=1)
         return
     benchmark.pedantic(target, warmup_rounds=1, **_schedule(setup, target, phase))
-    benchmark.extra_info["peak_bytes"] = peak_bytes(setup, target, device)
+    benchmark.extra_info["peak_bytes"] = peak_bytes(setup, target, device, clear_grad)
     benchmark.extra_info["grad_bytes"] = data["pred"].numel() * data["pred"].element_size()
     benchmark.extra_info["bytes_must_move"] = bytes_must_move(data, phase)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import struct
 from collections.abc import Callable
 
-import numpy
 import torch
 
 CLASS_ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
@@ -91,9 +91,30 @@ def needs_reference(*tensors: torch.Tensor | None) -> bool:
 
 def full_precision(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast off inside the losses: they accumulate in fp32 whatever the caller's autocast says."""
-    if tensor.device.type in ("cpu", "cuda"):
-        return torch.autocast(device_type=tensor.device.type, enabled=False)
+    device_type = tensor.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _fp32(value: float) -> float:
+    """A Python float rounded to fp32, as a Python float (+-Inf past the fp32 range)."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _fp32_ratio(numerator: float, denominator: float) -> float:
+    """fp32 division as torch does it for an fp32 tensor and a Python number: the number is cast to fp32
+    and the quotient rounded once (computing it in double first is exact: double rounding of a quotient
+    of two fp32 values is innocuous); x / 0 follows IEEE (Python would raise)."""
+    divisor = _fp32(denominator)
+    if divisor == 0.0:
+        if numerator == 0.0 or math.isnan(numerator):
+            return math.nan
+        return math.copysign(math.inf, numerator) * math.copysign(1.0, divisor)
+    return _fp32(numerator / divisor)
 
 
 def clipped(
@@ -116,8 +137,7 @@ def clipped(
         return value, gate.to(ratio.dtype) / normalizer
     dtype = torch.result_type(total, normalizer)
     if dtype == torch.float32 and not isinstance(normalizer, torch.Tensor):  # fp32 division, as torch rounds it
-        with numpy.errstate(all="ignore"):
-            ratio_value = float(numpy.float32(total.item()) / numpy.float32(normalizer))
+        ratio_value = _fp32_ratio(total.item(), float(normalizer))
     else:
         ratio_value = float(torch.tensor(total.item(), dtype=dtype) / normalizer)
     finite = ratio_value if math.isfinite(ratio_value) else (
@@ -125,8 +145,11 @@ def clipped(
     )  # fmt: skip
     gate = 1.0 if math.isfinite(ratio_value) and finite < clip else 0.0
     norm = float(normalizer)
-    slope = gate / norm if norm != 0.0 else (math.nan if gate == 0.0 else math.copysign(math.inf, norm))
-    return torch.tensor(min(finite, clip), dtype=dtype), slope
+    if dtype == torch.float32 and not isinstance(normalizer, torch.Tensor):  # d(total / norm) in fp32, as torch
+        slope = _fp32_ratio(gate, norm)
+    else:
+        slope = gate / norm if norm != 0.0 else (math.nan if gate == 0.0 else math.copysign(math.inf, norm))
+    return torch.scalar_tensor(min(finite, clip), dtype=dtype), slope
 
 
 def box_crop_factors(
@@ -251,7 +274,8 @@ class StoredGradLoss(torch.autograd.Function):
             with full_precision(grad_value):
                 _, grad = ctx.forward_fn(True)
         if isinstance(ctx.slope, float) and grad_value.device.type == "cpu":
-            return grad.mul_(float(grad_value) * ctx.slope), None, None, None
+            scale = float(grad_value) * ctx.slope
+            return (grad if scale == 1.0 else grad.mul_(scale)), None, None, None
         return grad.mul_((grad_value * ctx.slope).to(torch.float32)), None, None, None
 
 
