@@ -25,16 +25,21 @@ import torch
 from apex_x.kernels._common import StoredGradLoss, weighted_total
 
 EPS = 1e-7
-_Z_SIGNS: dict[torch.device, torch.Tensor] = {}  # (4, 1) factors -1, -1, 1, 1 per device, made on first use
+_Z_SIGNS: dict[tuple[torch.device, float], torch.Tensor] = {}  # (4, 1) sign columns, see _z_signs
+
+
+def _z_signs(device: torch.device, scale: float = 1.0) -> torch.Tensor:
+    """(4, 1) column -scale, -scale, scale, scale on `device` (cached: made on first use)."""
+    signs = _Z_SIGNS.get((device, scale))
+    if signs is None:
+        signs = _Z_SIGNS[(device, scale)] = torch.tensor([[-scale], [-scale], [scale], [scale]], device=device)
+    return signs
 
 
 def _z_boxes(boxes: torch.Tensor) -> torch.Tensor:
     """(N, 4) xyxy fp32 -> (2, 2, N) coordinate-major -x0, -y0 | x1, y1 (a side is start row + end row)."""
-    signs = _Z_SIGNS.get(boxes.device)
-    if signs is None:
-        signs = _Z_SIGNS[boxes.device] = torch.tensor([[-1.0], [-1.0], [1.0], [1.0]], device=boxes.device)
     z = torch.empty(2, 2, boxes.shape[0], device=boxes.device)
-    torch.mul(boxes.t(), signs, out=z.view(4, -1))
+    torch.mul(boxes.t(), _z_signs(boxes.device), out=z.view(4, -1))
     return z
 
 
@@ -77,7 +82,7 @@ def giou_sum_and_grad(
     u.add_(area_pred).sub_(inter).add_(EPS)
     inv_e.add_(EPS).reciprocal_()
     iou = inter.div_(u)
-    losses = torch.mul(u, inv_e).neg_().add_(2.0).sub_(iou)  # 1 - iou + (enclosure - union)/(enclosure + eps)
+    losses = torch.addcmul(iou, u, inv_e).neg_().add_(2.0)  # 1 - iou + (enclosure - union)/(enclosure + eps)
     total, w = weighted_total(losses, weights)
     del losses
     if order is None:
@@ -91,10 +96,9 @@ def giou_sum_and_grad(
     if w is not None:
         coef.mul_(w)
     side_grad = _side_grad(sides, widths, heights, coef, exact)  # (3, 2, N)
-    grad_z = _through_min_max(side_grad, order, exact)  # (2, 2, N)
-    grad_z[0].neg_()  # z_start = -start
+    twice_grad_z = _through_min_max(side_grad, order, exact)  # (2, 2, N): 2 dL/d(z_pred)
     grad = torch.empty(count, 4, device=pred.device)
-    grad.t().copy_(grad_z.view(4, count))
+    torch.mul(twice_grad_z.view(4, count), _z_signs(pred.device, 0.5), out=grad.t())  # z_start = -start
     return total, grad
 
 
@@ -116,20 +120,21 @@ def _side_grad(
 
 
 def _through_min_max(side_grad: torch.Tensor, order: torch.Tensor, exact: bool) -> torch.Tensor:
-    """dL/d(z_pred) as (2, 2, N): d(side)/d(z_start) = d(side)/d(z_end) = 1; the intersection is
+    """2 dL/d(z_pred) as (2, 2, N): d(side)/d(z_start) = d(side)/d(z_end) = 1; the intersection is
     min(z_pred, z_target), the enclosure the max; torch gives the winner all, each half on a tie.
     `order`: sign(z_target - z_pred) (2, 2, N), overwritten; exact: the masks (3, 2, 2, N) of
-    z_pred < z_target, z_pred == z_target and z_pred > z_target."""
+    z_pred < z_target, z_pred == z_target and z_pred > z_target. (Twice the gradient: the caller's
+    sign flip of the starts takes the 1/2 in the same op.)"""
     own, via_min, via_max = side_grad  # (2, N) each
     if exact:
         lower, ties, higher = order
-        via_min = torch.where(ties, via_min * 0.5, via_min).masked_fill_(higher, 0.0)
-        via_max = torch.where(ties, via_max * 0.5, via_max).masked_fill_(lower, 0.0)
-        return via_min.add_(via_max).add_(own)
-    # min share (1 + order) / 2, max share (1 - order) / 2: own + mean + order * half difference
+        via_min = torch.where(ties, via_min, via_min * 2.0).masked_fill_(higher, 0.0)
+        via_max = torch.where(ties, via_max, via_max * 2.0).masked_fill_(lower, 0.0)
+        return via_min.add_(via_max).add_(own, alpha=2.0)
+    # min share (1 + order) / 2, max share (1 - order) / 2: 2 own + sum + order * difference
     own.mul_(2.0).add_(via_min).add_(via_max)
     via_min.sub_(via_max)
-    return order.mul_(via_min).add_(own).mul_(0.5)
+    return order.mul_(via_min).add_(own)
 
 
 def _forward_fn(pred_boxes, target_boxes, weights):
