@@ -136,7 +136,8 @@ def clipped(
         gate = torch.isfinite(ratio).logical_and_(finite < clip)
         return value, gate.to(ratio.dtype) / normalizer
     dtype = torch.result_type(total, normalizer)
-    if dtype == torch.float32 and not isinstance(normalizer, torch.Tensor):  # fp32 division, as torch rounds it
+    fp32_by_number = dtype == torch.float32 and not isinstance(normalizer, torch.Tensor)  # torch rounds in fp32
+    if fp32_by_number:
         ratio_value = _fp32_ratio(total.item(), float(normalizer))
     else:
         ratio_value = float(torch.tensor(total.item(), dtype=dtype) / normalizer)
@@ -145,7 +146,7 @@ def clipped(
     )  # fmt: skip
     gate = 1.0 if math.isfinite(ratio_value) and finite < clip else 0.0
     norm = float(normalizer)
-    if dtype == torch.float32 and not isinstance(normalizer, torch.Tensor):  # d(total / norm) in fp32, as torch
+    if fp32_by_number:  # d(total / norm), rounded to fp32 as torch's gradient is
         slope = _fp32_ratio(gate, norm)
     else:
         slope = gate / norm if norm != 0.0 else (math.nan if gate == 0.0 else math.copysign(math.inf, norm))

@@ -125,7 +125,7 @@ def clip_partials_and_save(
     (instead of ~10 small torch ops); other normalizers take the torch ops of clip_and_save."""
     fused = _fused_normalizer(normalizer, partials.device)
     if fused is None:
-        total, _ = weighted_total(partials, None if weights is None else weights.float())
+        total, _ = weighted_total(partials, weights)
         return clip_and_save(ctx, total, normalizer, clip, *saved)
     norm_tensor, norm_value = fused
     value = torch.empty((), dtype=torch.float32, device=partials.device)
