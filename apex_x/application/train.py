@@ -85,9 +85,11 @@ class TrainUseCase:
             kernels = kernels_report(settings.runtime.kernels, context.device)
             output_dir = Path(settings.train.output_dir)
             _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
-            payload = self._load_resume(resume_from) if resume_from else None
-            categories = self._check_data(context, payload, resume_from)
+            categories = self._check_data(context)
             model = self.factory.build(settings.model, categories.num_classes)
+            payload = self._load_resume(resume_from, model) if resume_from else None
+            if payload is not None and resume_from is not None:
+                self._check_resume_data(payload, categories, resume_from)
             groups = model.parameter_groups()
             check_groups(stages, groups, from_defaults=not settings.train.stages)
             if not isinstance(model, torch.nn.Module):
@@ -127,8 +129,10 @@ class TrainUseCase:
             shutdown(context)
 
     # ------------------------------------------------------------------------------------------
-    def _load_resume(self, path: str) -> dict[str, Any]:
-        payload = self.store.load(path)
+    def _load_resume(self, path: str, model: Any) -> dict[str, Any]:
+        """The checkpoint to resume, its declared sizes checked against the model built from the config."""
+        sizes = [tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()]
+        payload = self.store.load(path, expected_sizes=(max(sizes, default=0), sum(sizes)))
         require_training_checkpoint(payload, path)
         if payload.get(fmt.KEY_PROFILE) != self.settings.model.profile:
             raise ConfigError(
@@ -142,7 +146,7 @@ class TrainUseCase:
             log.info("resume_config_change", change=change)
         return payload
 
-    def _check_data(self, context: DistContext, payload: Mapping[str, Any] | None, path: str | None) -> CategoryMap:
+    def _check_data(self, context: DistContext) -> CategoryMap:
         """Dataset checks first (bad data is refused), then the class count against the data."""
         settings = self.settings
         expected = settings.model.num_classes
@@ -172,21 +176,23 @@ class TrainUseCase:
                 "the count from the data",
                 key="model.num_classes",
             )
-        if payload is not None:
-            stored = CategoryMap.from_plain(dict(payload[fmt.KEY_CATEGORIES]))
-            if stored != categories:
-                raise DatasetError(
-                    f"cannot resume {path}: its classes {list(stored.names)} differ from the dataset's "
-                    f"{list(categories.names)}"
-                )
-            fingerprint = payload.get(fmt.KEY_DATASET_FINGERPRINT)
-            if fingerprint and fingerprint != self.source.fingerprint():
-                raise DatasetError(
-                    f"cannot resume {path}: the dataset changed since the checkpoint was written (fingerprint "
-                    f"{str(fingerprint)[:12]} vs {self.source.fingerprint()[:12]}); resume on the same data or "
-                    "start a new run"
-                )
         return categories
+
+    def _check_resume_data(self, payload: Mapping[str, Any], categories: CategoryMap, path: str) -> None:
+        """The checkpoint's classes and dataset fingerprint against the data of this run."""
+        stored = CategoryMap.from_plain(dict(payload[fmt.KEY_CATEGORIES]))
+        if stored != categories:
+            raise DatasetError(
+                f"cannot resume {path}: its classes {list(stored.names)} differ from the dataset's "
+                f"{list(categories.names)}"
+            )
+        fingerprint = payload.get(fmt.KEY_DATASET_FINGERPRINT)
+        if fingerprint and fingerprint != self.source.fingerprint():
+            raise DatasetError(
+                f"cannot resume {path}: the dataset changed since the checkpoint was written (fingerprint "
+                f"{str(fingerprint)[:12]} vs {self.source.fingerprint()[:12]}); resume on the same data or "
+                "start a new run"
+            )
 
     def _auxiliary(self, categories: CategoryMap, context: DistContext) -> list[AuxiliaryLoss]:
         provided = self.auxiliary_losses
