@@ -12,6 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint_values import describe_misfit
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError, UserError
 from apex_x.domain.ports import CheckpointStore, ModelFactory, SegmentationModel
@@ -138,8 +139,10 @@ def build_inference_model(
     config = config.model_copy(update={"model": model_config})
     categories = checkpoint_categories(payload, path)
     use_ema = prefers_ema(payload, config)
-    network = _build_untrained(factory_for(config), config, categories.num_classes)
     state = store.extract_model_state(payload, prefer_ema=use_ema)
+    factory = factory_for(config)
+    check_fits_before_building(lambda: _build_untrained(factory, config, categories.num_classes), state, path)
+    network = _build_untrained(factory, config, categories.num_classes)
     apply_state(network, state, strict=True, source=path)
     network.to(device)  # type: ignore[attr-defined]
     network.eval()  # type: ignore[attr-defined]
@@ -156,6 +159,22 @@ def build_inference_model(
         weights=weights,
         best=dict(best) if isinstance(best, Mapping) else None,
     )
+
+
+def check_fits_before_building(build: Callable[[], Any], state: Mapping[str, torch.Tensor], path: str) -> None:
+    """Build the model on the meta device (no memory) and compare it with the checkpoint's weights, so a
+    stored config that asks for another (e.g. a huge) model is refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            shapes = {key: tuple(value.shape) for key, value in build().state_dict().items()}  # type: ignore[attr-defined]
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a model that cannot be built on meta is checked after building
+        log.debug("meta_build_skipped", reason=f"{type(error).__name__}: {error}")
+        return
+    misfit = describe_misfit(shapes, {key: tuple(value.shape) for key, value in state.items()})
+    if misfit:
+        raise CheckpointError(f"{path}: {misfit}; refusing to build it")
 
 
 def _build_untrained(factory: ModelFactory, config: ApexConfig, num_classes: int) -> SegmentationModel:

@@ -8,6 +8,7 @@ its validator to KEY_VALIDATORS (optional keys may be absent or None).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -229,6 +230,40 @@ def _state_dict(value: Any, key: str) -> None:
             raise _Bad(f"{key}.{name}", f"must be a tensor, got {_type_name(item)}")
 
 
+_DIAG_INTS = ("steps", "applied_steps", "nan_loss", "inf_loss", "nan_grad", "inf_grad", "skipped_steps",
+              "oom_skipped_steps")
+_DIAG_NUMBERS = ("grad_norm_last", "grad_norm_max", "total_sum")
+_DIAG_TABLES = ("component_sums", "component_counts", "bad_components")
+
+
+def _number(value: Any, key: str, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(key, f"must be a number, got {_type_name(value)}")
+
+
+def _diagnostics_scope(value: Any, key: str) -> None:
+    if value is None:
+        return
+    plain = _mapping(value, key)
+    for name, item in plain.items():
+        where = f"{key}.{name}"
+        if name in _DIAG_INTS:
+            _int(item, where)
+        elif name == "first_bad_step":
+            if item is not None:
+                _int(item, where)
+        elif name in _DIAG_NUMBERS:
+            _number(item, where)
+        elif name in _DIAG_TABLES:
+            for component, number in _mapping(item, where).items():
+                _text(component, f"{where}.{component}")
+                _number(number, f"{where}.{component}", optional=False)
+        else:
+            raise _Bad(where, "is not a loss-diagnostics field")
+
+
 def _train_state(value: Any, key: str) -> None:
     if value is None:
         return
@@ -236,12 +271,30 @@ def _train_state(value: Any, key: str) -> None:
     check_plain(plain, key)
     report = plain.get("report")
     if report is not None:
-        _best(_mapping(report, f"{key}.report").get("best"), f"{key}.report.best")
+        report = _mapping(report, f"{key}.report")
+        _best(report.get("best"), f"{key}.report.best")
         history = report.get("history")
         if history is not None and not isinstance(history, (list, tuple)):
             raise _Bad(f"{key}.report.history", f"must be a list, got {_type_name(history)}")
-    if "consecutive_bad" in plain:
+        for index, item in enumerate(history or []):
+            _mapping(item, f"{key}.report.history.{index}")
+        _number(report.get("elapsed_s"), f"{key}.report.elapsed_s")
+        if report.get("sessions") is not None:
+            _int(report["sessions"], f"{key}.report.sessions")
+    diagnostics = plain.get("diagnostics")
+    if diagnostics is not None:
+        diagnostics = _mapping(diagnostics, f"{key}.diagnostics")
+        _diagnostics_scope(diagnostics.get("epoch"), f"{key}.diagnostics.epoch")
+        _diagnostics_scope(diagnostics.get("run"), f"{key}.diagnostics.run")
+        for name, scope in _mapping(diagnostics.get("stages") or {}, f"{key}.diagnostics.stages").items():
+            _diagnostics_scope(scope, f"{key}.diagnostics.stages.{name}")
+    if plain.get("consecutive_bad") is not None:
         _int(plain["consecutive_bad"], f"{key}.consecutive_bad")
+    first_bad = plain.get("first_bad")
+    if first_bad is not None:
+        if not isinstance(first_bad, (list, tuple)) or len(first_bad) != 2 or not isinstance(first_bad[1], (list, tuple)):
+            raise _Bad(f"{key}.first_bad", "must be [step, [component names]] or null")
+        _int(first_bad[0], f"{key}.first_bad.0")
 
 
 def _text_value(value: Any, key: str) -> None:
@@ -297,4 +350,21 @@ def validate_payload(payload: Mapping[str, Any], path: str) -> None:
         raise CheckpointError(f"{path}: checkpoint values are nested too deeply; refusing to use it") from None
 
 
-__all__ = ["KEY_VALIDATORS", "MAX_DEPTH", "MAX_NODES", "check_plain", "validate_payload"]
+def describe_misfit(model: Mapping[str, tuple[int, ...]], weights: Mapping[str, tuple[int, ...]]) -> str | None:
+    """What keeps `weights` (key -> shape) from fitting a model of `model` shapes, or None when they fit.
+    Used with a model built on the meta device: a stored config that asks for another (e.g. a huge) model
+    than its weights is refused before anything is allocated."""
+    missing = sorted(key for key in model if key not in weights)
+    wrong = sorted(key for key in model if key in weights and tuple(model[key]) != tuple(weights[key]))
+    if not missing and not wrong:
+        return None
+    parts = [f"{len(missing)} missing (first: {missing[:3]})"] if missing else []
+    if wrong:
+        shown = [(key, list(weights[key]), list(model[key])) for key in wrong[:2]]
+        parts.append(f"{len(wrong)} of another shape (first, file vs model: {shown})")
+    model_numel, file_numel = (sum(math.prod(shape) for shape in table.values()) for table in (model, weights))
+    return (f"the config stored in the checkpoint builds a model of {model_numel:,} parameters that its weights "
+            f"({file_numel:,} values) do not fit: " + "; ".join(parts))
+
+
+__all__ = ["describe_misfit", "KEY_VALIDATORS", "MAX_DEPTH", "MAX_NODES", "check_plain", "validate_payload"]
