@@ -276,6 +276,13 @@ def smoke_device(load: Any, image: ImageLike, device: str) -> dict[str, Any]:
     return entry
 
 
+def check_smoke_output(path: str | Path) -> None:
+    """The smoke report's file must be writable (ConfigError naming it and why) before any device runs."""
+    from apex_x.application.output_folder import check_output_file
+
+    check_output_file(path, key="--output-json")
+
+
 def smoke_run(checkpoint: str | Path, image: str | Path, devices: list[str]) -> dict[str, Any]:
     """The notebook's path (load_checkpoint + predict) on each device; a JSON-able report."""
     runs = [

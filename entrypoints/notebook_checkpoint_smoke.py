@@ -35,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     if not devices or unknown:
         parser.error(f"--devices: expected a comma-separated list of cpu/cuda, got {args.devices!r}")
 
-    from apex_x.notebook import smoke_run
+    from apex_x.domain.errors import UserError
+    from apex_x.notebook import check_smoke_output, smoke_run
 
-    report = smoke_run(args.checkpoint, args.image, devices)
     output = Path(args.output_json)
+    try:
+        check_smoke_output(output)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = smoke_run(args.checkpoint, args.image, devices)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for name, run in report["devices"].items():

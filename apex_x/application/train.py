@@ -12,6 +12,7 @@ import torch
 from apex_x.application.checkpointing import CheckpointKeeper
 from apex_x.application.curriculum import check_groups, plan_stages, total_epochs
 from apex_x.application.distributed import DistContext, any_true, init_distributed, shutdown
+from apex_x.application.output_folder import check_run_folder
 from apex_x.application.progress import Progress, SilentProgress
 from apex_x.application.resume import (
     RunAlreadyFinished,
@@ -213,6 +214,7 @@ def _check_metric_name(name: str) -> None:
 
 def _prepare_output(output_dir: Path) -> None:
     """Create the output folders and prove they are writable, before any work is done."""
+    check_run_folder(output_dir)  # refused before anything is created
     probe = output_dir / "checkpoints" / ".write_probe"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
