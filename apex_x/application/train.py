@@ -12,6 +12,7 @@ import torch
 from apex_x.application.checkpointing import CheckpointKeeper
 from apex_x.application.curriculum import check_groups, plan_stages, total_epochs
 from apex_x.application.distributed import DistContext, any_true, init_distributed, shutdown
+from apex_x.application.heartbeat import is_peer_error, peer_failed
 from apex_x.application.output_folder import check_run_folder
 from apex_x.application.progress import Progress, SilentProgress
 from apex_x.application.resume import (
@@ -78,56 +79,66 @@ class TrainUseCase:
         settings = self.settings
         stages = plan_stages(settings)
         _check_metric_name(settings.train.checkpoint_metric)
-        context = init_distributed(settings.runtime.device)
+        runtime = settings.runtime
+        context = init_distributed(runtime.device, runtime.collective_timeout_s, runtime.peer_timeout_s)
         try:
-            if settings.runtime.num_threads:
-                torch.set_num_threads(settings.runtime.num_threads)
-            seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
-            kernels = kernels_report(settings.runtime.kernels, context.device)
-            output_dir = Path(settings.train.output_dir)
-            _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
-            categories = self._check_data(context)
-            model = self.factory.build(settings.model, categories.num_classes)
-            payload = self._load_resume(resume_from, model) if resume_from else None
-            if payload is not None and resume_from is not None:
-                self._check_resume_data(payload, categories, resume_from)
-            groups = model.parameter_groups()
-            check_groups(stages, groups, from_defaults=not settings.train.stages)
-            if not isinstance(model, torch.nn.Module):
-                raise TypeError("the model factory must build a torch.nn.Module")
-            model.to(context.device)
-            auxiliary = self._auxiliary(categories, context)
-            session = RunSession(
-                settings=settings,
-                stages=stages,
-                model=model,
-                groups=groups,
-                source=self.source,
-                store=self.store,
-                evaluator=self.evaluator,
-                writers=self.writers,
-                weights_writer=self.weights_writer,
-                progress=self.progress if context.is_main else SilentProgress(),
-                auxiliary_losses=auxiliary,
-                categories=categories,
-                context=context,
-                keeper=CheckpointKeeper(
-                    self.store, output_dir / "checkpoints", context, settings.train.keep_last_epochs
-                ),
-                kernels=kernels,
-                metric=choose_metric(settings.train.checkpoint_metric, self.source),
-            )
-            position = session.restore(payload, resume_from) if payload is not None else None
-            start = next_start(stages, position)
-            if start is None:
-                assert payload is not None and resume_from is not None
-                raise RunAlreadyFinished(
-                    finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
-                )
-            with interrupt_guard() as stop_flag:
-                return session.run(start, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+            return self._execute(context, stages, resume_from, stop_after_steps)
+        except Exception as error:
+            if context.enabled and is_peer_error(error):
+                raise peer_failed(error, context.heartbeat, context.collective_timeout_s) from error
+            raise
         finally:
             shutdown(context)
+
+    def _execute(self, context: DistContext, stages: list[Any], resume_from: str | None,
+                 stop_after_steps: int | None) -> TrainResult:
+        settings = self.settings
+        if settings.runtime.num_threads:
+            torch.set_num_threads(settings.runtime.num_threads)
+        seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
+        kernels = kernels_report(settings.runtime.kernels, context.device)
+        output_dir = Path(settings.train.output_dir)
+        _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
+        categories = self._check_data(context)
+        model = self.factory.build(settings.model, categories.num_classes)
+        payload = self._load_resume(resume_from, model) if resume_from else None
+        if payload is not None and resume_from is not None:
+            self._check_resume_data(payload, categories, resume_from)
+        groups = model.parameter_groups()
+        check_groups(stages, groups, from_defaults=not settings.train.stages)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError("the model factory must build a torch.nn.Module")
+        model.to(context.device)
+        auxiliary = self._auxiliary(categories, context)
+        session = RunSession(
+            settings=settings,
+            stages=stages,
+            model=model,
+            groups=groups,
+            source=self.source,
+            store=self.store,
+            evaluator=self.evaluator,
+            writers=self.writers,
+            weights_writer=self.weights_writer,
+            progress=self.progress if context.is_main else SilentProgress(),
+            auxiliary_losses=auxiliary,
+            categories=categories,
+            context=context,
+            keeper=CheckpointKeeper(
+                self.store, output_dir / "checkpoints", context, settings.train.keep_last_epochs
+            ),
+            kernels=kernels,
+            metric=choose_metric(settings.train.checkpoint_metric, self.source),
+        )
+        position = session.restore(payload, resume_from) if payload is not None else None
+        start = next_start(stages, position)
+        if start is None:
+            assert payload is not None and resume_from is not None
+            raise RunAlreadyFinished(
+                finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
+            )
+        with interrupt_guard() as stop_flag:
+            return session.run(start, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
 
     # ------------------------------------------------------------------------------------------
     def _load_resume(self, path: str, model: Any) -> dict[str, Any]:
