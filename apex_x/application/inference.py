@@ -174,7 +174,7 @@ def check_fits_before_building(build: Callable[[], Any], state: Mapping[str, tor
         return
     misfit = describe_misfit(shapes, {key: tuple(value.shape) for key, value in state.items()})
     if misfit:
-        raise CheckpointError(f"{path}: {misfit}; refusing to build it")
+        raise CheckpointError(f"{path} {misfit}; refusing to build it")
 
 
 def _build_untrained(factory: ModelFactory, config: ApexConfig, num_classes: int) -> SegmentationModel:

@@ -355,16 +355,19 @@ def describe_misfit(model: Mapping[str, tuple[int, ...]], weights: Mapping[str, 
     Used with a model built on the meta device: a stored config that asks for another (e.g. a huge) model
     than its weights is refused before anything is allocated."""
     missing = sorted(key for key in model if key not in weights)
+    unexpected = sorted(key for key in weights if key not in model)
     wrong = sorted(key for key in model if key in weights and tuple(model[key]) != tuple(weights[key]))
-    if not missing and not wrong:
+    if not (missing or unexpected or wrong):
         return None
-    parts = [f"{len(missing)} missing (first: {missing[:3]})"] if missing else []
+    parts = [f"{len(missing)} missing key(s): {', '.join(missing[:5])}"] if missing else []
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}")
     if wrong:
-        shown = [(key, list(weights[key]), list(model[key])) for key in wrong[:2]]
-        parts.append(f"{len(wrong)} of another shape (first, file vs model: {shown})")
+        shown = ", ".join(f"{key} checkpoint {list(weights[key])} vs model {list(model[key])}" for key in wrong[:3])
+        parts.append(f"{len(wrong)} shape mismatch(es): {shown}")
     model_numel, file_numel = (sum(math.prod(shape) for shape in table.values()) for table in (model, weights))
-    return (f"the config stored in the checkpoint builds a model of {model_numel:,} parameters that its weights "
-            f"({file_numel:,} values) do not fit: " + "; ".join(parts))
+    return (f"does not fit the model: the config stored in the checkpoint builds {model_numel:,} parameters, "
+            f"its weights hold {file_numel:,} values; " + "; ".join(parts))
 
 
 __all__ = ["describe_misfit", "KEY_VALIDATORS", "MAX_DEPTH", "MAX_NODES", "check_plain", "validate_payload"]

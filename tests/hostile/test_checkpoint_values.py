@@ -111,7 +111,7 @@ def test_a_stored_config_asking_for_a_huge_backbone_is_refused_before_it_is_buil
     outcome = cli("predict", "--checkpoint", str(tampered["huge_backbone"]), "--image", str(tiny_run.image),
                   "--output", str(tmp_path / "p"), "--device", "cpu")
     assert outcome.code == 2, outcome.stderr[-3000:]
-    assert "builds a model of 8" in outcome.error_line and "refusing to build it" in outcome.error_line
+    assert "builds 8" in outcome.error_line and "refusing to build it" in outcome.error_line
     assert outcome.peak_rss_kb < RSS_BOUND_KB  # built for real, 845 M fp32 parameters would take 3.4 GB
 
 
@@ -132,7 +132,7 @@ def test_resume_eval_and_teacher_refuse_bad_values_with_exit_2(tampered: dict[st
     }
     for name, outcome in runs.items():
         assert outcome.code == 2, (name, outcome.stderr[-3000:])
-        key = CASES[name][2] if name in CASES else "builds a model of 8"
+        key = CASES[name][2] if name in CASES else "builds 8"
         assert key in outcome.error_line, (name, outcome.error_line)
         assert outcome.peak_rss_kb < RSS_BOUND_KB, name
     assert not (tmp_path / "e.json").exists()

@@ -201,7 +201,7 @@ def load_teacher(path: str, store: CheckpointStore, categories: CategoryMap) -> 
         shapes = {}
     misfit = describe_misfit(shapes, {key: tuple(value.shape) for key, value in state.items()}) if shapes else None
     if misfit:
-        raise CheckpointError(f"{path} (train.teacher_checkpoint): {misfit}; refusing to build it")
+        raise CheckpointError(f"{path} (train.teacher_checkpoint) {misfit}; refusing to build it")
     teacher = build()
     apply_model_state(teacher, state, strict=True, source=path)
     if isinstance(teacher, TeacherModelV3):
