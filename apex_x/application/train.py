@@ -10,7 +10,7 @@ import structlog
 import torch
 
 from apex_x.application.checkpointing import CheckpointKeeper
-from apex_x.application.curriculum import check_groups, plan_stages, total_epochs
+from apex_x.application.curriculum import Stage, check_groups, plan_stages, total_epochs
 from apex_x.application.distributed import DistContext, any_true, init_distributed, shutdown
 from apex_x.application.heartbeat import is_peer_error, peer_failed
 from apex_x.application.output_folder import check_run_folder
@@ -90,7 +90,7 @@ class TrainUseCase:
         finally:
             shutdown(context)
 
-    def _execute(self, context: DistContext, stages: list[Any], resume_from: str | None,
+    def _execute(self, context: DistContext, stages: list[Stage], resume_from: str | None,
                  stop_after_steps: int | None) -> TrainResult:
         settings = self.settings
         if settings.runtime.num_threads:
