@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from training.fakes import FakeBatchLoader, FakeDatasetSource, FakeEvaluator
 from training.helpers import flat_state, make_use_case
@@ -119,6 +120,7 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_cli_exit_code_is_143_for_sigterm_during_start_up_and_during_training(tiny_run: TinyRun,
                                                                              tmp_path: Path) -> None:
     early = _spawn("train", str(tiny_run.config), "--set", f"train.output_dir={tmp_path / 'early'}")
