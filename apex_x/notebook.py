@@ -27,6 +27,7 @@ from apex_x.adapters.training_curves import plot_training_curves
 from apex_x.adapters.visualization import as_rgb_array, draw_detections, save_png
 from apex_x.application.inference import InferenceModel
 from apex_x.application.predict import filter_detections
+from apex_x.domain.input_size import square_input_size
 from apex_x.domain.types import CategoryMap, Detections
 
 __all__ = [
@@ -213,11 +214,10 @@ def _display(item: Any) -> None:
         display(item)
 
 
-# --- the notebook smoke runner (entrypoints/notebook_checkpoint_smoke.py) ---------------------------
+# --- the notebook smoke runner (scripts/notebook_checkpoint_smoke.py) ---------------------------
 
 SMOKE_SCHEMA = "apex-x-notebook-smoke/1"
 _TOKEN_GRID_PATTERNS = ("is invalid for input of size", "token grid", "token-grid", "patch grid")
-DINOV2_PATCH = 14
 
 
 def is_token_grid_error(error: BaseException) -> bool:
@@ -226,10 +226,9 @@ def is_token_grid_error(error: BaseException) -> bool:
     return isinstance(error, (RuntimeError, ValueError)) and any(pattern in text for pattern in _TOKEN_GRID_PATTERNS)
 
 
-def square_size(input_size: tuple[int, int], multiple: int = DINOV2_PATCH) -> tuple[int, int]:
-    """A square input covering `input_size`, rounded up to a multiple of the patch size."""
-    side = -(-max(input_size) // multiple) * multiple
-    return side, side
+def square_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """A square input covering `input_size` that the model accepts (apex_x.domain.input_size's one rule)."""
+    return square_input_size(input_size)
 
 
 def smoke_device(load: Any, image: ImageLike, device: str) -> dict[str, Any]:

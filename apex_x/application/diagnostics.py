@@ -1,4 +1,4 @@
-"""Loss diagnostics (the seed's section 5): component means, grad norm, NaN/Inf and skip/OOM counters."""
+"""Loss diagnostics (the user guide's section 5): component means, grad norm, NaN/Inf and skip/OOM counters."""
 
 from __future__ import annotations
 

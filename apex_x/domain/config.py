@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE, is_valid_side, nearest_valid_sides
+
 LossComponent = Literal["det", "seg", "boundary", "distill"]
 ParamGroup = Literal["backbone", "neck", "head", "mask", "lora", "all"]
 
@@ -56,6 +58,16 @@ class ModelConfig(_Strict):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute backbone activations to save memory.")
     teacher_pyramid_channels: int = Field(256, ge=8, le=2048, description="Channels of the teacher's pyramid.")
+
+    @field_validator("input_height", "input_width")
+    @classmethod
+    def _valid_input_side(cls, value: int) -> int:
+        if not is_valid_side(value):
+            raise ValueError(
+                f"must be a multiple of {INPUT_SIZE_MULTIPLE} (the model's coarsest stride), got {value}; "
+                f"nearest valid: {' or '.join(map(str, nearest_valid_sides(value)))}"
+            )
+        return value
 
 
 class StageConfig(_Strict):

@@ -1,4 +1,4 @@
-"""The seed's worldclass checklist as written, on the tiny backbone: preflight, CLI train, wrapper, stages, resume."""
+"""The user guide's worldclass checklist as written, on the tiny backbone: preflight, CLI train, wrapper, stages, resume."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_checkpoint_loads_into_a_fresh_teacher_with_the_same_keys(worldclass_run
 
 
 def test_wrapper_resumes_the_cli_run_exactly(worldclass_run: Path, worldclass_workdir: Path, tiny_dinov2_dir: Path) -> None:
-    wrapper = REPO_ROOT / "entrypoints" / "train_worldclass_coco.py"
+    wrapper = REPO_ROOT / "scripts" / "train_worldclass_coco.py"
     result = run_cli(
         ["--config", str(WORLDCLASS_CONFIG), "--steps-per-stage", "2", "--seed", "0",
          "--resume", str(worldclass_run / "checkpoints" / "epoch_0001.pt"),
@@ -103,7 +103,7 @@ def test_wrapper_resumes_the_cli_run_exactly(worldclass_run: Path, worldclass_wo
 
 
 def test_wrapper_needs_a_config_value(worldclass_workdir: Path) -> None:
-    result = run_cli(["--config"], cwd=worldclass_workdir, script=str(REPO_ROOT / "entrypoints" / "train_worldclass_coco.py"))
+    result = run_cli(["--config"], cwd=worldclass_workdir, script=str(REPO_ROOT / "scripts" / "train_worldclass_coco.py"))
     assert result.returncode == 2 and "--config needs a path" in result.stderr
 
 

@@ -289,13 +289,13 @@ class TrainedRun:
 
 
 def run_entrypoint(name: str, argv: list[str]) -> int:
-    """Runs `entrypoints/<name>` in this process (its `main(argv)`), as `python entrypoints/<name>` would."""
-    return int(runpy.run_path(str(ROOT / "entrypoints" / name), run_name="apex_x_entrypoint")["main"](argv))
+    """Runs `scripts/<name>` in this process (its `main(argv)`), as `python scripts/<name>` would."""
+    return int(runpy.run_path(str(ROOT / "scripts" / name), run_name="apex_x_entrypoint")["main"](argv))
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    """Shapes dataset (64 px) + a tiny student trained through entrypoints/train.py, once per session."""
+    """Shapes dataset (64 px) + a tiny student trained through scripts/train.py, once per session."""
     from apex_x.adapters.datasets.shapes_writer import write_shapes_dataset
 
     root = tmp_path_factory.mktemp("usage_run")
@@ -318,5 +318,5 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
 
 @pytest.fixture
 def entrypoint() -> Any:
-    """run_entrypoint(name, argv) -> exit code of an entrypoints/ script run in this process."""
+    """run_entrypoint(name, argv) -> exit code of a scripts/ entry point run in this process."""
     return run_entrypoint

@@ -22,6 +22,7 @@ from apex_x.adapters.models.dinov2_backbone import (
     folder_files,
     resolve_backbone_source,
 )
+from apex_x.installation import install_command
 
 CHECK_NAME = "backbone weights"
 NETWORK_TIMEOUT_S = 5.0
@@ -71,7 +72,7 @@ def backbone_weights_status(name: str) -> dict[str, Any]:
             config, weights = cached_files(name, source.cache_dir)
         except ImportError:
             return {"ok": False, "status": "skipped", "detail": "huggingface_hub is not importable (see the packages)",
-                    "fix": 'pip install "apex-x[worldclass]"'}
+                    "fix": install_command("worldclass")}
         where = f"{name}: Hugging Face cache {source.cache_dir}"
     if config and weights:
         problem = _model_type_problem(config)

@@ -32,6 +32,7 @@ from apex_x.adapters.models.heads import DecoupledDetectionHead, PrototypeMaskHe
 from apex_x.adapters.models.losses import DenseLoss
 from apex_x.adapters.models.postprocess import PostprocessSettings, postprocess_detections
 from apex_x.domain.config import ModelConfig
+from apex_x.domain.input_size import input_size_problem
 from apex_x.domain.types import Batch, Detections, ImageMeta, LossSettings
 
 PYRAMID_STRIDES = (8, 16, 32)
@@ -97,8 +98,9 @@ class DenseSegmentationModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         height, width = images.shape[-2:]
-        if height % 32 or width % 32:
-            raise ValueError(f"input size {height}x{width} must be a multiple of 32")
+        problem = input_size_problem(height, width)
+        if problem:
+            raise ValueError(problem)
         levels = self.neck(self.backbone(self.normalise(images)))  # [(B, C, H/s, W/s)] s = 8, 16, 32
         cls_logits, box_raw, quality = self.head(levels)
         prototypes, mask_coeffs = self.mask_head(levels)

@@ -18,6 +18,7 @@ from torch import nn
 
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.errors import CheckpointError, ConfigError, DependencyError
+from apex_x.installation import worldclass_install_hint
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +73,7 @@ def apply_lora(backbone: nn.Module, config: ModelConfig) -> nn.Module:
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
-        raise DependencyError(f'LoRA needs peft ({error}): pip install "apex-x[worldclass]"') from error
+        raise DependencyError(worldclass_install_hint(f"LoRA needs peft ({error})")) from error
 
     if config.lora_target_modules is None:
         targets = discover_lora_targets(backbone)

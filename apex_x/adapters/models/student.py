@@ -9,6 +9,7 @@ from apex_x.adapters.models.dense_model import DenseSegmentationModel, head_chan
 from apex_x.adapters.models.neck import FpnPanNeck
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.errors import ConfigError
+from apex_x.domain.input_size import input_size_problem
 
 log = structlog.get_logger(__name__)
 
@@ -25,9 +26,9 @@ def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
             "(the dataset's categories); make them agree or leave model.num_classes null",
             key="model.num_classes",
         )
-    for key, value in (("model.input_height", config.input_height), ("model.input_width", config.input_width)):
-        if value % 32:
-            raise ConfigError(f"must be a multiple of 32 (the coarsest stride), got {value}", key=key)
+    problem = input_size_problem(config.input_height, config.input_width)
+    if problem:
+        raise ConfigError(problem, key="model.input_height/input_width")
     if config.mask_stride not in SUPPORTED_MASK_STRIDES:
         raise ConfigError(
             f"must be one of {list(SUPPORTED_MASK_STRIDES)} (a divisor of the stride-8 level), "
