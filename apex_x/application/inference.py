@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,7 +137,11 @@ def build_inference_model(
     config = config.model_copy(update={"model": model_config})
     categories = checkpoint_categories(payload, path)
     use_ema = prefers_ema(payload, config)
-    network = _build_untrained(factory_for(config), config, categories.num_classes)
+    architecture = payload.get(fmt.KEY_ARCHITECTURE)
+    network = factory_for(config).build(  # the architecture only: the checkpoint's weights go in next
+        config.model, categories.num_classes, pretrained=False,
+        architecture=architecture if isinstance(architecture, Mapping) else None,
+    )
     state = store.extract_model_state(payload, prefer_ema=use_ema)
     apply_state(network, state, strict=True, source=path)
     network.to(device)  # type: ignore[attr-defined]
@@ -156,13 +159,6 @@ def build_inference_model(
         weights=weights,
         best=dict(best) if isinstance(best, Mapping) else None,
     )
-
-
-def _build_untrained(factory: ModelFactory, config: ApexConfig, num_classes: int) -> SegmentationModel:
-    """The architecture only (no pretrained download or file): the checkpoint's weights go in next."""
-    if "pretrained" in inspect.signature(factory.build).parameters:  # e.g. the DINOv2 teacher: config.json only
-        return factory.build(config.model, num_classes, pretrained=False)  # type: ignore[call-arg]
-    return factory.build(config.model, num_classes)
 
 
 def _to_cpu(detections: Detections) -> Detections:

@@ -273,6 +273,7 @@ class RunSession:
             categories=self.categories.to_plain(),
             dataset_fingerprint=self.fingerprint,
             input_size=(self.settings.model.input_height, self.settings.model.input_width),
+            architecture=self.model.architecture(),
             train_state={
                 "report": {**state.to_plain(), "elapsed_s": state.elapsed_s + time.time() - self.session_started},
                 "diagnostics": self.diagnostics.state(),

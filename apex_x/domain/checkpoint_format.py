@@ -23,6 +23,7 @@ KEY_CONFIG = "config"  # effective config, plain dict (ApexConfig.to_plain())
 KEY_CATEGORIES = "categories"  # CategoryMap.to_plain(): original ids and names, index = contiguous id
 KEY_DATASET_FINGERPRINT = "dataset_fingerprint"
 KEY_INPUT_SIZE = "input_size"  # [height, width]
+KEY_ARCHITECTURE = "architecture"  # SegmentationModel.architecture(): plain values to rebuild it offline
 
 # Layouts the secure loader accepts for model weights, in order of preference (the user guide's section 4).
 WEIGHT_LAYOUT_KEYS = ("model_state_dict", "state_dict", "model", "teacher", "ema_model", "ema")

@@ -86,6 +86,21 @@ def test_checkpoint_loads_into_a_fresh_teacher_with_the_same_keys(worldclass_run
     model.load_state_dict(state, strict=True)
 
 
+def test_trained_checkpoint_carries_its_architecture(worldclass_run: Path, tiny_dinov2_dir: Path) -> None:
+    """The run's checkpoint holds the DINOv2 config and the LoRA targets as plain values: it rebuilds alone."""
+    payload = torch.load(worldclass_run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    architecture = payload["architecture"]
+    stored = json.loads((tiny_dinov2_dir / "config.json").read_text())
+    backbone = architecture["backbone_config"]
+    assert backbone["model_type"] == "dinov2"
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size"):
+        assert backbone[key] == stored[key], key
+    assert architecture["lora_target_modules"] and all(isinstance(name, str) for name in architecture["lora_target_modules"])
+    config = ModelConfig.model_validate({**payload["config"]["model"], "teacher_backbone": "/nowhere/dinov2"})
+    model = TeacherModelFactory().build(config, num_classes=3, pretrained=False, architecture=architecture)
+    model.load_state_dict(payload["teacher"], strict=True)
+
+
 def test_wrapper_resumes_the_cli_run_exactly(worldclass_run: Path, worldclass_workdir: Path, tiny_dinov2_dir: Path) -> None:
     wrapper = REPO_ROOT / "scripts" / "train_worldclass_coco.py"
     result = run_cli(

@@ -195,6 +195,9 @@ class FakeModel(torch.nn.Module):
                 "head": [*self.classifier.parameters(), *self.box.parameters()],
                 "mask": list(self.mask_head.parameters()), "lora": []}
 
+    def architecture(self) -> dict[str, Any]:
+        return {}
+
     def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
         scores, labels = torch.softmax(outputs["logits"].float(), dim=1).max(dim=1)
         masks = F.interpolate(outputs["masks"][:, None].float(), size=(SIZE, SIZE), mode="nearest")[:, 0] > 0
@@ -207,7 +210,8 @@ class FakeModelFactory:
         self.model_options = model_options
         self.built: list[FakeModel] = []
 
-    def build(self, config: ModelConfig, num_classes: int) -> FakeModel:
+    def build(self, config: ModelConfig, num_classes: int, *, pretrained: bool = True,
+              architecture: Any = None) -> FakeModel:
         model = FakeModel(num_classes, **self.model_options)
         self.built.append(model)
         return model

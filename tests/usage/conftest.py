@@ -36,6 +36,9 @@ class FakeNetwork(torch.nn.Module):
     def compute_losses(self, outputs: dict[str, torch.Tensor], batch: Batch, settings: Any) -> dict[str, torch.Tensor]:
         return {"det": outputs["mean"].mean() + 0.5}
 
+    def architecture(self) -> dict[str, Any]:
+        return {}
+
     def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
         result = []
         for meta in metas:
@@ -60,7 +63,8 @@ class FakeFactory:
     def __init__(self) -> None:
         self.built: list[tuple[Any, int]] = []
 
-    def build(self, config: Any, num_classes: int) -> FakeNetwork:
+    def build(self, config: Any, num_classes: int, *, pretrained: bool = True, architecture: Any = None) -> FakeNetwork:
+        self.pretrained, self.architecture = pretrained, architecture
         self.built.append((config, num_classes))
         return FakeNetwork(num_classes)
 

@@ -22,6 +22,7 @@ Mask logits of any anchors: `heads.assemble_mask_logits(outputs["mask_coeffs"][:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -139,3 +140,7 @@ class DenseSegmentationModel(nn.Module):
 
     def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
         return postprocess_detections(outputs, metas, self.postprocess_settings, self.mask_stride)
+
+    def architecture(self) -> dict[str, Any]:
+        """Nothing beyond the config: a timm backbone is rebuilt from its name alone (no download)."""
+        return {}

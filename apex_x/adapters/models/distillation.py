@@ -181,11 +181,12 @@ def load_teacher(path: str, store: CheckpointStore, categories: CategoryMap) -> 
         model_config = ModelConfig.model_validate(plain_config["model"])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: its stored model config is unreadable: {error}") from error
-    if profile == "worldclass":
-        teacher: nn.Module = TeacherModelFactory().build(model_config, stored.num_classes, pretrained=False)
-    else:
-        model_config = model_config.model_copy(update={"backbone_weights": None})  # weights come from the file
-        teacher = StudentModelFactory().build(model_config, stored.num_classes)
+    architecture = payload.get(fmt.KEY_ARCHITECTURE)
+    factory = TeacherModelFactory() if profile == "worldclass" else StudentModelFactory()
+    teacher: nn.Module = factory.build(  # the architecture only: every weight comes from the file
+        model_config, stored.num_classes, pretrained=False,
+        architecture=architecture if isinstance(architecture, dict) else None,
+    )
     apply_model_state(teacher, extract_model_state(payload, prefer_ema=True), strict=True, source=path)
     if isinstance(teacher, TeacherModelV3):
         teacher.merge_lora_()  # frozen: merged adapters cost nothing at run time

@@ -93,6 +93,14 @@ def apply_lora(backbone: nn.Module, config: ModelConfig) -> nn.Module:
     return wrapped
 
 
+def lora_target_names(peft_model: Any) -> list[str]:
+    """The target module names the LoRA adapters of a peft model were applied to ([] for a plain model)."""
+    configs = getattr(peft_model, "peft_config", None) or {}
+    config = configs.get("default") if isinstance(configs, dict) else None
+    targets = getattr(config, "target_modules", None) or []
+    return [targets] if isinstance(targets, str) else [str(name) for name in targets]
+
+
 def is_lora_parameter(name: str) -> bool:
     """peft names every adapter tensor lora_A / lora_B (/ lora_embedding / lora_magnitude)."""
     return "lora_" in name

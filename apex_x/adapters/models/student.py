@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 
 from apex_x.adapters.models.backbone import TimmBackbone
@@ -40,7 +43,18 @@ def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
 class StudentModelFactory:
     """Builds the CPU-friendly student of the `small` profile (the ModelFactory port)."""
 
-    def build(self, config: ModelConfig, num_classes: int) -> DenseSegmentationModel:
+    def build(
+        self,
+        config: ModelConfig,
+        num_classes: int,
+        *,
+        pretrained: bool = True,
+        architecture: Mapping[str, Any] | None = None,
+    ) -> DenseSegmentationModel:
+        """pretrained=False: random init, no `model.backbone_weights` file (a checkpoint's weights go in next);
+        architecture is unused (the timm backbone is rebuilt from its name)."""
+        if not pretrained:
+            config = config.model_copy(update={"backbone_weights": None})
         if config.profile != "small":
             raise ConfigError(
                 f"StudentModelFactory builds profile 'small', got {config.profile!r}", key="model.profile"
