@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from apex_x.application.dataset_policy import dataset_config_problems
+from apex_x.application.dataset_policy import DATA_PATH_KEYS, dataset_config_problems, how_to_fix_data_paths
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.ports import DatasetSource
 from apex_x.domain.types import DatasetReport
@@ -26,15 +26,7 @@ class DatasetPreflight:
                 "mode": "real",
                 "backend": "pycocotools",
                 "full_decode": full_decode,
-                "config": {
-                    key: getattr(settings.data, key)
-                    for key in (
-                        "coco_train_images",
-                        "coco_train_annotations",
-                        "coco_val_images",
-                        "coco_val_annotations",
-                    )
-                },
+                "config": {key: getattr(settings.data, key) for key in DATA_PATH_KEYS},
             }
             return DatasetReport(summary=summary, findings=problems)
         source = self.source_factory()
@@ -88,12 +80,7 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
     if len(report.findings) > max_findings:
         lines.append(f"  ... {len(report.findings) - max_findings} more in the JSON report (--output-json)")
     if any(f.severity == "error" and f.rule.startswith(("config.", "file.not_")) for f in report.findings):
-        lines.append(
-            "how to fix: point the data.* keys at your COCO files (in the config or with --set KEY=PATH; "
-            "relative paths are resolved against the working directory), or write the built-in dataset with "
-            "`apex-x make-shapes data/shapes` (configs/quickstart.yaml) or `apex-x make-shapes data/coco "
-            "--layout coco` (configs/coco_baseline.yaml)"
-        )
+        lines.append(f"how to fix: {how_to_fix_data_paths(summary.get('config') or {})}")
     lines.append(
         "result: OK, the dataset is usable" if report.ok else "result: NOT USABLE, fix the errors above"
     )

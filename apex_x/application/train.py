@@ -86,7 +86,9 @@ class TrainUseCase:
             output_dir = Path(settings.train.output_dir)
             _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
             payload = self._load_resume(resume_from) if resume_from else None
+            log.info("setup", phase="checking the dataset (annotations, image files)")
             categories = self._check_data(context, payload, resume_from)
+            log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
             model = self.factory.build(settings.model, categories.num_classes)
             groups = model.parameter_groups()
             check_groups(stages, groups, from_defaults=not settings.train.stages)

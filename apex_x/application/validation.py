@@ -85,6 +85,8 @@ def validate(
     broadcast so every rank takes the same best/stop decisions. An evaluator failure on rank 0 does not
     hang the others: the error text is broadcast instead and raised everywhere by the caller."""
     started = time.perf_counter()
+    log.info("validation_start", batches=len(loader),
+             scoring="COCO AP + val loss" if ground_truth is not None else "val loss")
     collect = ground_truth is not None
     encode = (lambda image_id, found: evaluator.encode(image_id, found, categories)) if collect else None
     shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode)

@@ -215,6 +215,8 @@ def load_dinov2(name: str, *, pretrained: bool = True) -> nn.Module:
     source = resolve_backbone_source(name)
     if source.kind == "folder":
         _check_folder(source, need_weights=True)
+    where = source.location if source.kind == "folder" else f"{name} (Hugging Face cache; the first run downloads it)"
+    log.info("setup", phase=f"loading the DINOv2 weights from {where}")
     try:
         with _quiet_progress():
             model = Dinov2Model.from_pretrained(source.location, config=config, **_load_kwargs(source))
