@@ -26,15 +26,17 @@ def how_to_fix_data_paths(paths: Mapping[str, Any]) -> str:
     writes them comes first (e.g. `apex-x make-shapes data/coco --layout coco` for coco_baseline.yaml).
     """
     command = make_shapes_command({key: paths.get(key) for key in DATA_PATH_KEYS})
-    made = (
-        f"to try this config without your own data, `{command}` writes the built-in shapes dataset exactly "
-        "where its data.* keys point; " if command else ""
+    own_data = (
+        "point the data.* keys at your COCO files (in the config or with --set KEY=PATH; relative paths are "
+        "resolved against the working directory) and check them with `apex-x dataset-preflight CONFIG`"
     )
-    return (
-        f"{made}otherwise point the data.* keys at your COCO files (in the config or with --set KEY=PATH; "
-        "relative paths are resolved against the working directory), check them with "
-        "`apex-x dataset-preflight CONFIG`, or, for a smoke run only, set train.allow_synthetic_fallback=true"
-    )
+    if command:
+        first = (f"to try this config without your own data, `{command}` writes the built-in shapes dataset "
+                 f"exactly where its data.* keys point; otherwise {own_data}")
+    else:
+        first = (f"{own_data}; to try Apex-X without your own data, `apex-x make-shapes DIR` writes the built-in "
+                 "shapes dataset (its output lists the data.* keys to set)")
+    return f"{first}; or, for a smoke run only, set train.allow_synthetic_fallback=true"
 
 
 def dataset_config_problems(settings: ApexConfig, cwd: str | Path | None = None) -> list[Finding]:
