@@ -39,8 +39,10 @@ class EvalReport:
     recorded_best: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def metric(self, name: str) -> float:
-        return float(self.result.metrics.get(name, math.nan))
+    def metric(self, name: str) -> float | None:
+        """The metric's value; None when it is n/a (no ground truth for it), NaN when it was not computed."""
+        value = self.result.metrics.get(name, math.nan)
+        return None if value is None else float(value)
 
     def to_plain(self) -> dict[str, Any]:
         best = self.recorded_best
@@ -98,8 +100,8 @@ class EvaluateCheckpoint:
             raise ApexError(f"evaluation of {self.model.checkpoint_path} failed: {validation.error}")
         evaluation = validation.evaluation
         result = EvalResult(
-            metrics={key: float(value) for key, value in validation.metrics.items()},
-            per_class={name: dict(values) for name, values in evaluation.get("per_class", {}).items()},
+            metrics={key: None if value is None else float(value) for key, value in validation.metrics.items()},
+            per_class={key: dict(values) for key, values in evaluation.get("per_class", {}).items()},
             num_images=int(evaluation.get("num_images", validation.num_images)),
             num_detections=int(evaluation.get("num_detections", 0)),
         )
@@ -143,43 +145,51 @@ def eval_markdown(report: EvalReport) -> str:
             f"- trainer's best {check['name']} (epoch {check['epoch']}): {_fmt(check['recorded'])}; "
             f"evaluated now: {_fmt(check['evaluated'])}"
         )
-    lines += ["", "## Metrics", "", "| metric | bbox | segm |", "|---|---|---|"]
+    metrics = report.result.metrics
+    lines += ["", "## Metrics (n/a: no ground truth of that kind or size in the val split)", "",
+              "| metric | bbox | segm |", "|---|---|---|"]
     for suffix in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-        bbox = report.result.metrics.get(f"bbox_{suffix}")
-        segm = report.result.metrics.get(f"segm_{suffix}")
-        if bbox is not None or segm is not None:
-            lines.append(f"| {suffix} | {_fmt(bbox)} | {_fmt(segm)} |")
+        if f"bbox_{suffix}" in metrics or f"segm_{suffix}" in metrics:
+            lines.append(f"| {suffix} | {_fmt(metrics.get(f'bbox_{suffix}', math.nan))} | "
+                         f"{_fmt(metrics.get(f'segm_{suffix}', math.nan))} |")
     if report.result.per_class:
-        columns = sorted({key for values in report.result.per_class.values() for key in values})
-        lines += ["", "## Per class", "", "| class | " + " | ".join(columns) + " |"]
-        lines.append("|---|" + "---|" * len(columns))
-        for name, values in report.result.per_class.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
+        columns = sorted({key for values in report.result.per_class.values() for key in values if key != "name"})
+        lines += ["", "## Per class (by category id)", "", "| id | class | " + " | ".join(columns) + " |"]
+        lines.append("|---|---|" + "---|" * len(columns))
+        for key, values in report.result.per_class.items():
+            lines.append(f"| {key} | {values.get('name', '-')} | "
+                         + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
 def eval_table(report: EvalReport) -> str:
     """A compact plain-text table for the terminal."""
+    metrics = report.result.metrics
     rows = [("metric", "bbox", "segm")]
     for suffix in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-        rows.append((suffix, _fmt(report.result.metrics.get(f"bbox_{suffix}")), _fmt(report.result.metrics.get(f"segm_{suffix}"))))
+        rows.append((suffix, _fmt(metrics.get(f"bbox_{suffix}", math.nan)), _fmt(metrics.get(f"segm_{suffix}", math.nan))))
     if report.result.per_class:
         rows.append(("", "", ""))
-        rows.append(("class", "bbox_AP", "segm_AP"))
-        for name, values in report.result.per_class.items():
-            rows.append((name, _fmt(values.get("bbox_AP")), _fmt(values.get("segm_AP"))))
+        rows.append(("class (id)", "bbox_AP", "segm_AP"))
+        for key, values in report.result.per_class.items():
+            rows.append((f"{values.get('name', '-')} ({key})", _fmt(values.get("bbox_AP")), _fmt(values.get("segm_AP"))))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def _fmt(value: Any) -> str:
-    """4 decimals; COCO's -1 (no ground truth of that size or class) shows as n/a."""
+    """4 decimals; None (no ground truth of that size or class: COCO's -1) shows as n/a, never as a number."""
     if value is None:
-        return "-"
+        return "n/a"
     number = float(value)
     if math.isnan(number):
-        return "nan"
+        return "-"
     return "n/a" if number < 0 else f"{number:.4f}"
+
+
+def format_metric(value: Any) -> str:
+    """How the console and reports show a metric value (n/a for None)."""
+    return _fmt(value)
 
 
 def _plain(value: Any) -> Any:

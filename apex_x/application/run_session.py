@@ -198,7 +198,7 @@ class RunSession:
         train = self.settings.train
         number = len(self.report_state.history) + 1  # epochs done in the run, this one included
         last_epoch = epoch + 1 >= total_epochs(self.stages)
-        val_metrics: dict[str, float] | None = None
+        val_metrics: dict[str, float | None] | None = None
         evaluation = None
         if self.val_loader is not None and (number % train.eval_every_epochs == 0 or last_epoch):
             if self.ema is not None:
@@ -215,15 +215,18 @@ class RunSession:
                 evaluation = {key: value for key, value in result.evaluation.items() if key != "metrics"}
         epoch_diag = self.diagnostics.epoch
         train_loss = epoch_diag.mean_total()
-        metric_value: float | None = None
-        if self.metric.selected == "train_loss":
-            metric_value = train_loss
-        elif val_metrics is not None:
-            metric_value = val_metrics.get(self.metric.selected, math.nan)
+        metric_value = self._metric_value(val_metrics, train_loss, number)
         best = self.report_state.best
-        improved = is_improvement(self.metric.selected, metric_value, best["value"] if best else None)
+        val_loss = (val_metrics or {}).get("val_loss")
+        improved = is_improvement(self.metric.selected, metric_value, best["value"] if best else None,
+                                  tie_loss=val_loss, best_tie_loss=(best or {}).get("val_loss"))
         if improved:
-            self.report_state.best = {"name": self.metric.selected, "value": metric_value, "epoch": number}
+            tie = best is not None and metric_value == best["value"] and not self.metric.selected.endswith("loss")
+            self.report_state.best = {"name": self.metric.selected, "value": metric_value, "epoch": number,
+                                      "val_loss": val_loss, "chosen_by": "val_loss tie-break" if tie else "metric"}
+            if tie:
+                log.info("best_by_tie_break", metric=self.metric.selected, value=metric_value, epoch=number,
+                         val_loss=val_loss, previous_epoch=best["epoch"] if best else None)
         self.report_state.history.append({
             "epoch": number,
             "stage": stage.name,
@@ -248,6 +251,24 @@ class RunSession:
         self.progress.end_epoch({"loss": train_loss if train_loss is not None else math.nan,
                                  self.metric.selected: metric_value if metric_value is not None else math.nan,
                                  "seconds": seconds})
+
+    def _metric_value(self, val_metrics: Mapping[str, float | None] | None, train_loss: float | None,
+                      number: int) -> float | None:
+        """The checkpoint metric of this epoch. A COCO metric that is n/a (None: no ground truth) is never a
+        score: the run falls back to val_loss from here on, and the report says why."""
+        if self.metric.selected == "train_loss":
+            return train_loss
+        if val_metrics is None:
+            return None
+        value = val_metrics.get(self.metric.selected, math.nan)
+        if value is None and not self.metric.selected.endswith("loss"):
+            reason = (f"{self.metric.selected} was n/a at epoch {number} (no ground truth for it; COCO's -1 is "
+                      "not a score), so val_loss selects best.pt from then on")
+            log.warning("checkpoint_metric_fallback", metric=self.metric.selected, fallback="val_loss", reason=reason)
+            self.metric = MetricChoice(self.metric.requested, "val_loss", reason)
+            self.report_state.best = None
+            value = val_metrics.get("val_loss", math.nan)
+        return value
 
     def _save_mid_epoch(self, stage: Stage, epoch: int, done: int) -> None:
         self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, done, False,

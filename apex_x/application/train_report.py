@@ -26,12 +26,24 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith("loss")
 
 
-def is_improvement(metric: str, value: float | None, best: float | None) -> bool:
-    """A NaN/Inf or missing value is never best."""
-    if value is None or not math.isfinite(value):
+TIE_BREAK_NOTE = "ties of the checkpoint metric are broken by val_loss (lower wins)"
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def is_improvement(metric: str, value: float | None, best: float | None, *, tie_loss: float | None = None,
+                   best_tie_loss: float | None = None) -> bool:
+    """A NaN/Inf or missing (n/a) value is never best. An equal value (e.g. AP 0 at every epoch of a model
+    that finds nothing yet) is better when its val loss (`tie_loss`) is lower than the best's."""
+    if not _finite(value):
         return False
+    assert value is not None
     if best is None or not math.isfinite(best):
         return True
+    if value == best and not metric.endswith("loss"):
+        return _finite(tie_loss) and (not _finite(best_tie_loss) or tie_loss < best_tie_loss)  # type: ignore[operator]
     return value < best if lower_is_better(metric) else value > best
 
 
@@ -70,7 +82,9 @@ def stage_snapshot(stages: list[Stage], history: list[dict[str, Any]], diagnosti
         for entry in evaluated:
             value = (entry.get("metric") or {}).get("value")
             best_value = (best_entry or {}).get("metric", {}).get("value") if best_entry else None
-            if is_improvement(metric, value, best_value):
+            best_loss = (best_entry.get("val") or {}).get("val_loss") if best_entry else None
+            if is_improvement(metric, value, best_value, tie_loss=(entry.get("val") or {}).get("val_loss"),
+                              best_tie_loss=best_loss):
                 best_entry = entry
         scope = diagnostics.stages.get(stage.name)
         snapshot[stage.name] = {
@@ -118,6 +132,7 @@ def build_report(
         "selected_checkpoint_metric": selected_metric,
         "requested_checkpoint_metric": requested_metric,
         "checkpoint_metric_reason": metric_reason,
+        "checkpoint_metric_tie_break": None if selected_metric.endswith("loss") else TIE_BREAK_NOTE,
         "best_metric_value": best["value"] if best else None,
         "best_metric": best,
         "last_val_metrics": last_val,

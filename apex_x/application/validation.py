@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 class ValidationResult:
     """Flat metrics (COCO metrics when there is ground truth, plus val_loss) and the full evaluation."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]  # None: n/a (no ground truth for that COCO metric)
     evaluation: dict[str, Any] | None  # EvalResult.to_plain()
     num_images: int
     seconds: float
@@ -102,13 +102,13 @@ def validate(
                 if image_id not in seen:
                     seen.add(image_id)
                     encoded.append((image_id, found))
-        metrics: dict[str, float] = {"val_loss": loss_sum / loss_count if loss_count else math.nan}
+        metrics: dict[str, float | None] = {"val_loss": loss_sum / loss_count if loss_count else math.nan}
         evaluation: dict[str, Any] | None = None
         error: str | None = None
         if collect:
             try:
                 scored: EvalResult = evaluator.evaluate_encoded(ground_truth, encoded, categories)  # type: ignore[arg-type]
-                metrics.update({key: float(value) for key, value in scored.metrics.items()})
+                metrics.update({key: None if value is None else float(value) for key, value in scored.metrics.items()})
                 evaluation = scored.to_plain()
             except Exception as failure:  # noqa: BLE001 - broadcast, then raised on every rank
                 error = f"{type(failure).__name__}: {failure}"
@@ -117,6 +117,10 @@ def validate(
     assert result is not None
     headline = ("segm_AP", "bbox_AP", "segm_AP50", "bbox_AP50", "val_loss")
     log.info("validation_done", images=result.num_images, seconds=round(result.seconds, 2),
-             **{key: round(result.metrics[key], 4) for key in headline
-                if key in result.metrics and math.isfinite(result.metrics[key])})
+             **{key: _shown(result.metrics[key]) for key in headline if key in result.metrics})
     return result
+
+
+def _shown(value: float | None) -> float | str:
+    """A metric for the console: n/a where COCO has no ground truth, else 4 decimals."""
+    return "n/a" if value is None or not math.isfinite(value) else round(value, 4)

@@ -178,17 +178,21 @@ class DatasetReport:
 
 @dataclass
 class EvalResult:
-    """COCO metrics of one evaluation: flat metrics (e.g. segm_AP, bbox_AP50) and per-class AP."""
+    """COCO metrics of one evaluation: flat metrics (e.g. segm_AP, bbox_AP50) and per-class AP.
 
-    metrics: dict[str, float]
-    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # class name -> {bbox_AP, segm_AP}
+    A metric is None (n/a, `null` in JSON) where COCO has no ground truth for it (pycocotools' -1): it is
+    never a score. `per_class` is keyed by the dataset's category id (as text), each row with its `name`.
+    """
+
+    metrics: dict[str, float | None]
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)  # "7" -> {name, bbox_AP, segm_AP, ...}
     num_images: int = 0
     num_detections: int = 0
 
     def to_plain(self) -> dict[str, Any]:
         return {
             "metrics": dict(self.metrics),
-            "per_class": {name: dict(values) for name, values in self.per_class.items()},
+            "per_class": {key: dict(values) for key, values in self.per_class.items()},
             "num_images": self.num_images,
             "num_detections": self.num_detections,
         }

@@ -192,7 +192,8 @@ class FakeEvaluator:
         share = hits / max(1, len(ground_truth["images"]))
         return EvalResult(
             metrics={"bbox_AP": share / 2, "segm_AP": share},
-            per_class={name: {"bbox_AP": share / 2, "segm_AP": share} for name in categories.names},
+            per_class={str(original): {"name": name, "bbox_AP": share / 2, "segm_AP": share}
+                       for original, name in zip(categories.original_ids, categories.names, strict=True)},
             num_images=len(ground_truth["images"]),
             num_detections=sum(len(found) for _, found in detections),
         )
