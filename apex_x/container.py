@@ -119,7 +119,8 @@ class Container(containers.DeclarativeContainer):
     eval_report_writer = providers.Singleton(_lazy("apex_x.adapters.inference_outputs:EvalReportFiles"))
     predict_images = providers.Factory(_lazy("apex_x.application.predict:PredictImages"), reader=image_reader)
     evaluate_checkpoint = providers.Factory(
-        _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator
+        _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
+        on_bad_image=config.data.on_bad_image,
     )
 
 

@@ -69,7 +69,9 @@ class EvalReport:
 class EvaluateCheckpoint:
     """Runs the model over the val split exactly as the trainer's validation does, and scores it with COCOeval."""
 
-    def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int) -> None:
+    def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int,
+                 on_bad_image: str = "error") -> None:
+        self.on_bad_image = on_bad_image  # data.on_bad_image: error refuses an undecodable val image, skip counts it
         self.model = model
         self.dataset = dataset
         self.evaluator = evaluator
@@ -98,6 +100,14 @@ class EvaluateCheckpoint:
         )
         if validation.error or validation.evaluation is None:
             raise ApexError(f"evaluation of {self.model.checkpoint_path} failed: {validation.error}")
+        bad = validation.bad_images
+        if bad and self.on_bad_image == "error":
+            first = bad[0]
+            raise DatasetError(
+                f"val image {first['image_id']} ({first['file']}) failed to decode: {first['reason']}"
+                + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                + "; fix the file, or evaluate without it with --set data.on_bad_image=skip"
+            )
         evaluation = validation.evaluation
         result = EvalResult(
             metrics={key: None if value is None else float(value) for key, value in validation.metrics.items()},
@@ -113,6 +123,8 @@ class EvaluateCheckpoint:
             dataset=_plain(self.dataset.describe()),
             seconds=seconds,
             recorded_best=self.model.best,
+            extra={"skipped_images": [{"image_id": item["image_id"], "file": item["file"]} for item in bad]}
+            if bad else {},
         )
 
     def _check_categories(self) -> None:

@@ -27,6 +27,7 @@ SAFE_TO_CHANGE = (
     r"data\.num_workers",
     r"data\.pin_memory",
     r"data\.full_image_check",
+    r"data\.on_bad_image",
 )
 _SAFE = re.compile("^(" + "|".join(SAFE_TO_CHANGE) + ")$")
 

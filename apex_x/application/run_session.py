@@ -22,7 +22,7 @@ from apex_x.application.run_support import MetricChoice, TrainResult, amp_dtype
 from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
 from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
-from apex_x.application.trainer import Trainer, build_optimizer
+from apex_x.application.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.validation import validate
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
@@ -72,6 +72,7 @@ class RunSession:
             diagnostics=self.diagnostics, auxiliary_losses=auxiliary_losses, amp_dtype=self.amp_dtype,
             total_steps=total_epochs(stages) * self.steps_per_epoch,
         )
+        self.trainer.on_bad_image = settings.data.on_bad_image
         self.auxiliary_names = [loss.name for loss in auxiliary_losses]
         self.fingerprint = source.fingerprint()
         self.dataset_info = {**dict(source.describe()), "fingerprint": self.fingerprint}
@@ -144,7 +145,7 @@ class RunSession:
             self.message = None
             self._finish()
             return self._result()
-        except TrainingStopped as stopped:
+        except (TrainingStopped, DatasetError) as stopped:
             self.status = "stopped"
             self.message = str(stopped)
             if self.context.is_main:
@@ -174,12 +175,24 @@ class RunSession:
                 self._save_mid_epoch(stage, epoch, done)
             return pause
 
-        outcome = self.trainer.run_epoch(
-            loader=self.train_loader, stage=stage, epoch=epoch, start_batch=start_batch,
-            steps_in_epoch=self.steps_per_epoch,
-            settings_for=lambda progress: loss_settings(stage.losses, progress, train),
-            progress=self.progress, on_step_end=on_step_end,
-        )
+        try:
+            outcome = self.trainer.run_epoch(
+                loader=self.train_loader, stage=stage, epoch=epoch, start_batch=start_batch,
+                steps_in_epoch=self.steps_per_epoch,
+                settings_for=lambda progress: loss_settings(stage.losses, progress, train),
+                progress=self.progress, on_step_end=on_step_end,
+            )
+        except BadImageStop as stop:
+            self._save_mid_epoch(stage, epoch, stop.steps_done)
+            first = stop.bad_images[0]
+            others = f" (and {len(stop.bad_images) - 1} more in the same batch)" if len(stop.bad_images) > 1 else ""
+            raise DatasetError(
+                f"image {first['image_id']} ({first['file']}) failed to decode during training{others}: "
+                f"{first['reason']}. last.pt was saved at the last completed step (global step "
+                f"{self.trainer.global_step}, batch {stop.steps_done} of epoch {len(self.report_state.history) + 1}). "
+                f"Fix or replace the file, then resume with: apex-x train CONFIG --resume {self.keeper.last} "
+                "(or add --set data.on_bad_image=skip to leave such images out and count them)"
+            ) from None
         if outcome.stop and outcome.steps_done < self.steps_per_epoch:
             self._save_mid_epoch(stage, epoch, outcome.steps_done)
             self.message = (
@@ -210,6 +223,8 @@ class RunSession:
             )
             if result.error:
                 raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
+            if result.bad_images:
+                self._bad_val_images(stage, epoch, number, result.bad_images)
             val_metrics = result.metrics
             if result.evaluation is not None:  # the flat metrics are in `val` already
                 evaluation = {key: value for key, value in result.evaluation.items() if key != "metrics"}
@@ -251,6 +266,21 @@ class RunSession:
         self.progress.end_epoch({"loss": train_loss if train_loss is not None else math.nan,
                                  self.metric.selected: metric_value if metric_value is not None else math.nan,
                                  "seconds": seconds})
+
+    def _bad_val_images(self, stage: Stage, epoch: int, number: int, bad: list[dict[str, Any]]) -> None:
+        """Val images that failed to decode: error saves last.pt (the epoch's training is kept; resuming
+        validates again) and stops naming the image; skip leaves them out of the metrics and logs them."""
+        first = bad[0]
+        if self.settings.data.on_bad_image == "error":
+            self._save_mid_epoch(stage, epoch, self.steps_per_epoch)
+            raise DatasetError(
+                f"val image {first['image_id']} ({first['file']}) failed to decode in the validation after epoch "
+                f"{number}: {first['reason']}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                + f". last.pt was saved with the epoch's training done. Fix or replace the file, then resume with: "
+                f"apex-x train CONFIG --resume {self.keeper.last} (or --set data.on_bad_image=skip)"
+            )
+        for item in bad:
+            log.warning("bad_val_image_skipped", image_id=item["image_id"], file=item["file"], reason=item["reason"])
 
     def _metric_value(self, val_metrics: Mapping[str, float | None] | None, train_loss: float | None,
                       number: int) -> float | None:

@@ -153,10 +153,12 @@ class TrainUseCase:
                 if finding.severity == "warning":
                     log.warning("dataset_warning", finding=finding.describe())
             if not report.ok:
-                shown = "\n  ".join(finding.describe() for finding in report.errors[:10])
-                more = f"\n  ... and {len(report.errors) - 10} more" if len(report.errors) > 10 else ""
+                listed = [finding for finding in report.errors if not finding.unlisted]
+                total = report.count("error")
+                shown = "\n  ".join(finding.describe() for finding in listed[:10])
+                more = f"\n  ... and {total - min(10, len(listed))} more" if total > min(10, len(listed)) else ""
                 raise DatasetError(
-                    f"the dataset failed its checks ({len(report.errors)} error(s)); training refuses bad data:\n  "
+                    f"the dataset failed its checks ({total} error(s)); training refuses bad data:\n  "
                     f"{shown}{more}\nRun `apex-x dataset-preflight <config>` for the full report"
                 )
 

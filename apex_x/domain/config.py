@@ -166,7 +166,12 @@ class DataConfig(_Strict):
         False, description="Keep decoded images in RAM after the first decode (like Ultralytics cache=ram)."
     )
     full_image_check: bool = Field(
-        False, description="Decode every image in the pre-training dataset check (slower, catches truncation)."
+        False, description="Decode every image in the pre-training dataset check (slower; truncated JPEG/PNG files "
+        "are caught without it by a structural check of their end)."
+    )
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="An image that cannot be decoded (found by the checks or during training): error "
+        "stops (during training with last.pt saved and the resume command); skip leaves it out and counts it."
     )
     synthetic_train_images: int = Field(64, ge=1, description="Synthetic smoke data: train images.")
     synthetic_val_images: int = Field(16, ge=0, description="Synthetic smoke data: val images.")

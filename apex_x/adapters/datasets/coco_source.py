@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -66,6 +67,7 @@ class CocoDatasetSource:
         self.transform_settings = TransformSettings.from_config(settings)
         self._splits: dict[str, tuple[CheckedSplit, list[Finding]]] = {}
         self._last_report: DatasetReport | None = None
+        self._bad_images: dict[str, dict[int, str]] = {}  # split -> image id -> why it cannot be decoded
 
     # -- parsing (cached) ------------------------------------------------------------------------------
 
@@ -82,6 +84,9 @@ class CocoDatasetSource:
         if errors:
             report = DatasetReport(summary={}, findings=errors)
             raise DatasetError(f"{self.paths[name].annotations_key}: {report.error_summary()}")
+        bad = self._bad_images.get(name)
+        if bad and self.settings.data.on_bad_image == "skip":  # left out, counted in the dataset summary
+            return dataclasses.replace(checked, images=[image for image in checked.images if image["id"] not in bad])
         return checked
 
     @property
@@ -106,7 +111,13 @@ class CocoDatasetSource:
             checked[name] = split
             findings.extend(json_findings)
             log = FindingLog()
-            files = check_image_files(split, log, full_decode=full_decode) if split.readable else {}
+            on_bad = self.settings.data.on_bad_image
+            files = check_image_files(split, log, full_decode=full_decode, on_bad_image=on_bad) if split.readable else {}
+            bad = files.pop("bad_images", {}) if files else {}
+            self._bad_images[name] = dict(bad)
+            if files:
+                files["undecodable_images"] = len(bad)
+                files["skipped_images"] = len(bad) if on_bad == "skip" else 0
             findings.extend(log.finish())
             splits_summary[name] = {**split.summary, **({"files": files} if files else {})} or {
                 "images_dir": str(split.paths.images_dir),
@@ -235,6 +246,8 @@ class CocoDatasetSource:
                 "annotations_file": str(paths.annotations_path),
                 "images": split.summary.get("images"),
                 "annotations": split.summary.get("annotations"),
+                "skipped_images": len(self._bad_images.get(name, {}))
+                if self.settings.data.on_bad_image == "skip" else 0,
             }
         train, _ = self._split("train")
         return {

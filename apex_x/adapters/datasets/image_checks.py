@@ -10,7 +10,11 @@ from typing import Any
 
 from apex_x.adapters.datasets.coco_checks import CheckedSplit
 from apex_x.adapters.datasets.findings import FindingLog
-from apex_x.adapters.datasets.images import ImageReadError, load_rgb, probe_image
+from apex_x.adapters.datasets.images import ImageReadError, load_rgb, probe_image, structural_problem
+
+# Rules of an image file that cannot be decoded: data.on_bad_image=skip turns them into warnings and leaves
+# the image out (counted), error (the default) refuses the dataset.
+BAD_IMAGE_RULES = ("image.unreadable", "image.decode_failed", "image.truncated")
 
 _MODE_NOTES = {
     "L": "grayscale, replicated to RGB",
@@ -30,8 +34,13 @@ def image_path(split: CheckedSplit, image: dict[str, Any]) -> Path:
     return split.paths.images_dir / str(image["file_name"]).replace("\\", "/")
 
 
-def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool) -> dict[str, Any]:
-    """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked)."""
+def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool,
+                      on_bad_image: str = "error") -> dict[str, Any]:
+    """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked) and
+    `bad_images` (image id -> why) of files that cannot be decoded.
+
+    Without `full_decode`, JPEG and PNG files get a structural check of their end (cheap: the last few KiB);
+    a suspect file is then decoded to confirm, so a truncated or cut-short file is always caught."""
     images_dir = split.paths.images_dir
     if not images_dir.is_dir():
         return {}
@@ -43,6 +52,15 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
     mode_example: dict[str, int] = {}
     rotated: list[int] = []
     decoded = 0
+    bad: dict[int, str] = {}
+
+    def bad_image(rule: str, message: str, where: dict[str, Any]) -> None:
+        bad[where["image_id"]] = f"{rule}: {message}"
+        if on_bad_image == "skip":
+            log.warning(rule, f"{message}; left out of the split (data.on_bad_image=skip)", **where)
+        else:
+            log.error(rule, f"{message} (data.on_bad_image=skip would leave it out instead)", **where)
+
     for image in split.images:
         image_id = image["id"]
         path = image_path(split, image)
@@ -57,7 +75,10 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         try:
             probe = probe_image(path)
         except ImageReadError as error:
-            log.error(error.rule, f"{error}", **where)
+            if error.rule in BAD_IMAGE_RULES:
+                bad_image(error.rule, str(error), where)
+            else:
+                log.error(error.rule, f"{error}", **where)
             continue
         expected = (image["width"], image["height"])
         if (probe.width, probe.height) != expected:
@@ -79,12 +100,13 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         if probe.mode != "RGB":
             modes[probe.mode] += 1
             mode_example.setdefault(probe.mode, image_id)
-        if full_decode:
+        suspect = None if full_decode else structural_problem(path, probe.format)
+        if full_decode or suspect:
             try:
                 load_rgb(path)
                 decoded += 1
             except ImageReadError as error:
-                log.error(error.rule, str(error), **where)
+                bad_image("image.truncated" if suspect else error.rule, suspect or str(error), where)
     if rotated:
         log.info(
             "image.exif_orientation",
@@ -103,4 +125,5 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         "exif_rotated": len(rotated),
         "modes": dict(sorted(modes.items())),
         "decoded": decoded if full_decode else None,
+        "bad_images": bad,
     }

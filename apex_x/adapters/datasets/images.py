@@ -83,6 +83,31 @@ def probe_image(path: str | Path) -> ImageProbe:
         return ImageProbe(width, height, raw_width, raw_height, image.mode, image.format, orientation)
 
 
+_TAIL_BYTES = 4096  # where the end marker of a whole file must be (trailers longer than this get a full decode)
+
+
+def structural_problem(path: str | Path, image_format: str | None) -> str | None:
+    """A cheap check that a JPEG or PNG file is whole, without decoding pixels: a JPEG must end with its
+    end-of-image marker (FF D9), a PNG with its IEND chunk (trailing padding tolerated). Returns why the file
+    looks cut short, or None. Only a hint: the caller confirms a suspect file with a full decode."""
+    if image_format not in ("JPEG", "PNG", "MPO"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read()
+    except OSError as error:
+        return f"cannot read the file: {error.strerror or error}"
+    if image_format == "PNG":
+        if b"IEND" not in tail:
+            return f"no IEND chunk at the end of the PNG ({size} bytes): the file is cut short"
+        return None
+    if b"\xff\xd9" not in tail:  # inside entropy-coded data FF is always stuffed (FF 00): no false match
+        return f"no end-of-image marker (FF D9) at the end of the JPEG ({size} bytes): the file is cut short"
+    return None
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Any Pillow mode -> (H, W, 3) uint8 RGB: 16-bit scaled (not clipped), alpha composited, palette expanded."""
     mode = image.mode
