@@ -271,6 +271,7 @@ def predict(
     device: str = "auto",
     batch_size: int = 4,
     overlays: bool = True,
+    coco_annotations: str | os.PathLike[str] | None = None,
 ) -> PredictionRun:
     """Predict on image files and folders; writes predictions.json, summary.json and PNG overlays to output_dir.
 
@@ -281,13 +282,27 @@ def predict(
 
     model = load_model(checkpoint, device=device, score_threshold=score_threshold)
     container = create_container(model.config)
+    image_ids = check_classes(model, coco_annotations) if coco_annotations is not None else None
     sink = (
         container.prediction_sink(output_dir=output_dir, categories=model.categories, overlays=overlays)
         if output_dir is not None
         else None
     )
-    use_case = container.predict_images(model=model, sink=sink, score_threshold=score_threshold, batch_size=batch_size)
+    use_case = container.predict_images(model=model, sink=sink, score_threshold=score_threshold, batch_size=batch_size,
+                                        image_ids=image_ids)
     return use_case.execute([str(images)] if isinstance(images, (str, os.PathLike)) else [str(item) for item in images])
+
+
+def check_classes(model: InferenceModel, coco_annotations: str | os.PathLike[str]) -> dict[str, int]:
+    """Refuse (DatasetError listing the differing ids and names of both sides) unless the model's class list
+    equals the COCO file's; returns the file's image ids by file name (so predictions carry them)."""
+    from apex_x.container import create_container
+    from apex_x.domain.class_lists import require_same_classes
+
+    categories, image_ids = create_container(model.config).coco_classes_reader()(os.fspath(coco_annotations))
+    require_same_classes(model.categories, categories, checkpoint=str(model.checkpoint_path), data_kind="COCO file",
+                         data_name=os.fspath(coco_annotations), action="predict")
+    return image_ids
 
 
 def evaluate(

@@ -15,6 +15,7 @@ from apex_x.application.inference import InferenceModel
 from apex_x.application.run_support import amp_dtype
 from apex_x.application.schedules import evaluation_loss_settings
 from apex_x.application.validation import validate
+from apex_x.domain.class_lists import categories_from_coco, require_same_classes
 from apex_x.domain.errors import ApexError, DatasetError
 from apex_x.domain.ports import DatasetSource, Evaluator
 from apex_x.domain.types import EvalResult
@@ -79,14 +80,16 @@ class EvaluateCheckpoint:
 
     def execute(self) -> EvalReport:
         started = time.perf_counter()
-        self._check_categories()
-        loader = self.dataset.val_loader(self.batch_size)
-        ground_truth = self.dataset.val_ground_truth()
-        if loader is None or ground_truth is None:
+        ground_truth = self.dataset.val_ground_truth() if self.dataset.has_val() else None
+        if ground_truth is None:
             raise DatasetError(
                 "the config has no val split to evaluate on: set data.coco_val_images and "
                 "data.coco_val_annotations (e.g. --set data.coco_val_annotations=PATH)"
             )
+        self._check_categories(ground_truth)  # before any inference
+        loader = self.dataset.val_loader(self.batch_size)
+        if loader is None:
+            raise DatasetError("the config has no val split to evaluate on: set data.coco_val_images")
         device = self.model.device
         validation = validate(  # the trainer's own validation: same weights, batches, autocast and scoring
             model=self.model.network,
@@ -127,14 +130,19 @@ class EvaluateCheckpoint:
             if bad else {},
         )
 
-    def _check_categories(self) -> None:
-        expected = self.model.categories
-        found = self.dataset.categories
-        if tuple(expected.original_ids) != tuple(found.original_ids):
+    def _check_categories(self, ground_truth: Mapping[str, Any]) -> None:
+        """The checkpoint's class list (ids and names) against the val file's own categories (not the train
+        file's): any difference is refused, listing both sides."""
+        val_file = (self.dataset.describe().get("splits") or {}).get("val", {}).get("annotations_file") or "(val split)"
+        require_same_classes(
+            self.model.categories, categories_from_coco(ground_truth.get("categories")),
+            checkpoint=str(self.model.checkpoint_path), data_kind="val file", data_name=str(val_file), action="evaluate",
+        )
+        if tuple(self.dataset.categories.original_ids) != tuple(self.model.categories.original_ids):
             raise DatasetError(
-                f"the val split's categories {list(zip(found.original_ids, found.names, strict=True))} differ from "
-                f"the checkpoint's {list(zip(expected.original_ids, expected.names, strict=True))} "
-                f"({self.model.checkpoint_path}); evaluate on data with the classes the model was trained on"
+                f"the config's train categories {list(self.dataset.categories.names)} differ from the checkpoint's "
+                f"{list(self.model.categories.names)} ({self.model.checkpoint_path}): the val labels would be mapped "
+                "to other training ids; point data.coco_train_annotations at the file the model was trained on"
             )
 
 

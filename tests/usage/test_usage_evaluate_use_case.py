@@ -34,8 +34,30 @@ def test_markdown_and_table_hold_the_metrics_and_per_class_rows(fakes, fake_infe
 
 def test_other_categories_are_refused(fakes, fake_inference_model) -> None:
     dataset = fakes.FakeDataset(categories=CategoryMap((1, 2), ("cat", "dog")))
-    with pytest.raises(DatasetError, match="differ from the checkpoint's"):
+    with pytest.raises(DatasetError, match="differs from the val file"):
         EvaluateCheckpoint(fake_inference_model, dataset, fakes.FakeEvaluator(), batch_size=2).execute()
+
+
+def test_a_val_file_with_swapped_names_is_refused_before_inference(fakes, fake_inference_model) -> None:
+    swapped = CategoryMap((3, 7), ("square", "circle"))  # same ids as the checkpoint's (3 circle, 7 square)
+    dataset = fakes.FakeDataset(val_categories=swapped)
+    evaluator = fakes.FakeEvaluator()
+    with pytest.raises(DatasetError) as info:
+        EvaluateCheckpoint(fake_inference_model, dataset, evaluator, batch_size=2).execute()
+    message = str(info.value)
+    assert "id 3: 'circle' in the checkpoint, 'square' in the val file" in message
+    assert "id 7: 'square' in the checkpoint, 'circle' in the val file" in message
+    assert dataset.batch_sizes == [] and evaluator.calls == []  # nothing was run
+
+
+def test_a_val_file_with_other_classes_lists_both_sides(fakes, fake_inference_model) -> None:
+    other = CategoryMap((3, 9), ("circle", "star"))
+    with pytest.raises(DatasetError) as info:
+        EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(val_categories=other), fakes.FakeEvaluator(),
+                           batch_size=2).execute()
+    message = str(info.value)
+    assert "id 7 ('square') only in the checkpoint" in message and "id 9 ('star') only in the val file" in message
+    assert "checkpoint: [3 'circle', 7 'square']" in message
 
 
 def test_no_val_split_is_a_clear_error(fakes, fake_inference_model) -> None:

@@ -94,3 +94,32 @@ def compare_categories(
         f"{train_key} and {val_key} must list the same categories: " + "; ".join(parts),
         file=val_file,
     )
+
+
+def read_coco_classes(path: str) -> tuple[Any, dict[str, int]]:
+    """A COCO JSON's class list (CategoryMap, id order) and its images' ids by file name (full and base name).
+
+    For predict and the notebook: the checkpoint's class list is compared with it before any inference."""
+    import json
+    from pathlib import Path
+
+    from apex_x.domain.class_lists import categories_from_coco
+    from apex_x.domain.errors import DatasetError
+
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: COCO file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read the COCO JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise DatasetError(f"{path}: not a COCO file (no 'categories' list)")
+    categories = categories_from_coco(data["categories"])
+    ids: dict[str, int] = {}
+    for image in data.get("images") or []:
+        if isinstance(image, dict) and is_int(image.get("id")) and isinstance(image.get("file_name"), str):
+            name = image["file_name"].replace("\\", "/")
+            ids.setdefault(name, int(image["id"]))
+            ids.setdefault(name.rsplit("/", 1)[-1], int(image["id"]))
+    return categories, ids
