@@ -298,8 +298,14 @@ def check_classes(model: InferenceModel, coco_annotations: str | os.PathLike[str
     equals the COCO file's; returns the file's image ids by file name (so predictions carry them)."""
     from apex_x.container import create_container
     from apex_x.domain.class_lists import require_same_classes
+    from apex_x.domain.types import CategoryMap
 
-    categories, image_ids = create_container(model.config).coco_classes_reader()(os.fspath(coco_annotations))
+    categories, image_ids, grouping = create_container(model.config).coco_classes_reader()(os.fspath(coco_annotations))
+    dropped = grouping - set(model.categories.original_ids)  # left out in training too (unless it kept them)
+    if dropped:
+        kept = [(cid, name) for cid, name in zip(categories.original_ids, categories.names, strict=True)
+                if cid not in dropped]
+        categories = CategoryMap(tuple(cid for cid, _ in kept), tuple(name for _, name in kept))
     require_same_classes(model.categories, categories, checkpoint=str(model.checkpoint_path), data_kind="COCO file",
                          data_name=os.fspath(coco_annotations), action="predict")
     return image_ids

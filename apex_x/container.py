@@ -113,7 +113,8 @@ class Container(containers.DeclarativeContainer):
     )
 
     # Using a trained model (eval, predict, notebook): the image reader, the files of predict, the use cases.
-    image_reader = providers.Singleton(_lazy("apex_x.adapters.image_inputs:PillowImageReader"))
+    image_reader = providers.Singleton(_lazy("apex_x.adapters.image_inputs:PillowImageReader"),
+                                       config.data.high_bit_depth_scaling)
     model_state_loader = providers.Object(_lazy("apex_x.adapters.checkpoints.torch_store:apply_model_state"))
     prediction_sink = providers.Factory(_lazy("apex_x.adapters.inference_outputs:CocoJsonOverlaySink"))
     eval_report_writer = providers.Singleton(_lazy("apex_x.adapters.inference_outputs:EvalReportFiles"))

@@ -107,7 +107,7 @@ class CheckpointModel:
 
     def __init__(self, inference: InferenceModel) -> None:
         self.inference = inference
-        self._reader = PillowImageReader()
+        self._reader = PillowImageReader(inference.config.data.high_bit_depth_scaling)
 
     @property
     def class_names(self) -> tuple[str, ...]:

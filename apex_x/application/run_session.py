@@ -18,6 +18,7 @@ from apex_x.application.diagnostics import RunDiagnostics
 from apex_x.application.distributed import DistContext
 from apex_x.application.ema import ModelEma
 from apex_x.application.progress import Progress
+from apex_x.application.run_health import epoch_warnings
 from apex_x.application.run_support import MetricChoice, TrainResult, amp_dtype
 from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
@@ -141,8 +142,10 @@ class RunSession:
                         self.status = "interrupted" if self.stop_flag.is_set() else "paused"
                         return self._result()
                 first_stage = False
-            self.status = "finished"
-            self.message = None
+            warnings = self.report_state.warnings
+            self.status = "finished_with_warnings" if warnings else "finished"
+            self.message = (f"{len(warnings)} warning(s): " + "; ".join(w["message"] for w in warnings[:3])
+                            + (" ..." if len(warnings) > 3 else "")) if warnings else None
             self._finish()
             return self._result()
         except (TrainingStopped, DatasetError) as stopped:
@@ -258,6 +261,11 @@ class RunSession:
             "images_per_s": round(batches_now * train.batch_size * self.context.world_size / seconds, 3)
             if seconds > 0 else None,
         })
+        for warning in epoch_warnings(epoch_diag, epoch=number, stage=stage.name, train=train,
+                                      lr=self.trainer.optimizer.param_groups[0]["lr"], history=self.report_state.history):
+            log.warning("training_cannot_move", kind=warning["kind"], component=warning["component"],
+                        message=warning["message"])
+            self.report_state.warnings.append(warning)
         self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, self.steps_per_epoch,
                                  True, self.trainer.global_step, finished=last_epoch)
         self.keeper.save(self._payload, epoch_number=number, is_best=improved)
@@ -378,7 +386,8 @@ class RunSession:
         return report
 
     def _result(self) -> TrainResult:
-        report = self.write_report() if self.context.is_main and self.status != "finished" else self.report()
+        done = self.status in ("finished", "finished_with_warnings")
+        report = self.write_report() if self.context.is_main and not done else self.report()
         history = self.report_state.history
         last_val = next((entry["val"] for entry in reversed(history) if entry.get("val")), None)
         return TrainResult(

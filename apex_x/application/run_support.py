@@ -19,7 +19,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a run produced; `status`: finished, paused (stop_after_steps), interrupted (SIGINT/SIGTERM)."""
+    """What a run produced; `status`: finished, finished_with_warnings (it ran, but a loss component sat at its
+    clip, the gradient was 0 or the loss diverged: see report["warnings"]), paused (stop_after_steps),
+    interrupted (SIGINT/SIGTERM)."""
 
     status: str
     output_dir: str

@@ -167,11 +167,13 @@ class TrainUseCase:
         if categories.num_classes == 0:
             raise DatasetError("the dataset has no categories: nothing to train (check the annotations' 'categories')")
         if expected is not None and expected != categories.num_classes:
-            names = ", ".join(categories.names[:10]) + (" ..." if categories.num_classes > 10 else "")
+            counted = ", ".join(f"{cid} {name!r}" for cid, name in zip(categories.original_ids[:20],
+                                                                      categories.names[:20], strict=True))
+            more = ", ..." if categories.num_classes > 20 else ""
             raise ConfigError(
                 f"--num-classes/model.num_classes is {expected} but the dataset has {categories.num_classes} "
-                f"categories ({names}); pass --num-classes {categories.num_classes} or leave it unset to take "
-                "the count from the data",
+                f"categories (counted: {counted}{more}); pass --num-classes {categories.num_classes} or leave it "
+                "unset to take the count from the data",
                 key="model.num_classes",
             )
         if payload is not None:

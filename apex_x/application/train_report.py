@@ -55,9 +55,11 @@ class ReportState:
     best: dict[str, Any] | None = None  # {"name", "value", "epoch"}
     elapsed_s: float = 0.0  # training time of earlier sessions (before this resume)
     sessions: int = 0
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # run_health: clipped, zero gradient, diverging
 
     def to_plain(self) -> dict[str, Any]:
-        return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions}
+        return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions,
+                "warnings": list(self.warnings)}
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any] | None) -> ReportState:
@@ -68,6 +70,7 @@ class ReportState:
             best=dict(plain["best"]) if plain.get("best") else None,
             elapsed_s=float(plain.get("elapsed_s") or 0.0),
             sessions=int(plain.get("sessions") or 0),
+            warnings=[dict(item) for item in plain.get("warnings") or []],
         )
 
 
@@ -126,7 +129,8 @@ def build_report(
     return {
         "schema": REPORT_SCHEMA,
         "schema_version": REPORT_SCHEMA_VERSION,
-        "status": status,  # running | finished | paused | stopped | failed
+        "status": status,  # running | finished | finished_with_warnings | paused | interrupted | stopped | failed
+        "warnings": list(state.warnings),
         "message": message,
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "selected_checkpoint_metric": selected_metric,

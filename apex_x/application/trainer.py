@@ -41,6 +41,19 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999))
 
 
+def component_clips(settings: LossSettings) -> dict[str, float]:
+    """The clip of each loss component (distillation is clipped at the det clip)."""
+    return {"det": settings.det_clip, "seg": settings.seg_clip, "boundary": settings.boundary_clip,
+            "distill": settings.det_clip}
+
+
+def clipped_components(values: dict[str, float], settings: LossSettings) -> tuple[str, ...]:
+    """Components whose value is at their clip: min(value, clip) has a zero gradient there."""
+    clips = component_clips(settings)
+    return tuple(sorted(name for name, value in values.items()
+                        if name in clips and math.isfinite(clips[name]) and value >= clips[name] * (1 - 1e-6)))
+
+
 @dataclass
 class StepOutcome:
     """What happened to one batch."""
@@ -51,6 +64,7 @@ class StepOutcome:
     grad_norm: float | None = None
     bad: dict[str, float] = field(default_factory=dict)
     stop_requested: bool = False
+    clipped: tuple[str, ...] = ()  # components that sat at their clip value (zero gradient) on this step
 
 
 class BadImageStop(Exception):  # noqa: N818 - a control-flow signal to the run session, not a failure type
@@ -181,7 +195,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update()
-            return StepOutcome("applied", total=values[-1], components=by_name, grad_norm=grad_norm, stop_requested=stop)
+            return StepOutcome("applied", total=values[-1], components=by_name, grad_norm=grad_norm,
+                               stop_requested=stop, clipped=clipped_components(by_name, settings))
         except torch.cuda.OutOfMemoryError:
             outputs = components = total = None  # noqa: F841 - drop references before freeing
             self.optimizer.zero_grad(set_to_none=True)
@@ -213,7 +228,8 @@ class Trainer:
         scopes = self.diagnostics.scopes(stage.name)
         if outcome.kind == "applied":
             for scope in scopes:
-                scope.record_applied(outcome.components, outcome.total or 0.0, outcome.grad_norm or 0.0)
+                scope.record_applied(outcome.components, outcome.total or 0.0, outcome.grad_norm or 0.0,
+                                     outcome.clipped)
             self.consecutive_bad = 0
             self.first_bad = None
         elif outcome.kind == "oom":

@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.status in ("paused", "interrupted"):
         print(f"{result.status}: {result.report.get('message')}")
+    for warning in result.report.get("warnings") or []:
+        print(f"warning: {warning.get('message')}")
+    if result.status == "finished_with_warnings":
+        print(f"status: finished_with_warnings ({len(result.report.get('warnings') or [])} warning(s), see the report)")
     best = result.best or {}
     metrics = result.last_val_metrics or {}
     report = result.report

@@ -69,3 +69,21 @@ def test_notebook_refuses_a_coco_file_with_other_classes(trained_run, tmp_path: 
         load_checkpoint(trained_run.best, device="cpu", coco_annotations=_swapped(trained_run, tmp_path))
     model = load_checkpoint(trained_run.best, device="cpu", coco_annotations=trained_run.val_annotations)
     assert model.class_names == ("circle", "rectangle", "triangle")
+
+
+def test_a_coco_file_with_a_grouping_category_matches_the_checkpoint(trained_run, tmp_path: Path) -> None:  # noqa: ANN001
+    from apex_x.api import predict
+
+    data = json.loads(Path(trained_run.val_annotations).read_text())
+    for category in data["categories"]:
+        category["supercategory"] = "shapes"
+    data["categories"].insert(0, {"id": 0, "name": "shapes", "supercategory": "none"})  # an export's grouping entry
+    coco = tmp_path / "grouped.json"
+    coco.write_text(json.dumps(data))
+    run = predict(str(trained_run.best), [str(trained_run.val_images)], output_dir=None, coco_annotations=coco)
+    assert len(run.predictions) == len(data["images"])
+    code = main(["eval", str(trained_run.config), "--checkpoint", str(trained_run.best),
+                 "--set", f"data.coco_val_annotations={coco}", "--output-json", str(tmp_path / "e.json")])
+    assert code == 0
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert sorted(evaluated["per_class"]) == ["1", "2", "3"]

@@ -81,7 +81,7 @@ class CocoSampleProvider:
         path = image_path(self.split, image)
         size = self.settings.decode_size(image["width"], image["height"], augment=augment)
         try:
-            array = load_rgb(path, min_size=size)
+            array = load_rgb(path, min_size=size, high_bit_depth=self.settings.high_bit_depth)
         except ImageReadError as error:
             raise UnreadableImage(
                 f"{self.split.paths.images_key}: image {image['id']} ({path}): {error.rule}: {error}",

@@ -108,8 +108,26 @@ def structural_problem(path: str | Path, image_format: str | None) -> str | None
     return None
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> (H, W, 3) uint8 RGB: 16-bit scaled (not clipped), alpha composited, palette expanded."""
+def bits_used(max_value: int) -> int:
+    """The bit depth a high-bit-depth image's values need (at least 8): 4095 -> 12."""
+    return max(8, int(max_value).bit_length())
+
+
+def high_bit_depth_max(path: str | Path) -> int | None:
+    """The largest value of a 16-bit (I;16*) or 32-bit integer grey image, None for other modes (decodes it)."""
+    with _open(Path(path)) as image:
+        if not (image.mode.startswith("I;16") or image.mode == "I"):
+            return None
+        try:
+            values = np.asarray(image)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
+        return int(values.max()) if values.size else 0
+
+
+def to_rgb_array(image: Image.Image, high_bit_depth: str = "full_range") -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB: 16-bit scaled (not clipped) over the full 16-bit range, or over the
+    bits the image uses (`high_bit_depth="used_bits"`), alpha composited, palette expanded."""
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image, dtype=np.uint8)
@@ -129,7 +147,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
             low, high = int(values.min()), int(values.max())
             gray = (values - low) * 255 // max(high - low, 1)
         else:
-            gray = (values * 255 + 32767) // 65535  # 0..65535 -> 0..255, rounded
+            top = 65535 if high_bit_depth != "used_bits" else 2 ** bits_used(int(values.max()) if values.size else 0) - 1
+            gray = (values * 255 + top // 2) // top  # 0..top -> 0..255, rounded
         return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
     if mode == "F":
         values = np.nan_to_num(np.asarray(image, dtype=np.float32))
@@ -142,7 +161,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)  # CMYK, YCbCr, LAB, HSV, ...
 
 
-def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
+def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None,
+             high_bit_depth: str = "full_range") -> np.ndarray:
     """Decode fully to (H, W, 3) uint8 RGB in display orientation (EXIF applied).
 
     `min_size` (width, height) in display orientation lets JPEGs decode at a reduced scale (draft mode)
@@ -165,6 +185,6 @@ def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None) -> np
             ) from None
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
-        return np.ascontiguousarray(to_rgb_array(image))
+        return np.ascontiguousarray(to_rgb_array(image, high_bit_depth))
     finally:
         image.close()

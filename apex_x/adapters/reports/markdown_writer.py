@@ -61,14 +61,16 @@ def _diagnostics_table(report: Mapping[str, Any]) -> list[str]:
     diagnostics = report.get("loss_diagnostics") or {}
     rows = [("run", diagnostics.get("run") or {})] + list((diagnostics.get("per_stage") or {}).items())
     header = ["scope", "steps", "applied", "grad last", "grad max", "NaN loss", "Inf loss", "NaN grad", "Inf grad",
-              "skipped", "OOM skipped", "bad components"]
+              "skipped", "OOM skipped", "bad components", "clipped steps", "zero-grad steps", "images skipped"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, values in rows:
         bad = ", ".join(f"{key}: {count}" for key, count in (values.get("bad_components") or {}).items()) or "-"
+        clipped = ", ".join(f"{key}: {count}" for key, count in (values.get("clipped_steps") or {}).items()) or "-"
         cells = [name, values.get("steps"), values.get("applied_steps"), _fmt(values.get("grad_norm_last"), 3),
                  _fmt(values.get("grad_norm_max"), 3), values.get("nan_loss"), values.get("inf_loss"),
                  values.get("nan_grad"), values.get("inf_grad"), values.get("skipped_steps"),
-                 values.get("oom_skipped_steps"), bad]
+                 values.get("oom_skipped_steps"), bad, clipped, values.get("zero_grad_steps", 0),
+                 values.get("bad_images_skipped", 0)]
         lines.append("| " + " | ".join(_fmt(cell) if not isinstance(cell, str) else cell for cell in cells) + " |")
     return lines
 
@@ -120,6 +122,10 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
     ]
     if report.get("auxiliary_losses"):
         lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
+    if report.get("warnings"):
+        lines += ["", "## Warnings: the run could not (fully) learn", ""]
+        lines += [f"- **{item.get('kind')}** (epoch {item.get('epoch')}): {item.get('message')}"
+                  for item in report["warnings"]]
     lines += [
         "",
         "## Curves",
