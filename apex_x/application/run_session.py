@@ -82,6 +82,8 @@ class RunSession:
         self.position: Position | None = None
         self.status = "running"
         self.message: str | None = None
+        self.planned_epochs = total_epochs(stages)  # set by run() from the schedule (resume: done + remaining)
+        self.last_epoch = self.planned_epochs - 1
 
     # --- resume ---------------------------------------------------------------------------------
     def restore(self, payload: Mapping[str, Any], path: str) -> Position:
@@ -121,27 +123,27 @@ class RunSession:
         return position
 
     # --- the loop -------------------------------------------------------------------------------
-    def run(self, start: StartPoint, *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
+    def run(self, schedule: list[StartPoint], *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
+        """Run the planned epochs (train_state.plan_remaining): one run-wide epoch numbering throughout."""
         self.trainer.stop_requested = stop_flag.is_set
         self.stop_flag = stop_flag
         self.report_state.sessions += 1
+        self.planned_epochs = len(self.report_state.history) + len(schedule)
+        self.last_epoch = schedule[-1].epoch if schedule else -1
         if self.context.is_main:
             self.write_report()
-        first_stage = True
         try:
-            for stage in self.stages[start.stage_index:]:
-                if stage.epochs == 0:
-                    continue
-                self.trainer.begin_stage(stage, self.groups)
-                first_epoch = start.epoch if first_stage else stage.first_epoch
-                for epoch in range(first_epoch, stage.first_epoch + stage.epochs):
-                    start_batch = start.start_batch if (first_stage and epoch == start.epoch) else 0
-                    if start_batch == 0:
-                        self.diagnostics.new_epoch()
-                    if self._run_epoch(stage, epoch, start_batch, stop_after_steps):
-                        self.status = "interrupted" if self.stop_flag.is_set() else "paused"
-                        return self._result()
-                first_stage = False
+            current: Stage | None = None
+            for item in schedule:
+                stage = self.stages[item.stage_index]
+                if stage is not current:
+                    self.trainer.begin_stage(stage, self.groups)
+                    current = stage
+                if item.start_batch == 0:
+                    self.diagnostics.new_epoch()
+                if self._run_epoch(stage, item.epoch, item.start_batch, stop_after_steps):
+                    self.status = "interrupted" if self.stop_flag.is_set() else "paused"
+                    return self._result()
             warnings = self.report_state.warnings
             self.status = "finished_with_warnings" if warnings else "finished"
             self.message = (f"{len(warnings)} warning(s): " + "; ".join(w["message"] for w in warnings[:3])
@@ -167,7 +169,7 @@ class RunSession:
         train = self.settings.train
         started = time.perf_counter()
         seen_before = self.diagnostics.epoch.steps
-        self.progress.start_epoch(stage=stage.name, epoch=epoch + 1, total_epochs=total_epochs(self.stages),
+        self.progress.start_epoch(stage=stage.name, epoch=epoch + 1, total_epochs=self.planned_epochs,
                                   total_steps=self.steps_per_epoch, initial_step=start_batch)
 
         def on_step_end(done: int) -> bool:
@@ -213,7 +215,7 @@ class RunSession:
     def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int) -> None:
         train = self.settings.train
         number = len(self.report_state.history) + 1  # epochs done in the run, this one included
-        last_epoch = epoch + 1 >= total_epochs(self.stages)
+        last_epoch = epoch >= self.last_epoch
         val_metrics: dict[str, float | None] | None = None
         evaluation = None
         if self.val_loader is not None and (number % train.eval_every_epochs == 0 or last_epoch):
@@ -266,14 +268,18 @@ class RunSession:
             log.warning("training_cannot_move", kind=warning["kind"], component=warning["component"],
                         message=warning["message"])
             self.report_state.warnings.append(warning)
-        self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, self.steps_per_epoch,
-                                 True, self.trainer.global_step, finished=last_epoch)
+        self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage) - 1,
+                                 self.steps_per_epoch, True, self.trainer.global_step, finished=last_epoch)
         self.keeper.save(self._payload, epoch_number=number, is_best=improved)
         if self.context.is_main:
             self.write_report()
         self.progress.end_epoch({"loss": train_loss if train_loss is not None else math.nan,
                                  self.metric.selected: metric_value if metric_value is not None else math.nan,
                                  "seconds": seconds})
+
+    def _epochs_in_stage(self, stage: Stage) -> int:
+        """Complete epochs of `stage` in the history (the one just appended included)."""
+        return sum(1 for entry in self.report_state.history if entry.get("stage") == stage.name)
 
     def _bad_val_images(self, stage: Stage, epoch: int, number: int, bad: list[dict[str, Any]]) -> None:
         """Val images that failed to decode: error saves last.pt (the epoch's training is kept; resuming
@@ -309,7 +315,7 @@ class RunSession:
         return value
 
     def _save_mid_epoch(self, stage: Stage, epoch: int, done: int) -> None:
-        self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, done, False,
+        self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage), done, False,
                                  self.trainer.global_step)
         self.keeper.save(self._payload, epoch_number=None, is_best=False)
 
@@ -375,7 +381,7 @@ class RunSession:
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
                  "global_step": self.trainer.global_step, "ema": self.ema is not None},
             kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
-            auxiliary_losses=self.auxiliary_names,
+            auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
         )
 
     def write_report(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from apex_x.application.resume import (
 from apex_x.application.run_session import RunSession
 from apex_x.application.run_support import TrainResult, choose_metric, interrupt_guard, kernels_report
 from apex_x.application.train_report import COCO_METRICS, LOSS_METRICS
-from apex_x.application.train_state import next_start, seed_everything
+from apex_x.application.train_state import plan_remaining, seed_everything
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ApexError, ConfigError, DatasetError, TrainingStopped
@@ -115,14 +115,14 @@ class TrainUseCase:
                 metric=choose_metric(settings.train.checkpoint_metric, self.source),
             )
             position = session.restore(payload, resume_from) if payload is not None else None
-            start = next_start(stages, position)
-            if start is None:
+            schedule = plan_remaining(stages, position, session.report_state.history)
+            if not schedule:
                 assert payload is not None and resume_from is not None
                 raise RunAlreadyFinished(
                     finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
                 )
             with interrupt_guard() as stop_flag:
-                return session.run(start, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+                return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
         finally:
             shutdown(context)
 
@@ -138,8 +138,9 @@ class TrainUseCase:
             )
         classes = len(dict(payload[fmt.KEY_CATEGORIES]).get("original_ids", []))
         changes = check_resume_config(self.settings, payload[fmt.KEY_CONFIG], classes, path)
-        for change in changes:
-            log.info("resume_config_change", change=change)
+        if changes:  # what differs from the checkpoint's config and applies now, before any training
+            log.warning("resume_config_diff", checkpoint=path, changes=len(changes),
+                        diff="; ".join(f"{change}" for change in changes))
         return payload
 
     def _check_data(self, context: DistContext, payload: Mapping[str, Any] | None, path: str | None) -> CategoryMap:

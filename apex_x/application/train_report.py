@@ -121,6 +121,7 @@ def build_report(
     artifacts: Mapping[str, Any],
     session_started: float,
     auxiliary_losses: list[str],
+    epochs_planned: int | None = None,
 ) -> dict[str, Any]:
     """The whole train_report.json content (plain values; NaN is turned into null by the JSON writer)."""
     session_s = time.time() - session_started
@@ -141,7 +142,7 @@ def build_report(
         "best_metric": best,
         "last_val_metrics": last_val,
         "epochs_done": len(state.history),
-        "epochs_planned": sum(stage.epochs for stage in stages),
+        "epochs_planned": epochs_planned if epochs_planned is not None else sum(stage.epochs for stage in stages),
         "dataset_mode": dataset.get("mode"),
         "dataset_backend": dataset.get("backend"),
         "dataset": dict(dataset),

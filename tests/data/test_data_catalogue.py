@@ -394,6 +394,9 @@ def test_finding_flood_is_capped_per_rule(tmp_path: Path) -> None:
     assert rules.count("annotation.segmentation_empty") == 26  # 25 listed + one "N more" note
     assert any("175 more" in f.message for f in report.findings)
     assert report.count("error") == 200 and report.to_plain()["counts"]["errors"] == 200  # true numbers
+    from apex_x.application.dataset_preflight import format_dataset_report
+
+    assert "findings: 200 error(s)" in format_dataset_report(report)
 
 
 def test_truncated_image_is_caught_without_the_full_decode(tmp_path: Path) -> None:
