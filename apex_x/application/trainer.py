@@ -262,7 +262,7 @@ class Trainer:
         True when nothing of the batch is left to train on."""
         bad = list(batch.bad_images)
         stop = self.on_bad_image == "error" and bool(bad)
-        if self.context.enabled:
+        if self.context.enabled and self.on_bad_image == "error":  # every rank stops together
             stop = any_true(self.context, [stop])[0]
         if stop:
             raise BadImageStop(done, bad)

@@ -49,6 +49,16 @@ def test_structural_check_finds_the_missing_end_markers(broken) -> None:  # noqa
     assert structural_problem(whole, "PNG") is None
 
 
+def test_a_png_with_a_broken_chunk_in_the_middle_is_found_without_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(path)
+    data = bytearray(path.read_bytes())
+    assert structural_problem(path, "PNG") is None
+    data[33:37] = (10**6).to_bytes(4, "big")  # the length of the chunk after IHDR (8 + 25 bytes)
+    path.write_bytes(bytes(data))
+    assert "PNG chunk at byte 33 is broken" in (structural_problem(path, "PNG") or "")
+
+
 def test_default_preflight_refuses_truncated_jpeg_and_png(broken, tmp_path: Path) -> None:  # noqa: ANN001
     from apex_x.api import dataset_preflight
 

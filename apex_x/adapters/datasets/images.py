@@ -102,7 +102,7 @@ def structural_problem(path: str | Path, image_format: str | None) -> str | None
     if image_format == "PNG":
         if b"IEND" not in tail:
             return f"no IEND chunk at the end of the PNG ({size} bytes): the file is cut short"
-        return None
+        return _png_chunk_problem(path, size)
     if b"\xff\xd9" not in tail:  # inside entropy-coded data FF is always stuffed (FF 00): no false match
         return f"no end-of-image marker (FF D9) at the end of the JPEG ({size} bytes): the file is cut short"
     return None
@@ -123,6 +123,27 @@ def high_bit_depth_max(path: str | Path) -> int | None:
         except (OSError, ValueError, SyntaxError) as error:
             raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
         return int(values.max()) if values.size else 0
+
+
+def _png_chunk_problem(path: str | Path, size: int) -> str | None:
+    """Walk the PNG's chunk headers (seeks only, no pixel data read): every chunk length must fit the file,
+    every type be 4 ASCII letters, and the walk must reach IEND."""
+    try:
+        with open(path, "rb") as handle:
+            offset = 8  # the signature
+            while offset + 8 <= size:
+                handle.seek(offset)
+                header = handle.read(8)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:]
+                if not kind.isalpha() or offset + 12 + length > size:
+                    return (f"PNG chunk at byte {offset} is broken (type {kind!r}, length {length}, file {size} "
+                            "bytes): the file is corrupt or cut short")
+                if kind == b"IEND":
+                    return None
+                offset += 12 + length
+    except OSError as error:
+        return f"cannot read the file: {error.strerror or error}"
+    return f"the PNG's chunks end at byte {offset} without an IEND chunk: the file is corrupt or cut short"
 
 
 def to_rgb_array(image: Image.Image, high_bit_depth: str = "full_range") -> np.ndarray:
