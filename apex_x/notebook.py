@@ -108,7 +108,7 @@ class CheckpointModel:
 
     def __init__(self, inference: InferenceModel) -> None:
         self.inference = inference
-        self._reader = PillowImageReader()
+        self._reader = PillowImageReader(inference.config.data.high_bit_depth_scaling)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -160,6 +160,13 @@ class CheckpointModel:
             f"{list(info['classes'])}, device {info['device']}{best_text})"
         )
 
+    def check_classes(self, coco_annotations: str | Path) -> None:
+        """Refuse (DatasetError listing the differing ids and names of both sides) unless this checkpoint's
+        class list equals the COCO file's: call it before predicting on that dataset's images."""
+        from apex_x.api import check_classes
+
+        check_classes(self.inference, coco_annotations)
+
     def val_images(self, limit: int = 8) -> list[str]:
         """Up to `limit` images of the val folder the checkpoint was trained with (when it is on this machine)."""
         folder = self.inference.config.data.coco_val_images or self.inference.config.data.coco_train_images
@@ -174,18 +181,24 @@ class CheckpointModel:
 
 
 def load_checkpoint(
-    path: str | Path, *, device: str = "auto", score_threshold: float | None = None, log_level: str = "warning"
+    path: str | Path, *, device: str = "auto", score_threshold: float | None = None, log_level: str = "warning",
+    coco_annotations: str | Path | None = None,
 ) -> CheckpointModel:
     """Loads an Apex-X training checkpoint (securely) and builds its model on `device` (auto, cpu, cuda).
 
     log_level: Apex-X's log lines shown in the notebook (warning keeps the cells quiet; info shows progress).
+    coco_annotations: a COCO file of the images you will predict on; its class list (ids and names) must
+    equal the checkpoint's, else a DatasetError lists the differences (before any inference).
     """
     from apex_x.api import load_model
 
     configure_logging(log_level, None)
     with warnings.catch_warnings():  # tqdm.auto (imported by timm) warns in kernels without ipywidgets
         warnings.filterwarnings("ignore", message="IProgress not found")
-        return CheckpointModel(load_model(str(path), device=device, score_threshold=score_threshold))
+        model = CheckpointModel(load_model(str(path), device=device, score_threshold=score_threshold))
+    if coco_annotations is not None:
+        model.check_classes(coco_annotations)
+    return model
 
 
 def show_training_curves(run_dir: str | Path) -> None:

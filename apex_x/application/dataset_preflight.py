@@ -35,6 +35,15 @@ class DatasetPreflight:
         return report
 
 
+def _cap(report: DatasetReport) -> int:
+    """How many findings of one rule are listed (the cap notes say how many more there are)."""
+    notes = [f for f in report.findings if f.unlisted]
+    if not notes:
+        return 0
+    first = notes[0]
+    return sum(1 for f in report.findings if f.rule == first.rule and f.severity == first.severity and not f.unlisted)
+
+
 def _range(values: Any) -> str:
     return f"{values[0]}-{values[1]}" if isinstance(values, list) and len(values) == 2 else "-"
 
@@ -62,19 +71,25 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
     if summary.get("num_classes") is not None:
         lines.append(f"categories: {summary['num_classes']}")
         per_split = {name: values.get("instances_per_class") or {} for name, values in splits.items()}
-        names = list(next(iter(per_split.values()), {}))
-        if names:
-            ordered = sorted(names, key=lambda n: -sum(counts.get(n, 0) for counts in per_split.values()))
+        keys = list(next(iter(per_split.values()), {}))
+        if keys:
+            def instances(rows: dict[str, Any], key: str) -> int:
+                return int((rows.get(key) or {}).get("instances", 0))
+
+            label = {key: (next(iter(per_split.values())).get(key) or {}).get("name", "?") for key in keys}
+            ordered = sorted(keys, key=lambda k: -sum(instances(rows, k) for rows in per_split.values()))
             header = "/".join(per_split)
             shown = ", ".join(
-                f"{n} {'/'.join(str(c.get(n, 0)) for c in per_split.values())}" for n in ordered[:max_classes]
+                f"{key} {label[key]} {'/'.join(str(instances(rows, key)) for rows in per_split.values())}"
+                for key in ordered[:max_classes]
             )
-            more = f", ... ({len(names) - max_classes} more)" if len(names) > max_classes else ""
-            lines.append(f"instances per class ({header}): {shown}{more}")
-    errors = len(report.errors)
-    warnings = sum(1 for f in report.findings if f.severity == "warning")
-    infos = len(report.findings) - errors - warnings
-    lines.append(f"findings: {errors} error(s), {warnings} warning(s), {infos} info")
+            more = f", ... ({len(keys) - max_classes} more)" if len(keys) > max_classes else ""
+            lines.append(f"instances per class (id name {header}): {shown}{more}")
+    errors, warnings, infos = report.count("error"), report.count("warning"), report.count("info")
+    listed = sum(1 for f in report.findings if not f.unlisted)
+    capped = f" (each rule lists at most its first {_cap(report)}; the counts are the true numbers)" \
+        if listed < errors + warnings + infos else ""
+    lines.append(f"findings: {errors} error(s), {warnings} warning(s), {infos} info{capped}")
     for finding in report.findings[:max_findings]:
         lines.append(f"  {finding.describe()}")
     if len(report.findings) > max_findings:

@@ -241,5 +241,6 @@ class FakeEvaluator:
         hits = sum(1 for image_id, found in detections if len(found) and int(found.labels[0]) == truth[image_id])
         value = math.nan if self.calls in self.nan_calls else hits / max(1, len(truth))
         return EvalResult(metrics={"segm_AP": value, "bbox_AP": value, "segm_AP50": value, "bbox_AP50": value},
-                          per_class={name: {"segm_AP": value} for name in categories.names},
+                          per_class={str(original): {"name": name, "segm_AP": value}
+                                     for original, name in zip(categories.original_ids, categories.names, strict=True)},
                           num_images=len(truth), num_detections=len(detections))

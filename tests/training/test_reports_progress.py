@@ -29,7 +29,7 @@ def sample_report() -> dict:
          "train": {"total_loss": 1.0, "det": 0.5, "seg": 0.3, "boundary": 0.2},
          "diagnostics": {"grad_norm_max": 2.0, "skipped_steps": 0, "oom_skipped_steps": 0},
          "val": {"segm_AP": 0.4, "bbox_AP": 0.5, "val_loss": 1.0}, "metric": {"name": "segm_AP", "value": 0.4},
-         "is_best": True, "seconds": 1.0, "evaluation": {"per_class": {"circle": {"segm_AP": 0.4}}}},
+         "is_best": True, "seconds": 1.0, "evaluation": {"per_class": {"4": {"name": "circle", "segm_AP": 0.4}}}},
     ]
     return {"status": "finished", "selected_checkpoint_metric": "segm_AP", "best_metric": {"name": "segm_AP",
             "value": 0.4, "epoch": 2}, "history": history, "config": {"train": {"epochs": 1}},
@@ -52,7 +52,7 @@ def test_markdown_links_the_plots_it_writes(tmp_path: Path) -> None:
     markdown = (tmp_path / "train_report.md").read_text()
     assert "![loss components per epoch](plots/loss_components.png)" in markdown
     assert "![validation AP per epoch](plots/val_metrics.png)" in markdown
-    assert "| 2 | seg_boundary | 4 |" in markdown and "**yes**" in markdown and "| circle |" in markdown
+    assert "| 2 | seg_boundary | 4 |" in markdown and "**yes**" in markdown and "| 4 | circle | 0.4000 |" in markdown
     for name in ("loss_components.png", "val_metrics.png"):
         assert str(tmp_path / "plots" / name) in written
         assert (tmp_path / "plots" / name).stat().st_size > 1000

@@ -133,8 +133,10 @@ class FakeDataset:
     mode = "real"
     backend = "fake"
 
-    def __init__(self, categories: CategoryMap = CATEGORIES, num_images: int = 3, has_val: bool = True) -> None:
+    def __init__(self, categories: CategoryMap = CATEGORIES, num_images: int = 3, has_val: bool = True,
+                 val_categories: CategoryMap | None = None) -> None:
         self._categories = categories
+        self.val_categories = val_categories or categories  # what the val file itself lists
         self.num_images = num_images
         self._has_val = has_val
         self.batch_sizes: list[int] = []
@@ -170,7 +172,10 @@ class FakeDataset:
     def val_ground_truth(self) -> dict[str, Any] | None:
         if not self._has_val:
             return None
-        return {"images": [{"id": index + 1} for index in range(self.num_images)], "annotations": [], "categories": []}
+        categories = [{"id": cid, "name": name}
+                      for cid, name in zip(self.val_categories.original_ids, self.val_categories.names, strict=True)]
+        return {"images": [{"id": index + 1} for index in range(self.num_images)], "annotations": [],
+                "categories": categories}
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "backend": self.backend, "val_images": self.num_images}
@@ -196,7 +201,8 @@ class FakeEvaluator:
         share = hits / max(1, len(ground_truth["images"]))
         return EvalResult(
             metrics={"bbox_AP": share / 2, "segm_AP": share},
-            per_class={name: {"bbox_AP": share / 2, "segm_AP": share} for name in categories.names},
+            per_class={str(original): {"name": name, "bbox_AP": share / 2, "segm_AP": share}
+                       for original, name in zip(categories.original_ids, categories.names, strict=True)},
             num_images=len(ground_truth["images"]),
             num_detections=sum(len(found) for _, found in detections),
         )

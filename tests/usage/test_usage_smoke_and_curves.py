@@ -86,7 +86,7 @@ def test_curves_figure_has_a_loss_panel_and_a_metric_panel(tmp_path) -> None:
     assert sorted(line.get_label() for line in right.get_lines()) == ["bbox_AP", "segm_AP"]
     segm = next(line for line in right.get_lines() if line.get_label() == "segm_AP")
     assert list(segm.get_xdata()) == [1, 2] and list(segm.get_ydata()) == [0.1, 0.4]
-    assert figure.get_suptitle() == "best segm_AP = 0.4 at epoch 2"
+    assert figure.get_suptitle() == "best segm_AP = 0.4000 at epoch 2"
 
 
 def test_missing_report_names_the_path(tmp_path) -> None:
