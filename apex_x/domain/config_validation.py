@@ -89,36 +89,9 @@ def build_config(
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the top level must be a mapping, got {type(raw).__name__}", source=default_source)
     try:
-        config = ApexConfig.model_validate(dict(raw))
+        return ApexConfig.model_validate(dict(raw))
     except ValidationError as error:
         raise _translate(error, sources, default_source) from None
-    check_input_size(config, sources, default_source)
-    return config
-
-
-INPUT_STRIDE = 32  # the coarsest stride of the heads (both profiles): the input must be a multiple of it
-
-
-def nearest_valid_sizes(value: int, stride: int = INPUT_STRIDE) -> list[int]:
-    """The multiples of `stride` around `value` (at least one stride)."""
-    low = max(stride, value // stride * stride)
-    return sorted({low, low + stride} if low < value else {low})
-
-
-def check_input_size(config: ApexConfig, sources: Mapping[str, str] | None = None,
-                     default_source: str = "<config>") -> None:
-    """model.input_height/width must be multiples of the model's coarsest stride: checked with the config,
-    before the data checks and the model build, naming the nearest valid sizes."""
-    for key in ("model.input_height", "model.input_width"):
-        value = getattr(config.model, key.split(".")[1])
-        if value % INPUT_STRIDE:
-            nearest = " or ".join(str(size) for size in nearest_valid_sizes(value))
-            raise ConfigError(
-                f"{value} is not a multiple of {INPUT_STRIDE} (the model's coarsest stride); nearest valid sizes: "
-                f"{nearest}",
-                source=_source_of(key, sources or {}, default_source),
-                key=key,
-            )
 
 
 def _translate(error: ValidationError, sources: Mapping[str, str], default_source: str) -> ConfigError:

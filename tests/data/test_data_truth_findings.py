@@ -41,10 +41,10 @@ def test_images_one_folder_away_are_found_and_the_key_is_named(tmp_path: Path) -
 
 
 def test_an_input_size_off_the_stride_is_refused_with_the_config_and_nearest_sizes() -> None:
-    with pytest.raises(ConfigError, match="250 is not a multiple of 32.*nearest valid sizes: 224 or 256") as info:
+    with pytest.raises(ConfigError, match="model.input_height: must be a multiple of 32 .*got 250; nearest valid: 224 or 256") as info:
         load_config(None, ["model.input_height=250"])
     assert info.value.key == "model.input_height"
-    with pytest.raises(ConfigError, match="nearest valid sizes: 32 or 64$"):
+    with pytest.raises(ConfigError, match="got 33; nearest valid: 32 or 64$"):
         load_config(None, ["model.input_width=33"])
 
 
