@@ -12,7 +12,7 @@ from apex_x.adapters.models.dense_model import DenseSegmentationModel, head_chan
 from apex_x.adapters.models.neck import FpnPanNeck
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.errors import ConfigError
-from apex_x.domain.input_size import input_size_problem
+from apex_x.domain.input_size import input_size_problem, is_valid_side
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,7 @@ def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
         )
     problem = input_size_problem(config.input_height, config.input_width)
     if problem:
-        raise ConfigError(problem, key="model.input_height/input_width")
+        raise ConfigError(problem, key="model.input_width" if is_valid_side(config.input_height) else "model.input_height")
     if config.mask_stride not in SUPPORTED_MASK_STRIDES:
         raise ConfigError(
             f"must be one of {list(SUPPORTED_MASK_STRIDES)} (a divisor of the stride-8 level), "
