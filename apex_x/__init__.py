@@ -26,7 +26,7 @@ __all__ = ["__version__", *_API]
 
 
 class _TrainPackage(types.ModuleType):
-    """`apex_x.train` is both the package of the seed's `apex_x.train.checkpoint` helpers and the train use
+    """`apex_x.train` is both the package of the user guide's `apex_x.train.checkpoint` helpers and the train use
     case: once the package is imported it shadows the lazy attribute below, so calling it runs training."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

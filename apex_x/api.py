@@ -222,6 +222,8 @@ def train(
             settings = config
     else:
         settings = load_config(config, overrides, **flags)
+    if resume is not None:
+        settings = _resume_settings(settings, os.fspath(resume), overrides, flags)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:  # before anything is created (the log file is the first)
         from apex_x.application.output_folder import check_run_folder
@@ -233,6 +235,34 @@ def train(
     return use_case.execute(
         resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps
     )
+
+
+def _resume_settings(requested: ApexConfig, resume: str, overrides: Sequence[str],
+                     flags: Mapping[str, Any]) -> ApexConfig:
+    """On resume the checkpoint's effective config is the base; only what the user asked for now (flags,
+    `--set`) applies on top. Keys where the YAML alone differs from the checkpoint are not applied (logged)."""
+    import structlog
+
+    from apex_x.application.resume import flatten
+    from apex_x.container import create_container
+    from apex_x.domain import checkpoint_format as fmt
+
+    log = structlog.get_logger(__name__)
+    payload = create_container(requested).checkpoint_store().load(resume)
+    stored = payload.get(fmt.KEY_CONFIG) if isinstance(payload, Mapping) else None
+    if not isinstance(stored, Mapping):
+        return requested  # not a training checkpoint: the train use case says so
+    given = {name: value for name, value in flags.items() if value is not None}
+    base = [f"{section}.{key}={json.dumps(value)}" for section, values in stored.items() if isinstance(values, Mapping)
+            for key, value in values.items()]
+    settings = load_config(None, [*base, *overrides], **given)
+    asked = flatten(settings.to_plain())
+    yaml_only = [key for key, value in flatten(requested.to_plain()).items() if asked.get(key, value) != value]
+    if yaml_only:
+        log.info("resume_yaml_ignored", checkpoint=resume, keys=yaml_only[:20],
+                 note="on --resume the checkpoint's config is the base; the YAML's different values are not "
+                 "applied (pass them with --set KEY=VALUE to change them)")
+    return settings
 
 
 def _as_overrides(config: ApexConfig) -> list[str]:
@@ -283,6 +313,7 @@ def predict(
     device: str = "auto",
     batch_size: int = 4,
     overlays: bool = True,
+    coco_annotations: str | os.PathLike[str] | None = None,
 ) -> PredictionRun:
     """Predict on image files and folders; writes predictions.json, summary.json and PNG overlays to output_dir.
 
@@ -296,13 +327,33 @@ def predict(
         check_output_folder(output_dir, key="--output")
     model = load_model(checkpoint, device=device, score_threshold=score_threshold)
     container = create_container(model.config)
+    image_ids = check_classes(model, coco_annotations) if coco_annotations is not None else None
     sink = (
         container.prediction_sink(output_dir=output_dir, categories=model.categories, overlays=overlays)
         if output_dir is not None
         else None
     )
-    use_case = container.predict_images(model=model, sink=sink, score_threshold=score_threshold, batch_size=batch_size)
+    use_case = container.predict_images(model=model, sink=sink, score_threshold=score_threshold, batch_size=batch_size,
+                                        image_ids=image_ids)
     return use_case.execute([str(images)] if isinstance(images, (str, os.PathLike)) else [str(item) for item in images])
+
+
+def check_classes(model: InferenceModel, coco_annotations: str | os.PathLike[str]) -> dict[str, int]:
+    """Refuse (DatasetError listing the differing ids and names of both sides) unless the model's class list
+    equals the COCO file's; returns the file's image ids by file name (so predictions carry them)."""
+    from apex_x.container import create_container
+    from apex_x.domain.class_lists import require_same_classes
+    from apex_x.domain.types import CategoryMap
+
+    categories, image_ids, grouping = create_container(model.config).coco_classes_reader()(os.fspath(coco_annotations))
+    dropped = grouping - set(model.categories.original_ids)  # left out in training too (unless it kept them)
+    if dropped:
+        kept = [(cid, name) for cid, name in zip(categories.original_ids, categories.names, strict=True)
+                if cid not in dropped]
+        categories = CategoryMap(tuple(cid for cid, _ in kept), tuple(name for _, name in kept))
+    require_same_classes(model.categories, categories, checkpoint=str(model.checkpoint_path), data_kind="COCO file",
+                         data_name=os.fspath(coco_annotations), action="predict")
+    return image_ids
 
 
 def evaluate(

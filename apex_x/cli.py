@@ -24,7 +24,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # subcommand -> (module under apex_x.commands defining `add_arguments(parser)` and `run(args) -> int`, help).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train", "Train a model from a YAML config (the seed's main entry point)."),
+    "train": ("train", "Train a model from a YAML config (the user guide's main entry point)."),
     "preflight": ("preflight", "Check the dependencies, devices and output folder of a profile."),
     "dataset-preflight": ("dataset_preflight", "Validate the dataset contract of a config without training."),
     "eval": ("evaluate", "COCO bbox/segm metrics of a checkpoint on the config's val split."),
@@ -96,10 +96,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _missing_dependency_message(error: ModuleNotFoundError) -> str:
-    from apex_x.application.preflight_requirements import BASE_INSTALL_COMMAND, requirement_for_module
+    from apex_x.application.preflight_requirements import requirement_for_module
+    from apex_x.installation import install_command
 
     requirement = requirement_for_module(error.name or "")
-    install = requirement.install_command if requirement else BASE_INSTALL_COMMAND
+    install = requirement.install_command if requirement else install_command()
     package = requirement.distribution if requirement else (error.name or "?")
     return (
         f"required package {package!r} is not installed ({error}); install it with: {install} "

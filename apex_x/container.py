@@ -113,13 +113,16 @@ class Container(containers.DeclarativeContainer):
     )
 
     # Using a trained model (eval, predict, notebook): the image reader, the files of predict, the use cases.
-    image_reader = providers.Singleton(_lazy("apex_x.adapters.image_inputs:PillowImageReader"))
+    image_reader = providers.Singleton(_lazy("apex_x.adapters.image_inputs:PillowImageReader"),
+                                       config.data.high_bit_depth_scaling)
     model_state_loader = providers.Object(_lazy("apex_x.adapters.checkpoints.torch_store:apply_model_state"))
     prediction_sink = providers.Factory(_lazy("apex_x.adapters.inference_outputs:CocoJsonOverlaySink"))
     eval_report_writer = providers.Singleton(_lazy("apex_x.adapters.inference_outputs:EvalReportFiles"))
+    coco_classes_reader = providers.Object(_lazy("apex_x.adapters.datasets.coco_categories:read_coco_classes"))
     predict_images = providers.Factory(_lazy("apex_x.application.predict:PredictImages"), reader=image_reader)
     evaluate_checkpoint = providers.Factory(
-        _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator
+        _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
+        on_bad_image=config.data.on_bad_image,
     )
 
 

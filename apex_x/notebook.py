@@ -28,6 +28,7 @@ from apex_x.adapters.visualization import as_rgb_array, draw_detections, save_pn
 from apex_x.application.inference import InferenceModel
 from apex_x.application.predict import filter_detections
 from apex_x.domain.errors import UserError
+from apex_x.domain.input_size import square_input_size
 from apex_x.domain.types import CategoryMap, Detections
 
 __all__ = [
@@ -108,7 +109,7 @@ class CheckpointModel:
 
     def __init__(self, inference: InferenceModel) -> None:
         self.inference = inference
-        self._reader = PillowImageReader()
+        self._reader = PillowImageReader(inference.config.data.high_bit_depth_scaling)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -160,6 +161,13 @@ class CheckpointModel:
             f"{list(info['classes'])}, device {info['device']}{best_text})"
         )
 
+    def check_classes(self, coco_annotations: str | Path) -> None:
+        """Refuse (DatasetError listing the differing ids and names of both sides) unless this checkpoint's
+        class list equals the COCO file's: call it before predicting on that dataset's images."""
+        from apex_x.api import check_classes
+
+        check_classes(self.inference, coco_annotations)
+
     def val_images(self, limit: int = 8) -> list[str]:
         """Up to `limit` images of the val folder the checkpoint was trained with (when it is on this machine)."""
         folder = self.inference.config.data.coco_val_images or self.inference.config.data.coco_train_images
@@ -174,18 +182,24 @@ class CheckpointModel:
 
 
 def load_checkpoint(
-    path: str | Path, *, device: str = "auto", score_threshold: float | None = None, log_level: str = "warning"
+    path: str | Path, *, device: str = "auto", score_threshold: float | None = None, log_level: str = "warning",
+    coco_annotations: str | Path | None = None,
 ) -> CheckpointModel:
     """Loads an Apex-X training checkpoint (securely) and builds its model on `device` (auto, cpu, cuda).
 
     log_level: Apex-X's log lines shown in the notebook (warning keeps the cells quiet; info shows progress).
+    coco_annotations: a COCO file of the images you will predict on; its class list (ids and names) must
+    equal the checkpoint's, else a DatasetError lists the differences (before any inference).
     """
     from apex_x.api import load_model
 
     configure_logging(log_level, None)
     with warnings.catch_warnings():  # tqdm.auto (imported by timm) warns in kernels without ipywidgets
         warnings.filterwarnings("ignore", message="IProgress not found")
-        return CheckpointModel(load_model(str(path), device=device, score_threshold=score_threshold))
+        model = CheckpointModel(load_model(str(path), device=device, score_threshold=score_threshold))
+    if coco_annotations is not None:
+        model.check_classes(coco_annotations)
+    return model
 
 
 def show_training_curves(run_dir: str | Path) -> None:
@@ -214,11 +228,10 @@ def _display(item: Any) -> None:
         display(item)
 
 
-# --- the notebook smoke runner (entrypoints/notebook_checkpoint_smoke.py) ---------------------------
+# --- the notebook smoke runner (scripts/notebook_checkpoint_smoke.py) ---------------------------
 
 SMOKE_SCHEMA = "apex-x-notebook-smoke/1"
 _TOKEN_GRID_PATTERNS = ("is invalid for input of size", "token grid", "token-grid", "patch grid")
-DINOV2_PATCH = 14
 
 
 def is_token_grid_error(error: BaseException) -> bool:
@@ -227,10 +240,9 @@ def is_token_grid_error(error: BaseException) -> bool:
     return isinstance(error, (RuntimeError, ValueError)) and any(pattern in text for pattern in _TOKEN_GRID_PATTERNS)
 
 
-def square_size(input_size: tuple[int, int], multiple: int = DINOV2_PATCH) -> tuple[int, int]:
-    """A square input covering `input_size`, rounded up to a multiple of the patch size."""
-    side = -(-max(input_size) // multiple) * multiple
-    return side, side
+def square_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """A square input covering `input_size` that the model accepts (apex_x.domain.input_size's one rule)."""
+    return square_input_size(input_size)
 
 
 def smoke_device(load: Any, image: ImageLike, device: str) -> dict[str, Any]:

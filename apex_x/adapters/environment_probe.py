@@ -10,6 +10,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from apex_x.adapters.slow_notice import notice_if_slow
 from apex_x.domain.environment import AcceleratorProbe, FolderProbe, PackageProbe
 
 
@@ -24,7 +25,7 @@ class ImportlibEnvironmentProbe:
 
     def package(self, import_name: str, distribution: str) -> PackageProbe:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), notice_if_slow(f"preflight: importing {import_name}"):
                 warnings.simplefilter("ignore")
                 module = importlib.import_module(import_name)
         except ModuleNotFoundError as error:

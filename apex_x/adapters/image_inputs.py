@@ -18,7 +18,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class PillowImageReader:
-    """ImageReader adapter over the dataset pipeline's decoder (Pillow) and letterbox."""
+    """ImageReader adapter over the dataset pipeline's decoder (Pillow) and letterbox; 16-bit images are scaled
+    as in training (`high_bit_depth`: data.high_bit_depth_scaling of the checkpoint's config)."""
+
+    def __init__(self, high_bit_depth: str = "full_range") -> None:
+        self.high_bit_depth = high_bit_depth
 
     def list_images(self, path: str) -> list[str]:
         target = Path(path)
@@ -37,7 +41,7 @@ class PillowImageReader:
         from apex_x.adapters.datasets.images import ImageReadError, load_rgb
 
         try:
-            array = load_rgb(path)  # (H, W, 3) uint8 RGB, EXIF applied
+            array = load_rgb(path, high_bit_depth=self.high_bit_depth)  # (H, W, 3) uint8 RGB, EXIF applied
         except ImageReadError as error:
             raise UserError(f"{path}: cannot use the image ({error.rule}): {error}") from None
         except OSError as error:

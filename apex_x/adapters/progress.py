@@ -58,10 +58,16 @@ class TqdmProgress:
 
 
 class LogProgress:
-    """Without a terminal (CI, nohup, files): a log line every `every` steps with loss, lr, it/s and ETA."""
+    """Without a terminal (CI, nohup, files): a log line every `every` steps with loss, lr, it/s and ETA,
+    the first step of every epoch with its time (it includes start-up work such as loader workers), and
+    a line at least every `max_silence_s` seconds however slow the steps are."""
 
-    def __init__(self, every: int = 10, logger: Any = None) -> None:
+    def __init__(self, every: int = 10, logger: Any = None, *, max_silence_s: float = 30.0,
+                 clock: Any = time.perf_counter) -> None:
         self.every = max(1, every)
+        self.max_silence_s = max_silence_s
+        self.clock = clock
+        self.last_line = clock()
         self.log = logger if logger is not None else log
         self.stage = ""
         self.epoch = 0
@@ -75,7 +81,7 @@ class LogProgress:
     def start_epoch(self, *, stage: str, epoch: int, total_epochs: int, total_steps: int, initial_step: int) -> None:
         self.stage, self.epoch, self.total_epochs = stage, epoch, total_epochs
         self.total, self.initial = total_steps, initial_step
-        self.started = time.perf_counter()
+        self.started = self.last_line = self.clock()
         self.loss_sum, self.loss_count = 0.0, 0
         self.log.info("epoch_start", epoch=epoch, of=total_epochs, stage=stage, steps=total_steps, from_step=initial_step)
 
@@ -83,18 +89,22 @@ class LogProgress:
         if loss is not None:
             self.loss_sum += loss
             self.loss_count += 1
-        if step % self.every and step != self.total:
+        now = self.clock()
+        first = step == self.initial + 1
+        if not first and step % self.every and step != self.total and now - self.last_line < self.max_silence_s:
             return
-        elapsed = time.perf_counter() - self.started
+        elapsed = now - self.started
         done = max(1, step - self.initial)
         rate = done / elapsed if elapsed > 0 else 0.0
+        extra = {"first_step_s": round(elapsed, 3)} if first else {}
         self.log.info(
             "train_progress", epoch=self.epoch, stage=self.stage, step=f"{step}/{self.total}",
             loss=round(self.loss_sum / self.loss_count, 5) if self.loss_count else None,
             lr=float(f"{lr:.3e}"), it_s=round(rate, 3),
-            eta=_eta((self.total - step) / rate) if rate > 0 else "?",
+            eta=_eta((self.total - step) / rate) if rate > 0 else "?", **extra,
         )
         self.loss_sum, self.loss_count = 0.0, 0
+        self.last_line = now
 
     def end_epoch(self, summary: dict[str, float]) -> None:
         self.log.info("epoch_end", epoch=self.epoch, stage=self.stage,

@@ -58,5 +58,7 @@ def plot_training_curves(run: str | Path) -> Any:
             axis.text(0.5, 0.5, empty, ha="center", va="center", transform=axis.transAxes)
     best = report.get("best_metric") or {}
     if isinstance(best, Mapping) and best.get("name"):
-        figure.suptitle(f"best {best.get('name')} = {best.get('value')} at epoch {best.get('epoch')}")
+        value = best.get("value")
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+        figure.suptitle(f"best {best.get('name')} = {shown} at epoch {best.get('epoch')}")
     return figure

@@ -40,6 +40,7 @@ def make_payload(
     dataset_fingerprint: str,
     input_size: tuple[int, int],
     train_state: Mapping[str, Any],
+    architecture: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full training checkpoint (tensors and plain values only; see domain.checkpoint_format)."""
     return {
@@ -59,6 +60,7 @@ def make_payload(
         fmt.KEY_CATEGORIES: dict(categories),
         fmt.KEY_DATASET_FINGERPRINT: dataset_fingerprint,
         fmt.KEY_INPUT_SIZE: [int(input_size[0]), int(input_size[1])],
+        fmt.KEY_ARCHITECTURE: dict(architecture or {}),
         "train_state": dict(train_state),
     }
 

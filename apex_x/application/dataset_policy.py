@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import DatasetError
+from apex_x.domain.shapes_layout import make_shapes_command
 from apex_x.domain.types import Finding
 
 logger = structlog.get_logger(__name__)
 
-HOW_TO_FIX = (
-    "Fix the path in the config or with --set KEY=PATH (relative paths are resolved against the working "
-    "directory; `apex-x make-shapes data/shapes` writes a small built-in dataset, see configs/quickstart.yaml), "
-    "check it with `apex-x dataset-preflight CONFIG`, or, for a smoke run only, set "
-    "train.allow_synthetic_fallback=true"
-)
+DATA_PATH_KEYS = ("coco_train_images", "coco_train_annotations", "coco_val_images", "coco_val_annotations")
+
+
+def how_to_fix_data_paths(paths: Mapping[str, Any]) -> str:
+    """The fix for missing data, specific to the config's own data.* paths (`paths`: keys without `data.`).
+
+    When the paths are a layout of the built-in shapes dataset, the exact `apex-x make-shapes` command that
+    writes them comes first (e.g. `apex-x make-shapes data/coco --layout coco` for coco_baseline.yaml).
+    """
+    command = make_shapes_command({key: paths.get(key) for key in DATA_PATH_KEYS})
+    own_data = (
+        "point the data.* keys at your COCO files (in the config or with --set KEY=PATH; relative paths are "
+        "resolved against the working directory) and check them with `apex-x dataset-preflight CONFIG`"
+    )
+    if command:
+        first = (f"to try this config without your own data, `{command}` writes the built-in shapes dataset "
+                 f"exactly where its data.* keys point; otherwise {own_data}")
+    else:
+        first = (f"{own_data}; to try Apex-X without your own data, `apex-x make-shapes DIR` writes the built-in "
+                 "shapes dataset (its output lists the data.* keys to set)")
+    return f"{first}; or, for a smoke run only, set train.allow_synthetic_fallback=true"
 
 
 def dataset_config_problems(settings: ApexConfig, cwd: str | Path | None = None) -> list[Finding]:
@@ -91,4 +108,5 @@ def select_dataset_kind(settings: ApexConfig) -> Literal["coco", "synthetic"]:
             note="train.allow_synthetic_fallback=true: training on synthetic data (reported as dataset mode synthetic)",
         )
         return "synthetic"
-    raise DatasetError(f"{reason}. {HOW_TO_FIX}.")
+    fix = how_to_fix_data_paths({key: getattr(settings.data, key) for key in DATA_PATH_KEYS})
+    raise DatasetError(f"{reason}. How to fix: {fix}.")

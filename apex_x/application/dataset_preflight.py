@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from apex_x.application.dataset_policy import dataset_config_problems
+from apex_x.application.dataset_policy import DATA_PATH_KEYS, dataset_config_problems, how_to_fix_data_paths
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.ports import DatasetSource
 from apex_x.domain.types import DatasetReport
@@ -26,21 +26,22 @@ class DatasetPreflight:
                 "mode": "real",
                 "backend": "pycocotools",
                 "full_decode": full_decode,
-                "config": {
-                    key: getattr(settings.data, key)
-                    for key in (
-                        "coco_train_images",
-                        "coco_train_annotations",
-                        "coco_val_images",
-                        "coco_val_annotations",
-                    )
-                },
+                "config": {key: getattr(settings.data, key) for key in DATA_PATH_KEYS},
             }
             return DatasetReport(summary=summary, findings=problems)
         source = self.source_factory()
         report = source.validate(full_decode=full_decode, expected_num_classes=expected_num_classes)
         report.findings = [*problems, *report.findings]
         return report
+
+
+def _cap(report: DatasetReport) -> int:
+    """How many findings of one rule are listed (the cap notes say how many more there are)."""
+    notes = [f for f in report.findings if f.unlisted]
+    if not notes:
+        return 0
+    first = notes[0]
+    return sum(1 for f in report.findings if f.rule == first.rule and f.severity == first.severity and not f.unlisted)
 
 
 def _range(values: Any) -> str:
@@ -70,30 +71,31 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
     if summary.get("num_classes") is not None:
         lines.append(f"categories: {summary['num_classes']}")
         per_split = {name: values.get("instances_per_class") or {} for name, values in splits.items()}
-        names = list(next(iter(per_split.values()), {}))
-        if names:
-            ordered = sorted(names, key=lambda n: -sum(counts.get(n, 0) for counts in per_split.values()))
+        keys = list(next(iter(per_split.values()), {}))
+        if keys:
+            def instances(rows: dict[str, Any], key: str) -> int:
+                return int((rows.get(key) or {}).get("instances", 0))
+
+            label = {key: (next(iter(per_split.values())).get(key) or {}).get("name", "?") for key in keys}
+            ordered = sorted(keys, key=lambda k: -sum(instances(rows, k) for rows in per_split.values()))
             header = "/".join(per_split)
             shown = ", ".join(
-                f"{n} {'/'.join(str(c.get(n, 0)) for c in per_split.values())}" for n in ordered[:max_classes]
+                f"{key} {label[key]} {'/'.join(str(instances(rows, key)) for rows in per_split.values())}"
+                for key in ordered[:max_classes]
             )
-            more = f", ... ({len(names) - max_classes} more)" if len(names) > max_classes else ""
-            lines.append(f"instances per class ({header}): {shown}{more}")
-    errors = len(report.errors)
-    warnings = sum(1 for f in report.findings if f.severity == "warning")
-    infos = len(report.findings) - errors - warnings
-    lines.append(f"findings: {errors} error(s), {warnings} warning(s), {infos} info")
+            more = f", ... ({len(keys) - max_classes} more)" if len(keys) > max_classes else ""
+            lines.append(f"instances per class (id name {header}): {shown}{more}")
+    errors, warnings, infos = report.count("error"), report.count("warning"), report.count("info")
+    listed = sum(1 for f in report.findings if not f.unlisted)
+    capped = f" (each rule lists at most its first {_cap(report)}; the counts are the true numbers)" \
+        if listed < errors + warnings + infos else ""
+    lines.append(f"findings: {errors} error(s), {warnings} warning(s), {infos} info{capped}")
     for finding in report.findings[:max_findings]:
         lines.append(f"  {finding.describe()}")
     if len(report.findings) > max_findings:
         lines.append(f"  ... {len(report.findings) - max_findings} more in the JSON report (--output-json)")
     if any(f.severity == "error" and f.rule.startswith(("config.", "file.not_")) for f in report.findings):
-        lines.append(
-            "how to fix: point the data.* keys at your COCO files (in the config or with --set KEY=PATH; "
-            "relative paths are resolved against the working directory), or write the built-in dataset with "
-            "`apex-x make-shapes data/shapes` (configs/quickstart.yaml) or `apex-x make-shapes data/coco "
-            "--layout coco` (configs/coco_baseline.yaml)"
-        )
+        lines.append(f"how to fix: {how_to_fix_data_paths(summary.get('config') or {})}")
     lines.append(
         "result: OK, the dataset is usable" if report.ok else "result: NOT USABLE, fix the errors above"
     )

@@ -1,4 +1,4 @@
-"""Loss diagnostics (the seed's section 5): component means, grad norm, NaN/Inf and skip/OOM counters."""
+"""Loss diagnostics (the user guide's section 5): component means, grad norm, NaN/Inf and skip/OOM counters."""
 
 from __future__ import annotations
 
@@ -27,10 +27,19 @@ class LossDiagnostics:
     oom_skipped_steps: int = 0
     bad_components: dict[str, int] = field(default_factory=dict)  # non-finite count per component
     first_bad_step: int | None = None
+    clipped_steps: dict[str, int] = field(default_factory=dict)  # applied steps with the component at its clip
+    zero_grad_steps: int = 0  # applied steps whose global grad norm was 0 (nothing can move)
+    bad_images_skipped: int = 0  # images that failed to decode and were left out (data.on_bad_image=skip)
+    bad_image_ids: list[int] = field(default_factory=list)  # the first few of them
 
-    def record_applied(self, components: Mapping[str, float], total: float, grad_norm: float) -> None:
+    def record_applied(self, components: Mapping[str, float], total: float, grad_norm: float,
+                       clipped: tuple[str, ...] = ()) -> None:
         self.steps += 1
         self.applied_steps += 1
+        for name in clipped:
+            self.clipped_steps[name] = self.clipped_steps.get(name, 0) + 1
+        if grad_norm == 0.0:
+            self.zero_grad_steps += 1
         for name, value in components.items():
             self.component_sums[name] = self.component_sums.get(name, 0.0) + value
             self.component_counts[name] = self.component_counts.get(name, 0) + 1
@@ -60,6 +69,10 @@ class LossDiagnostics:
         self.bad_components["gradient"] = self.bad_components.get("gradient", 0) + 1
         self.first_bad_step = step if self.first_bad_step is None else self.first_bad_step
 
+    def record_bad_images(self, image_ids: list[int]) -> None:
+        self.bad_images_skipped += len(image_ids)
+        self.bad_image_ids.extend(image_ids[: max(0, 20 - len(self.bad_image_ids))])
+
     def record_oom(self) -> None:
         self.steps += 1
         self.oom_skipped_steps += 1
@@ -83,6 +96,10 @@ class LossDiagnostics:
             "oom_skipped_steps": self.oom_skipped_steps,
             "bad_components": dict(self.bad_components),
             "first_bad_step": self.first_bad_step,
+            "clipped_steps": dict(self.clipped_steps),
+            "zero_grad_steps": self.zero_grad_steps,
+            "bad_images_skipped": self.bad_images_skipped,
+            "bad_image_ids": list(self.bad_image_ids),
         }
 
     def to_plain(self) -> dict[str, Any]:
@@ -110,7 +127,9 @@ class LossDiagnostics:
     def from_state(cls, state: Mapping[str, Any] | None) -> LossDiagnostics:
         if not state:
             return cls()
-        return cls(**{key: (dict(value) if isinstance(value, Mapping) else value) for key, value in state.items()})
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: (dict(value) if isinstance(value, Mapping) else list(value) if isinstance(value, list)
+                            else value) for key, value in state.items() if key in known})
 
 
 class RunDiagnostics:

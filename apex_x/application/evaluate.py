@@ -15,6 +15,7 @@ from apex_x.application.inference import InferenceModel
 from apex_x.application.run_support import amp_dtype
 from apex_x.application.schedules import evaluation_loss_settings
 from apex_x.application.validation import validate
+from apex_x.domain.class_lists import categories_from_coco, require_same_classes
 from apex_x.domain.errors import ApexError, DatasetError
 from apex_x.domain.ports import DatasetSource, Evaluator
 from apex_x.domain.types import EvalResult
@@ -39,8 +40,10 @@ class EvalReport:
     recorded_best: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def metric(self, name: str) -> float:
-        return float(self.result.metrics.get(name, math.nan))
+    def metric(self, name: str) -> float | None:
+        """The metric's value; None when it is n/a (no ground truth for it), NaN when it was not computed."""
+        value = self.result.metrics.get(name, math.nan)
+        return None if value is None else float(value)
 
     def to_plain(self) -> dict[str, Any]:
         best = self.recorded_best
@@ -67,7 +70,9 @@ class EvalReport:
 class EvaluateCheckpoint:
     """Runs the model over the val split exactly as the trainer's validation does, and scores it with COCOeval."""
 
-    def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int) -> None:
+    def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int,
+                 on_bad_image: str = "error") -> None:
+        self.on_bad_image = on_bad_image  # data.on_bad_image: error refuses an undecodable val image, skip counts it
         self.model = model
         self.dataset = dataset
         self.evaluator = evaluator
@@ -75,14 +80,16 @@ class EvaluateCheckpoint:
 
     def execute(self) -> EvalReport:
         started = time.perf_counter()
-        self._check_categories()
-        loader = self.dataset.val_loader(self.batch_size)
-        ground_truth = self.dataset.val_ground_truth()
-        if loader is None or ground_truth is None:
+        ground_truth = self.dataset.val_ground_truth() if self.dataset.has_val() else None
+        if ground_truth is None:
             raise DatasetError(
                 "the config has no val split to evaluate on: set data.coco_val_images and "
                 "data.coco_val_annotations (e.g. --set data.coco_val_annotations=PATH)"
             )
+        self._check_categories(ground_truth)  # before any inference
+        loader = self.dataset.val_loader(self.batch_size)
+        if loader is None:
+            raise DatasetError("the config has no val split to evaluate on: set data.coco_val_images")
         device = self.model.device
         validation = validate(  # the trainer's own validation: same weights, batches, autocast and scoring
             model=self.model.network,
@@ -96,10 +103,18 @@ class EvaluateCheckpoint:
         )
         if validation.error or validation.evaluation is None:
             raise ApexError(f"evaluation of {self.model.checkpoint_path} failed: {validation.error}")
+        bad = validation.bad_images
+        if bad and self.on_bad_image == "error":
+            first = bad[0]
+            raise DatasetError(
+                f"val image {first['image_id']} ({first['file']}) failed to decode: {first['reason']}"
+                + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                + "; fix the file, or evaluate without it with --set data.on_bad_image=skip"
+            )
         evaluation = validation.evaluation
         result = EvalResult(
-            metrics={key: float(value) for key, value in validation.metrics.items()},
-            per_class={name: dict(values) for name, values in evaluation.get("per_class", {}).items()},
+            metrics={key: None if value is None else float(value) for key, value in validation.metrics.items()},
+            per_class={key: dict(values) for key, values in evaluation.get("per_class", {}).items()},
             num_images=int(evaluation.get("num_images", validation.num_images)),
             num_detections=int(evaluation.get("num_detections", 0)),
         )
@@ -111,16 +126,23 @@ class EvaluateCheckpoint:
             dataset=_plain(self.dataset.describe()),
             seconds=seconds,
             recorded_best=self.model.best,
+            extra={"skipped_images": [{"image_id": item["image_id"], "file": item["file"]} for item in bad]}
+            if bad else {},
         )
 
-    def _check_categories(self) -> None:
-        expected = self.model.categories
-        found = self.dataset.categories
-        if tuple(expected.original_ids) != tuple(found.original_ids):
+    def _check_categories(self, ground_truth: Mapping[str, Any]) -> None:
+        """The checkpoint's class list (ids and names) against the val file's own categories (not the train
+        file's): any difference is refused, listing both sides."""
+        val_file = (self.dataset.describe().get("splits") or {}).get("val", {}).get("annotations_file") or "(val split)"
+        require_same_classes(
+            self.model.categories, categories_from_coco(ground_truth.get("categories")),
+            checkpoint=str(self.model.checkpoint_path), data_kind="val file", data_name=str(val_file), action="evaluate",
+        )
+        if tuple(self.dataset.categories.original_ids) != tuple(self.model.categories.original_ids):
             raise DatasetError(
-                f"the val split's categories {list(zip(found.original_ids, found.names, strict=True))} differ from "
-                f"the checkpoint's {list(zip(expected.original_ids, expected.names, strict=True))} "
-                f"({self.model.checkpoint_path}); evaluate on data with the classes the model was trained on"
+                f"the config's train categories {list(self.dataset.categories.names)} differ from the checkpoint's "
+                f"{list(self.model.categories.names)} ({self.model.checkpoint_path}): the val labels would be mapped "
+                "to other training ids; point data.coco_train_annotations at the file the model was trained on"
             )
 
 
@@ -143,43 +165,51 @@ def eval_markdown(report: EvalReport) -> str:
             f"- trainer's best {check['name']} (epoch {check['epoch']}): {_fmt(check['recorded'])}; "
             f"evaluated now: {_fmt(check['evaluated'])}"
         )
-    lines += ["", "## Metrics", "", "| metric | bbox | segm |", "|---|---|---|"]
+    metrics = report.result.metrics
+    lines += ["", "## Metrics (n/a: no ground truth of that kind or size in the val split)", "",
+              "| metric | bbox | segm |", "|---|---|---|"]
     for suffix in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-        bbox = report.result.metrics.get(f"bbox_{suffix}")
-        segm = report.result.metrics.get(f"segm_{suffix}")
-        if bbox is not None or segm is not None:
-            lines.append(f"| {suffix} | {_fmt(bbox)} | {_fmt(segm)} |")
+        if f"bbox_{suffix}" in metrics or f"segm_{suffix}" in metrics:
+            lines.append(f"| {suffix} | {_fmt(metrics.get(f'bbox_{suffix}', math.nan))} | "
+                         f"{_fmt(metrics.get(f'segm_{suffix}', math.nan))} |")
     if report.result.per_class:
-        columns = sorted({key for values in report.result.per_class.values() for key in values})
-        lines += ["", "## Per class", "", "| class | " + " | ".join(columns) + " |"]
-        lines.append("|---|" + "---|" * len(columns))
-        for name, values in report.result.per_class.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
+        columns = sorted({key for values in report.result.per_class.values() for key in values if key != "name"})
+        lines += ["", "## Per class (by category id)", "", "| id | class | " + " | ".join(columns) + " |"]
+        lines.append("|---|---|" + "---|" * len(columns))
+        for key, values in report.result.per_class.items():
+            lines.append(f"| {key} | {values.get('name', '-')} | "
+                         + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
 def eval_table(report: EvalReport) -> str:
     """A compact plain-text table for the terminal."""
+    metrics = report.result.metrics
     rows = [("metric", "bbox", "segm")]
     for suffix in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-        rows.append((suffix, _fmt(report.result.metrics.get(f"bbox_{suffix}")), _fmt(report.result.metrics.get(f"segm_{suffix}"))))
+        rows.append((suffix, _fmt(metrics.get(f"bbox_{suffix}", math.nan)), _fmt(metrics.get(f"segm_{suffix}", math.nan))))
     if report.result.per_class:
         rows.append(("", "", ""))
-        rows.append(("class", "bbox_AP", "segm_AP"))
-        for name, values in report.result.per_class.items():
-            rows.append((name, _fmt(values.get("bbox_AP")), _fmt(values.get("segm_AP"))))
+        rows.append(("class (id)", "bbox_AP", "segm_AP"))
+        for key, values in report.result.per_class.items():
+            rows.append((f"{values.get('name', '-')} ({key})", _fmt(values.get("bbox_AP")), _fmt(values.get("segm_AP"))))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def _fmt(value: Any) -> str:
-    """4 decimals; COCO's -1 (no ground truth of that size or class) shows as n/a."""
+    """4 decimals; None (no ground truth of that size or class: COCO's -1) shows as n/a, never as a number."""
     if value is None:
-        return "-"
+        return "n/a"
     number = float(value)
     if math.isnan(number):
-        return "nan"
+        return "-"
     return "n/a" if number < 0 else f"{number:.4f}"
+
+
+def format_metric(value: Any) -> str:
+    """How the console and reports show a metric value (n/a for None)."""
+    return _fmt(value)
 
 
 def _plain(value: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,10 +138,16 @@ def build_inference_model(
     config = config.model_copy(update={"model": model_config})
     categories = checkpoint_categories(payload, path)
     use_ema = prefers_ema(payload, config)
-    state = store.extract_model_state(payload, prefer_ema=use_ema)
+    architecture = payload.get(fmt.KEY_ARCHITECTURE)
     factory = factory_for(config)
-    check_fits_before_building(lambda: _build_untrained(factory, config, categories.num_classes), state, path)
-    network = _build_untrained(factory, config, categories.num_classes)
+
+    def build() -> SegmentationModel:  # the architecture only: the checkpoint's weights go in next
+        return factory.build(config.model, categories.num_classes, pretrained=False,
+                             architecture=architecture if isinstance(architecture, Mapping) else None)
+
+    state = store.extract_model_state(payload, prefer_ema=use_ema)
+    check_fits_before_building(build, state, path)
+    network = build()
     apply_state(network, state, strict=True, source=path)
     network.to(device)  # type: ignore[attr-defined]
     network.eval()  # type: ignore[attr-defined]
@@ -175,13 +180,6 @@ def check_fits_before_building(build: Callable[[], Any], state: Mapping[str, tor
     misfit = describe_misfit(shapes, {key: tuple(value.shape) for key, value in state.items()})
     if misfit:
         raise CheckpointError(f"{path} {misfit}; refusing to build it")
-
-
-def _build_untrained(factory: ModelFactory, config: ApexConfig, num_classes: int) -> SegmentationModel:
-    """The architecture only (no pretrained download or file): the checkpoint's weights go in next."""
-    if "pretrained" in inspect.signature(factory.build).parameters:  # e.g. the DINOv2 teacher: config.json only
-        return factory.build(config.model, num_classes, pretrained=False)  # type: ignore[call-arg]
-    return factory.build(config.model, num_classes)
 
 
 def _to_cpu(detections: Detections) -> Detections:

@@ -89,7 +89,9 @@ class PredictImages:
         *,
         score_threshold: float | None = None,
         batch_size: int = 4,
+        image_ids: dict[str, int] | None = None,
     ) -> None:
+        self.image_ids = image_ids or {}  # file name -> image id of a COCO file given with the images
         self.model = model
         self.reader = reader
         self.sink = sink
@@ -130,6 +132,7 @@ class PredictImages:
 
     def _decoded(self, files: list[str], run: PredictionRun) -> Iterator[tuple[int, str, torch.Tensor]]:
         image_id = 0
+        used = set(self.image_ids.values())
         for path in files:
             try:
                 image = self.reader.read(path)  # (H, W, 3) uint8
@@ -137,8 +140,12 @@ class PredictImages:
                 run.failures.append(InputFailure(path, str(error)))
                 log.warning("image_skipped", path=path, error=str(error))
                 continue
-            image_id += 1
-            yield image_id, path, image
+            known = self.image_ids.get(path.replace("\\", "/").rsplit("/", 1)[-1])
+            if known is None:
+                image_id += 1
+                while image_id in used:  # numbering of images the COCO file does not list
+                    image_id += 1
+            yield (known if known is not None else image_id), path, image
 
     def _predict_chunk(
         self, chunk: list[tuple[int, str, torch.Tensor]]

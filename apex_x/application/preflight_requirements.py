@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from apex_x.installation import install_command
+
 PROFILES = ("base", "worldclass")
 MINIMUM_PYTHON = "3.10"
-BASE_INSTALL_COMMAND = "pip install apex-x  (from a clone: pip install -e .)"
-WORLDCLASS_INSTALL_COMMAND = 'pip install "apex-x[worldclass]"'
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Requirement:
 
     @property
     def install_command(self) -> str:
-        return WORLDCLASS_INSTALL_COMMAND if self.extra == "worldclass" else BASE_INSTALL_COMMAND
+        """The command that installs it for how Apex-X is installed here (wheel or editable checkout)."""
+        return install_command(self.extra)
 
 
 BASE_REQUIREMENTS: tuple[Requirement, ...] = (

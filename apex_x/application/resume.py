@@ -27,6 +27,7 @@ SAFE_TO_CHANGE = (
     r"data\.num_workers",
     r"data\.pin_memory",
     r"data\.full_image_check",
+    r"data\.on_bad_image",
 )
 _SAFE = re.compile("^(" + "|".join(SAFE_TO_CHANGE) + ")$")
 
@@ -56,11 +57,14 @@ def check_resume_config(
     """Raise ConfigError naming the first key that changed and is not safe to change; return the safe changes."""
     before = flatten(dict(checkpoint_config))
     after = flatten(current.to_plain())
+    defaults = flatten(ApexConfig().to_plain())
     changed: list[str] = []
     for key in sorted(set(before) | set(after)):
         old, new = before.get(key, "<absent>"), after.get(key, "<absent>")
         if old == new:
             continue
+        if old == "<absent>" and key in defaults and new == defaults[key]:
+            continue  # a key newer than the checkpoint, at its default: the run behaves as it did
         if key == "model.num_classes" and (new is None or new == checkpoint_classes) and (
             old is None or old == checkpoint_classes
         ):

@@ -18,11 +18,12 @@ from apex_x.application.diagnostics import RunDiagnostics
 from apex_x.application.distributed import DistContext
 from apex_x.application.ema import ModelEma
 from apex_x.application.progress import Progress
+from apex_x.application.run_health import epoch_warnings
 from apex_x.application.run_support import MetricChoice, TrainResult, amp_dtype
 from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
 from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
-from apex_x.application.trainer import Trainer, build_optimizer
+from apex_x.application.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.validation import ValidationStopped, validate
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
@@ -72,6 +73,7 @@ class RunSession:
             diagnostics=self.diagnostics, auxiliary_losses=auxiliary_losses, amp_dtype=self.amp_dtype,
             total_steps=total_epochs(stages) * self.steps_per_epoch,
         )
+        self.trainer.on_bad_image = settings.data.on_bad_image
         self.auxiliary_names = [loss.name for loss in auxiliary_losses]
         self.fingerprint = source.fingerprint()
         self.dataset_info = {**dict(source.describe()), "fingerprint": self.fingerprint}
@@ -82,6 +84,8 @@ class RunSession:
         self.message: str | None = None
         self.stop_signal: int | None = None
         self.stop_flag: Any = None
+        self.planned_epochs = total_epochs(stages)  # set by run() from the schedule (resume: done + remaining)
+        self.last_epoch = self.planned_epochs - 1
 
     # --- resume ---------------------------------------------------------------------------------
     def restore(self, payload: Mapping[str, Any], path: str) -> Position:
@@ -121,33 +125,35 @@ class RunSession:
         return position
 
     # --- the loop -------------------------------------------------------------------------------
-    def run(self, start: StartPoint, *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
+    def run(self, schedule: list[StartPoint], *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
+        """Run the planned epochs (train_state.plan_remaining): one run-wide epoch numbering throughout."""
         self.trainer.stop_requested = stop_flag.is_set
         self.stop_flag = stop_flag
         self.report_state.sessions += 1
+        self.planned_epochs = len(self.report_state.history) + len(schedule)
+        self.last_epoch = schedule[-1].epoch if schedule else -1
         if self.context.is_main:
             self.write_report()
-        first_stage = True
         try:
-            for stage in self.stages[start.stage_index:]:
-                if stage.epochs == 0:
-                    continue
-                self.trainer.begin_stage(stage, self.groups)
-                first_epoch = start.epoch if first_stage else stage.first_epoch
-                for epoch in range(first_epoch, stage.first_epoch + stage.epochs):
-                    start_batch = start.start_batch if (first_stage and epoch == start.epoch) else 0
-                    if start_batch == 0:
-                        self.diagnostics.new_epoch()
-                    if self._run_epoch(stage, epoch, start_batch, stop_after_steps):
-                        self.status = "interrupted" if self.stop_flag.is_set() else "paused"
-                        self.stop_signal = getattr(self.stop_flag, "signal_number", None)
-                        return self._result()
-                first_stage = False
-            self.status = "finished"
-            self.message = None
+            current: Stage | None = None
+            for item in schedule:
+                stage = self.stages[item.stage_index]
+                if stage is not current:
+                    self.trainer.begin_stage(stage, self.groups)
+                    current = stage
+                if item.start_batch == 0:
+                    self.diagnostics.new_epoch()
+                if self._run_epoch(stage, item.epoch, item.start_batch, stop_after_steps):
+                    self.status = "interrupted" if self.stop_flag.is_set() else "paused"
+                    self.stop_signal = getattr(self.stop_flag, "signal_number", None)
+                    return self._result()
+            warnings = self.report_state.warnings
+            self.status = "finished_with_warnings" if warnings else "finished"
+            self.message = (f"{len(warnings)} warning(s): " + "; ".join(w["message"] for w in warnings[:3])
+                            + (" ..." if len(warnings) > 3 else "")) if warnings else None
             self._finish()
             return self._result()
-        except TrainingStopped as stopped:
+        except (TrainingStopped, DatasetError) as stopped:
             self.status = "stopped"
             self.message = str(stopped)
             if self.context.is_main:
@@ -166,7 +172,7 @@ class RunSession:
         train = self.settings.train
         started = time.perf_counter()
         seen_before = self.diagnostics.epoch.steps
-        self.progress.start_epoch(stage=stage.name, epoch=epoch + 1, total_epochs=total_epochs(self.stages),
+        self.progress.start_epoch(stage=stage.name, epoch=epoch + 1, total_epochs=self.planned_epochs,
                                   total_steps=self.steps_per_epoch, initial_step=start_batch)
 
         def on_step_end(done: int) -> bool:
@@ -177,12 +183,24 @@ class RunSession:
                 self._save_mid_epoch(stage, epoch, done)
             return pause
 
-        outcome = self.trainer.run_epoch(
-            loader=self.train_loader, stage=stage, epoch=epoch, start_batch=start_batch,
-            steps_in_epoch=self.steps_per_epoch,
-            settings_for=lambda progress: loss_settings(stage.losses, progress, train),
-            progress=self.progress, on_step_end=on_step_end,
-        )
+        try:
+            outcome = self.trainer.run_epoch(
+                loader=self.train_loader, stage=stage, epoch=epoch, start_batch=start_batch,
+                steps_in_epoch=self.steps_per_epoch,
+                settings_for=lambda progress: loss_settings(stage.losses, progress, train),
+                progress=self.progress, on_step_end=on_step_end,
+            )
+        except BadImageStop as stop:
+            self._save_mid_epoch(stage, epoch, stop.steps_done)
+            first = stop.bad_images[0]
+            others = f" (and {len(stop.bad_images) - 1} more in the same batch)" if len(stop.bad_images) > 1 else ""
+            raise DatasetError(
+                f"image {first['image_id']} ({first['file']}) failed to decode during training{others}: "
+                f"{first['reason']}. last.pt was saved at the last completed step (global step "
+                f"{self.trainer.global_step}, batch {stop.steps_done} of epoch {len(self.report_state.history) + 1}). "
+                f"Fix or replace the file, then resume with: apex-x train CONFIG --resume {self.keeper.last} "
+                "(or add --set data.on_bad_image=skip to leave such images out and count them)"
+            ) from None
         # A stop request (agreed by every rank at the step) skips the epoch's validation; a stop_after_steps
         # pause at the last step (the same on every rank) still ends the epoch.
         counted_pause = stop_after_steps is not None and self.session_steps >= stop_after_steps
@@ -211,8 +229,8 @@ class RunSession:
     def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int) -> None:
         train = self.settings.train
         number = len(self.report_state.history) + 1  # epochs done in the run, this one included
-        last_epoch = epoch + 1 >= total_epochs(self.stages)
-        val_metrics: dict[str, float] | None = None
+        last_epoch = epoch >= self.last_epoch
+        val_metrics: dict[str, float | None] | None = None
         evaluation = None
         if self.val_loader is not None and (number % train.eval_every_epochs == 0 or last_epoch):
             if self.ema is not None:
@@ -225,20 +243,25 @@ class RunSession:
             )
             if result.error:
                 raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
+            if result.bad_images:
+                self._bad_val_images(stage, epoch, number, result.bad_images)
             val_metrics = result.metrics
             if result.evaluation is not None:  # the flat metrics are in `val` already
                 evaluation = {key: value for key, value in result.evaluation.items() if key != "metrics"}
         epoch_diag = self.diagnostics.epoch
         train_loss = epoch_diag.mean_total()
-        metric_value: float | None = None
-        if self.metric.selected == "train_loss":
-            metric_value = train_loss
-        elif val_metrics is not None:
-            metric_value = val_metrics.get(self.metric.selected, math.nan)
+        metric_value = self._metric_value(val_metrics, train_loss, number)
         best = self.report_state.best
-        improved = is_improvement(self.metric.selected, metric_value, best["value"] if best else None)
+        val_loss = (val_metrics or {}).get("val_loss")
+        improved = is_improvement(self.metric.selected, metric_value, best["value"] if best else None,
+                                  tie_loss=val_loss, best_tie_loss=(best or {}).get("val_loss"))
         if improved:
-            self.report_state.best = {"name": self.metric.selected, "value": metric_value, "epoch": number}
+            tie = best is not None and metric_value == best["value"] and not self.metric.selected.endswith("loss")
+            self.report_state.best = {"name": self.metric.selected, "value": metric_value, "epoch": number,
+                                      "val_loss": val_loss, "chosen_by": "val_loss tie-break" if tie else "metric"}
+            if tie:
+                log.info("best_by_tie_break", metric=self.metric.selected, value=metric_value, epoch=number,
+                         val_loss=val_loss, previous_epoch=best["epoch"] if best else None)
         self.report_state.history.append({
             "epoch": number,
             "stage": stage.name,
@@ -255,8 +278,13 @@ class RunSession:
             "images_per_s": round(batches_now * train.batch_size * self.context.world_size / seconds, 3)
             if seconds > 0 else None,
         })
-        self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, self.steps_per_epoch,
-                                 True, self.trainer.global_step, finished=last_epoch)
+        for warning in epoch_warnings(epoch_diag, epoch=number, stage=stage.name, train=train,
+                                      lr=self.trainer.optimizer.param_groups[0]["lr"], history=self.report_state.history):
+            log.warning("training_cannot_move", kind=warning["kind"], component=warning["component"],
+                        message=warning["message"])
+            self.report_state.warnings.append(warning)
+        self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage) - 1,
+                                 self.steps_per_epoch, True, self.trainer.global_step, finished=last_epoch)
         self.keeper.save(self._payload, epoch_number=number, is_best=improved)
         if self.context.is_main:
             self.write_report()
@@ -264,8 +292,45 @@ class RunSession:
                                  self.metric.selected: metric_value if metric_value is not None else math.nan,
                                  "seconds": seconds})
 
+    def _epochs_in_stage(self, stage: Stage) -> int:
+        """Complete epochs of `stage` in the history (the one just appended included)."""
+        return sum(1 for entry in self.report_state.history if entry.get("stage") == stage.name)
+
+    def _bad_val_images(self, stage: Stage, epoch: int, number: int, bad: list[dict[str, Any]]) -> None:
+        """Val images that failed to decode: error saves last.pt (the epoch's training is kept; resuming
+        validates again) and stops naming the image; skip leaves them out of the metrics and logs them."""
+        first = bad[0]
+        if self.settings.data.on_bad_image == "error":
+            self._save_mid_epoch(stage, epoch, self.steps_per_epoch)
+            raise DatasetError(
+                f"val image {first['image_id']} ({first['file']}) failed to decode in the validation after epoch "
+                f"{number}: {first['reason']}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                + f". last.pt was saved with the epoch's training done. Fix or replace the file, then resume with: "
+                f"apex-x train CONFIG --resume {self.keeper.last} (or --set data.on_bad_image=skip)"
+            )
+        for item in bad:
+            log.warning("bad_val_image_skipped", image_id=item["image_id"], file=item["file"], reason=item["reason"])
+
+    def _metric_value(self, val_metrics: Mapping[str, float | None] | None, train_loss: float | None,
+                      number: int) -> float | None:
+        """The checkpoint metric of this epoch. A COCO metric that is n/a (None: no ground truth) is never a
+        score: the run falls back to val_loss from here on, and the report says why."""
+        if self.metric.selected == "train_loss":
+            return train_loss
+        if val_metrics is None:
+            return None
+        value = val_metrics.get(self.metric.selected, math.nan)
+        if value is None and not self.metric.selected.endswith("loss"):
+            reason = (f"{self.metric.selected} was n/a at epoch {number} (no ground truth for it; COCO's -1 is "
+                      "not a score), so val_loss selects best.pt from then on")
+            log.warning("checkpoint_metric_fallback", metric=self.metric.selected, fallback="val_loss", reason=reason)
+            self.metric = MetricChoice(self.metric.requested, "val_loss", reason)
+            self.report_state.best = None
+            value = val_metrics.get("val_loss", math.nan)
+        return value
+
     def _save_mid_epoch(self, stage: Stage, epoch: int, done: int) -> None:
-        self.position = Position(stage.index, stage.name, epoch, epoch - stage.first_epoch, done, False,
+        self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage), done, False,
                                  self.trainer.global_step)
         self.keeper.save(self._payload, epoch_number=None, is_best=False)
 
@@ -288,6 +353,7 @@ class RunSession:
             categories=self.categories.to_plain(),
             dataset_fingerprint=self.fingerprint,
             input_size=(self.settings.model.input_height, self.settings.model.input_width),
+            architecture=self.model.architecture(),
             train_state={
                 "report": {**state.to_plain(), "elapsed_s": state.elapsed_s + time.time() - self.session_started},
                 "diagnostics": self.diagnostics.state(),
@@ -331,7 +397,7 @@ class RunSession:
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
                  "global_step": self.trainer.global_step, "ema": self.ema is not None},
             kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
-            auxiliary_losses=self.auxiliary_names,
+            auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
         )
 
     def write_report(self) -> dict[str, Any]:
@@ -342,7 +408,8 @@ class RunSession:
         return report
 
     def _result(self) -> TrainResult:
-        report = self.write_report() if self.context.is_main and self.status != "finished" else self.report()
+        done = self.status in ("finished", "finished_with_warnings")
+        report = self.write_report() if self.context.is_main and not done else self.report()
         history = self.report_state.history
         last_val = next((entry["val"] for entry in reversed(history) if entry.get("val")), None)
         return TrainResult(

@@ -19,7 +19,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a run produced; `status`: finished, paused (stop_after_steps), interrupted (SIGINT/SIGTERM)."""
+    """What a run produced; `status`: finished, finished_with_warnings (it ran, but a loss component sat at its
+    clip, the gradient was 0 or the loss diverged: see report["warnings"]), paused (stop_after_steps),
+    interrupted (SIGINT/SIGTERM)."""
 
     status: str
     output_dir: str
@@ -49,18 +51,47 @@ class MetricChoice:
     reason: str
 
 
+_AREA_RANGES = {"s": (0.0, 32.0**2), "m": (32.0**2, 96.0**2), "l": (96.0**2, 1e10)}
+
+
+def metric_has_ground_truth(ground_truth: dict[str, Any] | None, metric: str) -> bool:
+    """Whether COCO can score `metric` (e.g. segm_AP, bbox_APl) on this ground truth: at least one non-crowd
+    object (of the metric's size range) in the listed images. Without one pycocotools returns its -1."""
+    if not ground_truth:
+        return False
+    image_ids = {image.get("id") for image in ground_truth.get("images") or []}
+    suffix = metric.rsplit("_", 1)[-1]
+    low, high = _AREA_RANGES.get(suffix[-1], (0.0, 1e10)) if suffix.startswith("AP") and len(suffix) == 3 else (0.0, 1e10)
+    for annotation in ground_truth.get("annotations") or []:
+        if annotation.get("iscrowd") or annotation.get("image_id") not in image_ids:
+            continue
+        area = annotation.get("area")
+        if not isinstance(area, (int, float)) or low <= float(area) <= high:
+            return True
+    return False
+
+
 def choose_metric(requested: str, source: DatasetSource) -> MetricChoice:
-    """The metric that selects best.pt: the requested one when the data can give it, else val/train loss."""
+    """The metric that selects best.pt: the requested one when the data can give it, else val/train loss.
+    pycocotools' -1 (no ground truth) is never a score: such a metric falls back to val_loss, with the reason."""
     has_val = source.has_val()
     if requested.endswith("loss"):
         if requested == "val_loss" and not has_val:
             return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
         return MetricChoice(requested, requested, "as configured")
-    if has_val and source.val_ground_truth() is not None:
-        return MetricChoice(requested, requested, "as configured")
-    if has_val:
+    if not has_val:
+        return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
+    ground_truth = source.val_ground_truth()
+    if ground_truth is None:
         return MetricChoice(requested, "val_loss", "the val split has no ground truth for COCO metrics: val loss")
-    return MetricChoice(requested, "train_loss", "no val split: falling back to the mean training loss")
+    if not metric_has_ground_truth(ground_truth, requested):
+        what = "objects of that size" if requested[-1] in "sml" and requested[-3:-1] == "AP" else "objects"
+        return MetricChoice(
+            requested, "val_loss",
+            f"{requested} is n/a: the val split has no non-crowd {what} (COCO's -1 is not a score), so val_loss "
+            "selects best.pt",
+        )
+    return MetricChoice(requested, requested, "as configured")
 
 
 class StopFlag:

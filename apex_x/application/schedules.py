@@ -1,4 +1,4 @@
-"""Learning-rate schedule (linear warmup + cosine) and the loss ramps of the seed's train.loss_* knobs."""
+"""Learning-rate schedule (linear warmup + cosine) and the loss ramps of the user guide's train.loss_* knobs."""
 
 from __future__ import annotations
 

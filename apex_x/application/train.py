@@ -24,7 +24,7 @@ from apex_x.application.resume import (
 from apex_x.application.run_session import RunSession
 from apex_x.application.run_support import TrainResult, choose_metric, interrupt_guard, kernels_report
 from apex_x.application.train_report import COCO_METRICS, LOSS_METRICS
-from apex_x.application.train_state import next_start, seed_everything
+from apex_x.application.train_state import plan_remaining, seed_everything
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ApexError, ConfigError, DatasetError, TrainingStopped
@@ -99,7 +99,9 @@ class TrainUseCase:
         kernels = kernels_report(settings.runtime.kernels, context.device)
         output_dir = Path(settings.train.output_dir)
         _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
+        log.info("setup", phase="checking the dataset (annotations, image files)")
         categories = self._check_data(context)
+        log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
         model = self.factory.build(settings.model, categories.num_classes)
         payload = self._load_resume(resume_from, model) if resume_from else None
         if payload is not None and resume_from is not None:
@@ -131,14 +133,14 @@ class TrainUseCase:
             metric=choose_metric(settings.train.checkpoint_metric, self.source),
         )
         position = session.restore(payload, resume_from) if payload is not None else None
-        start = next_start(stages, position)
-        if start is None:
+        schedule = plan_remaining(stages, position, session.report_state.history)
+        if not schedule:
             assert payload is not None and resume_from is not None
             raise RunAlreadyFinished(
                 finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
             )
         with interrupt_guard() as stop_flag:
-            return session.run(start, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+            return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
 
     # ------------------------------------------------------------------------------------------
     def _load_resume(self, path: str, model: Any) -> dict[str, Any]:
@@ -154,8 +156,9 @@ class TrainUseCase:
             )
         classes = len(dict(payload[fmt.KEY_CATEGORIES]).get("original_ids", []))
         changes = check_resume_config(self.settings, payload[fmt.KEY_CONFIG], classes, path)
-        for change in changes:
-            log.info("resume_config_change", change=change)
+        if changes:  # what differs from the checkpoint's config and applies now, before any training
+            log.warning("resume_config_diff", checkpoint=path, changes=len(changes),
+                        diff="; ".join(f"{change}" for change in changes))
         return payload
 
     def _check_data(self, context: DistContext) -> CategoryMap:
@@ -169,10 +172,12 @@ class TrainUseCase:
                 if finding.severity == "warning":
                     log.warning("dataset_warning", finding=finding.describe())
             if not report.ok:
-                shown = "\n  ".join(finding.describe() for finding in report.errors[:10])
-                more = f"\n  ... and {len(report.errors) - 10} more" if len(report.errors) > 10 else ""
+                listed = [finding for finding in report.errors if not finding.unlisted]
+                total = report.count("error")
+                shown = "\n  ".join(finding.describe() for finding in listed[:10])
+                more = f"\n  ... and {total - min(10, len(listed))} more" if total > min(10, len(listed)) else ""
                 raise DatasetError(
-                    f"the dataset failed its checks ({len(report.errors)} error(s)); training refuses bad data:\n  "
+                    f"the dataset failed its checks ({total} error(s)); training refuses bad data:\n  "
                     f"{shown}{more}\nRun `apex-x dataset-preflight <config>` for the full report"
                 )
 
@@ -181,11 +186,13 @@ class TrainUseCase:
         if categories.num_classes == 0:
             raise DatasetError("the dataset has no categories: nothing to train (check the annotations' 'categories')")
         if expected is not None and expected != categories.num_classes:
-            names = ", ".join(categories.names[:10]) + (" ..." if categories.num_classes > 10 else "")
+            counted = ", ".join(f"{cid} {name!r}" for cid, name in zip(categories.original_ids[:20],
+                                                                      categories.names[:20], strict=True))
+            more = ", ..." if categories.num_classes > 20 else ""
             raise ConfigError(
                 f"--num-classes/model.num_classes is {expected} but the dataset has {categories.num_classes} "
-                f"categories ({names}); pass --num-classes {categories.num_classes} or leave it unset to take "
-                "the count from the data",
+                f"categories (counted: {counted}{more}); pass --num-classes {categories.num_classes} or leave it "
+                "unset to take the count from the data",
                 key="model.num_classes",
             )
         return categories

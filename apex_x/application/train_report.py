@@ -26,12 +26,24 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith("loss")
 
 
-def is_improvement(metric: str, value: float | None, best: float | None) -> bool:
-    """A NaN/Inf or missing value is never best."""
-    if value is None or not math.isfinite(value):
+TIE_BREAK_NOTE = "ties of the checkpoint metric are broken by val_loss (lower wins)"
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def is_improvement(metric: str, value: float | None, best: float | None, *, tie_loss: float | None = None,
+                   best_tie_loss: float | None = None) -> bool:
+    """A NaN/Inf or missing (n/a) value is never best. An equal value (e.g. AP 0 at every epoch of a model
+    that finds nothing yet) is better when its val loss (`tie_loss`) is lower than the best's."""
+    if not _finite(value):
         return False
+    assert value is not None
     if best is None or not math.isfinite(best):
         return True
+    if value == best and not metric.endswith("loss"):
+        return _finite(tie_loss) and (not _finite(best_tie_loss) or tie_loss < best_tie_loss)  # type: ignore[operator]
     return value < best if lower_is_better(metric) else value > best
 
 
@@ -43,9 +55,11 @@ class ReportState:
     best: dict[str, Any] | None = None  # {"name", "value", "epoch"}
     elapsed_s: float = 0.0  # training time of earlier sessions (before this resume)
     sessions: int = 0
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # run_health: clipped, zero gradient, diverging
 
     def to_plain(self) -> dict[str, Any]:
-        return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions}
+        return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions,
+                "warnings": list(self.warnings)}
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any] | None) -> ReportState:
@@ -56,6 +70,7 @@ class ReportState:
             best=dict(plain["best"]) if plain.get("best") else None,
             elapsed_s=float(plain.get("elapsed_s") or 0.0),
             sessions=int(plain.get("sessions") or 0),
+            warnings=[dict(item) for item in plain.get("warnings") or []],
         )
 
 
@@ -70,7 +85,9 @@ def stage_snapshot(stages: list[Stage], history: list[dict[str, Any]], diagnosti
         for entry in evaluated:
             value = (entry.get("metric") or {}).get("value")
             best_value = (best_entry or {}).get("metric", {}).get("value") if best_entry else None
-            if is_improvement(metric, value, best_value):
+            best_loss = (best_entry.get("val") or {}).get("val_loss") if best_entry else None
+            if is_improvement(metric, value, best_value, tie_loss=(entry.get("val") or {}).get("val_loss"),
+                              best_tie_loss=best_loss):
                 best_entry = entry
         scope = diagnostics.stages.get(stage.name)
         snapshot[stage.name] = {
@@ -104,6 +121,7 @@ def build_report(
     artifacts: Mapping[str, Any],
     session_started: float,
     auxiliary_losses: list[str],
+    epochs_planned: int | None = None,
 ) -> dict[str, Any]:
     """The whole train_report.json content (plain values; NaN is turned into null by the JSON writer)."""
     session_s = time.time() - session_started
@@ -112,17 +130,19 @@ def build_report(
     return {
         "schema": REPORT_SCHEMA,
         "schema_version": REPORT_SCHEMA_VERSION,
-        "status": status,  # running | finished | paused | stopped | failed
+        "status": status,  # running | finished | finished_with_warnings | paused | interrupted | stopped | failed
+        "warnings": list(state.warnings),
         "message": message,
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "selected_checkpoint_metric": selected_metric,
         "requested_checkpoint_metric": requested_metric,
         "checkpoint_metric_reason": metric_reason,
+        "checkpoint_metric_tie_break": None if selected_metric.endswith("loss") else TIE_BREAK_NOTE,
         "best_metric_value": best["value"] if best else None,
         "best_metric": best,
         "last_val_metrics": last_val,
         "epochs_done": len(state.history),
-        "epochs_planned": sum(stage.epochs for stage in stages),
+        "epochs_planned": epochs_planned if epochs_planned is not None else sum(stage.epochs for stage in stages),
         "dataset_mode": dataset.get("mode"),
         "dataset_backend": dataset.get("backend"),
         "dataset": dict(dataset),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,37 @@ class StartPoint:
     stage_index: int
     epoch: int
     start_batch: int
+
+
+def plan_remaining(stages: list[Stage], position: Position | None,
+                   history: Sequence[Mapping[str, Any]] = ()) -> list[StartPoint]:
+    """The epochs still to run, in order, each with its run-wide epoch index (one numbering: the n-th epoch
+    the run trains is epoch n everywhere) and its first batch.
+
+    Fresh run: every stage's epochs in curriculum order. Resume: the interrupted epoch first (mid-epoch),
+    then each stage's epochs the curriculum still owes (requested minus done, from `history`) in curriculum
+    order. So extending a finished run (e.g. train.epochs 1 -> 2 of a two-stage curriculum) runs the extra
+    epoch of the first stage too, then the last stage's, instead of skipping it."""
+    if position is None:
+        return [StartPoint(stage.index, epoch, 0) for stage in stages
+                for epoch in range(stage.first_epoch, stage.first_epoch + stage.epochs)]
+    if position.stage_index >= len(stages) or stages[position.stage_index].name != position.stage_name:
+        raise ValueError(f"stage {position.stage_index} ({position.stage_name}) is not in the curriculum")
+    done: dict[str, int] = {}
+    for entry in history:
+        done[str(entry.get("stage"))] = done.get(str(entry.get("stage")), 0) + 1
+    owed = {stage.index: max(0, stage.epochs - done.get(stage.name, 0)) for stage in stages}
+    number = len(history)  # complete epochs so far: the next epoch's run-wide index
+    schedule: list[StartPoint] = []
+    if not position.epoch_complete:
+        schedule.append(StartPoint(position.stage_index, position.epoch, position.step_in_epoch))
+        owed[position.stage_index] = max(0, owed[position.stage_index] - 1)
+        number = position.epoch + 1
+    for stage in stages:
+        for _ in range(owed[stage.index]):
+            schedule.append(StartPoint(stage.index, number, 0))
+            number += 1
+    return schedule
 
 
 def next_start(stages: list[Stage], position: Position | None) -> StartPoint | None:

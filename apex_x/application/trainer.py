@@ -41,6 +41,19 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999))
 
 
+def component_clips(settings: LossSettings) -> dict[str, float]:
+    """The clip of each loss component (distillation is clipped at the det clip)."""
+    return {"det": settings.det_clip, "seg": settings.seg_clip, "boundary": settings.boundary_clip,
+            "distill": settings.det_clip}
+
+
+def clipped_components(values: dict[str, float], settings: LossSettings) -> tuple[str, ...]:
+    """Components whose value is at their clip: min(value, clip) has a zero gradient there."""
+    clips = component_clips(settings)
+    return tuple(sorted(name for name, value in values.items()
+                        if name in clips and math.isfinite(clips[name]) and value >= clips[name] * (1 - 1e-6)))
+
+
 @dataclass
 class StepOutcome:
     """What happened to one batch."""
@@ -51,6 +64,17 @@ class StepOutcome:
     grad_norm: float | None = None
     bad: dict[str, float] = field(default_factory=dict)
     stop_requested: bool = False
+    clipped: tuple[str, ...] = ()  # components that sat at their clip value (zero gradient) on this step
+
+
+class BadImageStop(Exception):  # noqa: N818 - a control-flow signal to the run session, not a failure type
+    """An image of the batch failed to decode and data.on_bad_image is error: the session saves last.pt at
+    the last completed step (`steps_done` of the epoch) and stops with a message naming the image."""
+
+    def __init__(self, steps_done: int, bad_images: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(bad_images)} image(s) failed to decode")
+        self.steps_done = steps_done
+        self.bad_images = bad_images
 
 
 @dataclass
@@ -91,6 +115,7 @@ class Trainer:
         self.consecutive_bad = 0
         self.first_bad: tuple[int, list[str]] | None = None
         self.stop_requested: Callable[[], bool] = lambda: False
+        self.on_bad_image = "error"  # data.on_bad_image: error (stop, resumable) or skip (leave out, count)
         self._trainable: list[torch.nn.Parameter] = []
         self._stage: Stage | None = None
 
@@ -170,7 +195,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update()
-            return StepOutcome("applied", total=values[-1], components=by_name, grad_norm=grad_norm, stop_requested=stop)
+            return StepOutcome("applied", total=values[-1], components=by_name, grad_norm=grad_norm,
+                               stop_requested=stop, clipped=clipped_components(by_name, settings))
         except torch.cuda.OutOfMemoryError:
             outputs = components = total = None  # noqa: F841 - drop references before freeing
             self.optimizer.zero_grad(set_to_none=True)
@@ -202,7 +228,8 @@ class Trainer:
         scopes = self.diagnostics.scopes(stage.name)
         if outcome.kind == "applied":
             for scope in scopes:
-                scope.record_applied(outcome.components, outcome.total or 0.0, outcome.grad_norm or 0.0)
+                scope.record_applied(outcome.components, outcome.total or 0.0, outcome.grad_norm or 0.0,
+                                     outcome.clipped)
             self.consecutive_bad = 0
             self.first_bad = None
         elif outcome.kind == "oom":
@@ -230,6 +257,24 @@ class Trainer:
                 "data, or tighten train.loss_*_component_clip"
             )
 
+    def _undecodable(self, batch: Batch, done: int, stage: Stage) -> bool:
+        """Images of the batch that failed to decode: stop (error, every rank agrees) or count them (skip).
+        True when nothing of the batch is left to train on."""
+        bad = list(batch.bad_images)
+        stop = self.on_bad_image == "error" and bool(bad)
+        if self.context.enabled and self.on_bad_image == "error":  # every rank stops together
+            stop = any_true(self.context, [stop])[0]
+        if stop:
+            raise BadImageStop(done, bad)
+        if not bad:
+            return False
+        for scope in self.diagnostics.scopes(stage.name):
+            scope.record_bad_images([int(item["image_id"]) for item in bad])
+        for item in bad:
+            log.warning("bad_image_skipped", image_id=item["image_id"], file=item["file"], reason=item["reason"],
+                        note="data.on_bad_image=skip: left out of this batch and counted in the report")
+        return batch.batch_size == 0
+
     # --- the epoch ----------------------------------------------------------------------------
     def run_epoch(
         self,
@@ -256,6 +301,13 @@ class Trainer:
         seed, rank = self.train.seed, self.context.rank
         reseed(seed, "epoch", epoch, rank)
         for batch in loader.iter_epoch(epoch, start_batch):
+            if self._undecodable(batch, done, stage):
+                done += 1  # every image of the batch was left out: nothing to step on
+                if on_step_end(done):
+                    return EpochOutcome(done, stop=True)
+                if done >= steps_in_epoch:
+                    break
+                continue
             reseed(seed, "step", self.global_step, rank)
             settings = settings_for(epoch + (done + 1) / max(1, steps_in_epoch))  # progress at the end of this step
             outcome = self.step(batch.to(device, non_blocking=non_blocking), stage, settings)

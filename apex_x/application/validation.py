@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -23,11 +23,12 @@ log = structlog.get_logger(__name__)
 class ValidationResult:
     """Flat metrics (COCO metrics when there is ground truth, plus val_loss) and the full evaluation."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]  # None: n/a (no ground truth for that COCO metric)
     evaluation: dict[str, Any] | None  # EvalResult.to_plain()
     num_images: int
     seconds: float
     error: str | None = None
+    bad_images: list[dict[str, Any]] = field(default_factory=list)  # val images that failed to decode (left out)
 
 
 class ValidationStopped(Exception):
@@ -43,11 +44,12 @@ def _run_shard(
     amp_dtype: torch.dtype | None,
     encode: Callable[[int, Detections], Any] | None,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[float, int, int, list[tuple[int, Any]]]:
+) -> tuple[float, int, int, list[tuple[int, Any]], list[dict[str, Any]]]:
     """Val loss over the shard and, with `encode`, each image's detections in the evaluator's compact form
     (encoded batch by batch: full-resolution masks never pile up over the split)."""
     loss_sum, loss_count, images = 0.0, 0, 0
     found: list[tuple[int, Any]] = []
+    bad: list[dict[str, Any]] = []
     network: torch.nn.Module = model  # type: ignore[assignment]
     was_training = network.training
     network.eval()
@@ -58,6 +60,9 @@ def _run_shard(
         for batch in loader.iter_epoch(0):
             if should_stop is not None and should_stop():
                 raise ValidationStopped(f"stop requested after {images} validation image(s)")
+            bad.extend(batch.bad_images)
+            if batch.batch_size == 0:
+                continue
             batch = batch.to(device, non_blocking=device.type == "cuda")
             with autocast:
                 outputs = model(batch.images)
@@ -74,7 +79,7 @@ def _run_shard(
                 )
     finally:
         network.train(was_training)
-    return loss_sum, loss_count, images, found
+    return loss_sum, loss_count, images, found, bad
 
 
 def validate(
@@ -96,6 +101,8 @@ def validate(
     should_stop (single process only: ranks would not agree) is polled between batches and before the
     COCO evaluation; a stop raises ValidationStopped."""
     started = time.perf_counter()
+    log.info("validation_start", batches=len(loader),
+             scoring="COCO AP + val loss" if ground_truth is not None else "val loss")
     collect = ground_truth is not None
     encode = (lambda image_id, found: evaluator.encode(image_id, found, categories)) if collect else None
     should_stop = should_stop if not context.enabled else None
@@ -116,21 +123,26 @@ def validate(
                 if image_id not in seen:
                     seen.add(image_id)
                     encoded.append((image_id, found))
-        metrics: dict[str, float] = {"val_loss": loss_sum / loss_count if loss_count else math.nan}
+        metrics: dict[str, float | None] = {"val_loss": loss_sum / loss_count if loss_count else math.nan}
         evaluation: dict[str, Any] | None = None
         error: str | None = None
         if collect:
             try:
                 scored: EvalResult = evaluator.evaluate_encoded(ground_truth, encoded, categories)  # type: ignore[arg-type]
-                metrics.update({key: float(value) for key, value in scored.metrics.items()})
+                metrics.update({key: None if value is None else float(value) for key, value in scored.metrics.items()})
                 evaluation = scored.to_plain()
             except Exception as failure:  # noqa: BLE001 - broadcast, then raised on every rank
                 error = f"{type(failure).__name__}: {failure}"
-        result = ValidationResult(metrics, evaluation, images, time.perf_counter() - started, error)
+        bad_images = [item for shard in gathered for item in shard[4]]
+        result = ValidationResult(metrics, evaluation, images, time.perf_counter() - started, error, bad_images)
     result = broadcast_from_main(context, result)
     assert result is not None
     headline = ("segm_AP", "bbox_AP", "segm_AP50", "bbox_AP50", "val_loss")
     log.info("validation_done", images=result.num_images, seconds=round(result.seconds, 2),
-             **{key: round(result.metrics[key], 4) for key in headline
-                if key in result.metrics and math.isfinite(result.metrics[key])})
+             **{key: _shown(result.metrics[key]) for key in headline if key in result.metrics})
     return result
+
+
+def _shown(value: float | None) -> float | str:
+    """A metric for the console: n/a where COCO has no ground truth, else 4 decimals."""
+    return "n/a" if value is None or not math.isfinite(value) else round(value, 4)

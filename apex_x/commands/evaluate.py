@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from apex_x.api import evaluate
-    from apex_x.application.evaluate import eval_table
+    from apex_x.application.evaluate import eval_table, format_metric
 
     report = evaluate(
         args.config,
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     print(eval_table(report))
     check = plain["best_metric_check"]
     if check:
-        print(f"trainer's best {check['name']} (epoch {check['epoch']}): {check['recorded']:.4f}; evaluated now: {check['evaluated']:.4f}")
+        print(f"trainer's best {check['name']} (epoch {check['epoch']}): {format_metric(check['recorded'])}; "
+              f"evaluated now: {format_metric(check['evaluated'])}")
     for path in report.extra.get("files", []):
         print(f"wrote {path}")
     return 0

@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser, default="auto", help_text="Device (default: auto).")
     add_batch_size_argument(parser, default=4, help_text="Images per forward pass (default: 4).")
     parser.add_argument("--no-overlays", action="store_true", help="Write the JSON files only, no PNG overlays.")
+    parser.add_argument(
+        "--coco-json", default=None, metavar="PATH",
+        help="COCO file the images belong to: its class list (ids and names) must equal the checkpoint's (refused "
+        "before inference otherwise), and predictions.json uses its image ids (matched by file name).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         overlays=not args.no_overlays,
+        coco_annotations=args.coco_json,
     )
     for item in result.predictions:
         print(f"{item.path}: {len(item.detections)} detection(s)")

@@ -60,10 +60,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.status in ("paused", "interrupted"):
         print(f"{result.status}: {result.report.get('message')}")
+    for warning in result.report.get("warnings") or []:
+        print(f"warning: {warning.get('message')}")
+    if result.status == "finished_with_warnings":
+        print(f"status: finished_with_warnings ({len(result.report.get('warnings') or [])} warning(s), see the report)")
     best = result.best or {}
     metrics = result.last_val_metrics or {}
+    report = result.report
+    if report.get("requested_checkpoint_metric") not in (None, report.get("selected_checkpoint_metric")):
+        print(f"checkpoint metric: {report.get('selected_checkpoint_metric')} instead of "
+              f"{report.get('requested_checkpoint_metric')}: {report.get('checkpoint_metric_reason')}")
     if best:
-        print(f"best {best.get('name')}: {_format(best.get('value'))} (epoch {best.get('epoch')})")
+        tie = " (tie broken by the lower val_loss)" if best.get("chosen_by") == "val_loss tie-break" else ""
+        print(f"best {best.get('name')}: {_format(best.get('value'))} (epoch {best.get('epoch')}){tie}")
     print(f"report: {result.report_path}")
     if result.weights_path:
         print(f"weights: {result.weights_path}")

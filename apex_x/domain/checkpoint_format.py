@@ -11,7 +11,7 @@ KEY_VERSION = "format_version"  # FORMAT_VERSION
 KEY_APEX_VERSION = "apex_x_version"
 KEY_PROFILE = "profile"  # "small" | "worldclass"
 KEY_MODEL = "model"  # student weights (profile small)
-KEY_TEACHER = "teacher"  # TeacherModelV3 weights (profile worldclass), the seed's `teacher` layout
+KEY_TEACHER = "teacher"  # TeacherModelV3 weights (profile worldclass), the user guide's `teacher` layout
 KEY_EMA = "ema"  # EMA weights (same layout as the model's), or None
 KEY_OPTIMIZER = "optimizer"
 KEY_SCHEDULER = "scheduler"
@@ -23,8 +23,9 @@ KEY_CONFIG = "config"  # effective config, plain dict (ApexConfig.to_plain())
 KEY_CATEGORIES = "categories"  # CategoryMap.to_plain(): original ids and names, index = contiguous id
 KEY_DATASET_FINGERPRINT = "dataset_fingerprint"
 KEY_INPUT_SIZE = "input_size"  # [height, width]
+KEY_ARCHITECTURE = "architecture"  # SegmentationModel.architecture(): plain values to rebuild it offline
 
-# Layouts the secure loader accepts for model weights, in order of preference (the seed's section 4).
+# Layouts the secure loader accepts for model weights, in order of preference (the user guide's section 4).
 WEIGHT_LAYOUT_KEYS = ("model_state_dict", "state_dict", "model", "teacher", "ema_model", "ema")
 
 

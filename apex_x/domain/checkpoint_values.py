@@ -205,13 +205,19 @@ def _optimizer(value: Any, key: str) -> None:
                 raise _Bad(f"{where}.{name}", f"must be a tensor or a number, got {_type_name(item)}")
 
 
+_BEST_KEYS = ("name", "value", "epoch", "val_loss", "chosen_by")
+
+
 def _best(value: Any, key: str) -> None:
     if value is None:
         return
     plain = _mapping(value, key, ("name", "value", "epoch"))
-    extra = sorted(str(name) for name in plain if name not in ("name", "value", "epoch"))
+    extra = sorted(str(name) for name in plain if name not in _BEST_KEYS)
     if extra:
-        raise _Bad(f"{key}.{extra[0]}", "is not part of a best-metric entry (name, value, epoch)")
+        raise _Bad(f"{key}.{extra[0]}", f"is not part of a best-metric entry ({', '.join(_BEST_KEYS)})")
+    _number(plain.get("val_loss"), f"{key}.val_loss")
+    if plain.get("chosen_by") is not None:
+        _text(plain["chosen_by"], f"{key}.chosen_by")
     _text(plain["name"], f"{key}.name")
     number = plain["value"]
     if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
@@ -231,9 +237,9 @@ def _state_dict(value: Any, key: str) -> None:
 
 
 _DIAG_INTS = ("steps", "applied_steps", "nan_loss", "inf_loss", "nan_grad", "inf_grad", "skipped_steps",
-              "oom_skipped_steps")
+              "oom_skipped_steps", "zero_grad_steps", "bad_images_skipped")
 _DIAG_NUMBERS = ("grad_norm_last", "grad_norm_max", "total_sum")
-_DIAG_TABLES = ("component_sums", "component_counts", "bad_components")
+_DIAG_TABLES = ("component_sums", "component_counts", "bad_components", "clipped_steps")
 
 
 def _number(value: Any, key: str, *, optional: bool = True) -> None:
@@ -260,8 +266,12 @@ def _diagnostics_scope(value: Any, key: str) -> None:
             for component, number in _mapping(item, where).items():
                 _text(component, f"{where}.{component}")
                 _number(number, f"{where}.{component}", optional=False)
-        else:
-            raise _Bad(where, "is not a loss-diagnostics field")
+        elif name == "bad_image_ids":
+            if not isinstance(item, (list, tuple)):
+                raise _Bad(where, f"must be a list of image ids, got {_type_name(item)}")
+            for index, image_id in enumerate(item):
+                _int(image_id, f"{where}.{index}", -(2**63), 2**63 - 1)
+        # other names: fields of a newer version, dropped when read (bounded by check_plain)
 
 
 def _train_state(value: Any, key: str) -> None:
@@ -278,6 +288,11 @@ def _train_state(value: Any, key: str) -> None:
             raise _Bad(f"{key}.report.history", f"must be a list, got {_type_name(history)}")
         for index, item in enumerate(history or []):
             _mapping(item, f"{key}.report.history.{index}")
+        warnings = report.get("warnings")
+        if warnings is not None and not isinstance(warnings, (list, tuple)):
+            raise _Bad(f"{key}.report.warnings", f"must be a list, got {_type_name(warnings)}")
+        for index, item in enumerate(warnings or []):
+            _mapping(item, f"{key}.report.warnings.{index}")
         _number(report.get("elapsed_s"), f"{key}.report.elapsed_s")
         if report.get("sessions") is not None:
             _int(report["sessions"], f"{key}.report.sessions")
@@ -323,6 +338,7 @@ KEY_VALIDATORS: dict[str, Validator] = {
     fmt.KEY_MODEL: _state_dict,
     fmt.KEY_TEACHER: _state_dict,
     fmt.KEY_EMA: _state_dict,
+    fmt.KEY_ARCHITECTURE: lambda value, key: None if value is None else check_plain(_mapping(value, key), key),
     "train_state": _train_state,
 }
 _SKIP = {fmt.KEY_FORMAT, fmt.KEY_VERSION}

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE, is_valid_side, nearest_valid_sides
+
 LossComponent = Literal["det", "seg", "boundary", "distill"]
 ParamGroup = Literal["backbone", "neck", "head", "mask", "lora", "all"]
 
@@ -56,6 +58,16 @@ class ModelConfig(_Strict):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute backbone activations to save memory.")
     teacher_pyramid_channels: int = Field(256, ge=8, le=2048, description="Channels of the teacher's pyramid.")
+
+    @field_validator("input_height", "input_width")
+    @classmethod
+    def _valid_input_side(cls, value: int) -> int:
+        if not is_valid_side(value):
+            raise ValueError(
+                f"must be a multiple of {INPUT_SIZE_MULTIPLE} (the model's coarsest stride), got {value}; "
+                f"nearest valid: {' or '.join(map(str, nearest_valid_sides(value)))}"
+            )
+        return value
 
 
 class StageConfig(_Strict):
@@ -161,12 +173,28 @@ class DataConfig(_Strict):
         max_length=3,
         description="Max [hue, saturation, value] jitter.",
     )
-    max_instances: int = Field(100, ge=1, le=10000, description="Instances kept per image (largest first).")
+    max_instances: int = Field(
+        300, ge=1, le=10000, description="Instances kept per image (largest first); the rest are dropped from the "
+        "targets (preflight and train say how many). 300 fits dense real photos (COCO has images with 90+)."
+    )
     cache_images: bool = Field(
         False, description="Keep decoded images in RAM after the first decode (like Ultralytics cache=ram)."
     )
     full_image_check: bool = Field(
-        False, description="Decode every image in the pre-training dataset check (slower, catches truncation)."
+        False, description="Decode every image in the pre-training dataset check (slower; truncated JPEG/PNG files "
+        "are caught without it by a structural check of their end)."
+    )
+    keep_grouping_categories: bool = Field(
+        False, description="Keep a category that has no annotations and is the supercategory of all the others "
+        "(the grouping category some labelling tools export first) as a class; by default it is left out."
+    )
+    high_bit_depth_scaling: Literal["full_range", "used_bits"] = Field(
+        "full_range", description="How 16-bit images become 8-bit: full_range maps 0..65535 to 0..255; used_bits "
+        "maps 0..2^b-1, b = the bits the image actually uses (at least 8; e.g. 12-bit data in a 16-bit PNG)."
+    )
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="An image that cannot be decoded (found by the checks or during training): error "
+        "stops (during training with last.pt saved and the resume command); skip leaves it out and counts it."
     )
     synthetic_train_images: int = Field(64, ge=1, description="Synthetic smoke data: train images.")
     synthetic_val_images: int = Field(16, ge=0, description="Synthetic smoke data: val images.")

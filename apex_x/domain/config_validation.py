@@ -109,6 +109,10 @@ def _translate(error: ValidationError, sources: Mapping[str, str], default_sourc
             hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
             messages.append(f"{source}: {key}: unknown key{hint}")
             continue
+        if kind == "value_error":  # a validator's own sentence already names the value and the rule
+            message = str(item["msg"]).removeprefix("Value error, ")
+            messages.append(f"{source}: {key}: {message}")
+            continue
         described = field_description(key)
         expected = f" (expected {described[0]})" if described else ""
         got = item.get("input")

@@ -85,11 +85,27 @@ class SegmentationModel(Protocol):
         """Detections per image in original pixels (letterbox undone)."""
         ...
 
+    def architecture(self) -> dict[str, Any]:
+        """Plain values that rebuild this architecture with no file, cache or network beyond the config
+        (e.g. the DINOv2 backbone's config); stored in checkpoints, handed back to ModelFactory.build."""
+        ...
+
 
 class ModelFactory(Protocol):
     """Builds the model of a profile."""
 
-    def build(self, config: ModelConfig, num_classes: int) -> SegmentationModel: ...
+    def build(
+        self,
+        config: ModelConfig,
+        num_classes: int,
+        *,
+        pretrained: bool = True,
+        architecture: Mapping[str, Any] | None = None,
+    ) -> SegmentationModel:
+        """The model of a profile. pretrained=False: the architecture only (a checkpoint's weights go in
+        next), built from `architecture` (a checkpoint's stored values) where given, so that nothing is
+        downloaded or read besides the checkpoint."""
+        ...
 
 
 class CheckpointStore(Protocol):

@@ -67,6 +67,8 @@ class Batch:
     valid: torch.Tensor  # (B, M) bool: a real instance (object or crowd region)
     crowd: torch.Tensor  # (B, M) bool: crowd/ignore region (never a positive)
     metas: list[ImageMeta] = field(default_factory=list)
+    # images of this batch that failed to decode and were left out: {"image_id", "file", "reason"}
+    bad_images: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:
@@ -81,6 +83,7 @@ class Batch:
             valid=self.valid.to(device, non_blocking=non_blocking),
             crowd=self.crowd.to(device, non_blocking=non_blocking),
             metas=list(self.metas),
+            bad_images=list(self.bad_images),
         )
 
     def pin_memory(self) -> Batch:
@@ -92,6 +95,7 @@ class Batch:
             valid=self.valid.pin_memory(),
             crowd=self.crowd.pin_memory(),
             metas=list(self.metas),
+            bad_images=list(self.bad_images),
         )
 
 
@@ -118,9 +122,15 @@ class Finding:
     file: str | None = None
     image_id: int | str | None = None
     annotation_id: int | str | None = None
+    unlisted: int = 0  # > 0: a note standing for this many more findings of the rule (the listing is capped)
+
+    @property
+    def weight(self) -> int:
+        """How many findings this entry counts for: 1, or the unlisted ones a cap note stands for."""
+        return self.unlisted if self.unlisted else 1
 
     def to_plain(self) -> dict[str, Any]:
-        return {
+        plain = {
             "severity": self.severity,
             "rule": self.rule,
             "message": self.message,
@@ -128,6 +138,9 @@ class Finding:
             "image_id": self.image_id,
             "annotation_id": self.annotation_id,
         }
+        if self.unlisted:
+            plain["unlisted"] = self.unlisted
+        return plain
 
     def describe(self) -> str:
         where = ", ".join(
@@ -157,20 +170,26 @@ class DatasetReport:
     def ok(self) -> bool:
         return not self.errors
 
+    def count(self, severity: Severity) -> int:
+        """The true number of findings of a severity (cap notes count for the findings they stand for)."""
+        return sum(finding.weight for finding in self.findings if finding.severity == severity)
+
     def error_summary(self, limit: int = 5) -> str:
-        """One paragraph for a DatasetError: the error count and the first `limit` errors."""
-        errors = self.errors
+        """One paragraph for a DatasetError: the true error count and the first `limit` errors."""
+        errors = [finding for finding in self.errors if not finding.unlisted]
+        total = self.count("error")
         shown = "; ".join(finding.describe() for finding in errors[:limit])
-        more = f"; ... and {len(errors) - limit} more" if len(errors) > limit else ""
-        return f"{len(errors)} dataset error(s): {shown}{more}"
+        more = f"; ... and {total - min(limit, len(errors))} more" if total > min(limit, len(errors)) else ""
+        return f"{total} dataset error(s): {shown}{more}"
 
     def to_plain(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "summary": self.summary,
             "counts": {
-                "errors": len(self.errors),
-                "warnings": sum(1 for f in self.findings if f.severity == "warning"),
+                "errors": self.count("error"),
+                "warnings": self.count("warning"),
+                "info": self.count("info"),
             },
             "findings": [finding.to_plain() for finding in self.findings],
         }
@@ -178,17 +197,21 @@ class DatasetReport:
 
 @dataclass
 class EvalResult:
-    """COCO metrics of one evaluation: flat metrics (e.g. segm_AP, bbox_AP50) and per-class AP."""
+    """COCO metrics of one evaluation: flat metrics (e.g. segm_AP, bbox_AP50) and per-class AP.
 
-    metrics: dict[str, float]
-    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # class name -> {bbox_AP, segm_AP}
+    A metric is None (n/a, `null` in JSON) where COCO has no ground truth for it (pycocotools' -1): it is
+    never a score. `per_class` is keyed by the dataset's category id (as text), each row with its `name`.
+    """
+
+    metrics: dict[str, float | None]
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)  # "7" -> {name, bbox_AP, segm_AP, ...}
     num_images: int = 0
     num_detections: int = 0
 
     def to_plain(self) -> dict[str, Any]:
         return {
             "metrics": dict(self.metrics),
-            "per_class": {name: dict(values) for name, values in self.per_class.items()},
+            "per_class": {key: dict(values) for key, values in self.per_class.items()},
             "num_images": self.num_images,
             "num_detections": self.num_detections,
         }

@@ -1,4 +1,4 @@
-"""Public checkpoint helpers (the seed's section 7): one secure loader for Apex-X and users' own code.
+"""Public checkpoint helpers (the user guide's section 7): one secure loader for Apex-X and users' own code.
 
     from apex_x.train.checkpoint import load_checkpoint, extract_model_state_dict, load_model_weights
 

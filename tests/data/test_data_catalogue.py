@@ -393,13 +393,19 @@ def test_finding_flood_is_capped_per_rule(tmp_path: Path) -> None:
     rules = [f.rule for f in report.findings]
     assert rules.count("annotation.segmentation_empty") == 26  # 25 listed + one "N more" note
     assert any("175 more" in f.message for f in report.findings)
+    assert report.count("error") == 200 and report.to_plain()["counts"]["errors"] == 200  # true numbers
+    from apex_x.application.dataset_preflight import format_dataset_report
+
+    assert "findings: 200 error(s)" in format_dataset_report(report)
 
 
-def test_truncated_image_needs_the_full_decode(tmp_path: Path) -> None:
+def test_truncated_image_is_caught_without_the_full_decode(tmp_path: Path) -> None:
     from apex_x.api import dataset_preflight
 
     dataset = small_dataset(tmp_path / "user")
-    (dataset.images / "c.png").write_bytes(_truncated_png())
-    assert dataset_preflight(dataset.config()).ok  # the header is intact
+    (dataset.images / "c.png").write_bytes(_truncated_png())  # the header is intact, the end is cut off
+    report = dataset_preflight(dataset.config())
+    assert [(f.rule, f.image_id) for f in report.errors] == [("image.truncated", 3)]
+    assert "IEND" in report.errors[0].message
     report = dataset_preflight(dataset.config(), overrides=["data.full_image_check=true"])
     assert [f.rule for f in report.errors] == ["image.decode_failed"]

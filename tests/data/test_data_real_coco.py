@@ -48,10 +48,14 @@ def test_preflight_counts_with_full_decode(tiny_source: CocoDatasetSource) -> No
     assert (splits["train"]["images"], splits["val"]["images"]) == (50, 50)
     assert (splits["train"]["annotations"], splits["val"]["annotations"]) == (470, 382)
     assert (splits["train"]["crowd"], splits["val"]["crowd"]) == (5, 5)
-    assert splits["train"]["instances"] == 465 and sum(splits["val"]["instances_per_class"].values()) == 377
+    assert splits["train"]["instances"] == 465 and sum(
+        row["instances"] for row in splits["val"]["instances_per_class"].values()) == 377
     assert splits["train"]["files"]["decoded"] == 50
     assert report.summary["num_classes"] == 80
-    assert not [f for f in report.findings if f.severity == "warning"]
+    unlearnable = [key for key, row in splits["train"]["instances_per_class"].items() if row["instances"] == 0]
+    assert unlearnable  # 80 COCO categories, 50 photos: some classes have no example in train
+    assert {f.rule for f in report.findings if f.severity == "warning"} == {"dataset.category_without_instances"}
+    assert report.count("warning") == len(unlearnable)  # one warning per category, the true count
     assert snapshot(TINY_COCO) == before
 
 

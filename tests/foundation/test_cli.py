@@ -16,7 +16,7 @@ from apex_x.cli import COMMANDS, EXIT_INTERNAL, EXIT_OK, EXIT_USER, main
 
 from .conftest import REPO_ROOT, make_import_blocker, subprocess_env
 
-# The flags the seed's guide uses, per subcommand.
+# The flags the user guide uses, per subcommand.
 SEED_FLAGS = {
     "train": ["--steps-per-stage", "--seed", "--num-classes", "--set", "--resume", "--device"],
     "dataset-preflight": ["--output-json"],

@@ -22,6 +22,7 @@ from apex_x.application.preflight_requirements import (
 from apex_x.cli import EXIT_OK, EXIT_USER, main
 from apex_x.container import create_container
 from apex_x.domain.environment import AcceleratorProbe, FolderProbe, PackageProbe
+from apex_x.installation import install_command
 
 from .conftest import REPO_ROOT, make_import_blocker
 
@@ -86,14 +87,14 @@ def test_missing_package_fails_naming_it_and_the_install_command() -> None:
     assert _row(report, "peft").status == "missing"
     assert _row(report, "safetensors").status == "import failed"
     message = report.failure_message()
-    assert "peft" in message and "safetensors" in message and 'pip install "apex-x[worldclass]"' in message
-    assert report.to_dict()["install_command"] == 'pip install "apex-x[worldclass]"'
+    assert "peft" in message and "safetensors" in message and install_command("worldclass") in message
+    assert report.to_dict()["install_command"] == install_command("worldclass")
 
 
 def test_missing_base_package_points_at_the_base_install() -> None:
     report = _run("base", missing={"pycocotools"})
     assert report.missing_packages == ["pycocotools"]
-    assert "pip install apex-x" in report.failure_message()
+    assert install_command() in report.failure_message()
 
 
 def test_too_old_package_fails_with_the_minimum() -> None:
@@ -236,7 +237,7 @@ def hub_cache_with_dinov2(tmp_path: Path) -> Path:
 def test_worldclass_as_in_the_seed_exits_0_and_lists_versions(
     run_cli, tmp_path: Path, hub_cache_with_dinov2: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The seed's command as written; the worldclass checks include the DINOv2 weights (here from the cache).
+    # The user guide's command as written; the worldclass checks include the DINOv2 weights (here from the cache).
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache_with_dinov2))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = run_cli("preflight", "--profile", "worldclass", "--output-json", "x.json")
@@ -257,7 +258,8 @@ def test_worldclass_with_peft_missing_and_safetensors_broken_fails_for_real(run_
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "Traceback" not in result.stderr
     assert "peft" in error_lines[0] and "safetensors" in error_lines[0]
-    assert 'pip install "apex-x[worldclass]"' in error_lines[0]
+    # this checkout is an editable install: the hint is the command that works for it, not the index's
+    assert f'pip install -e "{REPO_ROOT}[worldclass]"' in error_lines[0] or 'pip install -e ".[worldclass]"' in error_lines[0]
     assert "MISSING" in result.stdout and "IMPORT FAILED" in result.stdout
     data = json.loads((tmp_path / "x.json").read_text())
     assert data["ok"] is False and data["missing_packages"] == ["peft", "safetensors"]

@@ -49,7 +49,8 @@ CASES: dict[str, tuple[str, Any, str]] = {
     "best_bomb": ("best", {"name": "bbox_AP", "value": _nested(80), "epoch": 1}, "best.value"),
     "best_extra": ("best", {"name": "bbox_AP", "value": 0.1, "epoch": 1, "x": _nested(80)}, "best.x"),
     "history_bomb": ("train_state.report.history", [_nested(80)], "train_state.report.history"),
-    "diagnostics": ("train_state.diagnostics.run.surprise", 1, "train_state.diagnostics.run.surprise"),
+    "diagnostics": ("train_state.diagnostics.run.steps", "many", "train_state.diagnostics.run.steps"),
+    "architecture": ("architecture", _nested(80), "architecture"),
     "first_bad": ("train_state.first_bad", "x", "train_state.first_bad"),
     "unknown_key_bomb": ("future_key", {"a": _nested(80)}, "future_key"),
 }

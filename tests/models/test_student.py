@@ -58,8 +58,9 @@ def test_parameter_groups_partition_the_parameters() -> None:
     ],
 )
 def test_bad_inputs_are_clear_config_errors(changes: dict, num_classes: int, key: str) -> None:
+    unchecked = _config().model_copy(update=changes)  # the factory checks again what the schema checks first
     with pytest.raises(ConfigError) as caught:
-        StudentModelFactory().build(_config(**changes), num_classes=num_classes)
+        StudentModelFactory().build(unchecked, num_classes=num_classes)
     assert caught.value.key == key
     assert key in str(caught.value)
 

@@ -110,7 +110,7 @@ def worldclass_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def worldclass_run(worldclass_workdir: Path, tiny_dinov2_dir: Path) -> Path:
-    """The seed's CLI step as written (`train configs/worldclass.yaml ...`): both stages, 2 steps each."""
+    """The user guide's CLI step as written (`train configs/worldclass.yaml ...`): both stages, 2 steps each."""
     result = run_cli(
         ["train", str(WORLDCLASS_CONFIG), "--steps-per-stage", "2", "--seed", "0",
          "--set", f"model.teacher_backbone={tiny_dinov2_dir}", "--set", "train.output_dir=run_cli", *SMALL_RUN],

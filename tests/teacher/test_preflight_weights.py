@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,15 +47,57 @@ def test_absent_weights_fail_offline_naming_id_cache_and_fixes(monkeypatch: pyte
     assert not report.ok and "backbone weights" in report.failure_message()
 
 
-def test_absent_default_weights_only_warn_without_a_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_absent_default_weights_fail_without_a_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The checklist's `preflight --profile worldclass` (no --config): the default DINOv2 is a required item."""
     from apex_x.api import preflight
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    started = time.monotonic()
     report = preflight("worldclass", output_dir=tmp_path / "out")  # default model.teacher_backbone
+    assert time.monotonic() - started < 30  # imports only: offline mode answers without any hub retry
     row = _weights_row(report)
-    assert not row["ok"] and not row["required"] and row["status"] == "not cached"
-    assert report.ok
+    assert not row["ok"] and row["required"] and row["status"] == "not cached"
+    assert "facebook/dinov2-large" in row["detail"] and str(tmp_path / "cache") in row["detail"]
+    assert "--config" in row["fix"] and "download them once" in row["fix"]
+    assert not report.ok and "backbone weights" in report.failure_message()
+
+
+def test_preflight_as_written_exits_2_without_the_default_weights(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty"))
+    result = subprocess.run([sys.executable, "-m", "apex_x.cli", "preflight", "--profile", "worldclass"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "BACKBONE WEIGHTS" not in result.stdout or "NOT CACHED" in result.stdout
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "backbone weights" in error[0] and "facebook/dinov2-large" in error[0]
+    assert str(tmp_path / "empty" / "hub") in error[0] and "Traceback" not in result.stderr
+
+
+def test_a_silent_hub_is_given_up_on_within_the_bound(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A hub address that accepts the connection and never answers: the check ends at its deadline."""
+    import socket
+
+    from apex_x.adapters.models import backbone_weights_check
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)  # accepts, never answers
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once at import; the suite imported it offline
+        started = time.monotonic()
+        reachable, detail = backbone_weights_check._hub_reachable("acme/dinov2-silent", timeout_s=1.0)
+        assert time.monotonic() - started < 3.0
+        assert not reachable and ("within 1 s" in detail or "Timeout" in detail or "timed out" in detail.lower())
+    finally:
+        server.close()
 
 
 def test_base_profile_does_not_check_the_backbone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The seed's worldclass checklist as written, on the tiny backbone: preflight, CLI train, wrapper, stages, resume."""
+"""The user guide's worldclass checklist as written, on the tiny backbone: preflight, CLI train, wrapper, stages, resume."""
 
 from __future__ import annotations
 
@@ -86,8 +86,23 @@ def test_checkpoint_loads_into_a_fresh_teacher_with_the_same_keys(worldclass_run
     model.load_state_dict(state, strict=True)
 
 
+def test_trained_checkpoint_carries_its_architecture(worldclass_run: Path, tiny_dinov2_dir: Path) -> None:
+    """The run's checkpoint holds the DINOv2 config and the LoRA targets as plain values: it rebuilds alone."""
+    payload = torch.load(worldclass_run / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    architecture = payload["architecture"]
+    stored = json.loads((tiny_dinov2_dir / "config.json").read_text())
+    backbone = architecture["backbone_config"]
+    assert backbone["model_type"] == "dinov2"
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size"):
+        assert backbone[key] == stored[key], key
+    assert architecture["lora_target_modules"] and all(isinstance(name, str) for name in architecture["lora_target_modules"])
+    config = ModelConfig.model_validate({**payload["config"]["model"], "teacher_backbone": "/nowhere/dinov2"})
+    model = TeacherModelFactory().build(config, num_classes=3, pretrained=False, architecture=architecture)
+    model.load_state_dict(payload["teacher"], strict=True)
+
+
 def test_wrapper_resumes_the_cli_run_exactly(worldclass_run: Path, worldclass_workdir: Path, tiny_dinov2_dir: Path) -> None:
-    wrapper = REPO_ROOT / "entrypoints" / "train_worldclass_coco.py"
+    wrapper = REPO_ROOT / "scripts" / "train_worldclass_coco.py"
     result = run_cli(
         ["--config", str(WORLDCLASS_CONFIG), "--steps-per-stage", "2", "--seed", "0",
          "--resume", str(worldclass_run / "checkpoints" / "epoch_0001.pt"),
@@ -103,7 +118,7 @@ def test_wrapper_resumes_the_cli_run_exactly(worldclass_run: Path, worldclass_wo
 
 
 def test_wrapper_needs_a_config_value(worldclass_workdir: Path) -> None:
-    result = run_cli(["--config"], cwd=worldclass_workdir, script=str(REPO_ROOT / "entrypoints" / "train_worldclass_coco.py"))
+    result = run_cli(["--config"], cwd=worldclass_workdir, script=str(REPO_ROOT / "scripts" / "train_worldclass_coco.py"))
     assert result.returncode == 2 and "--config needs a path" in result.stderr
 
 

@@ -195,6 +195,9 @@ class FakeModel(torch.nn.Module):
                 "head": [*self.classifier.parameters(), *self.box.parameters()],
                 "mask": list(self.mask_head.parameters()), "lora": []}
 
+    def architecture(self) -> dict[str, Any]:
+        return {}
+
     def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
         scores, labels = torch.softmax(outputs["logits"].float(), dim=1).max(dim=1)
         masks = F.interpolate(outputs["masks"][:, None].float(), size=(SIZE, SIZE), mode="nearest")[:, 0] > 0
@@ -207,7 +210,8 @@ class FakeModelFactory:
         self.model_options = model_options
         self.built: list[FakeModel] = []
 
-    def build(self, config: ModelConfig, num_classes: int) -> FakeModel:
+    def build(self, config: ModelConfig, num_classes: int, *, pretrained: bool = True,
+              architecture: Any = None) -> FakeModel:
         model = FakeModel(num_classes, **self.model_options)
         self.built.append(model)
         return model
@@ -237,5 +241,6 @@ class FakeEvaluator:
         hits = sum(1 for image_id, found in detections if len(found) and int(found.labels[0]) == truth[image_id])
         value = math.nan if self.calls in self.nan_calls else hits / max(1, len(truth))
         return EvalResult(metrics={"segm_AP": value, "bbox_AP": value, "segm_AP50": value, "bbox_AP50": value},
-                          per_class={name: {"segm_AP": value} for name in categories.names},
+                          per_class={str(original): {"name": name, "segm_AP": value}
+                                     for original, name in zip(categories.original_ids, categories.names, strict=True)},
                           num_images=len(truth), num_detections=len(detections))

@@ -1,4 +1,4 @@
-"""`apex-x train` end to end with the real adapters: the seed's smoke example as written, fail-fast data
+"""`apex-x train` end to end with the real adapters: the user guide's smoke example as written, fail-fast data
 policy, resume of a finished run, the importable API, and torchrun with 2 CPU processes."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def cli(arguments: list[str], cwd: Path, *, launcher: list[str] | None = None, t
 
 @pytest.fixture()
 def workdir(tmp_path: Path) -> Path:
-    """A fresh working folder holding the seed's examples/smoke_cpu.yaml, so relative paths are as written."""
+    """A fresh working folder holding the user guide's examples/smoke_cpu.yaml, so relative paths are as written."""
     (tmp_path / "examples").mkdir()
     shutil.copyfile((REPO / "examples" / "smoke_cpu.yaml").resolve(), tmp_path / "examples" / "smoke_cpu.yaml")
     return tmp_path

@@ -29,7 +29,7 @@ def sample_report() -> dict:
          "train": {"total_loss": 1.0, "det": 0.5, "seg": 0.3, "boundary": 0.2},
          "diagnostics": {"grad_norm_max": 2.0, "skipped_steps": 0, "oom_skipped_steps": 0},
          "val": {"segm_AP": 0.4, "bbox_AP": 0.5, "val_loss": 1.0}, "metric": {"name": "segm_AP", "value": 0.4},
-         "is_best": True, "seconds": 1.0, "evaluation": {"per_class": {"circle": {"segm_AP": 0.4}}}},
+         "is_best": True, "seconds": 1.0, "evaluation": {"per_class": {"4": {"name": "circle", "segm_AP": 0.4}}}},
     ]
     return {"status": "finished", "selected_checkpoint_metric": "segm_AP", "best_metric": {"name": "segm_AP",
             "value": 0.4, "epoch": 2}, "history": history, "config": {"train": {"epochs": 1}},
@@ -52,7 +52,7 @@ def test_markdown_links_the_plots_it_writes(tmp_path: Path) -> None:
     markdown = (tmp_path / "train_report.md").read_text()
     assert "![loss components per epoch](plots/loss_components.png)" in markdown
     assert "![validation AP per epoch](plots/val_metrics.png)" in markdown
-    assert "| 2 | seg_boundary | 4 |" in markdown and "**yes**" in markdown and "| circle |" in markdown
+    assert "| 2 | seg_boundary | 4 |" in markdown and "**yes**" in markdown and "| 4 | circle | 0.4000 |" in markdown
     for name in ("loss_components.png", "val_metrics.png"):
         assert str(tmp_path / "plots" / name) in written
         assert (tmp_path / "plots" / name).stat().st_size > 1000
@@ -91,6 +91,21 @@ def test_without_a_terminal_plain_log_lines_every_n_steps(monkeypatch: pytest.Mo
     for step in range(1, 6):
         progress.update(step=step, loss=float(step), lr=1e-3)
     lines = [entry for entry in logger.entries if entry["event"] == "train_progress"]
-    assert [entry["step"] for entry in lines] == ["2/5", "4/5", "5/5"]
-    assert lines[0]["loss"] == 1.5 and all({"eta", "it_s", "lr"} <= set(entry) for entry in lines)
+    assert [entry["step"] for entry in lines] == ["1/5", "2/5", "4/5", "5/5"]  # the first step of the epoch too
+    assert "first_step_s" in lines[0] and all("first_step_s" not in entry for entry in lines[1:])
+    assert lines[0]["loss"] == 1.0 and lines[1]["loss"] == 2.0 and all({"eta", "it_s", "lr"} <= set(entry) for entry in lines)
     assert all(entry["stage"] == "seg_boundary" for entry in lines)
+
+
+def test_slow_steps_still_log_a_line_at_least_every_30_seconds() -> None:
+    now = [0.0]
+    logger = Lines()
+    progress = LogProgress(100, logger=logger, clock=lambda: now[0])
+    progress.start_epoch(stage="joint", epoch=1, total_epochs=1, total_steps=50, initial_step=10)  # resumed at 10
+    for step in range(11, 21):
+        now[0] += 12.0  # 12 s a step: 100 steps between lines would be 20 minutes of silence
+        progress.update(step=step, loss=1.0, lr=1e-3)
+    steps = [entry["step"] for entry in logger.entries if entry["event"] == "train_progress"]
+    assert steps == ["11/50", "14/50", "17/50", "20/50"]  # first step, then every 36 s (>= 30 s apart)
+    first = next(entry for entry in logger.entries if entry["event"] == "train_progress")
+    assert first["first_step_s"] == 12.0

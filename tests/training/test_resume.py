@@ -63,9 +63,9 @@ def test_resuming_a_finished_run_says_so_and_more_epochs_extend_it(tmp_path: Pat
     assert "already finished all its 2 epoch(s)" in str(finished.value)
     assert "--set train.epochs=" in str(finished.value)
     extended = make_use_case(run, STEPS, "train.epochs=2", reports=False).execute(resume_from=last)
-    assert [(e["epoch"], e["stage"]) for e in extended.report["history"]] == [
-        (1, "det_stability"), (2, "seg_boundary"), (3, "seg_boundary")]
-    assert (run / "checkpoints" / "epoch_0003.pt").exists()
+    assert [(e["epoch"], e["stage"]) for e in extended.report["history"]] == [  # the curriculum asked for
+        (1, "det_stability"), (2, "seg_boundary"), (3, "det_stability"), (4, "seg_boundary")]
+    assert (run / "checkpoints" / "epoch_0004.pt").exists() and extended.report["epochs_planned"] == 4
 
 
 def test_only_safe_keys_may_change_on_resume(tmp_path: Path) -> None:

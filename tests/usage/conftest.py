@@ -36,6 +36,9 @@ class FakeNetwork(torch.nn.Module):
     def compute_losses(self, outputs: dict[str, torch.Tensor], batch: Batch, settings: Any) -> dict[str, torch.Tensor]:
         return {"det": outputs["mean"].mean() + 0.5}
 
+    def architecture(self) -> dict[str, Any]:
+        return {}
+
     def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
         result = []
         for meta in metas:
@@ -60,7 +63,8 @@ class FakeFactory:
     def __init__(self) -> None:
         self.built: list[tuple[Any, int]] = []
 
-    def build(self, config: Any, num_classes: int) -> FakeNetwork:
+    def build(self, config: Any, num_classes: int, *, pretrained: bool = True, architecture: Any = None) -> FakeNetwork:
+        self.pretrained, self.architecture = pretrained, architecture
         self.built.append((config, num_classes))
         return FakeNetwork(num_classes)
 
@@ -129,8 +133,10 @@ class FakeDataset:
     mode = "real"
     backend = "fake"
 
-    def __init__(self, categories: CategoryMap = CATEGORIES, num_images: int = 3, has_val: bool = True) -> None:
+    def __init__(self, categories: CategoryMap = CATEGORIES, num_images: int = 3, has_val: bool = True,
+                 val_categories: CategoryMap | None = None) -> None:
         self._categories = categories
+        self.val_categories = val_categories or categories  # what the val file itself lists
         self.num_images = num_images
         self._has_val = has_val
         self.batch_sizes: list[int] = []
@@ -166,7 +172,10 @@ class FakeDataset:
     def val_ground_truth(self) -> dict[str, Any] | None:
         if not self._has_val:
             return None
-        return {"images": [{"id": index + 1} for index in range(self.num_images)], "annotations": [], "categories": []}
+        categories = [{"id": cid, "name": name}
+                      for cid, name in zip(self.val_categories.original_ids, self.val_categories.names, strict=True)]
+        return {"images": [{"id": index + 1} for index in range(self.num_images)], "annotations": [],
+                "categories": categories}
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "backend": self.backend, "val_images": self.num_images}
@@ -192,7 +201,8 @@ class FakeEvaluator:
         share = hits / max(1, len(ground_truth["images"]))
         return EvalResult(
             metrics={"bbox_AP": share / 2, "segm_AP": share},
-            per_class={name: {"bbox_AP": share / 2, "segm_AP": share} for name in categories.names},
+            per_class={str(original): {"name": name, "bbox_AP": share / 2, "segm_AP": share}
+                       for original, name in zip(categories.original_ids, categories.names, strict=True)},
             num_images=len(ground_truth["images"]),
             num_detections=sum(len(found) for _, found in detections),
         )
@@ -289,13 +299,13 @@ class TrainedRun:
 
 
 def run_entrypoint(name: str, argv: list[str]) -> int:
-    """Runs `entrypoints/<name>` in this process (its `main(argv)`), as `python entrypoints/<name>` would."""
-    return int(runpy.run_path(str(ROOT / "entrypoints" / name), run_name="apex_x_entrypoint")["main"](argv))
+    """Runs `scripts/<name>` in this process (its `main(argv)`), as `python scripts/<name>` would."""
+    return int(runpy.run_path(str(ROOT / "scripts" / name), run_name="apex_x_entrypoint")["main"](argv))
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    """Shapes dataset (64 px) + a tiny student trained through entrypoints/train.py, once per session."""
+    """Shapes dataset (64 px) + a tiny student trained through scripts/train.py, once per session."""
     from apex_x.adapters.datasets.shapes_writer import write_shapes_dataset
 
     root = tmp_path_factory.mktemp("usage_run")
@@ -318,5 +328,5 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
 
 @pytest.fixture
 def entrypoint() -> Any:
-    """run_entrypoint(name, argv) -> exit code of an entrypoints/ script run in this process."""
+    """run_entrypoint(name, argv) -> exit code of a scripts/ entry point run in this process."""
     return run_entrypoint

@@ -32,10 +32,11 @@ def test_eval_reproduces_the_best_epoch_of_the_train_report(trained_run, tmp_pat
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         assert evaluated["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
-    assert set(evaluated["per_class"]) == {"circle", "rectangle", "triangle"}
+    assert {key: row["name"] for key, row in evaluated["per_class"].items()} == {
+        "1": "circle", "2": "rectangle", "3": "triangle"}
     assert evaluated["model"]["weights"] == "ema" and evaluated["num_images"] == 6
     markdown = (tmp_path / "eval.md").read_text()
-    assert "## Per class" in markdown and "| triangle |" in markdown
+    assert "## Per class" in markdown and "| 3 | triangle |" in markdown
     out = capsys.readouterr().out
     assert "bbox_AP" in out and "trainer's best bbox_AP" in out
 

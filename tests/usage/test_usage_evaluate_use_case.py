@@ -26,7 +26,7 @@ def test_markdown_and_table_hold_the_metrics_and_per_class_rows(fakes, fake_infe
     report = EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(), fakes.FakeEvaluator(), batch_size=4).execute()
     markdown = eval_markdown(report)
     assert "| AP | 0.5000 | 1.0000 |" in markdown
-    assert "| circle | 0.5000 | 1.0000 |" in markdown and "| square |" in markdown
+    assert "| 3 | circle | 0.5000 | 1.0000 |" in markdown and "| 7 | square |" in markdown
     assert "trainer's best segm_AP (epoch 2): 1.0000; evaluated now: 1.0000" in markdown
     table = eval_table(report)
     assert "square" in table and "1.0000" in table
@@ -34,10 +34,49 @@ def test_markdown_and_table_hold_the_metrics_and_per_class_rows(fakes, fake_infe
 
 def test_other_categories_are_refused(fakes, fake_inference_model) -> None:
     dataset = fakes.FakeDataset(categories=CategoryMap((1, 2), ("cat", "dog")))
-    with pytest.raises(DatasetError, match="differ from the checkpoint's"):
+    with pytest.raises(DatasetError, match="differs from the val file"):
         EvaluateCheckpoint(fake_inference_model, dataset, fakes.FakeEvaluator(), batch_size=2).execute()
+
+
+def test_a_val_file_with_swapped_names_is_refused_before_inference(fakes, fake_inference_model) -> None:
+    swapped = CategoryMap((3, 7), ("square", "circle"))  # same ids as the checkpoint's (3 circle, 7 square)
+    dataset = fakes.FakeDataset(val_categories=swapped)
+    evaluator = fakes.FakeEvaluator()
+    with pytest.raises(DatasetError) as info:
+        EvaluateCheckpoint(fake_inference_model, dataset, evaluator, batch_size=2).execute()
+    message = str(info.value)
+    assert "id 3: 'circle' in the checkpoint, 'square' in the val file" in message
+    assert "id 7: 'square' in the checkpoint, 'circle' in the val file" in message
+    assert dataset.batch_sizes == [] and evaluator.calls == []  # nothing was run
+
+
+def test_a_val_file_with_other_classes_lists_both_sides(fakes, fake_inference_model) -> None:
+    other = CategoryMap((3, 9), ("circle", "star"))
+    with pytest.raises(DatasetError) as info:
+        EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(val_categories=other), fakes.FakeEvaluator(),
+                           batch_size=2).execute()
+    message = str(info.value)
+    assert "id 7 ('square') only in the checkpoint" in message and "id 9 ('star') only in the val file" in message
+    assert "checkpoint: [3 'circle', 7 'square']" in message
 
 
 def test_no_val_split_is_a_clear_error(fakes, fake_inference_model) -> None:
     with pytest.raises(DatasetError, match="data.coco_val_annotations"):
         EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(has_val=False), fakes.FakeEvaluator(), batch_size=2).execute()
+
+
+def test_n_a_metrics_show_as_n_a_in_the_table_markdown_and_json() -> None:
+    from apex_x.application.evaluate import EvalReport
+    from apex_x.domain.types import EvalResult
+
+    metrics = {"bbox_AP": 0.25, "bbox_APl": None, "segm_AP": 0.5, "segm_APl": None, "val_loss": 1.5}
+    per_class = {"3": {"name": "circle", "bbox_AP": 0.25, "segm_AP": 0.5}, "7": {"name": "square", "bbox_AP": None,
+                                                                               "segm_AP": None}}
+    report = EvalReport(EvalResult(metrics, per_class, 2, 3), {"checkpoint": "x.pt"}, {}, 0.1,
+                        recorded_best={"name": "segm_APl", "value": None, "epoch": 1})
+    markdown = eval_markdown(report)
+    assert "| APl | n/a | n/a |" in markdown and "| 7 | square | n/a | n/a |" in markdown
+    assert "evaluated now: n/a" in markdown and "-1" not in markdown
+    table = eval_table(report)
+    assert "square (7)" in table and "n/a" in table
+    assert report.to_plain()["metrics"]["segm_APl"] is None and report.metric("segm_APl") is None

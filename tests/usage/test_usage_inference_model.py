@@ -89,12 +89,7 @@ def test_resolve_device() -> None:
 def test_architecture_is_built_without_pretrained_weights_or_backbone_files(fakes) -> None:
     from apex_x.domain.config import ApexConfig
 
-    class PretrainedAwareFactory(fakes.FakeFactory):
-        def build(self, config, num_classes, *, pretrained=True):  # like the DINOv2 teacher's factory
-            self.pretrained = pretrained
-            return super().build(config, num_classes)
-
-    factory = PretrainedAwareFactory()
+    factory = fakes.FakeFactory()
     settings = ApexConfig.model_validate({"model": {"backbone_weights": "/nowhere/backbone.pth"}})
     build_inference_model(
         fakes.fake_payload(config=settings),

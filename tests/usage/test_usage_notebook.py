@@ -13,7 +13,7 @@ import torch
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = ROOT / "entrypoints" / "checkpoint_image_inference.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "checkpoint_image_inference.ipynb"
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_token_grid_failure_is_retried_with_a_square_resize_and_recorded() -> No
     model = _SquareOnlyModel()
     entry = smoke_device(lambda device: model, "x.png", "cpu")
     assert entry["status"] == "ok" and entry["retried_with_square_resize"] is True
-    assert entry["input_size"] == [98, 98] and model.sizes[1:] == [(98, 98), (98, 98)]
+    assert entry["input_size"] == [96, 96] and model.sizes[1:] == [(96, 96), (96, 96)]
     assert "is invalid for input of size" in entry["first_error"]
     assert entry["num_detections"] == 3 and entry["latency_ms"] == pytest.approx(10.0)
     assert entry["error"] is None
@@ -64,8 +64,9 @@ def test_cuda_is_skipped_without_cuda() -> None:
     assert entry["status"] == "skip" and "CUDA is not available" in entry["error"]
 
 
-def test_square_size_rounds_up_to_the_patch() -> None:
-    assert square_size((64, 96)) == (98, 98) and square_size((518, 518)) == (518, 518)
+def test_square_size_is_a_size_the_model_accepts() -> None:
+    assert square_size((64, 96)) == (96, 96) and square_size((518, 518)) == (544, 544)
+    assert square_size((20, 30)) == (32, 32)
 
 
 def _report(tmp_path):
@@ -85,7 +86,7 @@ def test_curves_figure_has_a_loss_panel_and_a_metric_panel(tmp_path) -> None:
     assert sorted(line.get_label() for line in right.get_lines()) == ["bbox_AP", "segm_AP"]
     segm = next(line for line in right.get_lines() if line.get_label() == "segm_AP")
     assert list(segm.get_xdata()) == [1, 2] and list(segm.get_ydata()) == [0.1, 0.4]
-    assert figure.get_suptitle() == "best segm_AP = 0.4 at epoch 2"
+    assert figure.get_suptitle() == "best segm_AP = 0.4000 at epoch 2"
 
 
 def test_missing_report_names_the_path(tmp_path) -> None:

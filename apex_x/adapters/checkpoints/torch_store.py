@@ -313,7 +313,7 @@ def _unsafe_globals(path: Path) -> list[str]:
 
 
 def extract_model_state(payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
-    """Model weights from any accepted layout (the seed's section 4), `module.` prefixes removed.
+    """Model weights from any accepted layout (the user guide's section 4), `module.` prefixes removed.
 
     Layouts: a raw state_dict, or a dict under model_state_dict / state_dict / model / teacher /
     ema_model / ema; an Apex-X payload uses the key of its profile. prefer_ema picks EMA weights when present.

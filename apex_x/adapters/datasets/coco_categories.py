@@ -62,6 +62,55 @@ def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int
     return categories
 
 
+def grouping_categories(categories: list[dict[str, Any]], annotated: set[int]) -> list[dict[str, Any]]:
+    """Categories that group the others instead of being a class: no annotation, and the `supercategory` of
+    every other category (e.g. id 0 'cells' over 'red', 'white' whose supercategory is 'cells')."""
+    found = []
+    for category in categories:
+        others = [other for other in categories if other is not category]
+        if category["id"] in annotated or not others:
+            continue
+        if all(other.get("supercategory") == category["name"] for other in others):
+            found.append(category)
+    return found
+
+
+def apply_grouping_rule(categories: list[dict[str, Any]], annotated: set[int], *, keep: bool, key: str, file: str,
+                        log: FindingLog) -> list[dict[str, Any]]:
+    """Leave grouping categories out of the classes (with a warning naming them), or keep them when asked."""
+    grouping = grouping_categories(categories, annotated)
+    for category in grouping:
+        others = [c for c in categories if c is not category]
+        classes = ", ".join(f"{c['id']} {c['name']!r}" for c in others[:10]) + (", ..." if len(others) > 10 else "")
+        if keep:
+            log.warning(
+                "category.grouping_kept",
+                f"category {category['id']} {category['name']!r} has no annotations and is the supercategory of all "
+                f"{len(others)} other categories: a grouping category, kept as a class because "
+                "data.keep_grouping_categories=true (the model will have a class it never sees)",
+                file=file,
+            )
+        else:
+            log.warning(
+                "category.grouping_left_out",
+                f"{key}: category {category['id']} {category['name']!r} has no annotations and is the supercategory "
+                f"of all {len(others)} other categories: a grouping category of the export, not a class; it is left "
+                f"out of the training classes ({len(others)}: {classes}). Set data.keep_grouping_categories=true "
+                "to keep it",
+                file=file,
+            )
+    if keep or not grouping:
+        return categories
+    dropped = {category["id"] for category in grouping}
+    return [category for category in categories if category["id"] not in dropped]
+
+
+def describe_classes(categories: list[dict[str, Any]], limit: int = 20) -> str:
+    """'3: 1 'cat', 2 'dog', 5 'bird'': the categories a class count counted."""
+    shown = ", ".join(f"{c['id']} {c['name']!r}" for c in categories[:limit])
+    return f"{len(categories)}: {shown}" + (", ..." if len(categories) > limit else "")
+
+
 def compare_categories(
     train: list[dict[str, Any]],
     val: list[dict[str, Any]],
@@ -94,3 +143,37 @@ def compare_categories(
         f"{train_key} and {val_key} must list the same categories: " + "; ".join(parts),
         file=val_file,
     )
+
+
+def read_coco_classes(path: str) -> tuple[Any, dict[str, int], set[int]]:
+    """A COCO JSON's class list (CategoryMap, id order), its images' ids by file name (full and base name) and
+    the ids of its grouping categories (see `grouping_categories`).
+
+    For predict and the notebook: the checkpoint's class list is compared with it before any inference."""
+    import json
+    from pathlib import Path
+
+    from apex_x.domain.class_lists import categories_from_coco
+    from apex_x.domain.errors import DatasetError
+
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: COCO file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read the COCO JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise DatasetError(f"{path}: not a COCO file (no 'categories' list)")
+    categories = categories_from_coco(data["categories"])
+    annotated = {item.get("category_id") for item in data.get("annotations") or [] if isinstance(item, dict)}
+    named = [item for item in data["categories"] if isinstance(item, dict) and is_int(item.get("id"))
+             and isinstance(item.get("name"), str)]
+    grouping = {int(item["id"]) for item in grouping_categories(named, annotated)}  # type: ignore[arg-type]
+    ids: dict[str, int] = {}
+    for image in data.get("images") or []:
+        if isinstance(image, dict) and is_int(image.get("id")) and isinstance(image.get("file_name"), str):
+            name = image["file_name"].replace("\\", "/")
+            ids.setdefault(name, int(image["id"]))
+            ids.setdefault(name.rsplit("/", 1)[-1], int(image["id"]))
+    return categories, ids, grouping

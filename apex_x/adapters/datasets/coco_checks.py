@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from apex_x.adapters.datasets.coco_categories import check_categories
+from apex_x.adapters.datasets.coco_categories import apply_grouping_rule, check_categories
 from apex_x.adapters.datasets.coco_summary import summarize_split
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.json_values import describe, is_int, is_number
@@ -45,8 +45,9 @@ class CheckedSplit:
     content_sha256: str = ""
 
 
-def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
-    """Parse and check one split's JSON (no image files are touched here)."""
+def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = False) -> CheckedSplit:
+    """Parse and check one split's JSON (no image files are touched here). A grouping category (no
+    annotations, the supercategory of all others) is left out of the classes unless `keep_grouping`."""
     result = CheckedSplit(paths=paths)
     file = str(paths.annotations_path)
     if not paths.images_dir.exists():
@@ -117,10 +118,15 @@ def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
     result.readable = True
     result.raw = data
     categories = check_categories(data["categories"], file, log)
-    images = _check_images(data["images"], file, log)
+    rejected: set[int] = set()
+    images = _check_images(data["images"], file, log, rejected)
     referenced: list[tuple[int, int, bool]] = []
-    annotations = _check_annotations(data["annotations"], images, set(categories), file, log, referenced)
-    result.categories = [categories[cid] for cid in sorted(categories)]
+    annotations = _check_annotations(data["annotations"], images, set(categories), file, log, referenced,
+                                     rejected - set(images))
+    result.categories = apply_grouping_rule(
+        [categories[cid] for cid in sorted(categories)], {category_id for _, category_id, _ in referenced},
+        keep=keep_grouping, key=paths.annotations_key, file=file, log=log,
+    )
     result.images = list(images.values())
     result.annotations = annotations
     usable = sum(len(anns) for anns in annotations.values())
@@ -137,7 +143,11 @@ def read_split(paths: SplitPaths, log: FindingLog) -> CheckedSplit:
     return result
 
 
-def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
+def _check_images(entries: list[Any], file: str, log: FindingLog,
+                  rejected: set[int] | None = None) -> dict[int, dict[str, Any]]:
+    """Usable images by id; `rejected` gets the ids of images refused for a finding already reported (their
+    annotations are then not reported again as "not in 'images'": one root cause, one finding)."""
+    rejected = rejected if rejected is not None else set()
     images: dict[int, dict[str, Any]] = {}
     file_names: dict[str, int] = {}
     for position, entry in enumerate(entries):
@@ -171,6 +181,7 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
                 file=file,
                 image_id=image_id,
             )
+            rejected.add(image_id)
             continue
         parts = PurePosixPath(name.replace("\\", "/")).parts
         if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
@@ -180,6 +191,7 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
                 file=file,
                 image_id=image_id,
             )
+            rejected.add(image_id)
             continue
         if not (is_int(width) and is_int(height) and width > 0 and height > 0):
             log.error(
@@ -188,6 +200,7 @@ def _check_images(entries: list[Any], file: str, log: FindingLog) -> dict[int, d
                 file=file,
                 image_id=image_id,
             )
+            rejected.add(image_id)
             continue
         if name in file_names:
             log.warning(
@@ -212,8 +225,10 @@ def _check_annotations(
     file: str,
     log: FindingLog,
     referenced: list[tuple[int, int, bool]],
+    rejected_images: set[int] | frozenset[int] = frozenset(),
 ) -> dict[int, list[dict[str, Any]]]:
-    """Usable annotations per image; `referenced` gets (image, category, crowd) of every well-referenced one."""
+    """Usable annotations per image; `referenced` gets (image, category, crowd) of every well-referenced one.
+    Annotations of an image rejected by its own finding (`rejected_images`) are left out without another one."""
     usable: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in images}
     seen_ids: set[int] = set()
     for position, ann in enumerate(entries):
@@ -246,6 +261,8 @@ def _check_annotations(
             )
             continue
         image = images.get(image_id)
+        if image is None and image_id in rejected_images:
+            continue  # the image's own finding is the root cause
         if image is None:
             log.error("annotation.unknown_image", f"image_id {image_id} is not in 'images'", **where)
             continue

@@ -18,6 +18,14 @@ from apex_x.domain.errors import DatasetError
 logger = structlog.get_logger(__name__)
 
 
+class UnreadableImage(DatasetError):
+    """An image file that fails to decode while loading (e.g. changed on disk after the checks)."""
+
+    def __init__(self, message: str, *, image_id: int, file: str, reason: str) -> None:
+        super().__init__(message)
+        self.image_id, self.file, self.reason = image_id, file, reason
+
+
 class _Instances:
     """Targets of one image, sorted largest first and capped at max_instances."""
 
@@ -73,10 +81,11 @@ class CocoSampleProvider:
         path = image_path(self.split, image)
         size = self.settings.decode_size(image["width"], image["height"], augment=augment)
         try:
-            array = load_rgb(path, min_size=size)
+            array = load_rgb(path, min_size=size, high_bit_depth=self.settings.high_bit_depth)
         except ImageReadError as error:
-            raise DatasetError(
-                f"{self.split.paths.images_key}: image {image['id']} ({path}): {error.rule}: {error}"
+            raise UnreadableImage(
+                f"{self.split.paths.images_key}: image {image['id']} ({path}): {error.rule}: {error}",
+                image_id=int(image["id"]), file=str(path), reason=f"{error.rule}: {error}",
             ) from None
         return array
 

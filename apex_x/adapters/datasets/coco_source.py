@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 import structlog
 
-from apex_x.adapters.datasets.coco_categories import compare_categories
+from apex_x.adapters.datasets.coco_categories import compare_categories, describe_classes
 from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, read_split
 from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
 from apex_x.adapters.datasets.findings import FindingLog
@@ -66,13 +67,14 @@ class CocoDatasetSource:
         self.transform_settings = TransformSettings.from_config(settings)
         self._splits: dict[str, tuple[CheckedSplit, list[Finding]]] = {}
         self._last_report: DatasetReport | None = None
+        self._bad_images: dict[str, dict[int, str]] = {}  # split -> image id -> why it cannot be decoded
 
     # -- parsing (cached) ------------------------------------------------------------------------------
 
     def _split(self, name: str) -> tuple[CheckedSplit, list[Finding]]:
         if name not in self._splits:
             log = FindingLog()
-            checked = read_split(self.paths[name], log)
+            checked = read_split(self.paths[name], log, keep_grouping=self.settings.data.keep_grouping_categories)
             self._splits[name] = (checked, log.finish())
         return self._splits[name]
 
@@ -82,6 +84,9 @@ class CocoDatasetSource:
         if errors:
             report = DatasetReport(summary={}, findings=errors)
             raise DatasetError(f"{self.paths[name].annotations_key}: {report.error_summary()}")
+        bad = self._bad_images.get(name)
+        if bad and self.settings.data.on_bad_image == "skip":  # left out, counted in the dataset summary
+            return dataclasses.replace(checked, images=[image for image in checked.images if image["id"] not in bad])
         return checked
 
     @property
@@ -106,9 +111,23 @@ class CocoDatasetSource:
             checked[name] = split
             findings.extend(json_findings)
             log = FindingLog()
-            files = check_image_files(split, log, full_decode=full_decode) if split.readable else {}
+            on_bad = self.settings.data.on_bad_image
+            files = check_image_files(
+                split, log, full_decode=full_decode, on_bad_image=on_bad,
+                high_bit_depth=self.settings.data.high_bit_depth_scaling,
+            ) if split.readable else {}
+            if split.readable:
+                over = self._over_cap(name, log)
+                splits_over = {"images_over_max_instances": len(over), "instances_dropped": sum(over.values())}
+            else:
+                splits_over = {}
+            bad = files.pop("bad_images", {}) if files else {}
+            self._bad_images[name] = dict(bad)
+            if files:
+                files["undecodable_images"] = len(bad)
+                files["skipped_images"] = len(bad) if on_bad == "skip" else 0
             findings.extend(log.finish())
-            splits_summary[name] = {**split.summary, **({"files": files} if files else {})} or {
+            splits_summary[name] = {**split.summary, **splits_over, **({"files": files} if files else {})} or {
                 "images_dir": str(split.paths.images_dir),
                 "annotations_file": str(split.paths.annotations_path),
             }
@@ -129,8 +148,8 @@ class CocoDatasetSource:
             cross.error(
                 "dataset.num_classes_mismatch",
                 f"the model expects {expected_num_classes} classes (--num-classes / model.num_classes) but "
-                f"{train.paths.annotations_key} lists {num_classes} categories; drop --num-classes (the count "
-                "comes from the data) or point the config at the dataset you meant",
+                f"{train.paths.annotations_key} gives {describe_classes(train.categories)}{self._grouping_note()}; "
+                "drop --num-classes (the count comes from the data) or point the config at the dataset you meant",
                 file=str(train.paths.annotations_path),
             )
         findings.extend(cross.finish())
@@ -147,6 +166,33 @@ class CocoDatasetSource:
         report = DatasetReport(summary=summary, findings=findings)
         self._last_report = report
         return report
+
+    def _over_cap(self, name: str, log: FindingLog | None = None) -> dict[int, int]:
+        """Images with more instances than data.max_instances -> how many are dropped (the smallest)."""
+        split, _ = self._split(name)
+        cap = self.settings.data.max_instances
+        over = {image_id: len(anns) - cap for image_id, anns in split.annotations.items() if len(anns) > cap}
+        if over and log is not None:
+            worst = max(over, key=over.__getitem__)
+            log.warning(
+                "data.max_instances",
+                f"{len(over)} image(s) of {name} have more than data.max_instances={cap} instances (up to "
+                f"{over[worst] + cap} in image {worst}); {sum(over.values())} of their smallest instances are dropped "
+                f"from the training targets. Raise data.max_instances (e.g. --set data.max_instances="
+                f"{over[worst] + cap}) to keep them",
+                file=str(split.paths.annotations_path), image_id=worst,
+            )
+        return over
+
+    def _grouping_note(self) -> str:
+        """For class-count messages: which grouping categories were left out (or kept) of the count."""
+        split, _ = self._split("train")
+        names = {c["id"]: c["name"] for c in split.categories}
+        raw = [c for c in (split.raw or {}).get("categories") or [] if isinstance(c, dict)]
+        left_out = [f"{c.get('id')} {c.get('name')!r}" for c in raw if c.get("id") not in names and "id" in c]
+        if left_out:
+            return f" (left out as grouping categories: {', '.join(left_out[:5])}; data.keep_grouping_categories=true keeps them)"
+        return ""
 
     def _require_usable(self) -> None:
         """Loaders refuse data with errors: the last validation's, or else the (cached) JSON rules' errors.
@@ -235,6 +281,8 @@ class CocoDatasetSource:
                 "annotations_file": str(paths.annotations_path),
                 "images": split.summary.get("images"),
                 "annotations": split.summary.get("annotations"),
+                "skipped_images": len(self._bad_images.get(name, {}))
+                if self.settings.data.on_bad_image == "skip" else 0,
             }
         train, _ = self._split("train")
         return {

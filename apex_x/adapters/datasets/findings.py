@@ -51,6 +51,7 @@ class FindingLog:
                 severity,
                 rule,
                 f"{count - self.cap} more finding(s) of this rule not listed ({count} in total)",
+                unlisted=count - self.cap,
             )
             for (severity, rule), count in self._counts.items()
             if count > self.cap

@@ -10,7 +10,18 @@ from typing import Any
 
 from apex_x.adapters.datasets.coco_checks import CheckedSplit
 from apex_x.adapters.datasets.findings import FindingLog
-from apex_x.adapters.datasets.images import ImageReadError, load_rgb, probe_image
+from apex_x.adapters.datasets.images import (
+    ImageReadError,
+    bits_used,
+    high_bit_depth_max,
+    load_rgb,
+    probe_image,
+    structural_problem,
+)
+
+# Rules of an image file that cannot be decoded: data.on_bad_image=skip turns them into warnings and leaves
+# the image out (counted), error (the default) refuses the dataset.
+BAD_IMAGE_RULES = ("image.unreadable", "image.decode_failed", "image.truncated")
 
 _MODE_NOTES = {
     "L": "grayscale, replicated to RGB",
@@ -30,8 +41,41 @@ def image_path(split: CheckedSplit, image: dict[str, Any]) -> Path:
     return split.paths.images_dir / str(image["file_name"]).replace("\\", "/")
 
 
-def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool) -> dict[str, Any]:
-    """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked)."""
+def _look_nearby(split: CheckedSplit, missing: list[str], log: FindingLog, position: int) -> None:
+    """Missing files that sit one folder away (an export with valid/images/ while the JSON names valid/): one
+    finding, listed before the missing files, saying where they are and which key to change."""
+    images_dir = split.paths.images_dir
+    candidates: list[Path] = []
+    for base in (images_dir, images_dir.parent):
+        try:
+            candidates += sorted(child for child in base.iterdir() if child.is_dir() and child != images_dir)
+        except OSError:
+            continue
+    candidates.append(images_dir.parent)
+    sample = missing[:50]
+    best, found = None, 0
+    for folder in candidates:
+        count = sum(1 for name in sample if (folder / name).is_file())
+        if count > found:
+            best, found = folder, count
+    if best is None:
+        return
+    log.error(
+        "image.files_elsewhere",
+        f"{split.paths.images_key}: {len(missing)} image file(s) are not in {images_dir}, but {found} of the "
+        f"{len(sample)} looked for are in {best}: set {split.paths.images_key}={best} (in the config or with --set)",
+        file=str(best),
+    )
+    log.findings.insert(position, log.findings.pop())
+
+
+def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool,
+                      on_bad_image: str = "error", high_bit_depth: str = "full_range") -> dict[str, Any]:
+    """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked) and
+    `bad_images` (image id -> why) of files that cannot be decoded.
+
+    Without `full_decode`, JPEG and PNG files get a structural check of their end (cheap: the last few KiB);
+    a suspect file is then decoded to confirm, so a truncated or cut-short file is always caught."""
     images_dir = split.paths.images_dir
     if not images_dir.is_dir():
         return {}
@@ -43,6 +87,19 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
     mode_example: dict[str, int] = {}
     rotated: list[int] = []
     decoded = 0
+    bad: dict[int, str] = {}
+
+    def bad_image(rule: str, message: str, where: dict[str, Any]) -> None:
+        bad[where["image_id"]] = f"{rule}: {message}"
+        if on_bad_image == "skip":
+            log.warning(rule, f"{message}; left out of the split (data.on_bad_image=skip)", **where)
+        else:
+            log.error(rule, f"{message} (data.on_bad_image=skip would leave it out instead)", **where)
+
+    partial_depth: dict[int, list[int]] = {}  # bits used -> image ids of 16-bit images using only that many
+    missing: list[str] = []  # file names not found (relative to images_dir)
+    first_missing = len(log.findings)
+
     for image in split.images:
         image_id = image["id"]
         path = image_path(split, image)
@@ -50,6 +107,9 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         where = {"file": str(path), "image_id": image_id}
         nested = "/" in name or "\\" in name
         if (not path.is_file()) if nested else (name not in listed):
+            if not missing:
+                first_missing = len(log.findings)
+            missing.append(name.replace("\\", "/"))
             log.error(
                 "image.file_missing", f"{split.paths.images_key}: image file not found: {path}", **where
             )
@@ -57,7 +117,10 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         try:
             probe = probe_image(path)
         except ImageReadError as error:
-            log.error(error.rule, f"{error}", **where)
+            if error.rule in BAD_IMAGE_RULES:
+                bad_image(error.rule, str(error), where)
+            else:
+                log.error(error.rule, f"{error}", **where)
             continue
         expected = (image["width"], image["height"])
         if (probe.width, probe.height) != expected:
@@ -79,12 +142,23 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         if probe.mode != "RGB":
             modes[probe.mode] += 1
             mode_example.setdefault(probe.mode, image_id)
-        if full_decode:
+        if probe.mode.startswith("I;16"):
+            try:
+                top = high_bit_depth_max(path)
+            except ImageReadError as error:
+                bad_image(error.rule, str(error), where)
+                continue
+            if top is not None and bits_used(top) < 16:
+                partial_depth.setdefault(bits_used(top), []).append(image_id)
+        suspect = None if full_decode else structural_problem(path, probe.format)
+        if full_decode or suspect:
             try:
                 load_rgb(path)
                 decoded += 1
             except ImageReadError as error:
-                log.error(error.rule, str(error), **where)
+                bad_image("image.truncated" if suspect else error.rule, suspect or str(error), where)
+    if missing:
+        _look_nearby(split, missing, log, first_missing)
     if rotated:
         log.info(
             "image.exif_orientation",
@@ -92,6 +166,19 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
             file=str(images_dir),
             image_id=rotated[0],
         )
+    for bits, ids in sorted(partial_depth.items()):
+        levels = (2**bits - 1) * 255 // 65535 + 1
+        if high_bit_depth == "used_bits":
+            log.info("image.high_bit_depth", f"{len(ids)} 16-bit image(s) use only {bits} bits; scaled over those "
+                     f"{bits} bits to 0..255 (data.high_bit_depth_scaling=used_bits)", file=str(images_dir), image_id=ids[0])
+        else:
+            log.warning(
+                "image.high_bit_depth",
+                f"{len(ids)} 16-bit image(s) use only {bits} of 16 bits (values 0..{2**bits - 1}): scaled over the "
+                f"full 16-bit range they train as ~{levels} grey levels (nearly black). Set "
+                "data.high_bit_depth_scaling=used_bits to scale them over the bits they use",
+                file=str(images_dir), image_id=ids[0],
+            )
     for mode, count in sorted(modes.items()):
         log.info(
             "image.mode_converted",
@@ -103,4 +190,5 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         "exif_rotated": len(rotated),
         "modes": dict(sorted(modes.items())),
         "decoded": decoded if full_decode else None,
+        "bad_images": bad,
     }

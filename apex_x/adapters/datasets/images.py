@@ -83,8 +83,72 @@ def probe_image(path: str | Path) -> ImageProbe:
         return ImageProbe(width, height, raw_width, raw_height, image.mode, image.format, orientation)
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> (H, W, 3) uint8 RGB: 16-bit scaled (not clipped), alpha composited, palette expanded."""
+_TAIL_BYTES = 4096  # where the end marker of a whole file must be (trailers longer than this get a full decode)
+
+
+def structural_problem(path: str | Path, image_format: str | None) -> str | None:
+    """A cheap check that a JPEG or PNG file is whole, without decoding pixels: a JPEG must end with its
+    end-of-image marker (FF D9), a PNG with its IEND chunk (trailing padding tolerated). Returns why the file
+    looks cut short, or None. Only a hint: the caller confirms a suspect file with a full decode."""
+    if image_format not in ("JPEG", "PNG", "MPO"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read()
+    except OSError as error:
+        return f"cannot read the file: {error.strerror or error}"
+    if image_format == "PNG":
+        if b"IEND" not in tail:
+            return f"no IEND chunk at the end of the PNG ({size} bytes): the file is cut short"
+        return _png_chunk_problem(path, size)
+    if b"\xff\xd9" not in tail:  # inside entropy-coded data FF is always stuffed (FF 00): no false match
+        return f"no end-of-image marker (FF D9) at the end of the JPEG ({size} bytes): the file is cut short"
+    return None
+
+
+def bits_used(max_value: int) -> int:
+    """The bit depth a high-bit-depth image's values need (at least 8): 4095 -> 12."""
+    return max(8, int(max_value).bit_length())
+
+
+def high_bit_depth_max(path: str | Path) -> int | None:
+    """The largest value of a 16-bit (I;16*) or 32-bit integer grey image, None for other modes (decodes it)."""
+    with _open(Path(path)) as image:
+        if not (image.mode.startswith("I;16") or image.mode == "I"):
+            return None
+        try:
+            values = np.asarray(image)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
+        return int(values.max()) if values.size else 0
+
+
+def _png_chunk_problem(path: str | Path, size: int) -> str | None:
+    """Walk the PNG's chunk headers (seeks only, no pixel data read): every chunk length must fit the file,
+    every type be 4 ASCII letters, and the walk must reach IEND."""
+    try:
+        with open(path, "rb") as handle:
+            offset = 8  # the signature
+            while offset + 8 <= size:
+                handle.seek(offset)
+                header = handle.read(8)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:]
+                if not kind.isalpha() or offset + 12 + length > size:
+                    return (f"PNG chunk at byte {offset} is broken (type {kind!r}, length {length}, file {size} "
+                            "bytes): the file is corrupt or cut short")
+                if kind == b"IEND":
+                    return None
+                offset += 12 + length
+    except OSError as error:
+        return f"cannot read the file: {error.strerror or error}"
+    return f"the PNG's chunks end at byte {offset} without an IEND chunk: the file is corrupt or cut short"
+
+
+def to_rgb_array(image: Image.Image, high_bit_depth: str = "full_range") -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB: 16-bit scaled (not clipped) over the full 16-bit range, or over the
+    bits the image uses (`high_bit_depth="used_bits"`), alpha composited, palette expanded."""
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image, dtype=np.uint8)
@@ -104,7 +168,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
             low, high = int(values.min()), int(values.max())
             gray = (values - low) * 255 // max(high - low, 1)
         else:
-            gray = (values * 255 + 32767) // 65535  # 0..65535 -> 0..255, rounded
+            top = 65535 if high_bit_depth != "used_bits" else 2 ** bits_used(int(values.max()) if values.size else 0) - 1
+            gray = (values * 255 + top // 2) // top  # 0..top -> 0..255, rounded
         return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
     if mode == "F":
         values = np.nan_to_num(np.asarray(image, dtype=np.float32))
@@ -117,7 +182,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)  # CMYK, YCbCr, LAB, HSV, ...
 
 
-def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
+def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None,
+             high_bit_depth: str = "full_range") -> np.ndarray:
     """Decode fully to (H, W, 3) uint8 RGB in display orientation (EXIF applied).
 
     `min_size` (width, height) in display orientation lets JPEGs decode at a reduced scale (draft mode)
@@ -140,6 +206,6 @@ def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None) -> np
             ) from None
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
-        return np.ascontiguousarray(to_rgb_array(image))
+        return np.ascontiguousarray(to_rgb_array(image, high_bit_depth))
     finally:
         image.close()

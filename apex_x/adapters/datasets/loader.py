@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from apex_x.adapters.datasets.coco_samples import UnreadableImage
 from apex_x.adapters.datasets.transforms import (
     RawSample,
     Sample,
@@ -33,6 +35,15 @@ class SampleProvider(Protocol):
     def load(self, index: int, *, augment: bool) -> RawSample: ...
 
 
+@dataclass(frozen=True)
+class BadImage:
+    """Stands in for a sample whose image failed to decode; collate leaves it out and lists it in the batch."""
+
+    image_id: int
+    file: str
+    reason: str
+
+
 class InstanceDataset(Dataset[Sample]):
     """Map-style dataset keyed by (epoch, index): the transform's randomness is per (seed, epoch, index)."""
 
@@ -47,9 +58,12 @@ class InstanceDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.provider)
 
-    def __getitem__(self, key: tuple[int, int]) -> Sample:
+    def __getitem__(self, key: tuple[int, int]) -> Sample | BadImage:
         epoch, index = key
-        raw = self.provider.load(index, augment=self.augment)
+        try:
+            raw = self.provider.load(index, augment=self.augment)
+        except UnreadableImage as error:  # the trainer decides (data.on_bad_image): stop with a resume, or skip
+            return BadImage(error.image_id, error.file, error.reason)
         rng = sample_rng(self.seed, epoch, index) if self.augment else None
         return transform_sample(raw, self.settings, rng)
 
@@ -134,12 +148,19 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return max(0, self.num_batches() - self.start_batch)
 
 
-def collate_samples(samples: Sequence[Sample], max_instances: int) -> Batch:
+def collate_samples(items: Sequence[Sample | BadImage], max_instances: int) -> Batch:
     """Samples -> Batch with instances padded to M = max count in the batch (>= 1, <= max_instances).
 
     Built with numpy (single-threaded memcpy) and wrapped with torch.from_numpy: torch's multi-threaded
     copies stall badly when the CPU is oversubscribed (a training process next to its loader).
     """
+    samples = [item for item in items if isinstance(item, Sample)]
+    bad = [{"image_id": item.image_id, "file": item.file, "reason": item.reason}
+           for item in items if isinstance(item, BadImage)]
+    if not samples:  # every image of the batch failed to decode: an empty batch that lists them
+        empty = torch.zeros(0, 1)
+        return Batch(images=torch.zeros(0, 3, 1, 1, dtype=torch.uint8), boxes=empty, labels=empty.long(),
+                     masks=empty.byte(), valid=empty.bool(), crowd=empty.bool(), metas=[], bad_images=bad)
     count = max(1, min(max_instances, max((len(s.labels) for s in samples), default=0)))
     size = len(samples)
     mask_h, mask_w = samples[0].masks.shape[1:]
@@ -164,6 +185,7 @@ def collate_samples(samples: Sequence[Sample], max_instances: int) -> Batch:
         valid=torch.from_numpy(valid),
         crowd=torch.from_numpy(crowd),
         metas=[s.meta for s in samples],
+        bad_images=bad,
     )
 
 
@@ -173,7 +195,7 @@ class _Collate:
     def __init__(self, max_instances: int) -> None:
         self.max_instances = max_instances
 
-    def __call__(self, samples: list[Sample]) -> Batch:
+    def __call__(self, samples: list[Sample | BadImage]) -> Batch:
         return collate_samples(samples, self.max_instances)
 
 

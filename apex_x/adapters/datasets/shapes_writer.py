@@ -6,17 +6,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from PIL import Image
 
 from apex_x.adapters.datasets.shapes import SHAPE_CATEGORIES, render_split, shape_annotation
 from apex_x.domain.errors import DatasetError
+from apex_x.domain.shapes_layout import LAYOUT_FILES, Layout
 
 logger = structlog.get_logger(__name__)
 
-Layout = Literal["shapes", "coco"]
 SHAPES_VERSION = 1
 
 
@@ -34,15 +34,7 @@ class ShapesPaths:
     @classmethod
     def for_layout(cls, root: str | Path, layout: Layout, *, with_val: bool = True) -> ShapesPaths:
         base = Path(os.path.abspath(root))
-        if layout == "coco":
-            names = (
-                "train2017",
-                "annotations/instances_train2017.json",
-                "val2017",
-                "annotations/instances_val2017.json",
-            )
-        else:
-            names = ("train", "instances_train.json", "val", "instances_val.json")
+        names = tuple(LAYOUT_FILES[layout].values())  # train images, train annotations, val images, val annotations
         return cls(
             root=base,
             layout=layout,

@@ -59,6 +59,7 @@ class TransformSettings:
     scale_jitter: tuple[float, float]
     hsv_jitter: tuple[float, float, float]
     max_instances: int
+    high_bit_depth: str = "full_range"  # data.high_bit_depth_scaling
 
     @classmethod
     def from_config(cls, config: ApexConfig) -> TransformSettings:
@@ -74,6 +75,7 @@ class TransformSettings:
                 float(config.data.hsv_jitter[2]),
             ),
             max_instances=config.data.max_instances,
+            high_bit_depth=config.data.high_bit_depth_scaling,
         )
 
     def decode_size(self, orig_width: int, orig_height: int, *, augment: bool) -> tuple[int, int]:

@@ -27,6 +27,16 @@ log = structlog.get_logger(__name__)
 
 IOU_TYPES = ("bbox", "segm")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+_AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+STAT_RANGES = {  # the area range each COCO stat is computed on (pycocotools' Params.areaRng)
+    name: _AREA_RANGES[{"s": "small", "m": "medium", "l": "large"}.get(name[-1], "all")] for name in STAT_NAMES
+}
+
+
+def _score(value: float) -> float | None:
+    """pycocotools' -1 means "no ground truth here" (not a score): None, shown as n/a / null."""
+    number = float(value)
+    return None if number < 0 else number
 
 
 def _rle(mask: np.ndarray) -> dict[str, Any]:
@@ -112,28 +122,32 @@ class PycocotoolsEvaluator:
         for _, records in encoded:
             for iou_type in IOU_TYPES:
                 results[iou_type].extend(records.get(iou_type, ()))
-        metrics: dict[str, float] = {}
-        per_class: dict[str, dict[str, float]] = {name: {} for name in categories.names}
+        metrics: dict[str, float | None] = {}
+        per_class: dict[str, dict[str, Any]] = {
+            str(original): {"name": name} for original, name in zip(categories.original_ids, categories.names, strict=True)
+        }
         for iou_type in IOU_TYPES:
             items = results[iou_type]
             if items:
                 evaluation = run_cocoeval(coco_gt, items, iou_type, image_ids)
-                stats = [float(value) for value in evaluation.stats]
+                stats = [_score(value) for value in evaluation.stats]
                 class_ap = _per_class_ap(evaluation, categories)
-            else:  # pycocotools cannot load an empty result list: no detections score 0 (or -1 without GT)
-                has_gt = bool(coco_gt.getAnnIds(imgIds=image_ids, iscrowd=False))
-                stats = [0.0 if has_gt else -1.0] * len(STAT_NAMES)
-                class_ap = {name: _empty_class_ap(coco_gt, original, image_ids)
-                            for name, original in zip(categories.names, categories.original_ids, strict=True)}
+            else:  # pycocotools cannot load an empty result list: 0 where there is ground truth, else n/a
+                stats = [0.0 if _has_ground_truth(coco_gt, image_ids, STAT_RANGES[name]) else None for name in STAT_NAMES]
+                class_ap = {original: _empty_class_ap(coco_gt, original, image_ids) for original in categories.original_ids}
             metrics.update({f"{iou_type}_{name}": value for name, value in zip(STAT_NAMES, stats, strict=True)})
-            for name, (ap, ap50) in class_ap.items():
-                per_class[name][f"{iou_type}_AP"] = ap
-                per_class[name][f"{iou_type}_AP50"] = ap50
+            for original, (ap, ap50) in class_ap.items():
+                per_class[str(original)][f"{iou_type}_AP"] = ap
+                per_class[str(original)][f"{iou_type}_AP50"] = ap50
         log.info("coco_evaluated", images=len(image_ids), detections=len(results["bbox"]),
-                 bbox_AP=metrics["bbox_AP"], segm_AP=metrics["segm_AP"])
+                 bbox_AP=_shown(metrics["bbox_AP"]), segm_AP=_shown(metrics["segm_AP"]))
         return EvalResult(
             metrics=metrics, per_class=per_class, num_images=len(image_ids), num_detections=len(results["bbox"])
         )
+
+
+def _shown(value: float | None) -> float | str:
+    return "n/a" if value is None else round(value, 4)
 
 
 def run_cocoeval(coco_gt: COCO, results: list[dict[str, Any]], iou_type: str, image_ids: list[int]) -> COCOeval:
@@ -148,24 +162,31 @@ def run_cocoeval(coco_gt: COCO, results: list[dict[str, Any]], iou_type: str, im
     return evaluation
 
 
-def _per_class_ap(evaluation: COCOeval, categories: CategoryMap) -> dict[str, tuple[float, float]]:
-    """AP and AP50 per class (area all, 100 detections); -1 where the class has no ground truth."""
+def _per_class_ap(evaluation: COCOeval, categories: CategoryMap) -> dict[int, tuple[float | None, float | None]]:
+    """AP and AP50 per category id (area all, 100 detections); None where the class has no ground truth."""
     precision = evaluation.eval["precision"]  # (T, R, K, A, M)
     cat_ids = list(evaluation.params.catIds)
-    out: dict[str, tuple[float, float]] = {}
-    for name, original in zip(categories.names, categories.original_ids, strict=True):
+    out: dict[int, tuple[float | None, float | None]] = {}
+    for original in categories.original_ids:
         if original not in cat_ids:
-            out[name] = (-1.0, -1.0)
+            out[original] = (None, None)
             continue
         k = cat_ids.index(original)
-        values = []
+        values: list[float | None] = []
         for table in (precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]):
             valid = table[table > -1]
-            values.append(float(valid.mean()) if valid.size else -1.0)
-        out[name] = (values[0], values[1])
+            values.append(float(valid.mean()) if valid.size else None)
+        out[original] = (values[0], values[1])
     return out
 
 
-def _empty_class_ap(coco_gt: COCO, original_id: int, image_ids: list[int]) -> tuple[float, float]:
-    has_gt = bool(coco_gt.getAnnIds(imgIds=image_ids, catIds=[original_id], iscrowd=False))
-    return (0.0, 0.0) if has_gt else (-1.0, -1.0)
+def _has_ground_truth(coco_gt: COCO, image_ids: list[int], area: tuple[float, float],
+                      category_id: int | None = None) -> bool:
+    """Whether a non-crowd ground-truth object lies in `area` (pycocotools' rule: lo <= area <= hi)."""
+    ids = coco_gt.getAnnIds(imgIds=image_ids, catIds=[category_id] if category_id is not None else [], iscrowd=False)
+    return any(area[0] <= float(annotation.get("area", 0.0)) <= area[1] for annotation in coco_gt.loadAnns(ids))
+
+
+def _empty_class_ap(coco_gt: COCO, original_id: int, image_ids: list[int]) -> tuple[float | None, float | None]:
+    has_gt = _has_ground_truth(coco_gt, image_ids, _AREA_RANGES["all"], original_id)
+    return (0.0, 0.0) if has_gt else (None, None)

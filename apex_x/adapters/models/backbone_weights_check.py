@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from apex_x.adapters.models.dinov2_backbone import (
     folder_files,
     resolve_backbone_source,
 )
+from apex_x.adapters.slow_notice import notice_if_slow
+from apex_x.installation import install_command
 
 CHECK_NAME = "backbone weights"
 NETWORK_TIMEOUT_S = 5.0
@@ -45,16 +48,30 @@ def _model_type_problem(config_path: str) -> str | None:
     return None
 
 
-def _hub_reachable(name: str) -> tuple[bool, str]:
-    """Asks the hub (HEAD of config.json, short timeout) whether `name` can be downloaded."""
+def _hub_reachable(name: str, timeout_s: float = NETWORK_TIMEOUT_S) -> tuple[bool, str]:
+    """Asks the hub (HEAD of config.json) whether `name` can be downloaded, within `timeout_s` in all.
+
+    The request runs in a daemon thread joined with a deadline, so DNS stalls and the client's own
+    retries cannot stretch the check: no answer in time counts as unreachable.
+    """
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = hf_hub_url(name, "config.json", endpoint=os.environ.get("HF_ENDPOINT") or None)
-    try:
-        get_hf_file_metadata(url, timeout=NETWORK_TIMEOUT_S)
-    except Exception as error:  # noqa: BLE001 - any failure means "cannot download now"
-        return False, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    return True, url
+    outcome: list[tuple[bool, str]] = []
+
+    def ask() -> None:
+        try:
+            get_hf_file_metadata(url, timeout=timeout_s)
+        except Exception as error:  # noqa: BLE001 - any failure means "cannot download now"
+            outcome.append((False, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
+        else:
+            outcome.append((True, url))
+
+    worker = threading.Thread(target=ask, name="apex-x-hub-check", daemon=True)
+    with notice_if_slow(f"preflight: asking the Hugging Face hub for {name} (at most {timeout_s:.0f} s)"):
+        worker.start()
+        worker.join(timeout_s)
+    return outcome[0] if outcome else (False, f"no answer from {url} within {timeout_s:.0f} s")
 
 
 def backbone_weights_status(name: str) -> dict[str, Any]:
@@ -71,7 +88,7 @@ def backbone_weights_status(name: str) -> dict[str, Any]:
             config, weights = cached_files(name, source.cache_dir)
         except ImportError:
             return {"ok": False, "status": "skipped", "detail": "huggingface_hub is not importable (see the packages)",
-                    "fix": 'pip install "apex-x[worldclass]"'}
+                    "fix": install_command("worldclass")}
         where = f"{name}: Hugging Face cache {source.cache_dir}"
     if config and weights:
         problem = _model_type_problem(config)
@@ -102,15 +119,16 @@ def backbone_weights_status(name: str) -> dict[str, Any]:
 def check_backbone_weights(context: Any, *, make_result: Callable[..., Any]) -> list[Any]:
     """Preflight check (context: the preflight's PreflightContext): one row for the configured backbone.
 
-    Required when the user named a config (its backbone must be usable); without --config it checks the
-    default backbone and only warns, so a machine with every package installed passes the dependency
-    preflight while still being told that the default weights are not reachable yet.
+    Always required: without --config it checks the default backbone (facebook/dinov2-large), which the
+    worldclass profile cannot train without; --config selects another backbone (a folder or hub id).
     """
     name = context.settings.model.teacher_backbone
     status = backbone_weights_status(name)
+    if not status["ok"] and not context.config_given:
+        status["fix"] = f"{status['fix']}; or check another backbone with --config CONFIG (its {KEY})"
     return [
         make_result(
-            name=CHECK_NAME, category="weights", required=context.config_given, ok=status["ok"],
+            name=CHECK_NAME, category="weights", required=True, ok=status["ok"],
             status=status["status"],
             detail=status["detail"], fix=status["fix"], installed=None, minimum=None,
         )

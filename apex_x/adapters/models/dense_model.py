@@ -22,6 +22,7 @@ Mask logits of any anchors: `heads.assemble_mask_logits(outputs["mask_coeffs"][:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ from apex_x.adapters.models.heads import DecoupledDetectionHead, PrototypeMaskHe
 from apex_x.adapters.models.losses import DenseLoss
 from apex_x.adapters.models.postprocess import PostprocessSettings, postprocess_detections
 from apex_x.domain.config import ModelConfig
+from apex_x.domain.input_size import input_size_problem
 from apex_x.domain.types import Batch, Detections, ImageMeta, LossSettings
 
 PYRAMID_STRIDES = (8, 16, 32)
@@ -97,8 +99,9 @@ class DenseSegmentationModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         height, width = images.shape[-2:]
-        if height % 32 or width % 32:
-            raise ValueError(f"input size {height}x{width} must be a multiple of 32")
+        problem = input_size_problem(height, width)
+        if problem:
+            raise ValueError(problem)
         levels = self.neck(self.backbone(self.normalise(images)))  # [(B, C, H/s, W/s)] s = 8, 16, 32
         cls_logits, box_raw, quality = self.head(levels)
         prototypes, mask_coeffs = self.mask_head(levels)
@@ -137,3 +140,7 @@ class DenseSegmentationModel(nn.Module):
 
     def postprocess(self, outputs: dict[str, torch.Tensor], metas: Sequence[ImageMeta]) -> list[Detections]:
         return postprocess_detections(outputs, metas, self.postprocess_settings, self.mask_stride)
+
+    def architecture(self) -> dict[str, Any]:
+        """Nothing beyond the config: a timm backbone is rebuilt from its name alone (no download)."""
+        return {}

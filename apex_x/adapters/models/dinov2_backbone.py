@@ -9,9 +9,10 @@ id, the cache folder checked and the three fixes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apex_x.domain.errors import DependencyError, UserError
+from apex_x.installation import worldclass_install_hint
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +174,31 @@ def load_dinov2_config(name: str) -> Any:
     return Dinov2Config.from_dict(config_dict)
 
 
+def dinov2_config_plain(config: Any) -> dict[str, Any]:
+    """A Dinov2Config as plain JSON values (what a checkpoint stores to rebuild the architecture offline)."""
+    return json.loads(config.to_json_string(use_diff=False))
+
+
+def dinov2_from_plain_config(plain: Mapping[str, Any], *, source: str) -> nn.Module:
+    """A randomly initialised Dinov2Model from a checkpoint's stored config: no file, cache or network.
+
+    source names the checkpoint in errors (a config that is not DINOv2's or that transformers refuses).
+    """
+    try:
+        from transformers import Dinov2Config, Dinov2Model
+    except ImportError as error:  # pragma: no cover - depends on the installation
+        raise DependencyError(worldclass_install_hint("The worldclass profile needs transformers and peft")) from error
+    if plain.get("model_type") not in SUPPORTED_MODEL_TYPES:
+        raise BackboneWeightsError(
+            f"{source}: the stored backbone config is a {plain.get('model_type')!r} model, not DINOv2"
+        )
+    try:
+        config = Dinov2Config.from_dict(dict(plain))
+        return Dinov2Model(config)
+    except (TypeError, ValueError) as error:
+        raise BackboneWeightsError(f"{source}: the stored DINOv2 backbone config is unusable: {error}") from None
+
+
 def load_dinov2(name: str, *, pretrained: bool = True) -> nn.Module:
     """A transformers Dinov2Model: pretrained weights from the folder/cache (or downloaded when online).
 
@@ -181,15 +208,15 @@ def load_dinov2(name: str, *, pretrained: bool = True) -> nn.Module:
     try:
         from transformers import Dinov2Model
     except ImportError as error:  # pragma: no cover - depends on the installation
-        raise DependencyError(
-            'The worldclass profile needs transformers and peft: pip install "apex-x[worldclass]"'
-        ) from error
+        raise DependencyError(worldclass_install_hint("The worldclass profile needs transformers and peft")) from error
     config = load_dinov2_config(name)
     if not pretrained:
         return Dinov2Model(config)
     source = resolve_backbone_source(name)
     if source.kind == "folder":
         _check_folder(source, need_weights=True)
+    where = source.location if source.kind == "folder" else f"{name} (Hugging Face cache; the first run downloads it)"
+    log.info("setup", phase=f"loading the DINOv2 weights from {where}")
     try:
         with _quiet_progress():
             model = Dinov2Model.from_pretrained(source.location, config=config, **_load_kwargs(source))

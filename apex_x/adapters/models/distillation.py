@@ -182,13 +182,12 @@ def load_teacher(path: str, store: CheckpointStore, categories: CategoryMap) -> 
         model_config = ModelConfig.model_validate(plain_config["model"])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: its stored model config is unreadable: {error}") from error
-    if profile != "worldclass":
-        model_config = model_config.model_copy(update={"backbone_weights": None})  # weights come from the file
+    architecture = payload.get(fmt.KEY_ARCHITECTURE)
+    factory = TeacherModelFactory() if profile == "worldclass" else StudentModelFactory()
 
-    def build() -> nn.Module:
-        if profile == "worldclass":
-            return TeacherModelFactory().build(model_config, stored.num_classes, pretrained=False)
-        return StudentModelFactory().build(model_config, stored.num_classes)
+    def build() -> nn.Module:  # the architecture only: every weight comes from the file
+        return factory.build(model_config, stored.num_classes, pretrained=False,
+                             architecture=architecture if isinstance(architecture, dict) else None)
 
     state = extract_model_state(payload, prefer_ema=True)
     try:

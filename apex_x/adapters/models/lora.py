@@ -18,6 +18,7 @@ from torch import nn
 
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.errors import CheckpointError, ConfigError, DependencyError
+from apex_x.installation import worldclass_install_hint
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +73,7 @@ def apply_lora(backbone: nn.Module, config: ModelConfig) -> nn.Module:
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
-        raise DependencyError(f'LoRA needs peft ({error}): pip install "apex-x[worldclass]"') from error
+        raise DependencyError(worldclass_install_hint(f"LoRA needs peft ({error})")) from error
 
     if config.lora_target_modules is None:
         targets = discover_lora_targets(backbone)
@@ -90,6 +91,14 @@ def apply_lora(backbone: nn.Module, config: ModelConfig) -> nn.Module:
         wrapped = get_peft_model(backbone, lora_config)
     log.info("lora_applied", targets=targets, rank=config.lora_rank, alpha=config.lora_alpha)
     return wrapped
+
+
+def lora_target_names(peft_model: Any) -> list[str]:
+    """The target module names the LoRA adapters of a peft model were applied to ([] for a plain model)."""
+    configs = getattr(peft_model, "peft_config", None) or {}
+    config = configs.get("default") if isinstance(configs, dict) else None
+    targets = getattr(config, "target_modules", None) or []
+    return [targets] if isinstance(targets, str) else [str(name) for name in targets]
 
 
 def is_lora_parameter(name: str) -> bool:

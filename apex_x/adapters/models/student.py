@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 
 from apex_x.adapters.models.backbone import TimmBackbone
@@ -9,6 +12,7 @@ from apex_x.adapters.models.dense_model import DenseSegmentationModel, head_chan
 from apex_x.adapters.models.neck import FpnPanNeck
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.errors import ConfigError
+from apex_x.domain.input_size import input_size_problem, is_valid_side
 
 log = structlog.get_logger(__name__)
 
@@ -25,9 +29,9 @@ def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
             "(the dataset's categories); make them agree or leave model.num_classes null",
             key="model.num_classes",
         )
-    for key, value in (("model.input_height", config.input_height), ("model.input_width", config.input_width)):
-        if value % 32:
-            raise ConfigError(f"must be a multiple of 32 (the coarsest stride), got {value}", key=key)
+    problem = input_size_problem(config.input_height, config.input_width)
+    if problem:
+        raise ConfigError(problem, key="model.input_width" if is_valid_side(config.input_height) else "model.input_height")
     if config.mask_stride not in SUPPORTED_MASK_STRIDES:
         raise ConfigError(
             f"must be one of {list(SUPPORTED_MASK_STRIDES)} (a divisor of the stride-8 level), "
@@ -39,7 +43,18 @@ def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
 class StudentModelFactory:
     """Builds the CPU-friendly student of the `small` profile (the ModelFactory port)."""
 
-    def build(self, config: ModelConfig, num_classes: int) -> DenseSegmentationModel:
+    def build(
+        self,
+        config: ModelConfig,
+        num_classes: int,
+        *,
+        pretrained: bool = True,
+        architecture: Mapping[str, Any] | None = None,
+    ) -> DenseSegmentationModel:
+        """pretrained=False: random init, no `model.backbone_weights` file (a checkpoint's weights go in next);
+        architecture is unused (the timm backbone is rebuilt from its name)."""
+        if not pretrained:
+            config = config.model_copy(update={"backbone_weights": None})
         if config.profile != "small":
             raise ConfigError(
                 f"StudentModelFactory builds profile 'small', got {config.profile!r}", key="model.profile"

@@ -12,17 +12,25 @@ the adapters only for inference (`merge_lora_`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 from torch import nn
 
 from apex_x.adapters.models.dense_model import DenseSegmentationModel
-from apex_x.adapters.models.dinov2_backbone import Dinov2PatchGrid, load_dinov2
+from apex_x.adapters.models.dinov2_backbone import (
+    Dinov2PatchGrid,
+    dinov2_config_plain,
+    dinov2_from_plain_config,
+    load_dinov2,
+)
 from apex_x.adapters.models.lora import (
     apply_lora,
     load_lora_adapters,
     lora_parameters,
+    lora_target_names,
     merge_lora,
     save_lora_adapters,
 )
@@ -32,6 +40,10 @@ from apex_x.domain.config import ModelConfig
 from apex_x.domain.errors import ConfigError
 
 log = structlog.get_logger(__name__)
+
+# Keys of TeacherModelV3.architecture() (the checkpoint's `architecture` entry).
+BACKBONE_CONFIG = "backbone_config"  # the DINOv2 config as plain values
+LORA_TARGETS = "lora_target_modules"  # the module names the adapters wrap
 
 
 def head_config(config: ModelConfig) -> ModelConfig:
@@ -60,6 +72,14 @@ class TeacherModelV3(DenseSegmentationModel):
         super().__init__(backbone, neck, num_classes=num_classes, config=head_config(config))
         self.backbone_name = config.teacher_backbone
         self.lora_merged = False
+
+    def architecture(self) -> dict[str, Any]:
+        """The DINOv2 config as plain values and the LoRA target modules: inference from a checkpoint
+        then needs no backbone folder, Hugging Face cache or network."""
+        return {
+            BACKBONE_CONFIG: dinov2_config_plain(self.backbone.dinov2.config),
+            LORA_TARGETS: sorted(lora_target_names(self.backbone.dinov2)),
+        }
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().parameter_groups()
@@ -98,15 +118,30 @@ class TeacherModelV3(DenseSegmentationModel):
 class TeacherModelFactory:
     """Builds TeacherModelV3 for the `worldclass` profile (the ModelFactory port)."""
 
-    def build(self, config: ModelConfig, num_classes: int, *, pretrained: bool = True) -> TeacherModelV3:
-        """pretrained=False: DINOv2 from its config.json only (random init), e.g. before loading a checkpoint."""
+    def build(
+        self,
+        config: ModelConfig,
+        num_classes: int,
+        *,
+        pretrained: bool = True,
+        architecture: Mapping[str, Any] | None = None,
+    ) -> TeacherModelV3:
+        """pretrained=False: DINOv2 at random init, e.g. before loading a checkpoint: from `architecture`
+        (a checkpoint's stored backbone config: no folder, cache or network) or else from config.json."""
         if config.profile != "worldclass":
             raise ConfigError(
                 f"TeacherModelFactory builds profile 'worldclass', got {config.profile!r}", key="model.profile"
             )
         validate_dense_inputs(config, num_classes)
-        model = TeacherModelV3(load_dinov2(config.teacher_backbone, pretrained=pretrained), num_classes=num_classes,
-                               config=config)
+        stored = (architecture or {}).get(BACKBONE_CONFIG)
+        if not pretrained and isinstance(stored, Mapping):
+            dinov2 = dinov2_from_plain_config(stored, source=f"the checkpoint's {BACKBONE_CONFIG!r}")
+            targets = (architecture or {}).get(LORA_TARGETS)
+            if config.lora_target_modules is None and isinstance(targets, list):
+                config = config.model_copy(update={"lora_target_modules": [str(name) for name in targets]})
+        else:
+            dinov2 = load_dinov2(config.teacher_backbone, pretrained=pretrained)
+        model = TeacherModelV3(dinov2, num_classes=num_classes, config=config)
         groups = model.parameter_groups()
         log.info(
             "teacher_built",

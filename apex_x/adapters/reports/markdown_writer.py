@@ -24,6 +24,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _metric(value: Any) -> str:
+    """A metric value: None is n/a (COCO has no ground truth for it; never shown as a number)."""
+    return "n/a" if value is None else _fmt(value)
+
+
 def _relative(path: str | None, base: Path) -> str:
     if not path:
         return "-"
@@ -45,7 +50,7 @@ def _history_table(history: list[Mapping[str, Any]], metric: str) -> list[str]:
             *(_fmt(train.get(name)) for name in components),
             _fmt(diagnostics.get("grad_norm_max"), 3),
             str(diagnostics.get("skipped_steps", 0) + diagnostics.get("oom_skipped_steps", 0)),
-            _fmt(entry.get("lr"), 3), _fmt((entry.get("metric") or {}).get("value")),
+            _fmt(entry.get("lr"), 3), _metric((entry.get("metric") or {}).get("value")),
             "**yes**" if entry.get("is_best") else "", _fmt(entry.get("seconds"), 3),
         ]
         lines.append("| " + " | ".join(row) + " |")
@@ -56,14 +61,16 @@ def _diagnostics_table(report: Mapping[str, Any]) -> list[str]:
     diagnostics = report.get("loss_diagnostics") or {}
     rows = [("run", diagnostics.get("run") or {})] + list((diagnostics.get("per_stage") or {}).items())
     header = ["scope", "steps", "applied", "grad last", "grad max", "NaN loss", "Inf loss", "NaN grad", "Inf grad",
-              "skipped", "OOM skipped", "bad components"]
+              "skipped", "OOM skipped", "bad components", "clipped steps", "zero-grad steps", "images skipped"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, values in rows:
         bad = ", ".join(f"{key}: {count}" for key, count in (values.get("bad_components") or {}).items()) or "-"
+        clipped = ", ".join(f"{key}: {count}" for key, count in (values.get("clipped_steps") or {}).items()) or "-"
         cells = [name, values.get("steps"), values.get("applied_steps"), _fmt(values.get("grad_norm_last"), 3),
                  _fmt(values.get("grad_norm_max"), 3), values.get("nan_loss"), values.get("inf_loss"),
                  values.get("nan_grad"), values.get("inf_grad"), values.get("skipped_steps"),
-                 values.get("oom_skipped_steps"), bad]
+                 values.get("oom_skipped_steps"), bad, clipped, values.get("zero_grad_steps", 0),
+                 values.get("bad_images_skipped", 0)]
         lines.append("| " + " | ".join(_fmt(cell) if not isinstance(cell, str) else cell for cell in cells) + " |")
     return lines
 
@@ -74,7 +81,7 @@ def _stage_table(report: Mapping[str, Any]) -> list[str]:
     for name, values in (report.get("stage_metrics") or {}).items():
         best = values.get("best") or {}
         last = values.get("last_metrics") or {}
-        shown = ", ".join(f"{key} {_fmt(last[key])}" for key in ("segm_AP", "bbox_AP", "val_loss") if key in last)
+        shown = ", ".join(f"{key} {_metric(last[key])}" for key in ("segm_AP", "bbox_AP", "val_loss") if key in last)
         cells = [
             name, f"{len(values.get('epochs_done') or [])}/{values.get('planned_epochs')}",
             ", ".join(f"{key}={weight}" for key, weight in (values.get("losses") or {}).items()),
@@ -99,7 +106,7 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         f"- **status**: {report.get('status')}" + (f" ({report['message']})" if report.get("message") else ""),
         f"- **checkpoint metric**: {report.get('selected_checkpoint_metric')} (requested "
         f"{report.get('requested_checkpoint_metric')}: {report.get('checkpoint_metric_reason')})",
-        f"- **best**: {_fmt(best.get('value'))} at epoch {best.get('epoch')}" if best else "- **best**: none yet",
+        _best_line(best, report),
         f"- **epochs**: {report.get('epochs_done')} of {report.get('epochs_planned')}; "
         f"training time {_fmt((report.get('timing') or {}).get('train_seconds_total'), 1)} s",
         f"- **model**: profile {(config.get('model') or {}).get('profile')}, "
@@ -115,6 +122,10 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
     ]
     if report.get("auxiliary_losses"):
         lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
+    if report.get("warnings"):
+        lines += ["", "## Warnings: the run could not (fully) learn", ""]
+        lines += [f"- **{item.get('kind')}** (epoch {item.get('epoch')}): {item.get('message')}"
+                  for item in report["warnings"]]
     lines += [
         "",
         "## Curves",
@@ -138,12 +149,28 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
     last_eval = next((entry.get("evaluation") for entry in reversed(report.get("history") or []) if entry.get("evaluation")), None)
     per_class = (last_eval or {}).get("per_class") or {}
     if per_class:
-        columns = sorted({key for values in per_class.values() for key in values})
-        lines += ["", "## Per-class AP (last validation)", "", "| class | " + " | ".join(columns) + " |",
-                  "|---|" + "---|" * len(columns)]
-        for name, values in per_class.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
+        lines += ["", "## Per-class AP (last validation; n/a = no ground truth of that class)", "",
+                  *per_class_table(per_class)]
     return "\n".join(lines) + "\n"
+
+
+def per_class_table(per_class: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Markdown rows keyed by category id, the name beside it; n/a where the class has no ground truth."""
+    columns = sorted({key for values in per_class.values() for key in values if key != "name"})
+    lines = ["| id | class | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for key, values in per_class.items():
+        lines.append(f"| {key} | {values.get('name', '-')} | " + " | ".join(_metric(values.get(column)) for column in columns) + " |")
+    return lines
+
+
+def _best_line(best: Mapping[str, Any], report: Mapping[str, Any]) -> str:
+    if not best:
+        return "- **best**: none yet"
+    line = f"- **best**: {best.get('name')} {_metric(best.get('value'))} at epoch {best.get('epoch')}"
+    if best.get("chosen_by") == "val_loss tie-break":
+        line += f" (a tie on {best.get('name')}, broken by the lower val_loss {_fmt(best.get('val_loss'))})"
+    note = report.get("checkpoint_metric_tie_break")
+    return line + (f"; {note}" if note else "")
 
 
 class MarkdownReportWriter:

@@ -1,6 +1,6 @@
 """Notebook inference smoke artifact (CPU/CUDA): load a checkpoint and predict on one image per device.
 
-    python entrypoints/notebook_checkpoint_smoke.py \
+    python scripts/notebook_checkpoint_smoke.py \
       --checkpoint artifacts/quickstart/checkpoints/best.pt \
       --image data/shapes/val/000001.png \
       --devices cpu,cuda \

@@ -1,6 +1,6 @@
 """Worldclass training wrapper: `--config configs/worldclass.yaml [train options]` == `apex_x.cli train <config> ...`.
 
-    python entrypoints/train_worldclass_coco.py --config configs/worldclass.yaml --steps-per-stage 10 \
+    python scripts/train_worldclass_coco.py --config configs/worldclass.yaml --steps-per-stage 10 \
         --set model.teacher_backbone=/path/to/dinov2-large
 
 Every option after the config is the `train` command's own (see `python -m apex_x.cli train --help`).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from apex_x.cli import main
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "worldclass.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "worldclass.yaml"
 
 
 def to_cli_arguments(argv: Sequence[str]) -> list[str]:

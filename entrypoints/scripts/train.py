@@ -1,6 +1,6 @@
-"""Training wrapper (the seed's `scripts/train.py`): `--config <config> [options]`.
+"""Training wrapper (the user guide's `scripts/train.py`): `--config <config> [options]`.
 
-    python entrypoints/train.py --config configs/quickstart.yaml --steps-per-stage 10 --set train.epochs=1
+    python scripts/train.py --config configs/quickstart.yaml --steps-per-stage 10 --set train.epochs=1
 
 is exactly `python -m apex_x.cli train configs/quickstart.yaml --steps-per-stage 10 --set train.epochs=1`.
 """

@@ -1,0 +1,71 @@
+"""Whether a run can move: components stuck at their clip, a zero gradient, a growing loss. Each becomes a
+warning (logged, in the report) and the run ends `finished_with_warnings` instead of `finished`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from apex_x.application.diagnostics import LossDiagnostics
+from apex_x.domain.config import TrainConfig
+
+MOST = 0.5  # "most steps": more than this share of an epoch's applied steps
+MIN_STEPS = 2  # a one-step epoch says too little
+DIVERGING_EPOCHS = 3  # epochs of one stage whose training loss grows each time
+DIVERGING_GROWTH = 1.25  # and ends at least this factor above where it started
+
+_CLIP_KEYS = {"det": "train.loss_det_component_clip", "seg": "train.loss_seg_component_clip",
+              "boundary": "train.loss_boundary_component_clip", "distill": "train.loss_det_component_clip"}
+
+
+def _clip_of(component: str, train: TrainConfig) -> float | None:
+    key = _CLIP_KEYS.get(component)
+    return None if key is None else float(getattr(train, key.split(".", 1)[1]))
+
+
+def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, train: TrainConfig, lr: float,
+                   history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Warnings about the epoch just finished (`history` holds the earlier epochs, this one last)."""
+    found: list[dict[str, Any]] = []
+    steps = diagnostics.applied_steps
+    if steps >= MIN_STEPS:
+        for component, count in sorted(diagnostics.clipped_steps.items()):
+            if count / steps > MOST:
+                clip = _clip_of(component, train)
+                found.append({
+                    "kind": "clipped", "component": component, "epoch": epoch, "stage": stage,
+                    "steps": count, "of_steps": steps, "share": round(count / steps, 4),
+                    "message": (
+                        f"loss component {component!r} sat at its clip ({clip:g}) on {count} of {steps} steps "
+                        f"({100 * count / steps:.0f}%) of epoch {epoch} (stage {stage}): a clipped component has a "
+                        f"zero gradient, so it does not learn. Lower train.lr (now {lr:.3g}), add warmup "
+                        f"(train.warmup_steps={train.warmup_steps}), or raise {_CLIP_KEYS[component]}"
+                    ),
+                })
+        if diagnostics.zero_grad_steps / steps > MOST:
+            found.append({
+                "kind": "zero_gradient", "component": None, "epoch": epoch, "stage": stage,
+                "steps": diagnostics.zero_grad_steps, "of_steps": steps, "share": round(diagnostics.zero_grad_steps / steps, 4),
+                "message": (
+                    f"the gradient norm was 0 on {diagnostics.zero_grad_steps} of {steps} steps of epoch {epoch} "
+                    f"(stage {stage}): nothing learns. Check train.lr (now {lr:.3g}), the component clips "
+                    "(train.loss_*_component_clip) and the stage's trainable groups"
+                ),
+            })
+    losses = [(int(entry["epoch"]), (entry.get("train") or {}).get("total_loss")) for entry in history
+              if entry.get("stage") == stage]
+    recent = [(number, value) for number, value in losses[-DIVERGING_EPOCHS:]
+              if isinstance(value, (int, float)) and math.isfinite(value)]
+    if len(recent) == DIVERGING_EPOCHS and all(b[1] > a[1] for a, b in zip(recent, recent[1:], strict=False)) \
+            and recent[-1][1] >= DIVERGING_GROWTH * recent[0][1] > 0:
+        found.append({
+            "kind": "diverging", "component": None, "epoch": epoch, "stage": stage,
+            "steps": None, "of_steps": None, "share": None,
+            "message": (
+                f"the training loss grew for {DIVERGING_EPOCHS} epochs in a row in stage {stage} "
+                f"({recent[0][1]:.4g} at epoch {recent[0][0]} -> {recent[-1][1]:.4g} at epoch {recent[-1][0]}): the run "
+                f"is diverging. Lower train.lr (now {lr:.3g}) or raise train.warmup_steps"
+            ),
+        })
+    return found
