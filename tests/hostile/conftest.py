@@ -14,6 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MEASURE = Path(__file__).with_name("measure.py")
+SMOKE = REPO / "entrypoints" / "scripts" / "notebook_checkpoint_smoke.py"
 AS_LIMIT = 5 << 30  # address space: torch's import alone maps ~3.3 GB, a 2 GiB bomb would not fit
 RSS_BOUND_KB = 1200 * 1024  # every refusal below stays well under the size of what it refuses
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .builders import write_safetensors, write_torch_bomb
-from .conftest import REPO, RSS_BOUND_KB, TinyRun, cli, run_limited
+from .conftest import RSS_BOUND_KB, SMOKE, TinyRun, cli, run_limited
 
 BOMB_FACTS = ("'backbone.weight'", "2.0 GiB")
 
@@ -82,7 +82,7 @@ for name, call in calls.items():
     assert "over 64.0 MiB" in lines[2]  # a 4x4 Linear can hold no more than the 64 MiB floor
     assert 0 < outcome.peak_rss_kb < RSS_BOUND_KB
     report = tmp_path / "smoke.json"
-    smoke = run_limited([str(REPO / "entrypoints" / "notebook_checkpoint_smoke.py"), "--checkpoint", str(bomb),
+    smoke = run_limited([str(SMOKE), "--checkpoint", str(bomb),
                          "--image", str(tiny_run.image), "--devices", "cpu", "--output-json", str(report)])
     assert smoke.code == 2, smoke.stderr[-2000:]
     entry = json.loads(report.read_text())["devices"]["cpu"]

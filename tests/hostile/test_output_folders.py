@@ -16,7 +16,7 @@ import pytest
 
 from apex_x.cli import main
 
-from .conftest import REPO, TinyRun, run_limited
+from .conftest import SMOKE, TinyRun, run_limited
 
 
 def _entries(folder: Path) -> list[str]:
@@ -92,7 +92,7 @@ def test_predict_eval_and_preflight_outputs_are_checked_first(tiny_run: TinyRun,
 def test_smoke_script_checks_its_report_file_before_running(tiny_run: TinyRun, tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    outcome = run_limited([str(REPO / "entrypoints" / "notebook_checkpoint_smoke.py"), "--checkpoint",
+    outcome = run_limited([str(SMOKE), "--checkpoint",
                            str(tiny_run.last), "--image", str(tiny_run.image), "--devices", "cpu",
                            "--output-json", str(blocker / "report.json")])
     assert outcome.code == 2, outcome.stderr[-2000:]
