@@ -81,14 +81,14 @@ def summarize_split(
             return f"{cid} {names[cid]!r}{crowd_only}"
 
         shown = ", ".join(label(cid) for cid in unused[:8]) + (", ..." if len(unused) > 8 else "")
-        if split == "train":
-            for cid in unused:
-                log.warning(
-                    "dataset.category_without_instances",
-                    f"category {label(cid)} has zero trainable instances in {split}: the model cannot learn it "
-                    "(its AP will be n/a or 0); add examples, or remove the category",
-                    file=file,
-                )
+        if split == "train":  # one warning naming every such category (a long list is one line, not 80)
+            count = f"{len(unused)} of {len(names)} categories have" if len(unused) > 1 else "category"
+            log.warning(
+                "dataset.category_without_instances",
+                f"{count} zero trainable instances in {split}: {', '.join(label(cid) for cid in unused)}; the "
+                "model cannot learn them (their AP will be n/a or 0): add examples, or remove the categories",
+                file=file,
+            )
         else:
             log.info(
                 "dataset.unused_categories",
