@@ -80,6 +80,10 @@ def preflight(
     settings = load_config(config)
     container = create_container(settings)
     folder = str(output_dir) if output_dir is not None else settings.train.output_dir
+    if output_json is not None:
+        from apex_x.application.output_folder import check_output_file
+
+        check_output_file(output_json, key="--output-json")
     report = container.preflight().execute(profile, folder, settings if config is not None else None)
     if output_json is not None:
         _write_json(output_json, report.to_dict())
@@ -135,6 +139,10 @@ def dataset_preflight(
     from apex_x.container import create_container
 
     settings = load_config(config, overrides, num_classes=num_classes)
+    if output_json is not None:
+        from apex_x.application.output_folder import check_output_file
+
+        check_output_file(output_json, key="--output-json")
     use_case = create_container(settings).dataset_preflight()
     report = use_case.execute(
         settings,
@@ -217,6 +225,10 @@ def train(
     if resume is not None:
         settings = _resume_settings(settings, os.fspath(resume), overrides, flags)
     rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:  # before anything is created (the log file is the first)
+        from apex_x.application.output_folder import check_run_folder
+
+        check_run_folder(settings.train.output_dir)
     log_file = Path(settings.train.output_dir) / "logs" / "train.jsonl" if rank == 0 else None
     configure_logging(log_level or settings.runtime.log_level, None if log_file is None else str(log_file))
     use_case = create_container(settings).train_use_case()
@@ -308,8 +320,11 @@ def predict(
     Inputs that cannot be used (missing, empty folder, undecodable) are listed in `.failures`; the others
     are still processed. With output_dir=None nothing is written and the detections are returned.
     """
+    from apex_x.application.output_folder import check_output_folder
     from apex_x.container import create_container
 
+    if output_dir is not None:
+        check_output_folder(output_dir, key="--output")
     model = load_model(checkpoint, device=device, score_threshold=score_threshold)
     container = create_container(model.config)
     image_ids = check_classes(model, coco_annotations) if coco_annotations is not None else None
@@ -358,9 +373,15 @@ def evaluate(
     overrides apply on top of it. Writes eval_report.json/.md (default: in train.output_dir).
     """
     from apex_x.application.evaluate import eval_markdown
+    from apex_x.application.output_folder import check_output_file
     from apex_x.container import create_container
 
     settings = _eval_data_settings(load_config(config, list(overrides)), config)
+    if write_files:
+        json_path = output_json or str(Path(settings.train.output_dir) / "eval_report.json")
+        md_path = output_md or str(Path(json_path).with_suffix(".md"))
+        check_output_file(json_path, key="--output-json")
+        check_output_file(md_path, key="--output-md")
     dotted_keys = (text.partition("=")[0].strip() for text in overrides)
     model_keys = {key.split(".", 1)[1] for key in dotted_keys if key.startswith("model.")}
     model = load_model(
@@ -374,8 +395,6 @@ def evaluate(
     report = use_case.execute()
     report.extra["config"] = str(config) if config is not None else None
     if write_files:
-        json_path = output_json or str(Path(settings.train.output_dir) / "eval_report.json")
-        md_path = output_md or str(Path(json_path).with_suffix(".md"))
         report.extra["files"] = [json_path, md_path]
         container.eval_report_writer().write(report.to_plain(), eval_markdown(report), json_path, md_path)
     return report

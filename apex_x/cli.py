@@ -1,6 +1,8 @@
 """Command-line driving adapter: argparse -> command handler -> api -> container -> use case.
 
-Exit codes: 0 success, 2 user error (usage, config, data, checkpoint, missing dependency), 1 internal error.
+Exit codes: 0 success, 2 user error (usage, config, data, checkpoint, missing dependency), 1 internal error,
+3 a peer process of a distributed run failed, 130 SIGINT (Ctrl-C), 143 SIGTERM (whenever it arrives; a
+training run first saves last.pt).
 A user error prints one line on stderr, no traceback; `--debug` adds the traceback.
 """
 
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
@@ -110,10 +114,19 @@ def _report(message: str, debug: bool) -> None:
     print(message, file=sys.stderr)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM outside a training loop (start-up, eval, predict): end at once with 128 + signal."""
+    from apex_x.domain.errors import TerminationRequested
+
+    raise TerminationRequested(signum, signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `apex-x` and `python -m apex_x.cli`; returns the exit code."""
-    from apex_x.domain.errors import ApexError
+    from apex_x.domain.errors import ApexError, TerminationRequested
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # a training run replaces it while it can save last.pt
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in arguments
     try:
@@ -146,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except TerminationRequested as stop:
+        print(f"error: {stop} before training started or outside a training loop; nothing to save "
+              f"(exit {stop.exit_code})", file=sys.stderr)
+        return stop.exit_code
     except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
         text = str(error).splitlines()[0] if str(error) else ""
         _report(

@@ -27,6 +27,7 @@ from apex_x.adapters.training_curves import plot_training_curves
 from apex_x.adapters.visualization import as_rgb_array, draw_detections, save_png
 from apex_x.application.inference import InferenceModel
 from apex_x.application.predict import filter_detections
+from apex_x.domain.errors import UserError
 from apex_x.domain.input_size import square_input_size
 from apex_x.domain.types import CategoryMap, Detections
 
@@ -283,7 +284,15 @@ def smoke_device(load: Any, image: ImageLike, device: str) -> dict[str, Any]:
         )
     except Exception as error:  # noqa: BLE001 - the runner reports every failure instead of crashing
         entry["error"] = _error_text(error)
+        entry["user_error"] = isinstance(error, UserError)  # a bad checkpoint or image, not a bug
     return entry
+
+
+def check_smoke_output(path: str | Path) -> None:
+    """The smoke report's file must be writable (ConfigError naming it and why) before any device runs."""
+    from apex_x.application.output_folder import check_output_file
+
+    check_output_file(path, key="--output-json")
 
 
 def smoke_run(checkpoint: str | Path, image: str | Path, devices: list[str]) -> dict[str, Any]:
@@ -294,6 +303,8 @@ def smoke_run(checkpoint: str | Path, image: str | Path, devices: list[str]) -> 
         if device.strip()
     ]
     statuses = {run["status"] for run in runs}
+    failed = [run for run in runs if run["status"] == "fail"]
+    exit_code = 0 if runs and not failed else 2 if failed and all(run.get("user_error") for run in failed) else 1
     return {
         "schema": SMOKE_SCHEMA,
         "checkpoint": str(checkpoint),
@@ -301,6 +312,7 @@ def smoke_run(checkpoint: str | Path, image: str | Path, devices: list[str]) -> 
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
         "status": "fail" if "fail" in statuses or not runs else "ok",
+        "exit_code": exit_code,  # 0 ok, 2 every failure is a bad input (checkpoint, image), 1 otherwise
         "devices": {run["device"]: run for run in runs},
     }
 

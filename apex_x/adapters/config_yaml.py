@@ -24,6 +24,13 @@ _AMBIGUOUS = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$"
 _BOOL = re.compile(r"^(true|True|TRUE|false|False|FALSE)$")
 
 
+# Bounds of a config document (a real config has a few hundred values, 5 levels, short numbers).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 10_000  # after aliases are expanded: a "billion laughs" document stops here
+MAX_INT_DIGITS = 30
+
+
 class AmbiguousScalar(str):
     """A plain YAML scalar such as `no` that YAML 1.1 would read as a boolean."""
 
@@ -48,6 +55,17 @@ _StrictLoader.add_implicit_resolver("!ambiguous", _AMBIGUOUS, list("yYnNoO"))
 
 def _construct_ambiguous(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> AmbiguousScalar:
     return AmbiguousScalar(loader.construct_scalar(node))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    digits = len(text.lstrip("+-"))
+    if digits > MAX_INT_DIGITS:
+        raise ConfigError(
+            f"integer of {digits} digits at line {node.start_mark.line + 1} (limit {MAX_INT_DIGITS} digits)",
+            source=getattr(loader, "apex_source", "<yaml>"),
+        )
+    return int(text)
 
 
 def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
@@ -97,17 +115,85 @@ def _check_duplicate_keys(node: yaml.Node, path: str, source: str) -> None:
 
 _StrictLoader.add_constructor("!ambiguous", _construct_ambiguous)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Nesting depth from the parser's events (no recursion), before the recursive composer runs. Flow
+    brackets are counted on the text first: PyYAML's scanner slows down quadratically inside them."""
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+        if depth > MAX_DEPTH:
+            line = text.count("\n", 0, match.start()) + 1
+            raise ConfigError(f"nested more than {MAX_DEPTH} levels of brackets deep at line {line}", source=source)
+    depth = 0
+    for event in yaml.parse(text, Loader=_StrictLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(
+                    f"nested more than {MAX_DEPTH} levels deep at line {event.start_mark.line + 1}; a config "
+                    "is a few levels of sections and lists",
+                    source=source,
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Count the values and levels of the document with aliases expanded (memoised per node: linear time)."""
+    seen: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) below and including it
+    in_progress: set[int] = set()
+
+    def refuse(node: yaml.Node, what: str) -> ConfigError:
+        return ConfigError(f"{what} at line {node.start_mark.line + 1}; refusing to read it", source=source)
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in in_progress:
+            raise refuse(node, "an alias refers to the collection it is in")
+        count, height = seen.get(key, (0, 0))
+        if key not in seen:
+            in_progress.add(key)
+            count, height = 1, 1
+            children = ([item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode)
+                        else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+            for child in children:
+                child_count, child_height = measure(child, depth + 1)
+                count, height = count + child_count, max(height, child_height + 1)
+                if count > MAX_VALUES:
+                    raise refuse(node, f"the document expands to more than {MAX_VALUES} values (YAML aliases of "
+                                 "aliases: a 'billion laughs' bomb?)")
+            in_progress.discard(key)
+            seen[key] = (count, height)
+        if depth + height > MAX_DEPTH + 1:
+            raise refuse(node, f"with aliases expanded, the document is nested more than {MAX_DEPTH} levels deep")
+        return count, height
+
+    measure(root, 0)
+
+
 def parse_yaml_text(text: str, source: str) -> Any:
-    """Parse YAML text with the strict loader; syntax errors name the source, line and column."""
+    """Parse YAML text with the strict loader; syntax errors name the source, line and column.
+
+    Bounded: at most MAX_CONFIG_BYTES of text, MAX_DEPTH levels, MAX_VALUES values with aliases expanded
+    and MAX_INT_DIGITS digits per integer; anything beyond is a ConfigError naming the source.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{len(text)} characters is too long for a config (limit {MAX_CONFIG_BYTES})", source=source)
     loader = _StrictLoader(text)
     loader.apex_source = source  # type: ignore[attr-defined]
     try:
+        _check_depth(text, source)
         node = loader.get_single_node()
         if node is None:
             return None
+        _check_expansion(node, source)
         _check_duplicate_keys(node, "", source)
         return loader.construct_document(node)
     except ConfigError:

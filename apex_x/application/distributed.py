@@ -11,6 +11,7 @@ import structlog
 import torch
 import torch.distributed as dist
 
+from apex_x.application.heartbeat import Heartbeat
 from apex_x.domain.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -26,6 +27,8 @@ class DistContext:
     device: torch.device = torch.device("cpu")
     enabled: bool = False
     owns_group: bool = False
+    heartbeat: Heartbeat | None = None
+    collective_timeout_s: float = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -61,8 +64,11 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device_preference: str, timeout_s: float = 1800.0) -> DistContext:
-    """Join the torchrun process group if there is one; a single process gets a disabled context."""
+def init_distributed(device_preference: str, timeout_s: float = 600.0, peer_timeout_s: float | None = None) -> DistContext:
+    """Join the torchrun process group if there is one; a single process gets a disabled context.
+
+    timeout_s bounds every collective (runtime.collective_timeout_s); peer_timeout_s starts heartbeats
+    that name a rank which stops answering (runtime.peer_timeout_s; None = no heartbeat)."""
     env = torchrun_env()
     if env is None:
         return DistContext(device=resolve_device(device_preference))
@@ -74,11 +80,20 @@ def init_distributed(device_preference: str, timeout_s: float = 1800.0) -> DistC
     if owns:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-    log.info("distributed_init", rank=rank, world_size=world_size, backend=dist.get_backend(), device=str(device))
-    return DistContext(rank, world_size, local_rank, device, enabled=True, owns_group=owns)
+    log.info("distributed_init", rank=rank, world_size=world_size, backend=dist.get_backend(), device=str(device),
+             collective_timeout_s=timeout_s, peer_timeout_s=peer_timeout_s)
+    heartbeat = None
+    if peer_timeout_s is not None:
+        heartbeat = Heartbeat(rank, world_size, peer_timeout_s)
+        if not heartbeat.start():
+            heartbeat = None
+    return DistContext(rank, world_size, local_rank, device, enabled=True, owns_group=owns, heartbeat=heartbeat,
+                       collective_timeout_s=timeout_s)
 
 
 def shutdown(context: DistContext) -> None:
+    if context.heartbeat is not None:
+        context.heartbeat.stop()
     if context.enabled and context.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -11,6 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint_values import describe_misfit
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError, UserError
 from apex_x.domain.ports import CheckpointStore, ModelFactory, SegmentationModel
@@ -138,11 +139,15 @@ def build_inference_model(
     categories = checkpoint_categories(payload, path)
     use_ema = prefers_ema(payload, config)
     architecture = payload.get(fmt.KEY_ARCHITECTURE)
-    network = factory_for(config).build(  # the architecture only: the checkpoint's weights go in next
-        config.model, categories.num_classes, pretrained=False,
-        architecture=architecture if isinstance(architecture, Mapping) else None,
-    )
+    factory = factory_for(config)
+
+    def build() -> SegmentationModel:  # the architecture only: the checkpoint's weights go in next
+        return factory.build(config.model, categories.num_classes, pretrained=False,
+                             architecture=architecture if isinstance(architecture, Mapping) else None)
+
     state = store.extract_model_state(payload, prefer_ema=use_ema)
+    check_fits_before_building(build, state, path)
+    network = build()
     apply_state(network, state, strict=True, source=path)
     network.to(device)  # type: ignore[attr-defined]
     network.eval()  # type: ignore[attr-defined]
@@ -159,6 +164,22 @@ def build_inference_model(
         weights=weights,
         best=dict(best) if isinstance(best, Mapping) else None,
     )
+
+
+def check_fits_before_building(build: Callable[[], Any], state: Mapping[str, torch.Tensor], path: str) -> None:
+    """Build the model on the meta device (no memory) and compare it with the checkpoint's weights, so a
+    stored config that asks for another (e.g. a huge) model is refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            shapes = {key: tuple(value.shape) for key, value in build().state_dict().items()}  # type: ignore[attr-defined]
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a model that cannot be built on meta is checked after building
+        log.debug("meta_build_skipped", reason=f"{type(error).__name__}: {error}")
+        return
+    misfit = describe_misfit(shapes, {key: tuple(value.shape) for key, value in state.items()})
+    if misfit:
+        raise CheckpointError(f"{path} {misfit}; refusing to build it")
 
 
 def _to_cpu(detections: Detections) -> Detections:

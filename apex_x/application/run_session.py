@@ -24,7 +24,7 @@ from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
 from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
 from apex_x.application.trainer import BadImageStop, Trainer, build_optimizer
-from apex_x.application.validation import validate
+from apex_x.application.validation import ValidationStopped, validate
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
@@ -82,6 +82,8 @@ class RunSession:
         self.position: Position | None = None
         self.status = "running"
         self.message: str | None = None
+        self.stop_signal: int | None = None
+        self.stop_flag: Any = None
         self.planned_epochs = total_epochs(stages)  # set by run() from the schedule (resume: done + remaining)
         self.last_epoch = self.planned_epochs - 1
 
@@ -143,6 +145,7 @@ class RunSession:
                     self.diagnostics.new_epoch()
                 if self._run_epoch(stage, item.epoch, item.start_batch, stop_after_steps):
                     self.status = "interrupted" if self.stop_flag.is_set() else "paused"
+                    self.stop_signal = getattr(self.stop_flag, "signal_number", None)
                     return self._result()
             warnings = self.report_state.warnings
             self.status = "finished_with_warnings" if warnings else "finished"
@@ -198,19 +201,30 @@ class RunSession:
                 f"Fix or replace the file, then resume with: apex-x train CONFIG --resume {self.keeper.last} "
                 "(or add --set data.on_bad_image=skip to leave such images out and count them)"
             ) from None
-        if outcome.stop and outcome.steps_done < self.steps_per_epoch:
-            self._save_mid_epoch(stage, epoch, outcome.steps_done)
-            self.message = (
-                f"paused at batch {outcome.steps_done} of epoch {len(self.report_state.history) + 1}; resume with --resume {self.keeper.last}"
-            )
-            log.info("paused", message=self.message)
-            return True
+        # A stop request (agreed by every rank at the step) skips the epoch's validation; a stop_after_steps
+        # pause at the last step (the same on every rank) still ends the epoch.
+        counted_pause = stop_after_steps is not None and self.session_steps >= stop_after_steps
+        signalled = outcome.stop and not counted_pause
+        if outcome.stop and (outcome.steps_done < self.steps_per_epoch or signalled):
+            return self._pause_mid_epoch(stage, epoch, outcome.steps_done)
         seconds = time.perf_counter() - started
-        self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before)
+        try:
+            self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before)
+        except ValidationStopped:
+            return self._pause_mid_epoch(stage, epoch, self.steps_per_epoch)
         if outcome.stop:
             self.message = f"paused after epoch {len(self.report_state.history)}; resume with --resume {self.keeper.last}"
             log.info("paused", message=self.message)
         return outcome.stop
+
+    def _pause_mid_epoch(self, stage: Stage, epoch: int, done: int) -> bool:
+        """Save last.pt at batch `done` of the epoch (its validation, if due, runs after --resume)."""
+        self._save_mid_epoch(stage, epoch, done)
+        where = "after the last batch, before validation," if done >= self.steps_per_epoch else f"at batch {done}"
+        self.message = (f"paused {where} of epoch {len(self.report_state.history) + 1}; "
+                        f"resume with --resume {self.keeper.last}")
+        log.info("paused", message=self.message)
+        return True
 
     def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int) -> None:
         train = self.settings.train
@@ -225,6 +239,7 @@ class RunSession:
                 model=self.eval_model, loader=self.val_loader, ground_truth=self.ground_truth,
                 evaluator=self.evaluator, categories=self.categories,
                 settings=evaluation_loss_settings(train), context=self.context, amp_dtype=self.amp_dtype,
+                should_stop=self.stop_flag.is_set,
             )
             if result.error:
                 raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
@@ -402,5 +417,5 @@ class RunSession:
             report_path=str(self.output_dir / "train_report.json"), best=self.report_state.best,
             selected_metric=self.metric.selected, last_val_metrics=last_val,
             checkpoints={"last": report["artifacts"]["last_checkpoint"], "best": report["artifacts"]["best_checkpoint"]},
-            weights_path=report["artifacts"]["weights"], report=report,
+            weights_path=report["artifacts"]["weights"], report=report, stop_signal=self.stop_signal,
         )

@@ -32,6 +32,7 @@ class TrainResult:
     checkpoints: dict[str, str | None] = field(default_factory=dict)
     weights_path: str | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    stop_signal: int | None = None  # the signal number that interrupted the run (SIGTERM 15, SIGINT 2)
 
     @property
     def val_ap(self) -> float | None:
@@ -93,10 +94,27 @@ def choose_metric(requested: str, source: DatasetSource) -> MetricChoice:
     return MetricChoice(requested, requested, "as configured")
 
 
+class StopFlag:
+    """A stop request and the signal that made it (is_set() is what the loop polls)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_number: int | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, signal_number: int | None = None) -> None:
+        if not self._event.is_set():
+            self.signal_number = signal_number
+        self._event.set()
+
+
 @contextlib.contextmanager
-def interrupt_guard() -> Iterator[Any]:
-    """SIGINT/SIGTERM ask the run to stop after the current step (saving last.pt); a second SIGINT aborts."""
-    requested = threading.Event()
+def interrupt_guard() -> Iterator[StopFlag]:
+    """SIGINT/SIGTERM ask the run to stop at the next check (between steps, between validation batches,
+    before an epoch's validation), saving last.pt; a second SIGINT aborts at once."""
+    requested = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
@@ -104,9 +122,9 @@ def interrupt_guard() -> Iterator[Any]:
     def handler(signum: int, frame: Any) -> None:
         if requested.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        requested.set()
+        requested.set(signum)
         log.warning("stop_requested", signal=signal.Signals(signum).name,
-                    action="saving last.pt after this step; press Ctrl-C again to abort")
+                    action="saving last.pt at the next step or validation batch; press Ctrl-C again to abort")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -10,8 +10,10 @@ import structlog
 import torch
 
 from apex_x.application.checkpointing import CheckpointKeeper
-from apex_x.application.curriculum import check_groups, plan_stages, total_epochs
+from apex_x.application.curriculum import Stage, check_groups, plan_stages, total_epochs
 from apex_x.application.distributed import DistContext, any_true, init_distributed, shutdown
+from apex_x.application.heartbeat import is_peer_error, peer_failed
+from apex_x.application.output_folder import check_run_folder
 from apex_x.application.progress import Progress, SilentProgress
 from apex_x.application.resume import (
     RunAlreadyFinished,
@@ -77,60 +79,74 @@ class TrainUseCase:
         settings = self.settings
         stages = plan_stages(settings)
         _check_metric_name(settings.train.checkpoint_metric)
-        context = init_distributed(settings.runtime.device)
+        runtime = settings.runtime
+        context = init_distributed(runtime.device, runtime.collective_timeout_s, runtime.peer_timeout_s)
         try:
-            if settings.runtime.num_threads:
-                torch.set_num_threads(settings.runtime.num_threads)
-            seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
-            kernels = kernels_report(settings.runtime.kernels, context.device)
-            output_dir = Path(settings.train.output_dir)
-            _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
-            payload = self._load_resume(resume_from) if resume_from else None
-            log.info("setup", phase="checking the dataset (annotations, image files)")
-            categories = self._check_data(context, payload, resume_from)
-            log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
-            model = self.factory.build(settings.model, categories.num_classes)
-            groups = model.parameter_groups()
-            check_groups(stages, groups, from_defaults=not settings.train.stages)
-            if not isinstance(model, torch.nn.Module):
-                raise TypeError("the model factory must build a torch.nn.Module")
-            model.to(context.device)
-            auxiliary = self._auxiliary(categories, context)
-            session = RunSession(
-                settings=settings,
-                stages=stages,
-                model=model,
-                groups=groups,
-                source=self.source,
-                store=self.store,
-                evaluator=self.evaluator,
-                writers=self.writers,
-                weights_writer=self.weights_writer,
-                progress=self.progress if context.is_main else SilentProgress(),
-                auxiliary_losses=auxiliary,
-                categories=categories,
-                context=context,
-                keeper=CheckpointKeeper(
-                    self.store, output_dir / "checkpoints", context, settings.train.keep_last_epochs
-                ),
-                kernels=kernels,
-                metric=choose_metric(settings.train.checkpoint_metric, self.source),
-            )
-            position = session.restore(payload, resume_from) if payload is not None else None
-            schedule = plan_remaining(stages, position, session.report_state.history)
-            if not schedule:
-                assert payload is not None and resume_from is not None
-                raise RunAlreadyFinished(
-                    finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
-                )
-            with interrupt_guard() as stop_flag:
-                return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+            return self._execute(context, stages, resume_from, stop_after_steps)
+        except Exception as error:
+            if context.enabled and is_peer_error(error):
+                raise peer_failed(error, context.heartbeat, context.collective_timeout_s) from error
+            raise
         finally:
             shutdown(context)
 
+    def _execute(self, context: DistContext, stages: list[Stage], resume_from: str | None,
+                 stop_after_steps: int | None) -> TrainResult:
+        settings = self.settings
+        if settings.runtime.num_threads:
+            torch.set_num_threads(settings.runtime.num_threads)
+        seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
+        kernels = kernels_report(settings.runtime.kernels, context.device)
+        output_dir = Path(settings.train.output_dir)
+        _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
+        log.info("setup", phase="checking the dataset (annotations, image files)")
+        categories = self._check_data(context)
+        log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
+        model = self.factory.build(settings.model, categories.num_classes)
+        payload = self._load_resume(resume_from, model) if resume_from else None
+        if payload is not None and resume_from is not None:
+            self._check_resume_data(payload, categories, resume_from)
+        groups = model.parameter_groups()
+        check_groups(stages, groups, from_defaults=not settings.train.stages)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError("the model factory must build a torch.nn.Module")
+        model.to(context.device)
+        auxiliary = self._auxiliary(categories, context)
+        session = RunSession(
+            settings=settings,
+            stages=stages,
+            model=model,
+            groups=groups,
+            source=self.source,
+            store=self.store,
+            evaluator=self.evaluator,
+            writers=self.writers,
+            weights_writer=self.weights_writer,
+            progress=self.progress if context.is_main else SilentProgress(),
+            auxiliary_losses=auxiliary,
+            categories=categories,
+            context=context,
+            keeper=CheckpointKeeper(
+                self.store, output_dir / "checkpoints", context, settings.train.keep_last_epochs
+            ),
+            kernels=kernels,
+            metric=choose_metric(settings.train.checkpoint_metric, self.source),
+        )
+        position = session.restore(payload, resume_from) if payload is not None else None
+        schedule = plan_remaining(stages, position, session.report_state.history)
+        if not schedule:
+            assert payload is not None and resume_from is not None
+            raise RunAlreadyFinished(
+                finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
+            )
+        with interrupt_guard() as stop_flag:
+            return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+
     # ------------------------------------------------------------------------------------------
-    def _load_resume(self, path: str) -> dict[str, Any]:
-        payload = self.store.load(path)
+    def _load_resume(self, path: str, model: Any) -> dict[str, Any]:
+        """The checkpoint to resume, its declared sizes checked against the model built from the config."""
+        sizes = [tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()]
+        payload = self.store.load(path, expected_sizes=(max(sizes, default=0), sum(sizes)))
         require_training_checkpoint(payload, path)
         if payload.get(fmt.KEY_PROFILE) != self.settings.model.profile:
             raise ConfigError(
@@ -145,7 +161,7 @@ class TrainUseCase:
                         diff="; ".join(f"{change}" for change in changes))
         return payload
 
-    def _check_data(self, context: DistContext, payload: Mapping[str, Any] | None, path: str | None) -> CategoryMap:
+    def _check_data(self, context: DistContext) -> CategoryMap:
         """Dataset checks first (bad data is refused), then the class count against the data."""
         settings = self.settings
         expected = settings.model.num_classes
@@ -179,21 +195,23 @@ class TrainUseCase:
                 "unset to take the count from the data",
                 key="model.num_classes",
             )
-        if payload is not None:
-            stored = CategoryMap.from_plain(dict(payload[fmt.KEY_CATEGORIES]))
-            if stored != categories:
-                raise DatasetError(
-                    f"cannot resume {path}: its classes {list(stored.names)} differ from the dataset's "
-                    f"{list(categories.names)}"
-                )
-            fingerprint = payload.get(fmt.KEY_DATASET_FINGERPRINT)
-            if fingerprint and fingerprint != self.source.fingerprint():
-                raise DatasetError(
-                    f"cannot resume {path}: the dataset changed since the checkpoint was written (fingerprint "
-                    f"{str(fingerprint)[:12]} vs {self.source.fingerprint()[:12]}); resume on the same data or "
-                    "start a new run"
-                )
         return categories
+
+    def _check_resume_data(self, payload: Mapping[str, Any], categories: CategoryMap, path: str) -> None:
+        """The checkpoint's classes and dataset fingerprint against the data of this run."""
+        stored = CategoryMap.from_plain(dict(payload[fmt.KEY_CATEGORIES]))
+        if stored != categories:
+            raise DatasetError(
+                f"cannot resume {path}: its classes {list(stored.names)} differ from the dataset's "
+                f"{list(categories.names)}"
+            )
+        fingerprint = payload.get(fmt.KEY_DATASET_FINGERPRINT)
+        if fingerprint and fingerprint != self.source.fingerprint():
+            raise DatasetError(
+                f"cannot resume {path}: the dataset changed since the checkpoint was written (fingerprint "
+                f"{str(fingerprint)[:12]} vs {self.source.fingerprint()[:12]}); resume on the same data or "
+                "start a new run"
+            )
 
     def _auxiliary(self, categories: CategoryMap, context: DistContext) -> list[AuxiliaryLoss]:
         provided = self.auxiliary_losses
@@ -214,6 +232,7 @@ def _check_metric_name(name: str) -> None:
 
 def _prepare_output(output_dir: Path) -> None:
     """Create the output folders and prove they are writable, before any work is done."""
+    check_run_folder(output_dir)  # refused before anything is created
     probe = output_dir / "checkpoints" / ".write_probe"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)

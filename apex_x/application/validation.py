@@ -31,6 +31,10 @@ class ValidationResult:
     bad_images: list[dict[str, Any]] = field(default_factory=list)  # val images that failed to decode (left out)
 
 
+class ValidationStopped(Exception):
+    """A stop was requested (SIGTERM/SIGINT) between validation batches: the caller saves and stops."""
+
+
 @torch.no_grad()
 def _run_shard(
     model: SegmentationModel,
@@ -39,6 +43,7 @@ def _run_shard(
     settings: LossSettings,
     amp_dtype: torch.dtype | None,
     encode: Callable[[int, Detections], Any] | None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, int, int, list[tuple[int, Any]], list[dict[str, Any]]]:
     """Val loss over the shard and, with `encode`, each image's detections in the evaluator's compact form
     (encoded batch by batch: full-resolution masks never pile up over the split)."""
@@ -53,6 +58,8 @@ def _run_shard(
     )
     try:
         for batch in loader.iter_epoch(0):
+            if should_stop is not None and should_stop():
+                raise ValidationStopped(f"stop requested after {images} validation image(s)")
             bad.extend(batch.bad_images)
             if batch.batch_size == 0:
                 continue
@@ -85,16 +92,23 @@ def validate(
     settings: LossSettings,
     context: DistContext,
     amp_dtype: torch.dtype | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ValidationResult:
     """Each rank runs its shard of the val loader; rank 0 scores the gathered detections; the metrics are
     broadcast so every rank takes the same best/stop decisions. An evaluator failure on rank 0 does not
-    hang the others: the error text is broadcast instead and raised everywhere by the caller."""
+    hang the others: the error text is broadcast instead and raised everywhere by the caller.
+
+    should_stop (single process only: ranks would not agree) is polled between batches and before the
+    COCO evaluation; a stop raises ValidationStopped."""
     started = time.perf_counter()
     log.info("validation_start", batches=len(loader),
              scoring="COCO AP + val loss" if ground_truth is not None else "val loss")
     collect = ground_truth is not None
     encode = (lambda image_id, found: evaluator.encode(image_id, found, categories)) if collect else None
-    shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode)
+    should_stop = should_stop if not context.enabled else None
+    shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode, should_stop)
+    if should_stop is not None and should_stop():
+        raise ValidationStopped("stop requested before the COCO evaluation")
     gathered = gather_to_main(context, shard)
     result: ValidationResult | None = None
     if context.is_main:

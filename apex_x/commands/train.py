@@ -81,4 +81,6 @@ def run(args: argparse.Namespace) -> int:
     dataset_mode = result.report.get("dataset_mode")
     suffix = f" (dataset mode: {dataset_mode})" if dataset_mode else ""
     print(f"val AP (segm): {_format(metrics.get('segm_AP'))}  val AP (bbox): {_format(metrics.get('bbox_AP'))}{suffix}")
-    return 130 if result.status == "interrupted" else 0
+    if result.status == "interrupted":  # 128 + the signal: 143 for SIGTERM, 130 for SIGINT (Ctrl-C)
+        return 128 + (result.stop_signal or 2)
+    return 0

@@ -217,6 +217,15 @@ class RuntimeConfig(_Strict):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     num_threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads; null = torch default.")
+    collective_timeout_s: int = Field(
+        600, ge=5, le=86400,
+        description="DDP: the longest any collective may wait (e.g. for rank 0's validation) before the run stops "
+        "with 'peer failed' (exit 3).",
+    )
+    peer_timeout_s: int = Field(
+        120, ge=2, le=86400,
+        description="DDP: a rank whose heartbeat stops for this long is named and the others stop (exit 3).",
+    )
 
 
 class ApexConfig(_Strict):

@@ -51,3 +51,19 @@ class TrainingStopped(ApexError):
     """The run was stopped on purpose (e.g. too many consecutive non-finite steps); checkpoints are intact."""
 
     exit_code = 1
+
+
+class TerminationRequested(BaseException):
+    """A stop signal (SIGTERM) that arrived outside a training loop: the process ends with 128 + signal.
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` on the way swallows it.
+    """
+
+    def __init__(self, signal_number: int, signal_name: str) -> None:
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_number = signal_number
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number

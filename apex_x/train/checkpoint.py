@@ -6,6 +6,8 @@
     state = extract_model_state_dict(payload, prefer_ema=True)                # any supported layout
     report = load_model_weights(model, payload, strict=False)                 # mismatches reported
 
+Declared sizes are checked before loading (APEX_X_MAX_TENSOR_BYTES, APEX_X_MAX_CHECKPOINT_BYTES; in
+load_model_weights also what the model can hold), and every plain value of an Apex-X payload is validated.
 Loading never falls back to unsafe unpickling: a file holding pickled Python objects is refused with
 a CheckpointError naming the offending global. Supported layouts: a raw state_dict, or the weights under
 `model_state_dict`, `state_dict`, `model`, `teacher`, `ema_model` or `ema`; `module.` prefixes are removed.
@@ -68,7 +70,11 @@ def load_model_weights(
 ) -> StateLoadReport:
     """Put a checkpoint's weights into `model`. strict=True raises on missing/unexpected keys or shape
     mismatches (naming them); strict=False loads what fits and returns the report of what did not."""
-    payload = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+    if isinstance(checkpoint, Mapping):
+        payload: Mapping[str, Any] = checkpoint
+    else:  # the file's declared sizes must fit this model before anything is read
+        sizes = [tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()]
+        payload = _STORE.load(os.fspath(checkpoint), expected_sizes=(max(sizes, default=0), sum(sizes)))
     source = os.fspath(checkpoint) if not isinstance(checkpoint, Mapping) else "checkpoint"
     state = extract_model_state(payload, prefer_ema=prefer_ema)
     return apply_model_state(model, state, strict=strict, source=source)

@@ -7,7 +7,8 @@
       --output-json artifacts/notebook_smoke/report.json
 
 A `cuda` run is marked `skip` when CUDA is unavailable; a DINOv2 token-grid reshape failure is retried
-once with a square resize and recorded. Exit code 0 when no device failed, 1 otherwise, 2 on bad flags.
+once with a square resize and recorded. Exit code 0 when no device failed, 2 on bad flags or when every
+failure is a bad input (a checkpoint or image Apex-X refuses, named in the report), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     if not devices or unknown:
         parser.error(f"--devices: expected a comma-separated list of cpu/cuda, got {args.devices!r}")
 
-    from apex_x.notebook import smoke_run
+    from apex_x.domain.errors import UserError
+    from apex_x.notebook import check_smoke_output, smoke_run
 
-    report = smoke_run(args.checkpoint, args.image, devices)
     output = Path(args.output_json)
+    try:
+        check_smoke_output(output)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = smoke_run(args.checkpoint, args.image, devices)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for name, run in report["devices"].items():
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{name}: {run['status']} ({details})")
     print(f"report: {output}")
-    return 0 if report["status"] == "ok" else 1
+    return int(report["exit_code"])
 
 
 if __name__ == "__main__":

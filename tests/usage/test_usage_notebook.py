@@ -83,8 +83,9 @@ def test_smoke_runner_records_a_failing_device(tmp_path, entrypoint) -> None:
         "--devices", "cpu", "--output-json", str(report_path),
     ])
     report = json.loads(report_path.read_text())
-    assert code == 1 and report["status"] == "fail"
+    assert code == 2 and report["status"] == "fail"
     assert report["devices"]["cpu"]["status"] == "fail" and "missing.pt" in report["devices"]["cpu"]["error"]
+    assert report["devices"]["cpu"]["user_error"] is True and report["exit_code"] == 2  # a missing file: bad input
 
 
 def test_train_wrapper_needs_config(entrypoint, capsys) -> None:

@@ -37,8 +37,13 @@ class SafetensorsWeightsWriter:
 
 def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a .safetensors file (for tests and users' code)."""
+    from pathlib import Path
+
     from safetensors import safe_open
 
+    from apex_x.adapters.checkpoints.safetensors_check import check_safetensors
+
+    check_safetensors(Path(path))
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(path, framework="pt", device="cpu") as handle:
         metadata = dict(handle.metadata() or {})

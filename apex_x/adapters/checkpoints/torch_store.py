@@ -14,12 +14,21 @@ from typing import Any
 import structlog
 import torch
 
+from apex_x.adapters.checkpoints.archive_limits import (
+    SizeLimits,
+    check_archive,
+    check_file_size,
+    configured_limits,
+    limits_for_model,
+)
 from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint_values import validate_payload
 from apex_x.domain.errors import CheckpointError
 
 log = structlog.get_logger(__name__)
 
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+_WEIGHTS_ONLY_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", re.S)
 _PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -196,22 +205,30 @@ class TorchCheckpointStore:
     def save(self, payload: Mapping[str, Any], path: str) -> None:
         atomic_write(path, lambda handle: torch.save(dict(payload), handle), what="checkpoint")
 
-    def load(self, path: str) -> dict[str, Any]:
+    def load(self, path: str, *, expected_sizes: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Secure load: declared sizes checked first (archive_limits), then torch.load(weights_only=True),
+        then every plain value of an Apex-X payload (domain.checkpoint_values) before anyone uses it.
+
+        expected_sizes: (largest tensor, all tensors) in bytes of the model the file is loaded into,
+        when it is known before loading; the declared sizes must fit it.
+        """
         file_path = Path(path)
         if not file_path.is_file():
             raise CheckpointError(f"checkpoint not found: {file_path}")
-        _require_torch_file(file_path)
+        limits = limits_for_model(*expected_sizes) if expected_sizes else configured_limits()
+        _require_torch_file(file_path, limits)
         try:
             payload = torch.load(file_path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
             raise self._load_error(file_path, error) from None
         if isinstance(payload, Mapping) and payload.get(fmt.KEY_FORMAT) == fmt.FORMAT_TAG:
             version = payload.get(fmt.KEY_VERSION)
-            if not isinstance(version, int) or version > fmt.FORMAT_VERSION:
+            if not isinstance(version, int) or isinstance(version, bool) or version > fmt.FORMAT_VERSION:
                 raise CheckpointError(
                     f"{file_path}: checkpoint format version {version!r} is newer than this Apex-X reads "
                     f"({fmt.FORMAT_VERSION}); upgrade apex-x"
                 )
+            validate_payload(payload, str(file_path))
         if isinstance(payload, Mapping):
             return dict(payload)
         raise CheckpointError(
@@ -247,7 +264,8 @@ class TorchCheckpointStore:
     @staticmethod
     def _load_error(path: Path, error: Exception) -> CheckpointError:
         message = str(error)
-        if "weights only load failed" in message.lower() or "unsupported global" in message.lower():
+        lowered = message.lower()
+        if "global" in lowered and ("weights only load failed" in lowered or "unsupported global" in lowered):
             names = _unsafe_globals(path) or _GLOBAL_IN_MESSAGE.findall(message)
             shown = ", ".join(sorted(set(names))) or "an unknown global"
             return CheckpointError(
@@ -256,17 +274,23 @@ class TorchCheckpointStore:
                 "and never falls back to unsafe loading. If you trust the file, re-save its tensors "
                 "(e.g. its state_dict) in a trusted environment"
             )
-        if isinstance(error, (zipfile.BadZipFile, EOFError)) or "zip" in message.lower() or "eof" in message.lower():
+        if "weights only load failed" in lowered or isinstance(error, (zipfile.BadZipFile, EOFError)) or any(
+            word in lowered for word in ("zip", "eof", "unpickl", "pickle", "invalid load key")
+        ):
+            detail = _WEIGHTS_ONLY_DETAIL.search(message)
+            reason = detail.group(1).strip() if detail else (message.splitlines()[0] if message else type(error).__name__)
             return CheckpointError(
-                f"{path} is not a readable torch checkpoint (truncated or not a checkpoint file): {message.splitlines()[0]}"
+                f"{path} is not a valid torch checkpoint (corrupt, truncated or another kind of file): {reason}"
             )
         first_line = message.splitlines()[0] if message else type(error).__name__
         return CheckpointError(f"cannot load checkpoint {path}: {first_line}")
 
 
-def _require_torch_file(path: Path) -> None:
-    """A torch checkpoint is a zip archive (torch.save) or a legacy pickle stream (starts with 0x80)."""
+def _require_torch_file(path: Path, limits: SizeLimits) -> None:
+    """A torch checkpoint is a zip archive (torch.save) or a legacy pickle stream (starts with 0x80);
+    declared sizes are checked against `limits` before anything is read into memory."""
     if zipfile.is_zipfile(path):
+        check_archive(path, limits)
         return
     try:
         with open(path, "rb") as handle:
@@ -277,6 +301,7 @@ def _require_torch_file(path: Path) -> None:
         raise CheckpointError(
             f"{path} is not a torch checkpoint (neither a torch.save zip archive nor a pickle stream)"
         )
+    check_file_size(path, limits)
 
 
 def _unsafe_globals(path: Path) -> list[str]:

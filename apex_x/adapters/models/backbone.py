@@ -69,22 +69,20 @@ class TimmBackbone(nn.Module):
         return [features[index] for index in self.feature_indices]
 
 
-def _read_weights_file(path: Path) -> Mapping[str, Any]:
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:  # pragma: no cover - safetensors ships with the worldclass extra
-            raise ConfigError(
-                f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)",
-                key="model.backbone_weights",
-            ) from None
-        return load_file(str(path), device="cpu")
+def _read_weights_file(path: Path, body: nn.Module) -> Mapping[str, Any]:
+    """The file's tensors through the secure loaders: sizes checked against `body` before reading."""
+    from apex_x.adapters.checkpoints.archive_limits import limits_for_model
+    from apex_x.adapters.checkpoints.safetensors_check import load_safetensors
+    from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore
+
+    sizes = [tensor.numel() * tensor.element_size() for tensor in body.state_dict().values()]
+    expected = (max(sizes, default=0), sum(sizes))
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad user file
-        raise CheckpointError(
-            f"{path}: cannot load backbone weights securely (weights_only=True): {error}"
-        ) from None
+        if path.suffix == ".safetensors":
+            return load_safetensors(path, limits_for_model(*expected))
+        return TorchCheckpointStore().load(str(path), expected_sizes=expected)
+    except CheckpointError as error:
+        raise CheckpointError(f"model.backbone_weights: {error}") from None
 
 
 def _unwrap_state_dict(payload: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -114,7 +112,7 @@ def load_backbone_weights(body: nn.Module, weights_path: str) -> None:
     path = Path(weights_path)
     if not path.is_file():
         raise ConfigError(f"backbone weights file {str(path)!r} does not exist", key="model.backbone_weights")
-    source = _unwrap_state_dict(_read_weights_file(path), path)
+    source = _unwrap_state_dict(_read_weights_file(path, body), path)
     by_canonical = {_canonical(key): key for key in source}
     target = body.state_dict()
     matched: dict[str, torch.Tensor] = {}

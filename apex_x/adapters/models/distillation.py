@@ -24,6 +24,7 @@ from torch import nn
 
 from apex_x.adapters.models.heads import assemble_mask_logits
 from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint_values import describe_misfit
 from apex_x.domain.config import ApexConfig, ModelConfig
 from apex_x.domain.errors import CheckpointError, ConfigError
 from apex_x.domain.ports import CheckpointStore
@@ -183,11 +184,25 @@ def load_teacher(path: str, store: CheckpointStore, categories: CategoryMap) -> 
         raise CheckpointError(f"{path}: its stored model config is unreadable: {error}") from error
     architecture = payload.get(fmt.KEY_ARCHITECTURE)
     factory = TeacherModelFactory() if profile == "worldclass" else StudentModelFactory()
-    teacher: nn.Module = factory.build(  # the architecture only: every weight comes from the file
-        model_config, stored.num_classes, pretrained=False,
-        architecture=architecture if isinstance(architecture, dict) else None,
-    )
-    apply_model_state(teacher, extract_model_state(payload, prefer_ema=True), strict=True, source=path)
+
+    def build() -> nn.Module:  # the architecture only: every weight comes from the file
+        return factory.build(model_config, stored.num_classes, pretrained=False,
+                             architecture=architecture if isinstance(architecture, dict) else None)
+
+    state = extract_model_state(payload, prefer_ema=True)
+    try:
+        with torch.device("meta"):  # the stored config's model must fit the weights before it is allocated
+            shapes = {key: tuple(value.shape) for key, value in build().state_dict().items()}
+    except (ConfigError, CheckpointError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a model that cannot be built on meta is checked after building
+        log.debug("meta_build_skipped", reason=f"{type(error).__name__}: {error}")
+        shapes = {}
+    misfit = describe_misfit(shapes, {key: tuple(value.shape) for key, value in state.items()}) if shapes else None
+    if misfit:
+        raise CheckpointError(f"{path} (train.teacher_checkpoint) {misfit}; refusing to build it")
+    teacher = build()
+    apply_model_state(teacher, state, strict=True, source=path)
     if isinstance(teacher, TeacherModelV3):
         teacher.merge_lora_()  # frozen: merged adapters cost nothing at run time
     log.info("distillation_teacher_loaded", checkpoint=path, profile=profile, classes=stored.num_classes)

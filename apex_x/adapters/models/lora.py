@@ -129,13 +129,14 @@ def save_lora_adapters(peft_model: Any, folder: str | Path) -> Path:
 def load_lora_adapters(peft_model: Any, path: str | Path) -> None:
     """Loads adapters written by `save_lora_adapters` (the folder or its .safetensors file) in place."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+
+    from apex_x.adapters.checkpoints.safetensors_check import load_safetensors
 
     source = Path(path)
     file = source / ADAPTER_WEIGHTS_FILE if source.is_dir() else source
     if not file.is_file():
         raise CheckpointError(f"{file}: no LoRA adapter file (expected {ADAPTER_WEIGHTS_FILE} from save_lora_adapters)")
-    state = load_file(str(file))
+    state = load_safetensors(file)
     try:
         result = set_peft_model_state_dict(peft_model, state)
     except RuntimeError as error:  # shape mismatch: a different rank or backbone

@@ -1,0 +1,74 @@
+"""Kind 3 of issue 14: YAML bombs, deep nesting and huge integers end fast with exit 2 naming the file/flag."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from apex_x.adapters.config_yaml import MAX_DEPTH, MAX_INT_DIGITS, MAX_VALUES, load_config, parse_yaml_text
+from apex_x.domain.errors import ConfigError
+
+from .builders import billion_laughs
+from .conftest import RSS_BOUND_KB, cli
+
+DOCUMENTS = {
+    "laughs": (billion_laughs(), f"more than {MAX_VALUES} values"),
+    "laughs_in_a_key": ("train: &t {epochs: 1}\n" + billion_laughs(12, 10), f"more than {MAX_VALUES} values"),
+    "deep_flow": ("model: " + "[" * 100_000 + "]" * 100_000 + "\n", f"more than {MAX_DEPTH} levels"),
+    "deep_block": ("a:\n" + "".join("  " * level + f"k{level}:\n" for level in range(1, 400)),
+                   f"more than {MAX_DEPTH} levels"),
+    "alias_depth": ("\n".join(["a0: &a0 " + "[" * 20 + "1" + "]" * 20] + [
+        f"a{i}: &a{i} " + "[" * 20 + f"*a{i - 1}" + "]" * 20 for i in range(1, 80)]) + "\n",
+        f"more than {MAX_DEPTH} levels"),
+    "self_alias": ("a: &a [1, *a]\n", "refers to the collection it is in"),
+    "big_int": ("train:\n  epochs: " + "9" * 5000 + "\n", f"integer of 5000 digits at line 2 (limit {MAX_INT_DIGITS}"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTS))
+def test_each_document_is_refused_in_well_under_a_second_naming_the_file(name: str, tmp_path: Path) -> None:
+    text, fact = DOCUMENTS[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    assert path.stat().st_size < 1_000_000
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert time.perf_counter() - started < 0.5
+    assert str(refused.value).startswith(f"{path}: ") and fact in str(refused.value)
+
+
+def test_a_set_value_bomb_names_the_flag() -> None:
+    started = time.perf_counter()
+    for value, fact in ((billion_laughs().replace("\n", ", ").join("{}").replace(", }", "}"), "values"),
+                        ("9" * 5000, "integer of 5000 digits"), ("[" * 50_000 + "]" * 50_000, "levels")):
+        with pytest.raises(ConfigError) as refused:
+            load_config(None, [f"train.epochs={value}"])
+        assert str(refused.value).startswith("--set train.epochs=") and fact in str(refused.value), refused.value
+    assert time.perf_counter() - started < 1.0
+
+
+def test_ordinary_anchors_still_work() -> None:
+    assert parse_yaml_text("a: &x {det: 1.0}\nb: *x\nc: [*x, *x]\n", "c.yaml")["c"] == [{"det": 1.0}] * 2
+
+
+@pytest.mark.slow
+def test_cli_commands_refuse_bombs_with_exit_2_fast_and_small(tmp_path: Path) -> None:
+    bomb = tmp_path / "laughs.yaml"
+    bomb.write_text(billion_laughs(12, 10))  # 10**12 leaves when expanded
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("train: " + "[" * 200_000 + "]" * 200_000 + "\n")
+    runs = {
+        "train": (cli("train", str(bomb), timeout=60), str(bomb)),
+        "dataset-preflight": (cli("dataset-preflight", str(deep), timeout=60), str(deep)),
+        "eval": (cli("eval", str(bomb), "--checkpoint", str(tmp_path / "x.pt"), timeout=60), str(bomb)),
+    }
+    (tmp_path / "none.yaml").write_text("{}\n")
+    for name, (outcome, source) in runs.items():
+        assert outcome.code == 2, (name, outcome.stderr[-2000:])
+        assert outcome.error_line.startswith(f"error: {source}: "), (name, outcome.error_line)
+        assert outcome.seconds < 30 and outcome.peak_rss_kb < RSS_BOUND_KB, name
+    outcome = cli("train", str(tmp_path / "none.yaml"), "--set", "train.epochs=" + "7" * 5000, timeout=60)
+    assert outcome.code == 2 and "integer of 5000 digits" in outcome.error_line, outcome.stderr[-2000:]
