@@ -79,3 +79,35 @@ def test_a_folder_of_another_model_type_is_refused(tmp_path: Path, tiny_dinov2_d
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(BackboneWeightsError, match="is a 'vit' model, not DINOv2"):
         load_dinov2(str(folder))
+
+
+@pytest.mark.parametrize("where", ["folder", "cache"])
+def test_a_broken_safetensors_file_is_refused_before_transformers_reads_it(
+    where: str, tmp_path: Path, tiny_dinov2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header that claims 1 TiB (and a tensor past the end of the file): exit-2 error naming the file."""
+    import shutil
+    import struct
+
+    from .conftest import populate_hub_cache
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dinov2_dir, broken)
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    name = next(key for key in header if key != "__metadata__")
+    header[name]["data_offsets"] = [0, 1 << 40]
+    text = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length :])
+    if where == "folder":
+        target = str(broken)
+    else:
+        snapshot = populate_hub_cache(tmp_path / "cache", "acme/dinov2-broken", broken)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+        target, weights = "acme/dinov2-broken", snapshot / "model.safetensors"
+    with pytest.raises(UserError) as caught:
+        load_dinov2(target)
+    assert "model.safetensors" in str(caught.value) and name in str(caught.value)

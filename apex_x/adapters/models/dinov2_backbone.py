@@ -199,6 +199,22 @@ def dinov2_from_plain_config(plain: Mapping[str, Any], *, source: str) -> nn.Mod
         raise BackboneWeightsError(f"{source}: the stored DINOv2 backbone config is unusable: {error}") from None
 
 
+def _check_local_weights(source: BackboneSource) -> None:
+    """A local model.safetensors (folder or cache) is checked like any weights file before transformers reads
+    it: header size, tensors inside the file, size limits (a broken or hostile file is exit 2 naming it)."""
+    from apex_x.adapters.checkpoints.safetensors_check import check_safetensors
+
+    if source.kind == "folder":
+        weights = folder_files(source.location)[1]
+    else:
+        try:
+            weights = cached_files(source.location, source.cache_dir)[1]
+        except ImportError:  # huggingface_hub missing: transformers' own error follows
+            return
+    if weights is not None and weights.endswith(".safetensors"):
+        check_safetensors(Path(weights))
+
+
 def load_dinov2(name: str, *, pretrained: bool = True) -> nn.Module:
     """A transformers Dinov2Model: pretrained weights from the folder/cache (or downloaded when online).
 
@@ -215,6 +231,7 @@ def load_dinov2(name: str, *, pretrained: bool = True) -> nn.Module:
     source = resolve_backbone_source(name)
     if source.kind == "folder":
         _check_folder(source, need_weights=True)
+    _check_local_weights(source)
     where = source.location if source.kind == "folder" else f"{name} (Hugging Face cache; the first run downloads it)"
     log.info("setup", phase=f"loading the DINOv2 weights from {where}")
     try:
