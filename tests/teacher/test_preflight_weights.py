@@ -127,3 +127,12 @@ def test_online_but_unreachable_hub_fails_quickly(monkeypatch: pytest.MonkeyPatc
     status = backbone_weights_status("acme/dinov2-absent")
     assert not status["ok"] and status["status"] == "unreachable"
     assert "acme/dinov2-absent" in status["detail"] and str(tmp_path / "cache") in status["detail"]
+
+
+def test_a_local_folder_is_not_told_to_download(tmp_path: Path) -> None:
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    for folder in (empty, tmp_path / "nowhere"):
+        status = backbone_weights_status(str(folder))
+        assert not status["ok"] and "download" not in status["fix"] and "from_pretrained" not in status["fix"]
+        assert "save_pretrained" in status["fix"] and "model.teacher_backbone" in status["fix"]

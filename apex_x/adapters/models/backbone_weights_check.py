@@ -38,6 +38,15 @@ def _fixes(name: str) -> str:
     )
 
 
+def _folder_fixes() -> str:
+    """A local folder is not downloaded into: write the model there, or point the key elsewhere."""
+    return (
+        "write a DINOv2 model into the folder (Dinov2Model.save_pretrained(FOLDER) writes config.json and "
+        f"model.safetensors), or point {KEY} to another such folder or to a hub id such as "
+        "facebook/dinov2-large (preflight --config CONFIG / train --set " + KEY + "=...)"
+    )
+
+
 def _model_type_problem(config_path: str) -> str | None:
     try:
         model_type = json.loads(Path(config_path).read_text(encoding="utf-8")).get("model_type")
@@ -79,7 +88,7 @@ def backbone_weights_status(name: str) -> dict[str, Any]:
     try:
         source = resolve_backbone_source(name)
     except BackboneWeightsError as error:
-        return {"ok": False, "status": "missing", "detail": str(error), "fix": _fixes("facebook/dinov2-large")}
+        return {"ok": False, "status": "missing", "detail": str(error), "fix": _folder_fixes()}
     if source.kind == "folder":
         config, weights = folder_files(source.location)
         where = f"{name}: local folder {source.location}"
@@ -98,7 +107,7 @@ def backbone_weights_status(name: str) -> dict[str, Any]:
         return {"ok": True, "status": status, "detail": f"{where} ({Path(weights).name})", "fix": None}
     absent = "config.json" if not config else "weights file (model.safetensors / pytorch_model.bin)"
     if source.kind == "folder":
-        return {"ok": False, "status": "missing", "detail": f"{where} has no {absent}", "fix": _fixes(name)}
+        return {"ok": False, "status": "missing", "detail": f"{where} has no {absent}", "fix": _folder_fixes()}
     if source.offline:
         return {
             "ok": False, "status": "not cached",
