@@ -28,8 +28,18 @@ SAFE_TO_CHANGE = (
     r"data\.pin_memory",
     r"data\.full_image_check",
     r"data\.on_bad_image",
+    # Where pretrained weights were read from: a resumed run takes every weight (and a worldclass run its
+    # DINOv2 architecture) from the checkpoint, so a moved backbone folder may be named anew or left as is.
+    r"model\.teacher_backbone",
+    r"model\.backbone_weights",
 )
 _SAFE = re.compile("^(" + "|".join(SAFE_TO_CHANGE) + ")$")
+
+
+def safe_keys_text() -> str:
+    """SAFE_TO_CHANGE as people read it: train.stages.<i>.epochs, runtime.*, ..."""
+    readable = (pattern.replace("\\d+", "<i>").replace(".+", "*").replace("\\.", ".") for pattern in SAFE_TO_CHANGE)
+    return ", ".join(readable)
 
 
 class RunAlreadyFinished(UserError):
@@ -74,10 +84,7 @@ def check_resume_config(
         if not _SAFE.match(key):
             raise ConfigError(
                 f"cannot resume {path} with a changed value (checkpoint: {old!r}, now: {new!r}). Only these keys "
-                "may change on resume: epochs, stage epochs, output/logging/cadence keys (train.output_dir, "
-                "train.steps_per_stage, train.eval_every_epochs, train.log_every_steps, train.keep_last_epochs, "
-                "train.checkpoint_every_steps), runtime.* and data loading workers. Start a new run "
-                "(without --resume) to change it",
+                f"may change on resume: {safe_keys_text()}. Start a new run (without --resume) to change it",
                 key=key,
             )
         changed.append(f"{key}: {old!r} -> {new!r}")

@@ -101,11 +101,11 @@ class TrainUseCase:
         _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
         log.info("setup", phase="checking the dataset (annotations, image files)")
         categories = self._check_data(context)
-        log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
-        model = self.factory.build(settings.model, categories.num_classes)
-        payload = self._load_resume(resume_from, model) if resume_from else None
+        payload = self._load_resume(resume_from) if resume_from else None
         if payload is not None and resume_from is not None:
             self._check_resume_data(payload, categories, resume_from)
+        log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
+        model = self._build_model(categories.num_classes, payload)
         groups = model.parameter_groups()
         check_groups(stages, groups, from_defaults=not settings.train.stages)
         if not isinstance(model, torch.nn.Module):
@@ -143,10 +143,19 @@ class TrainUseCase:
             return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
 
     # ------------------------------------------------------------------------------------------
-    def _load_resume(self, path: str, model: Any) -> dict[str, Any]:
-        """The checkpoint to resume, its declared sizes checked against the model built from the config."""
-        sizes = [tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()]
-        payload = self.store.load(path, expected_sizes=(max(sizes, default=0), sum(sizes)))
+    def _build_model(self, num_classes: int, payload: Mapping[str, Any] | None) -> Any:
+        """A new run: pretrained weights as configured. A resumed run: the architecture only, from the
+        checkpoint's stored values where it has them (every weight comes from the checkpoint next, so a
+        moved backbone folder or an empty Hugging Face cache does not matter)."""
+        if payload is None:
+            return self.factory.build(self.settings.model, num_classes)
+        architecture = payload.get(fmt.KEY_ARCHITECTURE)
+        return self.factory.build(self.settings.model, num_classes, pretrained=False,
+                                  architecture=architecture if isinstance(architecture, Mapping) else None)
+
+    def _load_resume(self, path: str) -> dict[str, Any]:
+        """The checkpoint to resume (the store's configured size limits), checked against the config."""
+        payload = self.store.load(path)
         require_training_checkpoint(payload, path)
         if payload.get(fmt.KEY_PROFILE) != self.settings.model.profile:
             raise ConfigError(

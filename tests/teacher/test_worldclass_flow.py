@@ -117,6 +117,25 @@ def test_wrapper_resumes_the_cli_run_exactly(worldclass_run: Path, worldclass_wo
     assert not differing, f"{len(differing)} tensors differ after resume, e.g. {differing[:3]}"
 
 
+def test_resume_needs_no_backbone_folder(worldclass_run: Path, worldclass_workdir: Path, tmp_path: Path) -> None:
+    """The run's DINOv2 folder moved away and an empty cache: --resume rebuilds from the checkpoint alone, exactly."""
+    from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore
+
+    store = TorchCheckpointStore()
+    payload = store.load(str(worldclass_run / "checkpoints" / "epoch_0001.pt"))
+    payload["config"]["model"]["teacher_backbone"] = str(tmp_path / "moved_away" / "dinov2")
+    paused = tmp_path / "paused.pt"
+    store.save(payload, str(paused))
+    result = run_cli(
+        ["train", str(WORLDCLASS_CONFIG), "--resume", str(paused), "--set", f"train.output_dir={tmp_path / 'out'}"],
+        cwd=worldclass_workdir, env={"HF_HOME": str(tmp_path / "empty_hf"), "HF_HUB_CACHE": str(tmp_path / "empty_hf")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    straight = _teacher(worldclass_run / "checkpoints" / "epoch_0002.pt")
+    resumed = _teacher(tmp_path / "out" / "checkpoints" / "epoch_0002.pt")
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
 def test_wrapper_needs_a_config_value(worldclass_workdir: Path) -> None:
     result = run_cli(["--config"], cwd=worldclass_workdir, script=str(REPO_ROOT / "scripts" / "train_worldclass_coco.py"))
     assert result.returncode == 2 and "--config needs a path" in result.stderr
