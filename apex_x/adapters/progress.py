@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -57,6 +58,32 @@ class TqdmProgress:
             self.bar = None
 
 
+class SilenceWatchdog:
+    """A daemon thread that calls `on_silence(seconds)` whenever nothing was said for `max_silence_s` seconds
+    (wall clock): a single step or a validation that takes minutes still gets a line every so often."""
+
+    def __init__(self, max_silence_s: float, on_silence: Any) -> None:
+        self.max_silence_s = max_silence_s
+        self.on_silence = on_silence
+        self.last = time.monotonic()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="apex-x-progress-watchdog", daemon=True)
+        self.thread.start()
+
+    def poke(self) -> None:
+        self.last = time.monotonic()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(min(self.max_silence_s / 4.0, 5.0)):
+            silent = time.monotonic() - self.last
+            if silent >= self.max_silence_s:
+                self.last = time.monotonic()
+                self.on_silence(silent)
+
+
 class LogProgress:
     """Without a terminal (CI, nohup, files): a log line every `every` steps with loss, lr, it/s and ETA,
     the first step of every epoch with its time (it includes start-up work such as loader workers), and
@@ -77,18 +104,31 @@ class LogProgress:
         self.started = time.perf_counter()
         self.loss_sum = 0.0
         self.loss_count = 0
+        self.step = 0
+        self.watchdog: SilenceWatchdog | None = None
+
+    def _still_working(self, silent_s: float) -> None:
+        """The watchdog's line: the epoch is still busy (a slow step, or validation after the last step)."""
+        busy = f"step {self.step + 1}/{self.total}" if self.step < self.total else "validation and checkpoint"
+        self.log.info("still_working", epoch=self.epoch, stage=self.stage, on=busy, silent_s=round(silent_s, 1))
 
     def start_epoch(self, *, stage: str, epoch: int, total_epochs: int, total_steps: int, initial_step: int) -> None:
         self.stage, self.epoch, self.total_epochs = stage, epoch, total_epochs
         self.total, self.initial = total_steps, initial_step
         self.started = self.last_line = self.clock()
         self.loss_sum, self.loss_count = 0.0, 0
+        self.step = initial_step
         self.log.info("epoch_start", epoch=epoch, of=total_epochs, stage=stage, steps=total_steps, from_step=initial_step)
+        if self.watchdog is None and self.max_silence_s > 0:
+            self.watchdog = SilenceWatchdog(self.max_silence_s, self._still_working)
+        if self.watchdog is not None:
+            self.watchdog.poke()
 
     def update(self, *, step: int, loss: float | None, lr: float) -> None:
         if loss is not None:
             self.loss_sum += loss
             self.loss_count += 1
+        self.step = step
         now = self.clock()
         first = step == self.initial + 1
         if not first and step % self.every and step != self.total and now - self.last_line < self.max_silence_s:
@@ -105,11 +145,20 @@ class LogProgress:
         )
         self.loss_sum, self.loss_count = 0.0, 0
         self.last_line = now
+        if self.watchdog is not None:
+            self.watchdog.poke()
 
     def end_epoch(self, summary: dict[str, float]) -> None:
         self.log.info("epoch_end", epoch=self.epoch, stage=self.stage,
                  **{key: (round(value, 5) if isinstance(value, float) and math.isfinite(value) else value)
                     for key, value in summary.items()})
+        if self.watchdog is not None:
+            self.watchdog.poke()
+
+    def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
 
 
 def make_progress(log_every_steps: int = 10, *, stream: TextIO | None = None) -> TqdmProgress | LogProgress:

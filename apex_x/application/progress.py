@@ -20,6 +20,10 @@ class Progress(Protocol):
         """The epoch's summary (mean loss, val metric, seconds...)."""
         ...
 
+    def close(self) -> None:
+        """The run is over (finished or not): release what the progress display holds (bars, threads)."""
+        ...
+
 
 class SilentProgress:
     """Progress that shows nothing (other ranks, tests)."""
@@ -31,4 +35,7 @@ class SilentProgress:
         return None
 
     def end_epoch(self, summary: dict[str, float]) -> None:
+        return None
+
+    def close(self) -> None:
         return None

@@ -139,8 +139,11 @@ class TrainUseCase:
             raise RunAlreadyFinished(
                 finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
             )
-        with interrupt_guard() as stop_flag:
-            return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+        try:
+            with interrupt_guard() as stop_flag:
+                return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+        finally:
+            self.progress.close()  # however the run ended: no bar or watchdog left behind
 
     # ------------------------------------------------------------------------------------------
     def _build_model(self, num_classes: int, payload: Mapping[str, Any] | None) -> Any:

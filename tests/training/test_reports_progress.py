@@ -109,3 +109,25 @@ def test_slow_steps_still_log_a_line_at_least_every_30_seconds() -> None:
     assert steps == ["11/50", "14/50", "17/50", "20/50"]  # first step, then every 36 s (>= 30 s apart)
     first = next(entry for entry in logger.entries if entry["event"] == "train_progress")
     assert first["first_step_s"] == 12.0
+
+
+def test_a_step_longer_than_the_silence_bound_still_gets_lines() -> None:
+    """Wall clock: one step that runs for a while (here 0.5 s against a 0.1 s bound) is announced while it runs."""
+    import time
+
+    logger = Lines()
+    progress = LogProgress(100, logger=logger, max_silence_s=0.1)
+    progress.start_epoch(stage="joint", epoch=1, total_epochs=1, total_steps=3, initial_step=0)
+    progress.update(step=1, loss=1.0, lr=1e-3)
+    time.sleep(0.5)  # step 2 is slow
+    during = [entry for entry in logger.entries if entry["event"] == "still_working"]
+    assert during and all(entry["on"] == "step 2/3" and entry["silent_s"] >= 0.1 for entry in during)
+    progress.update(step=2, loss=1.0, lr=1e-3)
+    progress.update(step=3, loss=1.0, lr=1e-3)
+    time.sleep(0.3)  # validation after the last step
+    assert logger.entries[-1]["event"] == "still_working" and logger.entries[-1]["on"] == "validation and checkpoint"
+    progress.end_epoch({"loss": 1.0})
+    progress.close()
+    count = len(logger.entries)
+    time.sleep(0.3)
+    assert len(logger.entries) == count  # closed: the watchdog is gone
