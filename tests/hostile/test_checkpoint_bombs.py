@@ -180,7 +180,8 @@ for path in ({str(corrupt)!r}, {str(evil)!r}, {str(truncated)!r}):
     corrupt_line, evil_line, truncated_line = outcome.stdout.splitlines()
     assert "not a valid torch checkpoint" in corrupt_line and "pickled" not in corrupt_line
     assert "pickled Python objects" in evil_line and "system" in evil_line and "PWNED" not in outcome.stdout
-    assert "not a torch checkpoint" in truncated_line and "pickled" not in truncated_line
+    assert "truncated or corrupt torch checkpoint" in truncated_line and "pickled" not in truncated_line
+    assert "starts like a torch.save zip archive" in truncated_line and "5000 bytes" in truncated_line
     predict = cli("predict", "--checkpoint", str(corrupt), "--image", str(tiny_run.image), "--output",
                   str(tmp_path / "p"))
     assert_refused(predict, str(corrupt), "not a valid torch checkpoint")

@@ -297,6 +297,12 @@ def _require_torch_file(path: Path, limits: SizeLimits) -> None:
             head = handle.read(2)
     except OSError as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+    if head.startswith(b"PK"):  # a zip archive's first header without its central directory at the end
+        raise CheckpointError(
+            f"{path} is a truncated or corrupt torch checkpoint: it starts like a torch.save zip archive but "
+            f"its end (the zip directory) is missing or broken ({path.stat().st_size} bytes); an interrupted copy or "
+            "download? Copy it again, or use another checkpoint (e.g. the run's last.pt or epoch_XXXX.pt)"
+        )
     if not head.startswith(b"\x80"):
         raise CheckpointError(
             f"{path} is not a torch checkpoint (neither a torch.save zip archive nor a pickle stream)"
