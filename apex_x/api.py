@@ -136,6 +136,7 @@ def dataset_preflight(
     dataset problems are findings, not exceptions. The class count to check is `num_classes` or
     model.num_classes of the config. With `output_json` the report is also written there as JSON.
     """
+    _ensure_logging()
     from apex_x.container import create_container
 
     settings = load_config(config, overrides, num_classes=num_classes)
@@ -282,6 +283,7 @@ def load_model(
     model_overrides: Mapping[str, Any] | None = None,
 ) -> InferenceModel:
     """A checkpoint's model, ready for inference: profile, classes and input size come from the checkpoint."""
+    _ensure_logging()
     from apex_x.application.distributed import resolve_device
     from apex_x.application.inference import build_inference_model, checkpoint_config
     from apex_x.container import create_container
@@ -320,6 +322,7 @@ def predict(
     Inputs that cannot be used (missing, empty folder, undecodable) are listed in `.failures`; the others
     are still processed. With output_dir=None nothing is written and the detections are returned.
     """
+    _ensure_logging()
     from apex_x.application.output_folder import check_output_folder
     from apex_x.container import create_container
 
@@ -372,6 +375,7 @@ def evaluate(
     The model (profile, architecture, input size, classes) comes from the checkpoint; `model.*`
     overrides apply on top of it. Writes eval_report.json/.md (default: in train.output_dir).
     """
+    _ensure_logging()
     from apex_x.application.evaluate import eval_markdown
     from apex_x.application.output_folder import check_output_file
     from apex_x.container import create_container
