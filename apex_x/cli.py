@@ -114,10 +114,14 @@ def _report(message: str, debug: bool) -> None:
     print(message, file=sys.stderr)
 
 
+_terminated_by: list[int] = []  # the stop signal that arrived, if any (read by main's last line of defence)
+
+
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM outside a training loop (start-up, eval, predict): end at once with 128 + signal."""
     from apex_x.domain.errors import TerminationRequested
 
+    _terminated_by.append(signum)
     raise TerminationRequested(signum, signal.Signals(signum).name)
 
 
@@ -125,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `apex-x` and `python -m apex_x.cli`; returns the exit code."""
     from apex_x.domain.errors import ApexError, TerminationRequested
 
+    _terminated_by.clear()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)  # a training run replaces it while it can save last.pt
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -164,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(exit {stop.exit_code})", file=sys.stderr)
         return stop.exit_code
     except Exception as error:  # noqa: BLE001 - the last line of defence of a CLI
+        if _terminated_by:  # raised at an arbitrary point, the stop can surface as a library's own error
+            name = signal.Signals(_terminated_by[0]).name
+            _report(f"error: stopped by {name} before training started or outside a training loop; nothing to "
+                    f"save (exit {128 + _terminated_by[0]}; on the way out: {type(error).__name__})", debug)
+            return 128 + _terminated_by[0]
         text = str(error).splitlines()[0] if str(error) else ""
         _report(
             f"internal error: {type(error).__name__}: {text} - this is a bug in Apex-X; "

@@ -142,3 +142,26 @@ def test_cli_exit_code_is_143_for_sigterm_during_start_up_and_during_training(ti
     assert late.returncode == 143, err[-2000:]
     assert time.monotonic() - sent < 30  # one step (or validation batch) and a checkpoint write
     assert "interrupted:" in out and (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_stop_that_surfaces_as_a_library_error_still_exits_143(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A SIGTERM raised inside library code can come out as that library's own error (seen once as a
+    ValueError during start-up): it is still the stop, exit 143, not 'internal error'."""
+    from apex_x import cli
+    from apex_x.commands import preflight as preflight_command
+    from apex_x.domain.errors import TerminationRequested
+
+    def interrupted_inside_a_library(args: object) -> int:
+        try:
+            cli._terminate(signal.SIGTERM, None)
+        except TerminationRequested:
+            raise ValueError("too many values to unpack (expected 2)") from None
+        return 0
+
+    monkeypatch.setattr(preflight_command, "run", interrupted_inside_a_library)
+    assert cli.main(["preflight"]) == 143
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM" in err and "internal error" not in err and "ValueError" in err
+    monkeypatch.setattr(preflight_command, "run", lambda args: (_ for _ in ()).throw(ValueError("a real bug")))
+    assert cli.main(["preflight"]) == 1  # without a stop signal, a ValueError is still a bug
