@@ -16,7 +16,7 @@ from apex_x.adapters.datasets.images import (
     high_bit_depth_max,
     load_rgb,
     probe_image,
-    structural_problem,
+    structural_verdict,
 )
 
 # Rules of an image file that cannot be decoded: data.on_bad_image=skip turns them into warnings and leaves
@@ -74,8 +74,9 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
     """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked) and
     `bad_images` (image id -> why) of files that cannot be decoded.
 
-    Without `full_decode`, JPEG and PNG files get a structural check of their end (cheap: the last few KiB);
-    a suspect file is then decoded to confirm, so a truncated or cut-short file is always caught."""
+    Without `full_decode`, JPEG, PNG, BMP, GIF and WebP files get a cheap structural check (end marker, chunk
+    or block walk, header size fields); a suspect file is then decoded to confirm, and a file of any other
+    format (TIFF, ...) is decoded fully, so a truncated or cut-short file is always caught."""
     images_dir = split.paths.images_dir
     if not images_dir.is_dir():
         return {}
@@ -142,16 +143,20 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         if probe.mode != "RGB":
             modes[probe.mode] += 1
             mode_example.setdefault(probe.mode, image_id)
+        pixels_read = False  # the 16-bit scan below decodes every pixel: no second decode needed
         if probe.mode.startswith("I;16"):
             try:
                 top = high_bit_depth_max(path)
             except ImageReadError as error:
                 bad_image(error.rule, str(error), where)
                 continue
+            pixels_read = True
             if top is not None and bits_used(top) < 16:
                 partial_depth.setdefault(bits_used(top), []).append(image_id)
-        suspect = None if full_decode else structural_problem(path, probe.format)
-        if full_decode or suspect:
+        # A format without a cheap structural check (TIFF, ...) is decoded fully even by default, so that no
+        # image can pass this check and then fail in training; a suspect file is decoded to confirm.
+        checked, suspect = (False, None) if full_decode else structural_verdict(path, probe.format)
+        if full_decode or suspect or (not checked and not pixels_read):
             try:
                 load_rgb(path)
                 decoded += 1

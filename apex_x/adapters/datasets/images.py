@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from apex_x.adapters.datasets.image_structure import structural_problem, structural_verdict  # noqa: F401 (re-exported)
+
 # Images larger than this (pixels, after the header) are refused before any pixel is decoded.
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default warning threshold (~0.25 GiB of RGBA)
 ALPHA_BACKGROUND = (114, 114, 114)  # transparent pixels are composited over the letterbox grey
@@ -83,31 +85,6 @@ def probe_image(path: str | Path) -> ImageProbe:
         return ImageProbe(width, height, raw_width, raw_height, image.mode, image.format, orientation)
 
 
-_TAIL_BYTES = 4096  # where the end marker of a whole file must be (trailers longer than this get a full decode)
-
-
-def structural_problem(path: str | Path, image_format: str | None) -> str | None:
-    """A cheap check that a JPEG or PNG file is whole, without decoding pixels: a JPEG must end with its
-    end-of-image marker (FF D9), a PNG with its IEND chunk (trailing padding tolerated). Returns why the file
-    looks cut short, or None. Only a hint: the caller confirms a suspect file with a full decode."""
-    if image_format not in ("JPEG", "PNG", "MPO"):
-        return None
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - _TAIL_BYTES))
-            tail = handle.read()
-    except OSError as error:
-        return f"cannot read the file: {error.strerror or error}"
-    if image_format == "PNG":
-        if b"IEND" not in tail:
-            return f"no IEND chunk at the end of the PNG ({size} bytes): the file is cut short"
-        return _png_chunk_problem(path, size)
-    if b"\xff\xd9" not in tail:  # inside entropy-coded data FF is always stuffed (FF 00): no false match
-        return f"no end-of-image marker (FF D9) at the end of the JPEG ({size} bytes): the file is cut short"
-    return None
-
-
 def bits_used(max_value: int) -> int:
     """The bit depth a high-bit-depth image's values need (at least 8): 4095 -> 12."""
     return max(8, int(max_value).bit_length())
@@ -123,27 +100,6 @@ def high_bit_depth_max(path: str | Path) -> int | None:
         except (OSError, ValueError, SyntaxError) as error:
             raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
         return int(values.max()) if values.size else 0
-
-
-def _png_chunk_problem(path: str | Path, size: int) -> str | None:
-    """Walk the PNG's chunk headers (seeks only, no pixel data read): every chunk length must fit the file,
-    every type be 4 ASCII letters, and the walk must reach IEND."""
-    try:
-        with open(path, "rb") as handle:
-            offset = 8  # the signature
-            while offset + 8 <= size:
-                handle.seek(offset)
-                header = handle.read(8)
-                length, kind = int.from_bytes(header[:4], "big"), header[4:]
-                if not kind.isalpha() or offset + 12 + length > size:
-                    return (f"PNG chunk at byte {offset} is broken (type {kind!r}, length {length}, file {size} "
-                            "bytes): the file is corrupt or cut short")
-                if kind == b"IEND":
-                    return None
-                offset += 12 + length
-    except OSError as error:
-        return f"cannot read the file: {error.strerror or error}"
-    return f"the PNG's chunks end at byte {offset} without an IEND chunk: the file is corrupt or cut short"
 
 
 def to_rgb_array(image: Image.Image, high_bit_depth: str = "full_range") -> np.ndarray:
