@@ -51,15 +51,19 @@ def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int
         names[name] = cid
     if not categories:
         log.error("category.empty", "no usable categories: the model needs at least one class", file=file)
-    elif sorted(categories) != list(range(min(categories), min(categories) + len(categories))):
-        ids = sorted(categories)
+    return categories
+
+
+def note_id_gaps(classes: list[dict[str, Any]], file: str, log: FindingLog) -> None:
+    """Info when the class ids (after grouping categories are left out) are not contiguous: they are remapped."""
+    ids = sorted(int(c["id"]) for c in classes)
+    if ids and ids != list(range(ids[0], ids[0] + len(ids))):
         log.info(
             "category.id_gaps",
             f"category ids {ids[0]}..{ids[-1]} are not contiguous ({len(ids)} categories); they are remapped to "
             f"training ids 0..{len(ids) - 1} in id order and mapped back in predictions",
             file=file,
         )
-    return categories
 
 
 def grouping_categories(categories: list[dict[str, Any]], annotated: set[int]) -> list[dict[str, Any]]:
@@ -76,8 +80,13 @@ def grouping_categories(categories: list[dict[str, Any]], annotated: set[int]) -
 
 
 def apply_grouping_rule(categories: list[dict[str, Any]], annotated: set[int], *, keep: bool, key: str, file: str,
-                        log: FindingLog) -> list[dict[str, Any]]:
-    """Leave grouping categories out of the classes (with a warning naming them), or keep them when asked."""
+                        log: FindingLog, decided: set[int] | None = None) -> list[dict[str, Any]]:
+    """Leave grouping categories out of the classes (with a warning naming them), or keep them when asked.
+
+    `decided`: the ids the train split left out as grouping categories; a val split applies that decision
+    (so a category annotated in train but not in val stays a class in both) instead of deciding its own."""
+    if decided is not None and not keep:
+        return _apply_train_decision(categories, annotated, decided, key=key, file=file, log=log)
     grouping = grouping_categories(categories, annotated)
     for category in grouping:
         others = [c for c in categories if c is not category]
@@ -103,6 +112,30 @@ def apply_grouping_rule(categories: list[dict[str, Any]], annotated: set[int], *
         return categories
     dropped = {category["id"] for category in grouping}
     return [category for category in categories if category["id"] not in dropped]
+
+
+def _apply_train_decision(categories: list[dict[str, Any]], annotated: set[int], decided: set[int], *, key: str,
+                          file: str, log: FindingLog) -> list[dict[str, Any]]:
+    """A val split leaves out exactly the categories the train split left out as grouping categories."""
+    for category in categories:
+        if category["id"] not in decided:
+            continue
+        if category["id"] in annotated:
+            log.error(
+                "category.grouping_annotated",
+                f"{key}: category {category['id']} {category['name']!r} has annotations here, but the train split "
+                "left it out as a grouping category (no annotations there, the supercategory of all others): the "
+                "model would never predict it. Remove those annotations, or set data.keep_grouping_categories=true",
+                file=file,
+            )
+        else:
+            log.info(
+                "category.grouping_left_out",
+                f"{key}: category {category['id']} {category['name']!r} is left out of the classes, as in the train "
+                "split (a grouping category there)",
+                file=file,
+            )
+    return [category for category in categories if category["id"] not in decided]
 
 
 def describe_classes(categories: list[dict[str, Any]], limit: int = 20) -> str:

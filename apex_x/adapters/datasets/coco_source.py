@@ -74,7 +74,12 @@ class CocoDatasetSource:
     def _split(self, name: str) -> tuple[CheckedSplit, list[Finding]]:
         if name not in self._splits:
             log = FindingLog()
-            checked = read_split(self.paths[name], log, keep_grouping=self.settings.data.keep_grouping_categories)
+            decided = None  # which categories are grouping ones is decided once, from the train split
+            if name != "train":
+                train, _ = self._split("train")
+                decided = {int(c["id"]) for c in train.left_out} if train.readable else None
+            checked = read_split(self.paths[name], log, keep_grouping=self.settings.data.keep_grouping_categories,
+                                 grouping_decided=decided)
             self._splits[name] = (checked, log.finish())
         return self._splits[name]
 
@@ -187,9 +192,7 @@ class CocoDatasetSource:
     def _grouping_note(self) -> str:
         """For class-count messages: which grouping categories were left out (or kept) of the count."""
         split, _ = self._split("train")
-        names = {c["id"]: c["name"] for c in split.categories}
-        raw = [c for c in (split.raw or {}).get("categories") or [] if isinstance(c, dict)]
-        left_out = [f"{c.get('id')} {c.get('name')!r}" for c in raw if c.get("id") not in names and "id" in c]
+        left_out = [f"{c['id']} {c['name']!r}" for c in split.left_out]
         if left_out:
             return f" (left out as grouping categories: {', '.join(left_out[:5])}; data.keep_grouping_categories=true keeps them)"
         return ""
