@@ -105,3 +105,18 @@ def test_the_id_gap_note_counts_only_the_classes(tmp_path: Path) -> None:
     report = dataset_preflight(dataset.config(), overrides=["data.keep_grouping_categories=true"])
     [gaps] = [f for f in report.findings if f.rule == "category.id_gaps"]
     assert "category ids 0..5 are not contiguous (3 categories)" in gaps.message
+
+
+def test_a_grouping_category_only_val_lists_is_left_out_there(tmp_path: Path) -> None:
+    from apex_x.api import dataset_preflight
+
+    dataset = small_dataset(tmp_path / "user")  # train: 1 'circle', 2 'square', no grouping category
+    val = copy.deepcopy(dataset.data)
+    for category in val["categories"]:
+        category["supercategory"] = "shape"
+    val["categories"].insert(0, {"id": 0, "name": "shape", "supercategory": "none"})
+    dataset.write_json(val, path=dataset.root / "val.json")
+    report = dataset_preflight(dataset.config(val_annotations=dataset.root / "val.json"))
+    assert report.ok, report.error_summary()
+    [note] = [f for f in report.findings if f.rule == "category.grouping_left_out"]
+    assert note.severity == "info" and "category 0 'shape'" in note.message and "not in the train split" in note.message

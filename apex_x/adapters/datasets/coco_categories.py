@@ -80,13 +80,16 @@ def grouping_categories(categories: list[dict[str, Any]], annotated: set[int]) -
 
 
 def apply_grouping_rule(categories: list[dict[str, Any]], annotated: set[int], *, keep: bool, key: str, file: str,
-                        log: FindingLog, decided: set[int] | None = None) -> list[dict[str, Any]]:
+                        log: FindingLog, decided: tuple[set[int], set[int]] | None = None) -> list[dict[str, Any]]:
     """Leave grouping categories out of the classes (with a warning naming them), or keep them when asked.
 
-    `decided`: the ids the train split left out as grouping categories; a val split applies that decision
-    (so a category annotated in train but not in val stays a class in both) instead of deciding its own."""
+    `decided`: (the ids the train split left out as grouping categories, all of train's category ids); a val
+    split applies that decision (so a category annotated in train but not in val stays a class in both) and
+    decides only for categories train does not list."""
     if decided is not None and not keep:
-        return _apply_train_decision(categories, annotated, decided, key=key, file=file, log=log)
+        left_out, train_ids = decided
+        own = {c["id"] for c in grouping_categories(categories, annotated) if c["id"] not in train_ids}
+        return _apply_train_decision(categories, annotated, left_out, own, key=key, file=file, log=log)
     grouping = grouping_categories(categories, annotated)
     for category in grouping:
         others = [c for c in categories if c is not category]
@@ -114,10 +117,19 @@ def apply_grouping_rule(categories: list[dict[str, Any]], annotated: set[int], *
     return [category for category in categories if category["id"] not in dropped]
 
 
-def _apply_train_decision(categories: list[dict[str, Any]], annotated: set[int], decided: set[int], *, key: str,
-                          file: str, log: FindingLog) -> list[dict[str, Any]]:
-    """A val split leaves out exactly the categories the train split left out as grouping categories."""
+def _apply_train_decision(categories: list[dict[str, Any]], annotated: set[int], decided: set[int], own: set[int],
+                          *, key: str, file: str, log: FindingLog) -> list[dict[str, Any]]:
+    """A val split leaves out the categories the train split left out as grouping categories, and its own
+    grouping categories that train does not list at all (`own`)."""
     for category in categories:
+        if category["id"] in own:
+            log.info(
+                "category.grouping_left_out",
+                f"{key}: category {category['id']} {category['name']!r} has no annotations, is the supercategory of "
+                "all other categories and is not in the train split: a grouping category, left out of the classes",
+                file=file,
+            )
+            continue
         if category["id"] not in decided:
             continue
         if category["id"] in annotated:
@@ -135,7 +147,7 @@ def _apply_train_decision(categories: list[dict[str, Any]], annotated: set[int],
                 "split (a grouping category there)",
                 file=file,
             )
-    return [category for category in categories if category["id"] not in decided]
+    return [category for category in categories if category["id"] not in decided | own]
 
 
 def describe_classes(categories: list[dict[str, Any]], limit: int = 20) -> str:

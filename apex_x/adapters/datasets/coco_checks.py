@@ -47,10 +47,11 @@ class CheckedSplit:
 
 
 def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = False,
-               grouping_decided: set[int] | None = None) -> CheckedSplit:
+               grouping_decided: tuple[set[int], set[int]] | None = None) -> CheckedSplit:
     """Parse and check one split's JSON (no image files are touched here). A grouping category (no
     annotations, the supercategory of all others) is left out of the classes unless `keep_grouping`;
-    `grouping_decided` (the train split's left-out ids) makes a val split follow train's decision."""
+    `grouping_decided` (the train split's left-out ids, all its category ids) makes a val split follow train's
+    decision."""
     result = CheckedSplit(paths=paths)
     file = str(paths.annotations_path)
     if not paths.images_dir.exists():

@@ -77,7 +77,9 @@ class CocoDatasetSource:
             decided = None  # which categories are grouping ones is decided once, from the train split
             if name != "train":
                 train, _ = self._split("train")
-                decided = {int(c["id"]) for c in train.left_out} if train.readable else None
+                if train.readable:
+                    decided = ({int(c["id"]) for c in train.left_out},
+                               {int(c["id"]) for c in [*train.categories, *train.left_out]})
             checked = read_split(self.paths[name], log, keep_grouping=self.settings.data.keep_grouping_categories,
                                  grouping_decided=decided)
             self._splits[name] = (checked, log.finish())
