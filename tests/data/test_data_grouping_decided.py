@@ -120,3 +120,21 @@ def test_a_grouping_category_only_val_lists_is_left_out_there(tmp_path: Path) ->
     assert report.ok, report.error_summary()
     [note] = [f for f in report.findings if f.rule == "category.grouping_left_out"]
     assert note.severity == "info" and "category 0 'shape'" in note.message and "not in the train split" in note.message
+
+
+def test_names_that_differ_only_in_case_or_spaces_are_warned_naming_both_ids(tmp_path: Path) -> None:
+    from apex_x.api import dataset_preflight
+
+    dataset = small_dataset(tmp_path / "user")  # 1 'circle', 2 'square'
+    dataset.data["categories"].append({"id": 3, "name": "Circle ", "supercategory": "shape"})
+    dataset.data["categories"].append({"id": 4, "name": " SQUARE", "supercategory": "shape"})
+    dataset.write_json()
+    report = dataset_preflight(dataset.config())
+    found = sorted(f.message for f in report.findings if f.rule == "category.similar_names")
+    assert len(found) == 2
+    assert found[0].startswith("categories 1 'circle' and 3 'Circle ' differ only in case or surrounding spaces")
+    assert found[1].startswith("categories 2 'square' and 4 ' SQUARE' differ only in case or surrounding spaces")
+    assert all(f.severity == "warning" for f in report.findings if f.rule == "category.similar_names")
+    dataset.data["categories"] = dataset.data["categories"][:2]
+    dataset.write_json()
+    assert not [f for f in dataset_preflight(dataset.config()).findings if f.rule == "category.similar_names"]

@@ -11,6 +11,7 @@ from apex_x.adapters.datasets.json_values import describe, is_int
 def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
     categories: dict[int, dict[str, Any]] = {}
     names: dict[str, int] = {}
+    folded: dict[str, int] = {}  # name in lower case without surrounding spaces -> first id
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             log.error(
@@ -47,8 +48,18 @@ def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int
                 f"categories {names[name]} and {cid} share the name {name!r}",
                 file=file,
             )
+        elif name.strip().casefold() in folded:
+            other = folded[name.strip().casefold()]
+            log.warning(
+                "category.similar_names",
+                f"categories {other} {categories[other]['name']!r} and {cid} {name!r} differ only in case or "
+                "surrounding spaces: probably one class labelled two ways, trained as two classes; merge them "
+                "(one id in the annotations) or rename one",
+                file=file,
+            )
         categories[cid] = {key: entry[key] for key in ("id", "name", "supercategory") if key in entry}
         names[name] = cid
+        folded.setdefault(name.strip().casefold(), cid)
     if not categories:
         log.error("category.empty", "no usable categories: the model needs at least one class", file=file)
     return categories
