@@ -281,6 +281,7 @@ class CocoDatasetSource:
         splits: dict[str, Any] = {}
         for name, paths in self.paths.items():
             split, _ = self._split(name)
+            over = self._over_cap(name) if split.readable else {}
             splits[name] = {
                 "images_dir": str(paths.images_dir),
                 "annotations_file": str(paths.annotations_path),
@@ -288,6 +289,8 @@ class CocoDatasetSource:
                 "annotations": split.summary.get("annotations"),
                 "skipped_images": len(self._bad_images.get(name, {}))
                 if self.settings.data.on_bad_image == "skip" else 0,
+                "images_over_max_instances": len(over),  # data.max_instances: the smallest instances are dropped
+                "instances_dropped": sum(over.values()),
             }
         train, _ = self._split("train")
         return {
@@ -296,5 +299,6 @@ class CocoDatasetSource:
             "splits": splits,
             "num_classes": len(train.categories) if train.readable else None,
             "categories": [c["name"] for c in train.categories],
+            "max_instances": self.settings.data.max_instances,
             "fingerprint": self.fingerprint(),
         }
