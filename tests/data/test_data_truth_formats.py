@@ -17,6 +17,7 @@ TINY = ["model.profile=small", "model.input_height=64", "model.input_width=64",
         "model.backbone=mobilenetv3_small_050", "model.width_multiplier=0.25", "train.epochs=1",
         "train.batch_size=4", "train.warmup_steps=0", "runtime.device=cpu", "train.steps_per_stage=1"]
 FORMATS = {"BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif"}
+SUFFIX = {**FORMATS, "WEBP": ".webp"}
 
 
 def _convert(images: Path, annotations: Path, index: int, image_format: str) -> Path:
@@ -47,9 +48,9 @@ def formats(tmp_path: Path) -> tuple[ShapesPaths, dict[str, Path]]:
     return paths, files
 
 
-@pytest.mark.parametrize("image_format", ["BMP", "GIF"])
+@pytest.mark.parametrize("image_format", ["BMP", "GIF", "WEBP"])
 def test_cheap_check_sees_a_cut_file_and_passes_a_whole_one(tmp_path: Path, image_format: str) -> None:
-    path = tmp_path / f"x{FORMATS[image_format]}"
+    path = tmp_path / f"x{SUFFIX[image_format]}"
     Image.effect_noise((40, 30), 60).convert("RGB").save(path, image_format)
     whole = path.read_bytes()
     assert structural_verdict(path, image_format) == (True, None)
