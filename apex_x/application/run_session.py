@@ -124,6 +124,22 @@ class RunSession:
         log.info("resumed", checkpoint=path, **position.to_plain())
         return position
 
+    def _note_dropped_instances(self) -> None:
+        """Instances over data.max_instances are dropped from the train targets: a report warning with the
+        counts (once per run, also after a resume), so the report says what the run did not learn from."""
+        train = dict((self.dataset_info.get("splits") or {}).get("train") or {})
+        dropped, images = int(train.get("instances_dropped") or 0), int(train.get("images_over_max_instances") or 0)
+        if not dropped or any(w.get("kind") == "data.max_instances" for w in self.report_state.warnings):
+            return
+        cap = self.settings.data.max_instances
+        self.report_state.warnings.append({
+            "kind": "data.max_instances", "component": None, "epoch": None, "stage": None,
+            "images": images, "instances_dropped": dropped,
+            "message": f"{images} train image(s) have more than data.max_instances={cap} instances: {dropped} of "
+                       "their smallest instances were dropped from the training targets (raise data.max_instances "
+                       "to keep them)",
+        })
+
     # --- the loop -------------------------------------------------------------------------------
     def run(self, schedule: list[StartPoint], *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
         """Run the planned epochs (train_state.plan_remaining): one run-wide epoch numbering throughout."""
@@ -132,6 +148,7 @@ class RunSession:
         self.report_state.sessions += 1
         self.planned_epochs = len(self.report_state.history) + len(schedule)
         self.last_epoch = schedule[-1].epoch if schedule else -1
+        self._note_dropped_instances()
         if self.context.is_main:
             self.write_report()
         try:

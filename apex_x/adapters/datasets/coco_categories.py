@@ -11,6 +11,7 @@ from apex_x.adapters.datasets.json_values import describe, is_int
 def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
     categories: dict[int, dict[str, Any]] = {}
     names: dict[str, int] = {}
+    folded: dict[str, int] = {}  # name in lower case without surrounding spaces -> first id
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             log.error(
@@ -47,19 +48,33 @@ def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int
                 f"categories {names[name]} and {cid} share the name {name!r}",
                 file=file,
             )
+        elif name.strip().casefold() in folded:
+            other = folded[name.strip().casefold()]
+            log.warning(
+                "category.similar_names",
+                f"categories {other} {categories[other]['name']!r} and {cid} {name!r} differ only in case or "
+                "surrounding spaces: probably one class labelled two ways, trained as two classes; merge them "
+                "(one id in the annotations) or rename one",
+                file=file,
+            )
         categories[cid] = {key: entry[key] for key in ("id", "name", "supercategory") if key in entry}
         names[name] = cid
+        folded.setdefault(name.strip().casefold(), cid)
     if not categories:
         log.error("category.empty", "no usable categories: the model needs at least one class", file=file)
-    elif sorted(categories) != list(range(min(categories), min(categories) + len(categories))):
-        ids = sorted(categories)
+    return categories
+
+
+def note_id_gaps(classes: list[dict[str, Any]], file: str, log: FindingLog) -> None:
+    """Info when the class ids (after grouping categories are left out) are not contiguous: they are remapped."""
+    ids = sorted(int(c["id"]) for c in classes)
+    if ids and ids != list(range(ids[0], ids[0] + len(ids))):
         log.info(
             "category.id_gaps",
             f"category ids {ids[0]}..{ids[-1]} are not contiguous ({len(ids)} categories); they are remapped to "
             f"training ids 0..{len(ids) - 1} in id order and mapped back in predictions",
             file=file,
         )
-    return categories
 
 
 def grouping_categories(categories: list[dict[str, Any]], annotated: set[int]) -> list[dict[str, Any]]:
@@ -76,8 +91,16 @@ def grouping_categories(categories: list[dict[str, Any]], annotated: set[int]) -
 
 
 def apply_grouping_rule(categories: list[dict[str, Any]], annotated: set[int], *, keep: bool, key: str, file: str,
-                        log: FindingLog) -> list[dict[str, Any]]:
-    """Leave grouping categories out of the classes (with a warning naming them), or keep them when asked."""
+                        log: FindingLog, decided: tuple[set[int], set[int]] | None = None) -> list[dict[str, Any]]:
+    """Leave grouping categories out of the classes (with a warning naming them), or keep them when asked.
+
+    `decided`: (the ids the train split left out as grouping categories, all of train's category ids); a val
+    split applies that decision (so a category annotated in train but not in val stays a class in both) and
+    decides only for categories train does not list."""
+    if decided is not None and not keep:
+        left_out, train_ids = decided
+        own = {c["id"] for c in grouping_categories(categories, annotated) if c["id"] not in train_ids}
+        return _apply_train_decision(categories, annotated, left_out, own, key=key, file=file, log=log)
     grouping = grouping_categories(categories, annotated)
     for category in grouping:
         others = [c for c in categories if c is not category]
@@ -103,6 +126,39 @@ def apply_grouping_rule(categories: list[dict[str, Any]], annotated: set[int], *
         return categories
     dropped = {category["id"] for category in grouping}
     return [category for category in categories if category["id"] not in dropped]
+
+
+def _apply_train_decision(categories: list[dict[str, Any]], annotated: set[int], decided: set[int], own: set[int],
+                          *, key: str, file: str, log: FindingLog) -> list[dict[str, Any]]:
+    """A val split leaves out the categories the train split left out as grouping categories, and its own
+    grouping categories that train does not list at all (`own`)."""
+    for category in categories:
+        if category["id"] in own:
+            log.info(
+                "category.grouping_left_out",
+                f"{key}: category {category['id']} {category['name']!r} has no annotations, is the supercategory of "
+                "all other categories and is not in the train split: a grouping category, left out of the classes",
+                file=file,
+            )
+            continue
+        if category["id"] not in decided:
+            continue
+        if category["id"] in annotated:
+            log.error(
+                "category.grouping_annotated",
+                f"{key}: category {category['id']} {category['name']!r} has annotations here, but the train split "
+                "left it out as a grouping category (no annotations there, the supercategory of all others): the "
+                "model would never predict it. Remove those annotations, or set data.keep_grouping_categories=true",
+                file=file,
+            )
+        else:
+            log.info(
+                "category.grouping_left_out",
+                f"{key}: category {category['id']} {category['name']!r} is left out of the classes, as in the train "
+                "split (a grouping category there)",
+                file=file,
+            )
+    return [category for category in categories if category["id"] not in decided | own]
 
 
 def describe_classes(categories: list[dict[str, Any]], limit: int = 20) -> str:

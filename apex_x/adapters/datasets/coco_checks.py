@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from apex_x.adapters.datasets.coco_categories import apply_grouping_rule, check_categories
+from apex_x.adapters.datasets.coco_categories import apply_grouping_rule, check_categories, note_id_gaps
 from apex_x.adapters.datasets.coco_summary import summarize_split
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.json_values import describe, is_int, is_number
@@ -41,13 +41,17 @@ class CheckedSplit:
     )  # image id -> usable annotations
     categories: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name"} sorted by id
     summary: dict[str, Any] = field(default_factory=dict)
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # grouping categories left out of the classes
     raw: dict[str, Any] | None = None
     content_sha256: str = ""
 
 
-def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = False) -> CheckedSplit:
+def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = False,
+               grouping_decided: tuple[set[int], set[int]] | None = None) -> CheckedSplit:
     """Parse and check one split's JSON (no image files are touched here). A grouping category (no
-    annotations, the supercategory of all others) is left out of the classes unless `keep_grouping`."""
+    annotations, the supercategory of all others) is left out of the classes unless `keep_grouping`;
+    `grouping_decided` (the train split's left-out ids, all its category ids) makes a val split follow train's
+    decision."""
     result = CheckedSplit(paths=paths)
     file = str(paths.annotations_path)
     if not paths.images_dir.exists():
@@ -125,8 +129,11 @@ def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = Fals
                                      rejected - set(images))
     result.categories = apply_grouping_rule(
         [categories[cid] for cid in sorted(categories)], {category_id for _, category_id, _ in referenced},
-        keep=keep_grouping, key=paths.annotations_key, file=file, log=log,
+        keep=keep_grouping, key=paths.annotations_key, file=file, log=log, decided=grouping_decided,
     )
+    result.left_out = [categories[cid] for cid in sorted(categories)
+                       if cid not in {c["id"] for c in result.categories}]
+    note_id_gaps(result.categories, file, log)
     result.images = list(images.values())
     result.annotations = annotations
     usable = sum(len(anns) for anns in annotations.values())

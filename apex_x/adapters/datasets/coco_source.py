@@ -74,7 +74,14 @@ class CocoDatasetSource:
     def _split(self, name: str) -> tuple[CheckedSplit, list[Finding]]:
         if name not in self._splits:
             log = FindingLog()
-            checked = read_split(self.paths[name], log, keep_grouping=self.settings.data.keep_grouping_categories)
+            decided = None  # which categories are grouping ones is decided once, from the train split
+            if name != "train":
+                train, _ = self._split("train")
+                if train.readable:
+                    decided = ({int(c["id"]) for c in train.left_out},
+                               {int(c["id"]) for c in [*train.categories, *train.left_out]})
+            checked = read_split(self.paths[name], log, keep_grouping=self.settings.data.keep_grouping_categories,
+                                 grouping_decided=decided)
             self._splits[name] = (checked, log.finish())
         return self._splits[name]
 
@@ -187,9 +194,7 @@ class CocoDatasetSource:
     def _grouping_note(self) -> str:
         """For class-count messages: which grouping categories were left out (or kept) of the count."""
         split, _ = self._split("train")
-        names = {c["id"]: c["name"] for c in split.categories}
-        raw = [c for c in (split.raw or {}).get("categories") or [] if isinstance(c, dict)]
-        left_out = [f"{c.get('id')} {c.get('name')!r}" for c in raw if c.get("id") not in names and "id" in c]
+        left_out = [f"{c['id']} {c['name']!r}" for c in split.left_out]
         if left_out:
             return f" (left out as grouping categories: {', '.join(left_out[:5])}; data.keep_grouping_categories=true keeps them)"
         return ""
@@ -276,6 +281,7 @@ class CocoDatasetSource:
         splits: dict[str, Any] = {}
         for name, paths in self.paths.items():
             split, _ = self._split(name)
+            over = self._over_cap(name) if split.readable else {}
             splits[name] = {
                 "images_dir": str(paths.images_dir),
                 "annotations_file": str(paths.annotations_path),
@@ -283,6 +289,8 @@ class CocoDatasetSource:
                 "annotations": split.summary.get("annotations"),
                 "skipped_images": len(self._bad_images.get(name, {}))
                 if self.settings.data.on_bad_image == "skip" else 0,
+                "images_over_max_instances": len(over),  # data.max_instances: the smallest instances are dropped
+                "instances_dropped": sum(over.values()),
             }
         train, _ = self._split("train")
         return {
@@ -291,5 +299,6 @@ class CocoDatasetSource:
             "splits": splits,
             "num_classes": len(train.categories) if train.readable else None,
             "categories": [c["name"] for c in train.categories],
+            "max_instances": self.settings.data.max_instances,
             "fingerprint": self.fingerprint(),
         }

@@ -14,10 +14,13 @@ from apex_x.adapters.datasets.images import (
     ImageReadError,
     bits_used,
     high_bit_depth_max,
+    is_tiff16_colour,
     load_rgb,
+    png16_max,
     probe_image,
-    structural_problem,
+    structural_verdict,
 )
+from apex_x.adapters.datasets.png16 import png16_colour_kind
 
 # Rules of an image file that cannot be decoded: data.on_bad_image=skip turns them into warnings and leaves
 # the image out (counted), error (the default) refuses the dataset.
@@ -74,8 +77,9 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
     """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked) and
     `bad_images` (image id -> why) of files that cannot be decoded.
 
-    Without `full_decode`, JPEG and PNG files get a structural check of their end (cheap: the last few KiB);
-    a suspect file is then decoded to confirm, so a truncated or cut-short file is always caught."""
+    Without `full_decode`, JPEG, PNG, BMP, GIF and WebP files get a cheap structural check (end marker, chunk
+    or block walk, header size fields); a suspect file is then decoded to confirm, and a file of any other
+    format (TIFF, ...) is decoded fully, so a truncated or cut-short file is always caught."""
     images_dir = split.paths.images_dir
     if not images_dir.is_dir():
         return {}
@@ -97,6 +101,8 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
             log.error(rule, f"{message} (data.on_bad_image=skip would leave it out instead)", **where)
 
     partial_depth: dict[int, list[int]] = {}  # bits used -> image ids of 16-bit images using only that many
+    colour16: dict[int, list[tuple[int, int]]] = {}  # bits used -> (image id, max value) of 48/64-bit PNGs
+    tiff16: list[tuple[int, int]] = []  # (image id, max value after decoding) of 16-bit-per-channel colour TIFFs
     missing: list[str] = []  # file names not found (relative to images_dir)
     first_missing = len(log.findings)
 
@@ -142,21 +148,27 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         if probe.mode != "RGB":
             modes[probe.mode] += 1
             mode_example.setdefault(probe.mode, image_id)
-        if probe.mode.startswith("I;16"):
-            try:
-                top = high_bit_depth_max(path)
-            except ImageReadError as error:
-                bad_image(error.rule, str(error), where)
-                continue
-            if top is not None and bits_used(top) < 16:
-                partial_depth.setdefault(bits_used(top), []).append(image_id)
-        suspect = None if full_decode else structural_problem(path, probe.format)
-        if full_decode or suspect:
-            try:
+        # A format without a cheap structural check (TIFF, ...) is decoded fully even by default, so that no
+        # image can pass this check and then fail in training; a suspect file is decoded to confirm.
+        checked, suspect = (False, None) if full_decode else structural_verdict(path, probe.format)
+        try:
+            if full_decode or suspect:
                 load_rgb(path)
                 decoded += 1
-            except ImageReadError as error:
-                bad_image("image.truncated" if suspect else error.rule, suspect or str(error), where)
+            # The 16-bit scans decode every pixel: no further decode needed for an unchecked format.
+            if probe.mode.startswith("I;16"):
+                top = high_bit_depth_max(path)
+                if top is not None and bits_used(top) < 16:
+                    partial_depth.setdefault(bits_used(top), []).append(image_id)
+            elif probe.format == "PNG" and png16_colour_kind(path):
+                top = png16_max(path)
+                colour16.setdefault(bits_used(top), []).append((image_id, top))
+            elif probe.format == "TIFF" and is_tiff16_colour(path):
+                tiff16.append((image_id, int(load_rgb(path).max())))
+            elif not checked and not full_decode:
+                load_rgb(path)
+        except ImageReadError as error:
+            bad_image("image.truncated" if suspect else error.rule, suspect or str(error), where)
     if missing:
         _look_nearby(split, missing, log, first_missing)
     if rotated:
@@ -179,6 +191,15 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
                 "data.high_bit_depth_scaling=used_bits to scale them over the bits they use",
                 file=str(images_dir), image_id=ids[0],
             )
+    _report_colour16(colour16, high_bit_depth, log, str(images_dir))
+    if tiff16:
+        log.warning(
+            "image.high_bit_depth_colour",
+            f"{len(tiff16)} TIFF(s) with 16 bits per colour channel: decoded to 8 bits by the high byte (max value "
+            f"after decoding {max(top for _, top in tiff16)} of 255); data.high_bit_depth_scaling cannot rescale "
+            "16-bit colour TIFFs: save them as 16-bit PNG (then used_bits applies) or scale them to 8 bits yourself",
+            file=str(images_dir), image_id=tiff16[0][0],
+        )
     for mode, count in sorted(modes.items()):
         log.info(
             "image.mode_converted",
@@ -192,3 +213,26 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
         "decoded": decoded if full_decode else None,
         "bad_images": bad,
     }
+
+
+def _report_colour16(colour16: dict[int, list[tuple[int, int]]], high_bit_depth: str, log: FindingLog,
+                     file: str) -> None:
+    """16-bit-per-channel colour PNGs (48-bit RGB / 64-bit RGBA), grouped by the bits their colour uses: what
+    they are scaled to, how many of the 256 levels survive, and (full_range with unused bits) a warning."""
+    for bits, entries in sorted(colour16.items()):
+        ids = [image_id for image_id, _ in entries]
+        top = max(value for _, value in entries)
+        what = f"{len(ids)} PNG(s) with 16 bits per colour channel (48/64-bit) use {bits} of 16 bits (max {top})"
+        if high_bit_depth == "used_bits" or bits == 16:
+            scale = "those bits (data.high_bit_depth_scaling=used_bits)" if bits < 16 else "the full 16-bit range"
+            log.info("image.high_bit_depth_colour", f"{what}; scaled over {scale} to 0..255 per channel",
+                     file=file, image_id=ids[0])
+            continue
+        after = (top * 255 + 32767) // 65535
+        log.warning(
+            "image.high_bit_depth_colour",
+            f"{what}: scaled over the full 16-bit range (data.high_bit_depth_scaling=full_range) their colour "
+            f"ends at {after} of 255 (~{after + 1} levels per channel, nearly black). Set "
+            "data.high_bit_depth_scaling=used_bits to scale them over the bits they use",
+            file=file, image_id=ids[0],
+        )

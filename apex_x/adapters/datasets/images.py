@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from apex_x.adapters.datasets.image_structure import structural_problem, structural_verdict  # noqa: F401 (re-exported)
+from apex_x.adapters.datasets.png16 import colour_max, png16_colour_kind, read_png16, scale_png16
+
 # Images larger than this (pixels, after the header) are refused before any pixel is decoded.
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default warning threshold (~0.25 GiB of RGBA)
 ALPHA_BACKGROUND = (114, 114, 114)  # transparent pixels are composited over the letterbox grey
@@ -83,31 +86,6 @@ def probe_image(path: str | Path) -> ImageProbe:
         return ImageProbe(width, height, raw_width, raw_height, image.mode, image.format, orientation)
 
 
-_TAIL_BYTES = 4096  # where the end marker of a whole file must be (trailers longer than this get a full decode)
-
-
-def structural_problem(path: str | Path, image_format: str | None) -> str | None:
-    """A cheap check that a JPEG or PNG file is whole, without decoding pixels: a JPEG must end with its
-    end-of-image marker (FF D9), a PNG with its IEND chunk (trailing padding tolerated). Returns why the file
-    looks cut short, or None. Only a hint: the caller confirms a suspect file with a full decode."""
-    if image_format not in ("JPEG", "PNG", "MPO"):
-        return None
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - _TAIL_BYTES))
-            tail = handle.read()
-    except OSError as error:
-        return f"cannot read the file: {error.strerror or error}"
-    if image_format == "PNG":
-        if b"IEND" not in tail:
-            return f"no IEND chunk at the end of the PNG ({size} bytes): the file is cut short"
-        return _png_chunk_problem(path, size)
-    if b"\xff\xd9" not in tail:  # inside entropy-coded data FF is always stuffed (FF 00): no false match
-        return f"no end-of-image marker (FF D9) at the end of the JPEG ({size} bytes): the file is cut short"
-    return None
-
-
 def bits_used(max_value: int) -> int:
     """The bit depth a high-bit-depth image's values need (at least 8): 4095 -> 12."""
     return max(8, int(max_value).bit_length())
@@ -123,27 +101,6 @@ def high_bit_depth_max(path: str | Path) -> int | None:
         except (OSError, ValueError, SyntaxError) as error:
             raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
         return int(values.max()) if values.size else 0
-
-
-def _png_chunk_problem(path: str | Path, size: int) -> str | None:
-    """Walk the PNG's chunk headers (seeks only, no pixel data read): every chunk length must fit the file,
-    every type be 4 ASCII letters, and the walk must reach IEND."""
-    try:
-        with open(path, "rb") as handle:
-            offset = 8  # the signature
-            while offset + 8 <= size:
-                handle.seek(offset)
-                header = handle.read(8)
-                length, kind = int.from_bytes(header[:4], "big"), header[4:]
-                if not kind.isalpha() or offset + 12 + length > size:
-                    return (f"PNG chunk at byte {offset} is broken (type {kind!r}, length {length}, file {size} "
-                            "bytes): the file is corrupt or cut short")
-                if kind == b"IEND":
-                    return None
-                offset += 12 + length
-    except OSError as error:
-        return f"cannot read the file: {error.strerror or error}"
-    return f"the PNG's chunks end at byte {offset} without an IEND chunk: the file is corrupt or cut short"
 
 
 def to_rgb_array(image: Image.Image, high_bit_depth: str = "full_range") -> np.ndarray:
@@ -182,6 +139,42 @@ def to_rgb_array(image: Image.Image, high_bit_depth: str = "full_range") -> np.n
     return np.asarray(image.convert("RGB"), dtype=np.uint8)  # CMYK, YCbCr, LAB, HSV, ...
 
 
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # EXIF orientation -> the transpose that displays it (as ImageOps.exif_transpose)
+
+
+def png16_max(path: str | Path) -> int:
+    """The largest colour value of a 16-bit-per-channel colour PNG (decodes it with libpng)."""
+    try:
+        return colour_max(read_png16(path))
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
+
+
+def is_tiff16_colour(path: str | Path) -> bool:
+    """A TIFF with 16 bits per colour channel (Pillow decodes it to 8 bits by the high byte; no rescaling
+    possible here). Header only."""
+    with _open(Path(path)) as image:
+        if image.format != "TIFF" or image.mode not in ("RGB", "RGBA"):
+            return False
+        bits = image.tag_v2.get(258, ())  # BitsPerSample
+        return isinstance(bits, tuple) and len(bits) >= 3 and all(int(b) == 16 for b in bits[:3])
+
+
+def _png16_rgb(path: Path, high_bit_depth: str) -> np.ndarray:
+    """A 48/64-bit PNG scaled from its 16-bit values (Pillow alone would keep only the high byte): over the
+    full 16-bit range, or over the bits the image uses (`used_bits`)."""
+    try:
+        values = read_png16(path)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ImageReadError("image.decode_failed", f"cannot decode pixels (truncated or corrupt): {error}") from None
+    top = 65535 if high_bit_depth != "used_bits" else 2 ** bits_used(colour_max(values)) - 1
+    return scale_png16(values, top, ALPHA_BACKGROUND)
+
+
 def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None,
              high_bit_depth: str = "full_range") -> np.ndarray:
     """Decode fully to (H, W, 3) uint8 RGB in display orientation (EXIF applied).
@@ -192,6 +185,11 @@ def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None,
     image = _open(Path(path))
     try:
         orientation = _orientation(image)
+        if image.format == "PNG" and png16_colour_kind(path):
+            array = _png16_rgb(Path(path), high_bit_depth)
+            if orientation != 1:
+                array = np.asarray(Image.fromarray(array).transpose(_TRANSPOSES[orientation]))
+            return np.ascontiguousarray(array)
         if min_size is not None and image.format == "JPEG" and image.mode in {"RGB", "L", "CMYK"}:
             want_w, want_h = min_size
             if orientation in _SWAPS_AXES:

@@ -120,12 +120,18 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         f"weights {_relative(artifacts.get('weights'), folder)}, [config.json](config.json), "
         "[train_report.json](train_report.json)",
     ]
+    dropped = {name: split for name, split in (dataset.get("splits") or {}).items()
+               if isinstance(split, dict) and split.get("instances_dropped")}
+    if dropped:
+        lines.append(f"- **instances dropped** (data.max_instances={dataset.get('max_instances')}): " + ", ".join(
+            f"{name} {split['instances_dropped']} in {split.get('images_over_max_instances')} image(s)"
+            for name, split in dropped.items()))
     if report.get("auxiliary_losses"):
         lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
     if report.get("warnings"):
         lines += ["", "## Warnings: the run could not (fully) learn", ""]
-        lines += [f"- **{item.get('kind')}** (epoch {item.get('epoch')}): {item.get('message')}"
-                  for item in report["warnings"]]
+        lines += [f"- **{item.get('kind')}**" + (f" (epoch {item['epoch']})" if item.get("epoch") is not None else "")
+                  + f": {item.get('message')}" for item in report["warnings"]]
     lines += [
         "",
         "## Curves",
