@@ -15,7 +15,7 @@ import structlog
 from apex_x.application.checkpointing import CheckpointKeeper, make_payload
 from apex_x.application.curriculum import Stage, total_epochs
 from apex_x.application.diagnostics import RunDiagnostics
-from apex_x.application.distributed import DistContext
+from apex_x.application.distributed import DistContext, any_true
 from apex_x.application.ema import ModelEma
 from apex_x.application.progress import Progress
 from apex_x.application.run_health import epoch_warnings
@@ -147,12 +147,7 @@ class RunSession:
                     self.status = "interrupted" if self.stop_flag.is_set() else "paused"
                     self.stop_signal = getattr(self.stop_flag, "signal_number", None)
                     return self._result()
-            warnings = self.report_state.warnings
-            self.status = "finished_with_warnings" if warnings else "finished"
-            self.message = (f"{len(warnings)} warning(s): " + "; ".join(w["message"] for w in warnings[:3])
-                            + (" ..." if len(warnings) > 3 else "")) if warnings else None
-            self._finish()
-            return self._result()
+            return self._end_run()
         except (TrainingStopped, DatasetError) as stopped:
             self.status = "stopped"
             self.message = str(stopped)
@@ -166,6 +161,28 @@ class RunSession:
                 with contextlib.suppress(Exception):
                     self.write_report()
             raise
+
+    def never_ended(self) -> bool:
+        """All epochs are done but the run never ended (no final weights in the run folder): e.g. a pause at
+        its last step written by an older version. Resuming it ends it instead of refusing."""
+        missing = self.weights_writer is not None and not (self.output_dir / "model.safetensors").exists()
+        return any_true(self.context, [self.context.is_main and missing])[0]
+
+    def end_without_training(self) -> TrainResult:
+        """End a run whose epochs are all done (never_ended): final report and weights, status finished."""
+        self.report_state.sessions += 1
+        self.planned_epochs = len(self.report_state.history)
+        log.info("run_ended_on_resume", reason="every epoch was done but the run had not ended (no "
+                 "model.safetensors): writing the final weights and report", epochs=self.planned_epochs)
+        return self._end_run()
+
+    def _end_run(self) -> TrainResult:
+        warnings = self.report_state.warnings
+        self.status = "finished_with_warnings" if warnings else "finished"
+        self.message = (f"{len(warnings)} warning(s): " + "; ".join(w["message"] for w in warnings[:3])
+                        + (" ..." if len(warnings) > 3 else "")) if warnings else None
+        self._finish()
+        return self._result()
 
     def _run_epoch(self, stage: Stage, epoch: int, start_batch: int, stop_after_steps: int | None) -> bool:
         """One epoch; True when the run pauses (stop requested or stop_after_steps reached)."""
@@ -202,20 +219,32 @@ class RunSession:
                 "(or add --set data.on_bad_image=skip to leave such images out and count them)"
             ) from None
         # A stop request (agreed by every rank at the step) skips the epoch's validation; a stop_after_steps
-        # pause at the last step (the same on every rank) still ends the epoch.
+        # pause at the last step (the same on every rank) still ends the epoch. A stop of either kind after the
+        # run's final step ends the run as a normal end (final validation, report, weights): nothing is left
+        # to resume.
         counted_pause = stop_after_steps is not None and self.session_steps >= stop_after_steps
         signalled = outcome.stop and not counted_pause
-        if outcome.stop and (outcome.steps_done < self.steps_per_epoch or signalled):
+        final_step = epoch >= self.last_epoch and outcome.steps_done >= self.steps_per_epoch
+        if outcome.stop and not final_step and (outcome.steps_done < self.steps_per_epoch or signalled):
             return self._pause_mid_epoch(stage, epoch, outcome.steps_done)
+        if final_step and not outcome.stop:  # a signal during the last step, after its agreed poll
+            signalled = any_true(self.context, [self.stop_flag.is_set()])[0]
+        finishing = final_step and (outcome.stop or signalled)
+        if finishing:
+            if signalled:  # last.pt first: a kill during the final validation loses no training
+                self._save_mid_epoch(stage, epoch, outcome.steps_done)
+            log.info("stop_after_final_step", action="the run's last step is done: finishing the run (final "
+                     "validation, report, weights) instead of pausing", signalled=signalled)
         seconds = time.perf_counter() - started
         try:
-            self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before)
+            self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before,
+                            interruptible=not finishing)
         except ValidationStopped:
             return self._pause_mid_epoch(stage, epoch, self.steps_per_epoch)
-        if outcome.stop:
+        if outcome.stop and not finishing:
             self.message = f"paused after epoch {len(self.report_state.history)}; resume with --resume {self.keeper.last}"
             log.info("paused", message=self.message)
-        return outcome.stop
+        return outcome.stop and not finishing
 
     def _pause_mid_epoch(self, stage: Stage, epoch: int, done: int) -> bool:
         """Save last.pt at batch `done` of the epoch (its validation, if due, runs after --resume)."""
@@ -226,7 +255,10 @@ class RunSession:
         log.info("paused", message=self.message)
         return True
 
-    def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int) -> None:
+    def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int,
+                   interruptible: bool = True) -> None:
+        """Validate (if due), record the epoch, warn, checkpoint and report. Not `interruptible`: the final
+        validation after a stop request at the run's last step runs to its end (a second Ctrl-C still aborts)."""
         train = self.settings.train
         number = len(self.report_state.history) + 1  # epochs done in the run, this one included
         last_epoch = epoch >= self.last_epoch
@@ -239,7 +271,7 @@ class RunSession:
                 model=self.eval_model, loader=self.val_loader, ground_truth=self.ground_truth,
                 evaluator=self.evaluator, categories=self.categories,
                 settings=evaluation_loss_settings(train), context=self.context, amp_dtype=self.amp_dtype,
-                should_stop=self.stop_flag.is_set,
+                should_stop=self.stop_flag.is_set if interruptible else None,
             )
             if result.error:
                 raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")

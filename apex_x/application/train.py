@@ -136,6 +136,8 @@ class TrainUseCase:
         schedule = plan_remaining(stages, position, session.report_state.history)
         if not schedule:
             assert payload is not None and resume_from is not None
+            if session.never_ended():
+                return session.end_without_training()
             raise RunAlreadyFinished(
                 finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
             )
