@@ -139,7 +139,7 @@ class TrainUseCase:
             if session.never_ended():
                 return session.end_without_training()
             raise RunAlreadyFinished(
-                finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
+                finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST), settings.train)
             )
         with interrupt_guard() as stop_flag:
             return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
