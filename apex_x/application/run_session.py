@@ -19,7 +19,13 @@ from apex_x.application.distributed import DistContext, any_true
 from apex_x.application.ema import ModelEma
 from apex_x.application.progress import Progress
 from apex_x.application.run_health import epoch_warnings
-from apex_x.application.run_support import MetricChoice, TrainResult, amp_dtype
+from apex_x.application.run_support import (
+    MetricChoice,
+    ResumeCommand,
+    TrainResult,
+    amp_dtype,
+    flag_resume_command,
+)
 from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
 from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
@@ -41,11 +47,13 @@ class RunSession:
                  source: DatasetSource, store: CheckpointStore, evaluator: Evaluator,
                  writers: Sequence[ReportWriter], weights_writer: Any, progress: Progress,
                  auxiliary_losses: Sequence[AuxiliaryLoss], categories: CategoryMap, context: DistContext,
-                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice) -> None:
+                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice,
+                 resume_command: ResumeCommand = flag_resume_command) -> None:
         self.settings, self.stages, self.model, self.groups = settings, stages, model, groups
         self.source, self.store, self.evaluator, self.writers = source, store, evaluator, writers
         self.weights_writer, self.progress, self.categories = weights_writer, progress, categories
         self.context, self.keeper, self.kernels, self.metric = context, keeper, kernels, metric
+        self.resume_command = resume_command
         train = settings.train
         self.output_dir = Path(train.output_dir)
         self.train_loader = source.train_loader(
@@ -215,8 +223,8 @@ class RunSession:
                 f"image {first['image_id']} ({first['file']}) failed to decode during training{others}: "
                 f"{first['reason']}. last.pt was saved at the last completed step (global step "
                 f"{self.trainer.global_step}, batch {stop.steps_done} of epoch {len(self.report_state.history) + 1}). "
-                f"Fix or replace the file, then resume with: apex-x train CONFIG --resume {self.keeper.last} "
-                "(or add --set data.on_bad_image=skip to leave such images out and count them)"
+                f"Fix or replace the file, then resume with: {self._resume()}; or leave such images out (counted "
+                f"in the report) with: {self._resume('data.on_bad_image=skip')}"
             ) from None
         # A stop request (agreed by every rank at the step) skips the epoch's validation; a stop_after_steps
         # pause at the last step (the same on every rank) still ends the epoch. A stop of either kind after the
@@ -242,7 +250,7 @@ class RunSession:
         except ValidationStopped:
             return self._pause_mid_epoch(stage, epoch, self.steps_per_epoch)
         if outcome.stop and not finishing:
-            self.message = f"paused after epoch {len(self.report_state.history)}; resume with --resume {self.keeper.last}"
+            self.message = f"paused after epoch {len(self.report_state.history)}; resume with: {self._resume()}"
             log.info("paused", message=self.message)
         return outcome.stop and not finishing
 
@@ -251,7 +259,7 @@ class RunSession:
         self._save_mid_epoch(stage, epoch, done)
         where = "after the last batch, before validation," if done >= self.steps_per_epoch else f"at batch {done}"
         self.message = (f"paused {where} of epoch {len(self.report_state.history) + 1}; "
-                        f"resume with --resume {self.keeper.last}")
+                        f"resume with: {self._resume()}")
         log.info("paused", message=self.message)
         return True
 
@@ -338,7 +346,8 @@ class RunSession:
                 f"val image {first['image_id']} ({first['file']}) failed to decode in the validation after epoch "
                 f"{number}: {first['reason']}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
                 + f". last.pt was saved with the epoch's training done. Fix or replace the file, then resume with: "
-                f"apex-x train CONFIG --resume {self.keeper.last} (or --set data.on_bad_image=skip)"
+                f"{self._resume()}; or leave such images out of the metrics with: "
+                f"{self._resume('data.on_bad_image=skip')}"
             )
         for item in bad:
             log.warning("bad_val_image_skipped", image_id=item["image_id"], file=item["file"], reason=item["reason"])
@@ -360,6 +369,10 @@ class RunSession:
             self.report_state.best = None
             value = val_metrics.get("val_loss", math.nan)
         return value
+
+    def _resume(self, *overrides: str) -> str:
+        """The command that resumes this run from last.pt, as the caller spells it."""
+        return self.resume_command(str(self.keeper.last), overrides)
 
     def _save_mid_epoch(self, stage: Stage, epoch: int, done: int) -> None:
         self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage), done, False,

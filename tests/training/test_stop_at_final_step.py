@@ -146,3 +146,18 @@ def test_cli_stop_after_steps_on_the_last_step_finishes(tmp_path: Path, shapes_d
     report = json.loads((tmp_path / "run" / "train_report.json").read_text())
     assert report["status"] == "finished" and report["epochs_done"] == 2
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_a_pause_names_the_resume_command_as_the_caller_spells_it(tmp_path: Path) -> None:
+    from apex_x.api import cli_resume_command, python_resume_command
+
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.pt"
+    cli = make_use_case(run, STEPS).execute(stop_after_steps=1, resume_command=cli_resume_command("my cfg.yaml"))
+    assert cli.report["message"] == f"paused at batch 1 of epoch 1; resume with: apex-x train 'my cfg.yaml' --resume {last}"
+    python = make_use_case(run, STEPS).execute(resume_from=str(last), stop_after_steps=1,
+                                               resume_command=python_resume_command("my cfg.yaml"))
+    assert python.report["message"] == (
+        f"paused after epoch 1; resume with: apex_x.train('my cfg.yaml', resume={str(last)!r})")
+    plain = make_use_case(run, STEPS).execute(resume_from=str(last), stop_after_steps=1)  # no caller: the flag
+    assert plain.report["message"].endswith(f"resume with: --resume {last}") and "CONFIG" not in plain.report["message"]
