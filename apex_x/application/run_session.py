@@ -129,7 +129,7 @@ class RunSession:
         self.trainer.global_step = position.global_step
         restore_rng(payload[fmt.KEY_RNG])
         self.position = position
-        log.info("resumed", checkpoint=path, **position.to_plain())
+        log.info("resumed", **resumed_fields(position, path))
         return position
 
     # --- the loop -------------------------------------------------------------------------------
@@ -464,3 +464,13 @@ class RunSession:
             checkpoints={"last": report["artifacts"]["last_checkpoint"], "best": report["artifacts"]["best_checkpoint"]},
             weights_path=report["artifacts"]["weights"], report=report, stop_signal=self.stop_signal,
         )
+
+
+def resumed_fields(position: Position, path: str) -> dict[str, Any]:
+    """The `resumed` log line in the run's one numbering (1-based epochs, as the log, files and report say):
+    after epoch N (complete) or in epoch N after `batches_done` of its batches; global_step = steps done."""
+    return {"checkpoint": path, "epoch": position.epoch + 1, "epoch_complete": position.epoch_complete,
+            "stage": position.stage_name, "epoch_of_stage": position.epoch_in_stage + 1,
+            "batches_done": position.step_in_epoch, "global_step": position.global_step,
+            "at": f"after epoch {position.epoch + 1}" if position.epoch_complete
+            else f"epoch {position.epoch + 1}, after batch {position.step_in_epoch}"}

@@ -161,3 +161,25 @@ def test_a_pause_names_the_resume_command_as_the_caller_spells_it(tmp_path: Path
         f"paused after epoch 1; resume with: apex_x.train('my cfg.yaml', resume={str(last)!r})")
     plain = make_use_case(run, STEPS).execute(resume_from=str(last), stop_after_steps=1)  # no caller: the flag
     assert plain.report["message"].endswith(f"resume with: --resume {last}") and "CONFIG" not in plain.report["message"]
+
+
+def test_the_resumed_log_line_uses_the_run_s_one_based_epochs(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    run = tmp_path / "run"
+    last = str(run / "checkpoints" / "last.pt")
+    make_use_case(run, STEPS, reports=False).execute(stop_after_steps=3)  # batch 1 of epoch 2
+    with capture_logs() as logs:
+        result = make_use_case(run, STEPS, reports=False).execute(resume_from=last, stop_after_steps=1)
+    resumed = next(entry for entry in logs if entry["event"] == "resumed")
+    assert (resumed["epoch"], resumed["epoch_complete"], resumed["batches_done"], resumed["global_step"]) == (
+        2, False, 1, 3)
+    assert resumed["at"] == "epoch 2, after batch 1" and resumed["stage"] == "seg_boundary"
+    started = next(entry for entry in logs if entry["event"] == "stage_start")
+    assert started["stage"] == resumed["stage"]
+    assert [entry["epoch"] for entry in result.report["history"]] == [1, 2]  # the same epoch the log named
+    assert result.status == "finished"  # the pause at the last step finished the run: extend it
+    with capture_logs() as logs:
+        make_use_case(run, STEPS, "train.epochs=2", reports=False).execute(resume_from=last, stop_after_steps=1)
+    resumed = next(entry for entry in logs if entry["event"] == "resumed")
+    assert (resumed["epoch"], resumed["epoch_complete"], resumed["at"]) == (2, True, "after epoch 2")
