@@ -318,8 +318,11 @@ class RunSession:
             "images_per_s": round(batches_now * train.batch_size * self.context.world_size / seconds, 3)
             if seconds > 0 else None,
         })
+        end = self.trainer.global_step  # the scheduled lr on this epoch's steps, for the warnings' advice
+        lrs = [self.trainer.lr_at(step, stage) for step in range(max(0, end - epoch_diag.steps), end)]
         for warning in epoch_warnings(epoch_diag, epoch=number, stage=stage.name, train=train,
-                                      lr=self.trainer.optimizer.param_groups[0]["lr"], history=self.report_state.history):
+                                      history=self.report_state.history,
+                                      scheduled_lr=(min(lrs), max(lrs)) if lrs else None):
             log.warning("training_cannot_move", kind=warning["kind"], component=warning["component"],
                         message=warning["message"])
             self.report_state.warnings.append(warning)
