@@ -170,10 +170,11 @@ class RunSession:
                     self.write_report()
             raise
 
-    def never_ended(self) -> bool:
-        """All epochs are done but the run never ended (no final weights in the run folder): e.g. a pause at
-        its last step written by an older version. Resuming it ends it instead of refusing."""
-        missing = self.weights_writer is not None and not (self.output_dir / "model.safetensors").exists()
+    def never_ended(self, run_folder: Path) -> bool:
+        """All epochs are done but the run never ended (no final weights in the folder of the run that wrote
+        the checkpoint): e.g. a pause at its last step written by an older version. Resuming it ends it
+        instead of refusing."""
+        missing = self.weights_writer is not None and not (run_folder / "model.safetensors").exists()
         return any_true(self.context, [self.context.is_main and missing])[0]
 
     def end_without_training(self) -> TrainResult:

@@ -20,6 +20,7 @@ from apex_x.application.resume import (
     check_resume_config,
     finished_message,
     require_training_checkpoint,
+    run_folder_of,
 )
 from apex_x.application.run_session import RunSession
 from apex_x.application.run_support import (
@@ -148,7 +149,7 @@ class TrainUseCase:
         schedule = plan_remaining(stages, position, session.report_state.history)
         if not schedule:
             assert payload is not None and resume_from is not None
-            if session.never_ended():
+            if session.never_ended(Path(run_folder_of(resume_from) or settings.train.output_dir)):
                 return session.end_without_training()
             raise RunAlreadyFinished(
                 finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST), settings.train)

@@ -124,6 +124,14 @@ def test_an_older_pause_at_the_final_step_ends_on_resume(tmp_path: Path) -> None
     assert report["timing"]["sessions"] == 2
 
 
+def test_a_finished_run_resumed_into_another_folder_is_still_finished(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_use_case(run, STEPS).execute()
+    with pytest.raises(RunAlreadyFinished):  # the run that wrote the checkpoint has its weights: it ended
+        make_use_case(tmp_path / "elsewhere", STEPS).execute(resume_from=str(run / "checkpoints" / "last.pt"))
+    assert not (tmp_path / "elsewhere" / "model.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_cli_stop_after_steps_on_the_last_step_finishes(tmp_path: Path, shapes_dataset) -> None:
     """The reviewer's repro: a 2-stage, 1-epoch-per-stage run with --steps-per-stage 1 --stop-after-steps 2."""
