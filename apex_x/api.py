@@ -10,7 +10,7 @@ import difflib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +194,7 @@ def train(
     output_dir: str | os.PathLike[str] | None = None,
     stop_after_steps: int | None = None,
     log_level: str | None = None,
+    resume_command: Callable[[str, Sequence[str]], str] | None = None,
 ) -> TrainResult:
     """Train (or resume) a run: the same use case, checks and reports as `apex-x train`.
 
@@ -202,6 +203,9 @@ def train(
     folder unless `output_dir` or a train.output_dir override says otherwise. `stop_after_steps` pauses
     after that many batches (last.pt saved). Returns a TrainResult (status, report path, best metric,
     last val metrics, checkpoints); bad input raises a UserError subclass naming the key, file or id.
+    Messages that say how to resume (a pause, an undecodable image) spell it as this call
+    (`apex_x.train('cfg.yaml', resume='.../last.pt')`) unless `resume_command(last_pt, overrides)` spells it
+    otherwise (the CLI passes its own).
     """
     from apex_x.adapters.logging_structlog import configure_logging
     from apex_x.application.resume import run_folder_of
@@ -234,8 +238,34 @@ def train(
     configure_logging(log_level or settings.runtime.log_level, None if log_file is None else str(log_file))
     use_case = create_container(settings).train_use_case()
     return use_case.execute(
-        resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps
+        resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps,
+        resume_command=resume_command or python_resume_command(config),
     )
+
+
+def python_resume_command(config: str | os.PathLike[str] | ApexConfig | None) -> Callable[[str, Sequence[str]], str]:
+    """How a Python user resumes: `apex_x.train('cfg.yaml', resume='.../last.pt'[, overrides=[...]])`."""
+    shown = repr(os.fspath(config)) if isinstance(config, (str, os.PathLike)) else (
+        "None" if config is None else "<the same ApexConfig>")
+
+    def command(last: str, overrides: Sequence[str] = ()) -> str:
+        extra = f", overrides={list(overrides)!r}" if overrides else ""
+        return f"apex_x.train({shown}, resume={last!r}{extra})"
+
+    return command
+
+
+def cli_resume_command(config: str | os.PathLike[str] | None) -> Callable[[str, Sequence[str]], str]:
+    """How a CLI user resumes: `apex-x train cfg.yaml --resume .../last.pt [--set k=v]` (shell-quoted)."""
+    import shlex
+
+    def command(last: str, overrides: Sequence[str] = ()) -> str:
+        words = ["apex-x", "train", *([os.fspath(config)] if config is not None else []), "--resume", last]
+        for item in overrides:
+            words += ["--set", item]
+        return shlex.join(words)
+
+    return command
 
 
 def _resume_settings(requested: ApexConfig, resume: str, overrides: Sequence[str],

@@ -225,33 +225,76 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=c` -> ("a.b", YAML scalar of c); the value keeps its YAML type (`1e-3` is a float)."""
+    """`a.b=c` -> ("a.b", YAML scalar of c); the value keeps its YAML type (`1e-3` is a float).
+
+    A numeric part names an item of a list the config already has: `train.stages.1.epochs=3`."""
     flag = f"--set {text}"
     key, sep, value_text = text.partition("=")
     key = key.strip()
-    if sep and any(part.isdigit() for part in key.split(".")):
+    parts = key.split(".")
+    if not sep or not key or parts[0].isdigit() or any(
+        not (part.isidentifier() or part.isdigit()) for part in parts
+    ):
         raise ConfigError(
-            "list items cannot be set one by one; set the whole list, e.g. --set 'train.stages=[{name: a}]'",
+            "expected KEY=VALUE with a dotted key such as train.epochs=3 (an item of a list by its index: "
+            "train.stages.0.epochs=3)",
             source=flag,
         )
-    if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
-        raise ConfigError("expected KEY=VALUE with a dotted key such as train.epochs=3", source=flag)
     value = parse_yaml_text(value_text, flag) if value_text.strip() else ""
     return key, value
 
 
-def _assign(raw: dict[str, Any], dotted_key: str, value: Any, source: str) -> None:
+def schema_key(dotted_key: str) -> str:
+    """The schema key of an override: the part before the first list index (`train.stages.1.epochs` ->
+    `train.stages`); the item's own keys are checked by the schema when the config is built."""
     parts = dotted_key.split(".")
-    node = raw
-    for index, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
+    first_index = next((index for index, part in enumerate(parts) if part.isdigit()), len(parts))
+    return ".".join(parts[:first_index])
+
+
+def _no_item(list_key: str, position: str, size: int) -> str:
+    if list_key == "train.stages" and size == 0:
+        return (f"train.stages is not set, so it has no item {position}: the run uses the default curriculum, "
+                "whose stages take train.epochs each; set that (e.g. --set train.epochs=2) or the whole list "
+                "(--set 'train.stages=[{name: a, epochs: 2}]')")
+    if size == 0:
+        return f"{list_key} is not set, so it has no item {position}; set the whole list (--set '{list_key}=[...]')"
+    return f"{list_key} has {size} item(s) (indexes 0 to {size - 1}), so it has no item {position}"
+
+
+def _assign(raw: dict[str, Any], dotted_key: str, value: Any, source: str) -> None:
+    """Set `dotted_key` in `raw`; a numeric part indexes an existing list. Every container on the way is
+    copied before it is changed, so YAML aliases that share it elsewhere keep their value."""
+    parts = dotted_key.split(".")
+    node: Any = raw
+    for index, part in enumerate(parts):
+        here = ".".join(parts[:index]) or "the config"
+        last = index == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit():
+                raise ConfigError(f"{here} is a list: name an item by its index, e.g. {here}.0.{part}",
+                                  source=source, key=dotted_key)
+            if int(part) >= len(node):
+                raise ConfigError(_no_item(here, part, len(node)), source=source, key=dotted_key)
+            slot: Any = int(part)
+        else:
+            if part.isdigit():
+                raise ConfigError(f"{here} is not a list: it has no item {part}", source=source, key=dotted_key)
+            slot = part
+            if not last and node.get(part) is None:
+                if parts[index + 1].isdigit():
+                    raise ConfigError(_no_item(".".join(parts[: index + 1]), parts[index + 1], 0),
+                                      source=source, key=dotted_key)
+                node[part] = {}
+        if last:
+            node[slot] = value
+            return
+        child = node[slot]
+        if not isinstance(child, (dict, list)):
             prefix = ".".join(parts[: index + 1])
             raise ConfigError(f"{prefix} is a value, not a section", source=source, key=dotted_key)
+        node[slot] = child = dict(child) if isinstance(child, dict) else list(child)
         node = child
-    node[parts[-1]] = value
 
 
 def load_config(
@@ -266,7 +309,7 @@ def load_config(
     for text in overrides:
         key, value = parse_override(text)
         flag = f"--set {text}"
-        if key not in all_dotted_keys() and not key.startswith("train.stages."):
+        if schema_key(key) not in all_dotted_keys():
             suggestions = suggest_keys(key)
             hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
             raise ConfigError(f"unknown key{hint}", source=flag, key=key)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from apex_x.adapters.reports.plots import loss_series, metric_series
+from apex_x.adapters.reports.plots import draw_validation, loss_series
 from apex_x.domain.errors import UserError
 
 REPORT_FILE = "train_report.json"
@@ -42,20 +42,18 @@ def plot_training_curves(run: str | Path) -> Any:
     figure = Figure(figsize=(11, 4), layout="constrained")
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
-    for axis, series, title, empty in (
-        (left, loss_series(history), "loss components per epoch (training means)", "no loss recorded yet"),
-        (right, metric_series(history), "validation AP per epoch", "no validation metrics yet"),
-    ):
-        for name, points in sorted(series.items()):
-            axis.plot([epoch for epoch, _ in points], [value for _, value in points], marker="o", label=name)
-        axis.set_title(title)
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-        if series:
-            axis.legend(fontsize="small")
-            axis.xaxis.get_major_locator().set_params(integer=True)
-        else:
-            axis.text(0.5, 0.5, empty, ha="center", va="center", transform=axis.transAxes)
+    series = loss_series(history)
+    for name, points in sorted(series.items()):
+        left.plot([epoch for epoch, _ in points], [value for _, value in points], marker="o", label=name)
+    left.set_title("loss components per epoch (training means)")
+    left.set_xlabel("epoch")
+    left.grid(alpha=0.3)
+    if series:
+        left.legend(fontsize="small")
+        left.xaxis.get_major_locator().set_params(integer=True)
+    else:
+        left.text(0.5, 0.5, "no loss recorded yet", ha="center", va="center", transform=left.transAxes)
+    draw_validation(right, history, "validation per epoch (AP; val loss dashed)")
     best = report.get("best_metric") or {}
     if isinstance(best, Mapping) and best.get("name"):
         value = best.get("value")

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.checkpoint_values import describe_misfit
 from apex_x.domain.config import ApexConfig
-from apex_x.domain.errors import CheckpointError, UserError
+from apex_x.domain.errors import CheckpointError, ConfigError, UserError
 from apex_x.domain.ports import CheckpointStore, ModelFactory, SegmentationModel
 from apex_x.domain.types import CategoryMap, Detections, ImageMeta
 
@@ -125,7 +125,9 @@ def build_inference_model(
     missing/unexpected keys and shape mismatches instead of dropping them.
     """
     config = checkpoint_config(payload, path)
+    categories = checkpoint_categories(payload, path)
     overrides = dict(model_overrides or {})
+    check_class_count_override(overrides.get("num_classes"), categories, path)
     overrides.setdefault("backbone_weights", None)  # the checkpoint holds every weight: no backbone file needed
     if not {"input_height", "input_width"} & set(overrides):
         overrides["input_height"], overrides["input_width"] = checkpoint_input_size(payload, config)
@@ -136,7 +138,6 @@ def build_inference_model(
         key = "model." + ".".join(str(part) for part in first["loc"])
         raise UserError(f"{key}: {first['msg']} (overriding the checkpoint's model settings)") from None
     config = config.model_copy(update={"model": model_config})
-    categories = checkpoint_categories(payload, path)
     use_ema = prefers_ema(payload, config)
     architecture = payload.get(fmt.KEY_ARCHITECTURE)
     factory = factory_for(config)
@@ -163,6 +164,22 @@ def build_inference_model(
         checkpoint_path=path,
         weights=weights,
         best=dict(best) if isinstance(best, Mapping) else None,
+    )
+
+
+def check_class_count_override(wanted: Any, categories: CategoryMap, path: str) -> None:
+    """A model.num_classes given on top of a checkpoint must be the checkpoint's own class count: a trained
+    model's classes cannot change. Refused naming the checkpoint's count and classes (id and name)."""
+    if wanted is None or wanted == categories.num_classes:
+        return
+    listed = ", ".join(f"{cid} {name!r}" for cid, name in
+                       zip(categories.original_ids[:20], categories.names[:20], strict=True))
+    more = ", ..." if categories.num_classes > 20 else ""
+    raise ConfigError(
+        f"model.num_classes is {wanted} but the checkpoint {path} was trained for {categories.num_classes} "
+        f"classes ({listed}{more}); a trained model's classes cannot change: leave model.num_classes unset "
+        f"(or {categories.num_classes}), or train a model for {wanted} classes",
+        key="model.num_classes",
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from apex_x.domain import checkpoint_format as fmt
-from apex_x.domain.config import ApexConfig
+from apex_x.domain.config import ApexConfig, TrainConfig
 from apex_x.domain.errors import CheckpointError, ConfigError, UserError
 
 # Keys that may differ between the checkpoint's config and the resumed run's (regexes on dotted keys).
@@ -111,12 +111,27 @@ def require_training_checkpoint(payload: Mapping[str, Any], path: str) -> None:
             raise CheckpointError(f"{path} has no '{key}' entry: it holds weights only and cannot be resumed")
 
 
-def finished_message(path: str, epochs_done: int, best: Mapping[str, Any] | None) -> str:
+def finished_message(path: str, epochs_done: int, best: Mapping[str, Any] | None,
+                     train: TrainConfig | None = None) -> str:
+    """Resuming a finished run: say so, and the flags (that --set accepts) that extend it."""
     best_text = ""
     if best and best.get("value") is not None:
         best_text = f" (best {best.get('name')} {float(best['value']):.4f} at epoch {best.get('epoch')})"
     return (
         f"the run of {path} already finished all its {epochs_done} epoch(s){best_text}; nothing to resume. "
-        f"To train longer, resume with more epochs, e.g. --set train.epochs=N (per stage) or "
-        "--set train.stages.<i>.epochs=N for a stage that sets its own"
+        f"To train longer, resume it again with more epochs: {extend_hint(train)}"
     )
+
+
+def extend_hint(train: TrainConfig | None) -> str:
+    """The --set flags that add epochs to this run's curriculum: train.epochs for stages without their own
+    epochs (the default curriculum), train.stages.<index>.epochs for each stage that sets its own."""
+    stages = list(train.stages) if train is not None else []
+    inherit = not stages or any(stage.epochs is None for stage in stages)
+    now = f", now {train.epochs}" if train is not None else ""
+    hints = [f"--set train.epochs=N (epochs of every stage without its own{now})"] if inherit else []
+    own = [(index, stage) for index, stage in enumerate(stages) if stage.epochs is not None]
+    hints += [f"--set train.stages.{index}.epochs=N (stage {stage.name!r}, now {stage.epochs})"
+              for index, stage in own[:6]]
+    more = f" (and the other {len(own) - 6} stages the same way)" if len(own) > 6 else ""
+    return ", ".join(hints) + more

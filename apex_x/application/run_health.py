@@ -24,10 +24,34 @@ def _clip_of(component: str, train: TrainConfig) -> float | None:
     return None if key is None else float(getattr(train, key.split(".", 1)[1]))
 
 
-def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, train: TrainConfig, lr: float,
-                   history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Warnings about the epoch just finished (`history` holds the earlier epochs, this one last)."""
+def lr_text(train: TrainConfig, scheduled: tuple[float, float] | None) -> str:
+    """The configured lr (what the user set) and, if the schedule gave other values on the epoch's steps
+    (warmup, cosine decay, the stage's lr_scale), those: `train.lr (set to 10; scheduled 7.07 to 9.5 on these
+    steps)`."""
+    text = f"train.lr (set to {train.lr:g}"
+    if scheduled is None:
+        return text + ")"
+    low, high = scheduled
+    if all(math.isclose(value, train.lr, rel_tol=1e-6) for value in (low, high)):
+        return text + ")"
+    shown = f"{low:.3g}" if math.isclose(low, high, rel_tol=1e-3) else f"{low:.3g} to {high:.3g}"
+    return f"{text}; scheduled {shown} on these steps)"
+
+
+def warmup_text(train: TrainConfig) -> str:
+    """Advice about warmup that cannot be read as "set it to its current value"."""
+    if train.warmup_steps == 0:
+        return "add warmup (train.warmup_steps is 0 now; e.g. 100)"
+    return f"lengthen warmup (train.warmup_steps is {train.warmup_steps} now)"
+
+
+def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, train: TrainConfig,
+                   history: Sequence[Mapping[str, Any]],
+                   scheduled_lr: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+    """Warnings about the epoch just finished (`history` holds the earlier epochs, this one last).
+    `scheduled_lr`: the lowest and highest lr the schedule gave on the epoch's steps."""
     found: list[dict[str, Any]] = []
+    lr = lr_text(train, scheduled_lr)
     steps = diagnostics.applied_steps
     if steps >= MIN_STEPS:
         for component, count in sorted(diagnostics.clipped_steps.items()):
@@ -39,8 +63,8 @@ def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, trai
                     "message": (
                         f"loss component {component!r} sat at its clip ({clip:g}) on {count} of {steps} steps "
                         f"({100 * count / steps:.0f}%) of epoch {epoch} (stage {stage}): a clipped component has a "
-                        f"zero gradient, so it does not learn. Lower train.lr (now {lr:.3g}), add warmup "
-                        f"(train.warmup_steps={train.warmup_steps}), or raise {_CLIP_KEYS[component]}"
+                        f"zero gradient, so it does not learn. Lower {lr}, {warmup_text(train)}, or "
+                        f"raise {_CLIP_KEYS[component]}"
                     ),
                 })
         if diagnostics.zero_grad_steps / steps > MOST:
@@ -49,7 +73,7 @@ def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, trai
                 "steps": diagnostics.zero_grad_steps, "of_steps": steps, "share": round(diagnostics.zero_grad_steps / steps, 4),
                 "message": (
                     f"the gradient norm was 0 on {diagnostics.zero_grad_steps} of {steps} steps of epoch {epoch} "
-                    f"(stage {stage}): nothing learns. Check train.lr (now {lr:.3g}), the component clips "
+                    f"(stage {stage}): nothing learns. Check {lr}, the component clips "
                     "(train.loss_*_component_clip) and the stage's trainable groups"
                 ),
             })
@@ -65,7 +89,7 @@ def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, trai
             "message": (
                 f"the training loss grew for {DIVERGING_EPOCHS} epochs in a row in stage {stage} "
                 f"({recent[0][1]:.4g} at epoch {recent[0][0]} -> {recent[-1][1]:.4g} at epoch {recent[-1][0]}): the run "
-                f"is diverging. Lower train.lr (now {lr:.3g}) or raise train.warmup_steps"
+                f"is diverging. Lower {lr} or {warmup_text(train)}"
             ),
         })
     return found

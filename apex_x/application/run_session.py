@@ -15,11 +15,17 @@ import structlog
 from apex_x.application.checkpointing import CheckpointKeeper, make_payload
 from apex_x.application.curriculum import Stage, total_epochs
 from apex_x.application.diagnostics import RunDiagnostics
-from apex_x.application.distributed import DistContext
+from apex_x.application.distributed import DistContext, any_true
 from apex_x.application.ema import ModelEma
 from apex_x.application.progress import Progress
 from apex_x.application.run_health import epoch_warnings
-from apex_x.application.run_support import MetricChoice, TrainResult, amp_dtype
+from apex_x.application.run_support import (
+    MetricChoice,
+    ResumeCommand,
+    TrainResult,
+    amp_dtype,
+    flag_resume_command,
+)
 from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
 from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
@@ -41,11 +47,13 @@ class RunSession:
                  source: DatasetSource, store: CheckpointStore, evaluator: Evaluator,
                  writers: Sequence[ReportWriter], weights_writer: Any, progress: Progress,
                  auxiliary_losses: Sequence[AuxiliaryLoss], categories: CategoryMap, context: DistContext,
-                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice) -> None:
+                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice,
+                 resume_command: ResumeCommand = flag_resume_command) -> None:
         self.settings, self.stages, self.model, self.groups = settings, stages, model, groups
         self.source, self.store, self.evaluator, self.writers = source, store, evaluator, writers
         self.weights_writer, self.progress, self.categories = weights_writer, progress, categories
         self.context, self.keeper, self.kernels, self.metric = context, keeper, kernels, metric
+        self.resume_command = resume_command
         train = settings.train
         self.output_dir = Path(train.output_dir)
         self.train_loader = source.train_loader(
@@ -121,7 +129,7 @@ class RunSession:
         self.trainer.global_step = position.global_step
         restore_rng(payload[fmt.KEY_RNG])
         self.position = position
-        log.info("resumed", checkpoint=path, **position.to_plain())
+        log.info("resumed", **resumed_fields(position, path))
         return position
 
     def _note_dropped_instances(self) -> None:
@@ -164,12 +172,7 @@ class RunSession:
                     self.status = "interrupted" if self.stop_flag.is_set() else "paused"
                     self.stop_signal = getattr(self.stop_flag, "signal_number", None)
                     return self._result()
-            warnings = self.report_state.warnings
-            self.status = "finished_with_warnings" if warnings else "finished"
-            self.message = (f"{len(warnings)} warning(s): " + "; ".join(w["message"] for w in warnings[:3])
-                            + (" ..." if len(warnings) > 3 else "")) if warnings else None
-            self._finish()
-            return self._result()
+            return self._end_run()
         except (TrainingStopped, DatasetError) as stopped:
             self.status = "stopped"
             self.message = str(stopped)
@@ -183,6 +186,29 @@ class RunSession:
                 with contextlib.suppress(Exception):
                     self.write_report()
             raise
+
+    def never_ended(self, run_folder: Path) -> bool:
+        """All epochs are done but the run never ended (no final weights in the folder of the run that wrote
+        the checkpoint): e.g. a pause at its last step written by an older version. Resuming it ends it
+        instead of refusing."""
+        missing = self.weights_writer is not None and not (run_folder / "model.safetensors").exists()
+        return any_true(self.context, [self.context.is_main and missing])[0]
+
+    def end_without_training(self) -> TrainResult:
+        """End a run whose epochs are all done (never_ended): final report and weights, status finished."""
+        self.report_state.sessions += 1
+        self.planned_epochs = len(self.report_state.history)
+        log.info("run_ended_on_resume", reason="every epoch was done but the run had not ended (no "
+                 "model.safetensors): writing the final weights and report", epochs=self.planned_epochs)
+        return self._end_run()
+
+    def _end_run(self) -> TrainResult:
+        warnings = self.report_state.warnings
+        self.status = "finished_with_warnings" if warnings else "finished"
+        self.message = (f"{len(warnings)} warning(s): " + "; ".join(w["message"] for w in warnings[:3])
+                        + (" ..." if len(warnings) > 3 else "")) if warnings else None
+        self._finish()
+        return self._result()
 
     def _run_epoch(self, stage: Stage, epoch: int, start_batch: int, stop_after_steps: int | None) -> bool:
         """One epoch; True when the run pauses (stop requested or stop_after_steps reached)."""
@@ -215,35 +241,50 @@ class RunSession:
                 f"image {first['image_id']} ({first['file']}) failed to decode during training{others}: "
                 f"{first['reason']}. last.pt was saved at the last completed step (global step "
                 f"{self.trainer.global_step}, batch {stop.steps_done} of epoch {len(self.report_state.history) + 1}). "
-                f"Fix or replace the file, then resume with: apex-x train CONFIG --resume {self.keeper.last} "
-                "(or add --set data.on_bad_image=skip to leave such images out and count them)"
+                f"Fix or replace the file, then resume with: {self._resume()}; or leave such images out (counted "
+                f"in the report) with: {self._resume('data.on_bad_image=skip')}"
             ) from None
         # A stop request (agreed by every rank at the step) skips the epoch's validation; a stop_after_steps
-        # pause at the last step (the same on every rank) still ends the epoch.
+        # pause at the last step (the same on every rank) still ends the epoch. A stop of either kind after the
+        # run's final step ends the run as a normal end (final validation, report, weights): nothing is left
+        # to resume.
         counted_pause = stop_after_steps is not None and self.session_steps >= stop_after_steps
         signalled = outcome.stop and not counted_pause
-        if outcome.stop and (outcome.steps_done < self.steps_per_epoch or signalled):
+        final_step = epoch >= self.last_epoch and outcome.steps_done >= self.steps_per_epoch
+        if outcome.stop and not final_step and (outcome.steps_done < self.steps_per_epoch or signalled):
             return self._pause_mid_epoch(stage, epoch, outcome.steps_done)
+        if final_step and not outcome.stop:  # a signal during the last step, after its agreed poll
+            signalled = any_true(self.context, [self.stop_flag.is_set()])[0]
+        finishing = final_step and (outcome.stop or signalled)
+        if finishing:
+            if signalled:  # last.pt first: a kill during the final validation loses no training
+                self._save_mid_epoch(stage, epoch, outcome.steps_done)
+            log.info("stop_after_final_step", action="the run's last step is done: finishing the run (final "
+                     "validation, report, weights) instead of pausing", signalled=signalled)
         seconds = time.perf_counter() - started
         try:
-            self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before)
+            self._end_epoch(stage, epoch, seconds, self.diagnostics.epoch.steps - seen_before,
+                            interruptible=not finishing)
         except ValidationStopped:
             return self._pause_mid_epoch(stage, epoch, self.steps_per_epoch)
-        if outcome.stop:
-            self.message = f"paused after epoch {len(self.report_state.history)}; resume with --resume {self.keeper.last}"
+        if outcome.stop and not finishing:
+            self.message = f"paused after epoch {len(self.report_state.history)}; resume with: {self._resume()}"
             log.info("paused", message=self.message)
-        return outcome.stop
+        return outcome.stop and not finishing
 
     def _pause_mid_epoch(self, stage: Stage, epoch: int, done: int) -> bool:
         """Save last.pt at batch `done` of the epoch (its validation, if due, runs after --resume)."""
         self._save_mid_epoch(stage, epoch, done)
         where = "after the last batch, before validation," if done >= self.steps_per_epoch else f"at batch {done}"
         self.message = (f"paused {where} of epoch {len(self.report_state.history) + 1}; "
-                        f"resume with --resume {self.keeper.last}")
+                        f"resume with: {self._resume()}")
         log.info("paused", message=self.message)
         return True
 
-    def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int) -> None:
+    def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int,
+                   interruptible: bool = True) -> None:
+        """Validate (if due), record the epoch, warn, checkpoint and report. Not `interruptible`: the final
+        validation after a stop request at the run's last step runs to its end (a second Ctrl-C still aborts)."""
         train = self.settings.train
         number = len(self.report_state.history) + 1  # epochs done in the run, this one included
         last_epoch = epoch >= self.last_epoch
@@ -256,7 +297,7 @@ class RunSession:
                 model=self.eval_model, loader=self.val_loader, ground_truth=self.ground_truth,
                 evaluator=self.evaluator, categories=self.categories,
                 settings=evaluation_loss_settings(train), context=self.context, amp_dtype=self.amp_dtype,
-                should_stop=self.stop_flag.is_set,
+                should_stop=self.stop_flag.is_set if interruptible else None,
             )
             if result.error:
                 raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
@@ -295,8 +336,11 @@ class RunSession:
             "images_per_s": round(batches_now * train.batch_size * self.context.world_size / seconds, 3)
             if seconds > 0 else None,
         })
+        end = self.trainer.global_step  # the scheduled lr on this epoch's steps, for the warnings' advice
+        lrs = [self.trainer.lr_at(step, stage) for step in range(max(0, end - epoch_diag.steps), end)]
         for warning in epoch_warnings(epoch_diag, epoch=number, stage=stage.name, train=train,
-                                      lr=self.trainer.optimizer.param_groups[0]["lr"], history=self.report_state.history):
+                                      history=self.report_state.history,
+                                      scheduled_lr=(min(lrs), max(lrs)) if lrs else None):
             log.warning("training_cannot_move", kind=warning["kind"], component=warning["component"],
                         message=warning["message"])
             self.report_state.warnings.append(warning)
@@ -323,7 +367,8 @@ class RunSession:
                 f"val image {first['image_id']} ({first['file']}) failed to decode in the validation after epoch "
                 f"{number}: {first['reason']}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
                 + f". last.pt was saved with the epoch's training done. Fix or replace the file, then resume with: "
-                f"apex-x train CONFIG --resume {self.keeper.last} (or --set data.on_bad_image=skip)"
+                f"{self._resume()}; or leave such images out of the metrics with: "
+                f"{self._resume('data.on_bad_image=skip')}"
             )
         for item in bad:
             log.warning("bad_val_image_skipped", image_id=item["image_id"], file=item["file"], reason=item["reason"])
@@ -345,6 +390,10 @@ class RunSession:
             self.report_state.best = None
             value = val_metrics.get("val_loss", math.nan)
         return value
+
+    def _resume(self, *overrides: str) -> str:
+        """The command that resumes this run from last.pt, as the caller spells it."""
+        return self.resume_command(str(self.keeper.last), overrides)
 
     def _save_mid_epoch(self, stage: Stage, epoch: int, done: int) -> None:
         self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage), done, False,
@@ -436,3 +485,13 @@ class RunSession:
             checkpoints={"last": report["artifacts"]["last_checkpoint"], "best": report["artifacts"]["best_checkpoint"]},
             weights_path=report["artifacts"]["weights"], report=report, stop_signal=self.stop_signal,
         )
+
+
+def resumed_fields(position: Position, path: str) -> dict[str, Any]:
+    """The `resumed` log line in the run's one numbering (1-based epochs, as the log, files and report say):
+    after epoch N (complete) or in epoch N after `batches_done` of its batches; global_step = steps done."""
+    return {"checkpoint": path, "epoch": position.epoch + 1, "epoch_complete": position.epoch_complete,
+            "stage": position.stage_name, "epoch_of_stage": position.epoch_in_stage + 1,
+            "batches_done": position.step_in_epoch, "global_step": position.global_step,
+            "at": f"after epoch {position.epoch + 1}" if position.epoch_complete
+            else f"epoch {position.epoch + 1}, after batch {position.step_in_epoch}"}

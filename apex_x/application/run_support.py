@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,16 @@ class TrainResult:
             if name in metrics:
                 return metrics[name]
         return None
+
+
+ResumeCommand = Callable[[str, Sequence[str]], str]
+"""(last.pt path, extra overrides such as "data.on_bad_image=skip") -> the command that resumes the run, as
+the caller spells it (the CLI: `apex-x train cfg.yaml --resume ...`; Python: `apex_x.train(...)`)."""
+
+
+def flag_resume_command(last: str, overrides: Sequence[str] = ()) -> str:
+    """The resume command when the caller did not say how it spells one: the flags to add."""
+    return " ".join(["--resume", shlex.quote(last), *(f"--set {shlex.quote(item)}" for item in overrides)])
 
 
 @dataclass(frozen=True)

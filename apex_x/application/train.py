@@ -20,9 +20,17 @@ from apex_x.application.resume import (
     check_resume_config,
     finished_message,
     require_training_checkpoint,
+    run_folder_of,
 )
 from apex_x.application.run_session import RunSession
-from apex_x.application.run_support import TrainResult, choose_metric, interrupt_guard, kernels_report
+from apex_x.application.run_support import (
+    ResumeCommand,
+    TrainResult,
+    choose_metric,
+    flag_resume_command,
+    interrupt_guard,
+    kernels_report,
+)
 from apex_x.application.train_report import COCO_METRICS, LOSS_METRICS
 from apex_x.application.train_state import plan_remaining, seed_everything
 from apex_x.domain import checkpoint_format as fmt
@@ -72,10 +80,14 @@ class TrainUseCase:
         self.weights_writer = weights_writer
         self.progress = progress or SilentProgress()
         self.auxiliary_losses = auxiliary_losses
+        self.resume_command: ResumeCommand = flag_resume_command
 
     # ------------------------------------------------------------------------------------------
-    def execute(self, *, resume_from: str | None = None, stop_after_steps: int | None = None) -> TrainResult:
-        """Run (or resume) training. stop_after_steps pauses after that many batches, saving last.pt."""
+    def execute(self, *, resume_from: str | None = None, stop_after_steps: int | None = None,
+                resume_command: ResumeCommand | None = None) -> TrainResult:
+        """Run (or resume) training. stop_after_steps pauses after that many batches, saving last.pt.
+        resume_command spells the resume command in messages (pause, bad image) as the caller would run it."""
+        self.resume_command = resume_command or flag_resume_command
         settings = self.settings
         stages = plan_stages(settings)
         _check_metric_name(settings.train.checkpoint_metric)
@@ -131,13 +143,16 @@ class TrainUseCase:
             ),
             kernels=kernels,
             metric=choose_metric(settings.train.checkpoint_metric, self.source),
+            resume_command=self.resume_command,
         )
         position = session.restore(payload, resume_from) if payload is not None else None
         schedule = plan_remaining(stages, position, session.report_state.history)
         if not schedule:
             assert payload is not None and resume_from is not None
+            if session.never_ended(Path(run_folder_of(resume_from) or settings.train.output_dir)):
+                return session.end_without_training()
             raise RunAlreadyFinished(
-                finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST))
+                finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST), settings.train)
             )
         try:
             with interrupt_guard() as stop_flag:

@@ -136,8 +136,12 @@ class Trainer:
         return count
 
     def current_lr(self, stage: Stage) -> float:
+        return self.lr_at(self.global_step, stage)
+
+    def lr_at(self, step: int, stage: Stage) -> float:
+        """The scheduled lr of optimizer step `step` (0-based) in `stage`: warmup, cosine, the stage's scale."""
         factor = lr_factor(
-            self.global_step,
+            step,
             total_steps=self.total_steps,
             warmup_steps=self.train.warmup_steps,
             min_lr_ratio=self.train.min_lr_ratio,

@@ -45,7 +45,7 @@ def _format(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from apex_x.api import train
+    from apex_x.api import cli_resume_command, train
 
     result = train(
         args.config,
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         stop_after_steps=args.stop_after_steps,
         log_level=getattr(args, "log_level", None),
+        resume_command=cli_resume_command(args.config),
     )
     if result.status in ("paused", "interrupted"):
         print(f"{result.status}: {result.report.get('message')}")

@@ -141,9 +141,31 @@ def test_malformed_set_is_an_error_naming_the_flag() -> None:
         assert f"--set {override}" in str(_error(overrides=(override,)))
 
 
-def test_list_items_cannot_be_set_one_by_one() -> None:
-    message = str(_error(overrides=("train.stages.0.name=x",)))
-    assert "--set train.stages.0.name=x" in message and "whole list" in message
+def test_an_item_of_an_existing_list_is_set_by_its_index(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train:\n  epochs: 4\n  stages:\n    - {name: a, epochs: 1, losses: {det: 1.0}}\n"
+                  "    - {name: b}\n")
+    config = load_config(path, ["train.stages.1.epochs=3", "train.stages.0.lr_scale=0.5"])
+    assert [(stage.name, stage.epochs, stage.lr_scale) for stage in config.train.stages] == [
+        ("a", 1, 0.5), ("b", 3, 1.0)]
+    assert config.train.stages[0].losses == {"det": 1.0}  # the rest of the item is kept
+
+
+def test_set_item_of_a_yaml_alias_changes_only_that_item(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train:\n  stages:\n    - &s {name: a, epochs: 1}\n    - *s\n")
+    config = load_config(path, ["train.stages.1.epochs=4", "train.stages.1.name=b"])
+    assert [(stage.name, stage.epochs) for stage in config.train.stages] == [("a", 1), ("b", 4)]
+
+
+def test_a_list_index_that_is_not_there_says_what_is(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train:\n  stages:\n    - {name: a}\n    - {name: b}\n")
+    out_of_range = _error(path, ("train.stages.2.epochs=3",))
+    assert out_of_range.key == "train.stages.2.epochs"
+    assert "--set train.stages.2.epochs=3" in str(out_of_range) and "2 item(s) (indexes 0 to 1)" in str(out_of_range)
+    default = str(_error(overrides=("train.stages.0.epochs=2",)))  # no list: the default curriculum
+    assert "default curriculum" in default and "--set train.epochs=2" in default
+    unknown = _error(path, ("train.stages.0.epoch=2",))
+    assert unknown.key == "train.stages.0.epoch"
+    assert "train.stages.1" in str(_error(path, ("train.stages.1.epochs=-1",)))  # the schema still checks it
 
 
 def test_precedence_file_then_set_then_flags(tmp_path: Path) -> None:

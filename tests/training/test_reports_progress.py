@@ -51,7 +51,8 @@ def test_markdown_links_the_plots_it_writes(tmp_path: Path) -> None:
     written = MarkdownReportWriter().write(sample_report(), str(tmp_path))
     markdown = (tmp_path / "train_report.md").read_text()
     assert "![loss components per epoch](plots/loss_components.png)" in markdown
-    assert "![validation AP per epoch](plots/val_metrics.png)" in markdown
+    assert "![validation AP and val loss per epoch](plots/val_metrics.png)" in markdown
+    assert "AP n/a" not in markdown  # epoch 2 has AP; epoch 1's NaN segm_AP has bbox_AP beside it
     assert "| 2 | seg_boundary | 4 |" in markdown and "**yes**" in markdown and "| 4 | circle | 0.4000 |" in markdown
     for name in ("loss_components.png", "val_metrics.png"):
         assert str(tmp_path / "plots" / name) in written
@@ -131,3 +132,27 @@ def test_a_step_longer_than_the_silence_bound_still_gets_lines() -> None:
     count = len(logger.entries)
     time.sleep(0.3)
     assert len(logger.entries) == count  # closed: the watchdog is gone
+
+
+def test_a_val_split_without_ground_truth_plots_val_loss_and_says_ap_is_na(tmp_path: Path) -> None:
+    """A real run on the fakes whose val split has no ground truth: validation ran, AP is n/a."""
+    from matplotlib.figure import Figure
+
+    from apex_x.adapters.reports.plots import draw_validation
+
+    from .fakes import FakeDatasetSource
+    from .helpers import make_use_case
+
+    run = tmp_path / "run"
+    result = make_use_case(run, "train.steps_per_stage=1", source=FakeDatasetSource(with_ground_truth=False)).execute()
+    history = result.report["history"]
+    assert all(entry["val"]["val_loss"] is not None for entry in history)
+    axis = Figure().subplots()
+    draw_validation(axis, history, "validation")  # what plots/val_metrics.png draws
+    assert [line.get_label() for line in axis.get_lines()] == ["val_loss"]
+    assert list(axis.get_lines()[0].get_ydata()) == [entry["val"]["val_loss"] for entry in history]
+    assert "AP n/a: no ground truth in the val split" in axis.get_title()
+    assert not any("no validation metrics" in text.get_text() for text in axis.texts)
+    markdown = (run / "train_report.md").read_text()
+    assert "_AP n/a: no ground truth in the val split" in markdown and "val loss shown (last" in markdown
+    assert (run / "plots" / "val_metrics.png").stat().st_size > 1000

@@ -72,3 +72,38 @@ def test_skip_counts_the_images_and_trains_on_the_rest(tmp_path: Path) -> None:
     diagnostics = result.report["loss_diagnostics"]["run"]
     assert diagnostics["bad_images_skipped"] == 5  # 6 images, all but the first cut short
     assert sorted(diagnostics["bad_image_ids"]) == [2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_the_resume_command_names_the_real_config_as_the_caller_spells_it(tmp_path: Path) -> None:
+    """The CLI's message is a command that runs as printed (the config path quoted); Python's is apex_x.train."""
+    import shlex
+    import subprocess
+    import sys
+
+    from apex_x.api import cli_resume_command, python_resume_command
+
+    use_case, run, _ = _run(tmp_path, "train.seed=3")
+    config = tmp_path / "my run.yaml"  # a space in the path: the command must quote it
+    settings = use_case.settings  # type: ignore[attr-defined]
+    config.write_text(json.dumps(settings.to_plain()))
+    originals = {path: path.read_bytes() for path in Path(settings.data.coco_train_images).iterdir()}
+    with pytest.raises(DatasetError) as info:
+        use_case.execute(resume_command=cli_resume_command(str(config)))  # type: ignore[attr-defined]
+    message = str(info.value)
+    last = run / "checkpoints" / "last.pt"
+    assert "CONFIG" not in message
+    command = f"apex-x train '{config}' --resume {last}"
+    assert f"resume with: {command};" in message
+    assert f"{command} --set data.on_bad_image=skip" in message
+    python = python_resume_command(str(config))(str(last), ["data.on_bad_image=skip"])
+    assert python == f"apex_x.train({str(config)!r}, resume={str(last)!r}, overrides=['data.on_bad_image=skip'])"
+
+    for path, data in originals.items():  # "fix or replace the file", then run the printed command
+        path.write_bytes(data)
+    words = shlex.split(message.split("resume with: ", 1)[1].split(";", 1)[0])
+    assert words[:2] == ["apex-x", "train"]
+    resumed = subprocess.run([sys.executable, "-m", "apex_x.cli", *words[1:]], capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "train_report.json").read_text())["status"].startswith("finished")

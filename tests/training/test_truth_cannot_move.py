@@ -44,10 +44,38 @@ def test_zero_gradient_and_divergence_are_named() -> None:
     for _ in range(3):
         diagnostics.record_applied({"det": 1.0}, 1.0, 0.0)
     diagnostics.record_applied({"det": 1.0}, 1.0, 0.5)
-    found = epoch_warnings(diagnostics, epoch=2, stage="s", train=train, lr=10.0, history=[])
+    found = epoch_warnings(diagnostics, epoch=2, stage="s", train=train, history=[], scheduled_lr=(10.0, 10.0))
     assert [(w["kind"], w["steps"], w["of_steps"]) for w in found] == [("zero_gradient", 3, 4)]
     history = [{"epoch": n, "stage": "s", "train": {"total_loss": value}} for n, value in ((1, 1.0), (2, 1.4), (3, 2.0))]
-    found = epoch_warnings(LossDiagnostics(), epoch=3, stage="s", train=train, lr=10.0, history=history)
+    found = epoch_warnings(LossDiagnostics(), epoch=3, stage="s", train=train, history=history)
     assert [w["kind"] for w in found] == ["diverging"] and "1 at epoch 1 -> 2 at epoch 3" in found[0]["message"]
     flat = [{**entry, "train": {"total_loss": 1.0 + 0.01 * entry["epoch"]}} for entry in history]  # grows, but < 25%
-    assert epoch_warnings(LossDiagnostics(), epoch=3, stage="s", train=train, lr=1.0, history=flat) == []
+    assert epoch_warnings(LossDiagnostics(), epoch=3, stage="s", train=train, history=flat) == []
+
+
+def test_the_clip_advice_names_the_configured_lr_and_the_scheduled_one(tmp_path: Path) -> None:
+    """train.lr=10 without warmup: the advice says 10 (what the user set), the cosine-scheduled values of the
+    epoch's steps beside it, and that warmup is 0 now (not "train.warmup_steps=0", which reads as advice)."""
+    from apex_x.application.schedules import lr_factor
+
+    run = tmp_path / "run"
+    result = make_use_case(run, STEPS, "train.lr=10", "train.warmup_steps=0", "train.min_lr_ratio=0.01",
+                           "train.loss_det_component_clip=0.01").execute()
+    clipped = [w for w in result.report["warnings"] if w["kind"] == "clipped" and w["component"] == "det"]
+    assert [w["epoch"] for w in clipped] == [1, 2]
+    second = clipped[1]["message"]  # epoch 2 = steps 4..7 of 8: cosine from lr_factor(4) down to lr_factor(7)
+    low, high = (10 * lr_factor(step, total_steps=8, warmup_steps=0, min_lr_ratio=0.01) for step in (7, 4))
+    assert f"Lower train.lr (set to 10; scheduled {low:.3g} to {high:.3g} on these steps)" in second
+    assert "add warmup (train.warmup_steps is 0 now; e.g. 100)" in second
+    assert "train.warmup_steps=0" not in second and "now 7.07" not in second
+    first = clipped[0]["message"]  # steps 0..3: the first is at the full lr
+    assert f"(set to 10; scheduled {10 * lr_factor(3, total_steps=8, warmup_steps=0, min_lr_ratio=0.01):.3g} to 10 on" in first
+
+
+def test_advice_with_a_warmup_and_a_constant_lr() -> None:
+    from apex_x.application.run_health import lr_text, warmup_text
+
+    train = TrainConfig(lr=0.5, warmup_steps=20)
+    assert lr_text(train, (0.5, 0.5)) == "train.lr (set to 0.5)"  # the schedule gave what the user set
+    assert lr_text(train, (0.1, 0.1)) == "train.lr (set to 0.5; scheduled 0.1 on these steps)"
+    assert warmup_text(train) == "lengthen warmup (train.warmup_steps is 20 now)"

@@ -87,3 +87,23 @@ def test_a_coco_file_with_a_grouping_category_matches_the_checkpoint(trained_run
     assert code == 0
     evaluated = json.loads((tmp_path / "e.json").read_text())
     assert sorted(evaluated["per_class"]) == ["1", "2", "3"]
+
+
+def test_a_class_count_on_top_of_a_checkpoint_names_the_checkpoint_s_classes(trained_run, tmp_path: Path,  # noqa: ANN001
+                                                                             capsys) -> None:
+    """eval --set model.num_classes=5 on a 3-class checkpoint: the checkpoint's count and classes are named
+    (not "the dataset's categories"), exit 2, before any inference; load_model says the same."""
+    from apex_x.api import load_model
+    from apex_x.domain.errors import ConfigError
+
+    code = main(["eval", str(trained_run.config), "--checkpoint", str(trained_run.best),
+                 "--set", "model.num_classes=5", "--output-json", str(tmp_path / "e.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "e.json").exists()
+    assert (f"model.num_classes is 5 but the checkpoint {trained_run.best} was trained for 3 classes "
+            "(1 'circle', 2 'rectangle', 3 'triangle')") in err
+    assert "dataset's categories" not in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="trained for 3 classes") as info:
+        load_model(str(trained_run.best), device="cpu", model_overrides={"num_classes": 2})
+    assert info.value.key == "model.num_classes"
+    assert load_model(str(trained_run.best), device="cpu", model_overrides={"num_classes": 3}).categories.num_classes == 3

@@ -81,12 +81,32 @@ def _report(tmp_path):
 
 def test_curves_figure_has_a_loss_panel_and_a_metric_panel(tmp_path) -> None:
     figure = plot_training_curves(_report(tmp_path))
-    left, right = figure.axes
+    left, right, val_loss_axis = figure.axes  # val loss on its own scale, to the right of the AP panel
     assert sorted(line.get_label() for line in left.get_lines()) == ["det", "seg", "total", "val_loss"]
     assert sorted(line.get_label() for line in right.get_lines()) == ["bbox_AP", "segm_AP"]
+    assert [line.get_label() for line in val_loss_axis.get_lines()] == ["val_loss"]
+    assert "n/a" not in right.get_title()
     segm = next(line for line in right.get_lines() if line.get_label() == "segm_AP")
     assert list(segm.get_xdata()) == [1, 2] and list(segm.get_ydata()) == [0.1, 0.4]
     assert figure.get_suptitle() == "best segm_AP = 0.4000 at epoch 2"
+
+
+def test_curves_of_a_val_split_without_ground_truth_show_val_loss_and_say_ap_is_na(tmp_path) -> None:
+    history = [{"epoch": epoch, "stage": "a", "train": {"total": 2.0 / epoch},
+                "val": {"segm_AP": None, "bbox_AP": None, "val_loss": 1.0 / epoch}} for epoch in (1, 2)]
+    (tmp_path / "train_report.json").write_text(json.dumps({"history": history}))
+    right = plot_training_curves(tmp_path).axes[1]
+    assert [line.get_label() for line in right.get_lines()] == ["val_loss"]
+    assert list(right.get_lines()[0].get_ydata()) == [1.0, 0.5]
+    assert "AP n/a" in right.get_title() and "no ground truth" in right.get_title()
+    assert not any("no validation metrics" in text.get_text() for text in right.texts)
+
+
+def test_curves_before_any_validation_say_so(tmp_path) -> None:
+    history = [{"epoch": 1, "stage": "a", "train": {"total": 2.0}, "val": None}]
+    (tmp_path / "train_report.json").write_text(json.dumps({"history": history}))
+    right = plot_training_curves(tmp_path).axes[1]
+    assert [text.get_text() for text in right.texts] == ["no validation metrics yet"] and not right.get_lines()
 
 
 def test_missing_report_names_the_path(tmp_path) -> None:

@@ -26,7 +26,8 @@ def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
     if config.num_classes is not None and config.num_classes != num_classes:
         raise ConfigError(
             f"model.num_classes={config.num_classes} but the model is being built for {num_classes} classes "
-            "(the dataset's categories); make them agree or leave model.num_classes null",
+            "(the dataset's categories when training, the checkpoint's classes when loading one); make them "
+            "agree or leave model.num_classes null",
             key="model.num_classes",
         )
     problem = input_size_problem(config.input_height, config.input_width)

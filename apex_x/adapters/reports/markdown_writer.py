@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from apex_x.adapters.checkpoints.torch_store import atomic_write
-from apex_x.adapters.reports.plots import LOSS_PLOT, METRICS_PLOT, write_plots
+from apex_x.adapters.reports.plots import LOSS_PLOT, METRICS_PLOT, validation_series, write_plots
 
 REPORT_FILE = "train_report.md"
 PLOTS_DIR = "plots"
@@ -138,8 +138,9 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         "",
         f"![loss components per epoch]({PLOTS_DIR}/{LOSS_PLOT})",
         "",
-        f"![validation AP per epoch]({PLOTS_DIR}/{METRICS_PLOT})",
+        f"![validation AP and val loss per epoch]({PLOTS_DIR}/{METRICS_PLOT})",
         "",
+        *_validation_note(list(report.get("history") or [])),
         "## History",
         "",
         *_history_table(list(report.get("history") or []), str(report.get("selected_checkpoint_metric"))),
@@ -158,6 +159,15 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         lines += ["", "## Per-class AP (last validation; n/a = no ground truth of that class)", "",
                   *per_class_table(per_class)]
     return "\n".join(lines) + "\n"
+
+
+def _validation_note(history: list[Mapping[str, Any]]) -> list[str]:
+    """Under the validation plot: AP that is n/a (no ground truth) is said, with the val loss it shows instead."""
+    _, losses, note = validation_series(history)
+    if not note:
+        return []
+    shown = f"; val loss shown (last {_fmt(losses[-1][1])} at epoch {losses[-1][0]})" if losses else ""
+    return [f"_{note}{shown}._", ""]
 
 
 def per_class_table(per_class: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -43,14 +43,74 @@ def metric_series(history: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[
     return series
 
 
-def _figure(series: Mapping[str, list[tuple[int, float]]], title: str, ylabel: str, empty: str) -> bytes:
+def validation_series(history: Sequence[Mapping[str, Any]]) -> tuple[
+        dict[str, list[tuple[int, float]]], list[tuple[int, float]], str | None]:
+    """(AP series, val_loss per validated epoch, a note when AP is n/a at validated epochs or None).
+
+    A validation without ground truth for COCO (pycocotools' -1, stored as null) still has its val loss:
+    the plot shows that and says AP is n/a, rather than "no validation metrics"."""
+    ap = metric_series(history)
+    losses: list[tuple[int, float]] = []
+    missing: list[int] = []
+    for entry in history:
+        val = entry.get("val") or {}
+        if not val:
+            continue
+        if _finite(val.get("val_loss")):
+            losses.append((int(entry["epoch"]), float(val["val_loss"])))
+        if not any(_finite(val.get(name)) for name in _METRIC_NAMES):
+            missing.append(int(entry["epoch"]))
+    note = None
+    if missing:
+        where = "" if not ap else f" at epoch(s) {', '.join(str(epoch) for epoch in missing[:8])}"
+        note = f"AP n/a{where}: no ground truth in the val split (COCO's -1 is not a score)"
+    return ap, losses, note
+
+
+def draw_validation(axis: Any, history: Sequence[Mapping[str, Any]], title: str) -> None:
+    """Validation AP (left axis) and val loss (right axis, dashed) per epoch on a matplotlib axis; AP that is
+    n/a is said in the title and on the plot; "no validation metrics yet" only when no validation ran."""
+    ap, losses, note = validation_series(history)
+    lines = []
+    for name, points in sorted(ap.items()):
+        lines += axis.plot([epoch for epoch, _ in points], [value for _, value in points], marker="o",
+                           linewidth=1.5, label=name)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("AP" if ap else "AP (n/a)")
+    axis.grid(alpha=0.3)
+    if losses:
+        loss_axis = axis.twinx() if ap else axis
+        lines += loss_axis.plot([epoch for epoch, _ in losses], [value for _, value in losses], marker="s",
+                                linewidth=1.5, linestyle="--", color="tab:gray", label="val_loss")
+        loss_axis.set_ylabel("val loss")
+        loss_axis.ticklabel_format(axis="y", useOffset=False)
+    axis.set_title(title + (f"\n{note}" if note else ""), fontsize="medium")
+    if lines:
+        axis.legend(lines, [line.get_label() for line in lines], fontsize="small")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    else:
+        axis.text(0.5, 0.5, note or "no validation metrics yet", ha="center", va="center", transform=axis.transAxes)
+
+
+def _new_figure() -> tuple[Any, Any]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4))
     FigureCanvasAgg(figure)
     axis = figure.subplots()
-    figure.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.13)
+    figure.subplots_adjust(left=0.1, right=0.9, top=0.86, bottom=0.13)
+    return figure, axis
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _loss_figure(series: Mapping[str, list[tuple[int, float]]], title: str) -> bytes:
+    figure, axis = _new_figure()
     for name, points in sorted(series.items()):
         epochs = [epoch for epoch, _ in points]
         values = [value for _, value in points]
@@ -58,26 +118,29 @@ def _figure(series: Mapping[str, list[tuple[int, float]]], title: str, ylabel: s
         axis.plot(epochs, values, marker="o", linewidth=1.5, linestyle=style, label=name)
     axis.set_title(title)
     axis.set_xlabel("epoch")
-    axis.set_ylabel(ylabel)
+    axis.set_ylabel("loss")
     axis.grid(alpha=0.3)
     if series:
         axis.legend(fontsize="small")
         axis.xaxis.get_major_locator().set_params(integer=True)
     else:
-        axis.text(0.5, 0.5, empty, ha="center", va="center", transform=axis.transAxes)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+        axis.text(0.5, 0.5, "no loss yet", ha="center", va="center", transform=axis.transAxes)
+    return _png(figure)
+
+
+def _validation_figure(history: Sequence[Mapping[str, Any]]) -> bytes:
+    figure, axis = _new_figure()
+    draw_validation(axis, history, "Validation per epoch: AP, val loss dashed")
+    return _png(figure)
 
 
 def write_plots(history: Sequence[Mapping[str, Any]], folder: Path) -> list[str]:
     """Writes plots/loss_components.png and plots/val_metrics.png; returns their paths."""
     written: list[str] = []
-    for name, series, title, ylabel, empty in (
-        (LOSS_PLOT, loss_series(history), "Loss per epoch: training means by component, val loss dashed", "loss", "no loss yet"),
-        (METRICS_PLOT, metric_series(history), "Validation AP per epoch", "AP", "no validation metrics yet"),
+    for name, data in (
+        (LOSS_PLOT, _loss_figure(loss_series(history), "Loss per epoch: training means by component, val loss dashed")),
+        (METRICS_PLOT, _validation_figure(history)),
     ):
-        data = _figure(series, title, ylabel, empty)
         path = folder / name
         atomic_write(path, lambda handle, data=data: handle.write(data), what="plot")
         written.append(str(path))
