@@ -79,8 +79,14 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):  # `? [1, 2]`: a list or mapping as a key
+            raise ConfigError(
+                f"a {'list' if isinstance(key_node, yaml.SequenceNode) else 'mapping'} used as a key at line {line}: "
+                "config keys are plain names",
+                source=getattr(loader, "apex_source", "<yaml>"),
+            )
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(
                 f"duplicate key {key!r} at line {line} (first defined at line {seen[key]})",
@@ -186,7 +192,10 @@ def parse_yaml_text(text: str, source: str) -> Any:
     """
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{len(text)} characters is too long for a config (limit {MAX_CONFIG_BYTES})", source=source)
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # the reader refuses control characters (NUL, \x01, ...) here
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid YAML: {error}".replace("\n", " "), source=source) from None
     loader.apex_source = source  # type: ignore[attr-defined]
     try:
         _check_depth(text, source)

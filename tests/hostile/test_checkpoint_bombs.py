@@ -186,3 +186,32 @@ for path in ({str(corrupt)!r}, {str(evil)!r}, {str(truncated)!r}):
                   str(tmp_path / "p"))
     assert_refused(predict, str(corrupt), "not a valid torch checkpoint")
     assert "pickled" not in predict.stderr
+
+
+def test_many_small_deflated_records_are_refused_together(tmp_path: Path) -> None:
+    """3072 records of 32 KiB of zeros each (none over the 1 MiB single-record floor): 96 MiB in ~300 KB."""
+    import zipfile
+
+    from apex_x.adapters.checkpoints.archive_limits import check_archive
+    from apex_x.domain.errors import CheckpointError
+
+    bomb = tmp_path / "many_small.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        for index in range(3072):
+            archive.writestr(f"archive/data/{index}", bytes(32 << 10))
+    with pytest.raises(CheckpointError, match=r"compressed tensors \(up to 'storage \d+'\) claim 64\.0 MiB in .* \(over 20x\)"):
+        check_archive(bomb)
+
+
+def test_a_safetensors_header_with_a_5000_digit_integer_is_a_checkpoint_error(tmp_path: Path) -> None:
+    import struct
+
+    from apex_x.adapters.checkpoints.safetensors_check import check_safetensors
+    from apex_x.domain.errors import CheckpointError
+
+    header = ('{"w": {"dtype": "F32", "shape": [' + "9" * 5000 + '], "data_offsets": [0, 4]}}').encode()
+    path = tmp_path / "bigint.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    with pytest.raises(CheckpointError, match="bigint.safetensors: not a valid safetensors file: its header is not JSON"):
+        check_safetensors(path)

@@ -72,3 +72,22 @@ def test_cli_commands_refuse_bombs_with_exit_2_fast_and_small(tmp_path: Path) ->
         assert outcome.seconds < 30 and outcome.peak_rss_kb < RSS_BOUND_KB, name
     outcome = cli("train", str(tmp_path / "none.yaml"), "--set", "train.epochs=" + "7" * 5000, timeout=60)
     assert outcome.code == 2 and "integer of 5000 digits" in outcome.error_line, outcome.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  ? [1, 2]\n  : 1\n", "a list used as a key at line 2"),
+        ("train: {? {a: 1}: 2}\n", "a mapping used as a key at line 1"),
+        ("train:\n  epochs: 1\x00\n", "invalid YAML: unacceptable character #x0000"),
+        ("train:\n  epochs: \x01\n", "invalid YAML: unacceptable character #x0001"),
+    ],
+)
+def test_complex_keys_and_control_characters_are_config_errors(text: str, message: str, tmp_path: Path) -> None:
+    config = tmp_path / "odd.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(config)
+    assert str(config) in str(caught.value)
+    outcome = cli("dataset-preflight", str(config))
+    assert outcome.code == 2 and message in outcome.stderr and "internal error" not in outcome.stderr

@@ -159,6 +159,7 @@ def check_archive(path: Path, limits: SizeLimits | None = None) -> None:
             _check_expansion(path, pickle_record, "data.pkl")
             names = _storage_names(archive.read(pickle_record))
         total = 0
+        inflated = compressed = 0  # deflated records together: many small ones must not add up to a bomb
         for info in records:
             parts = info.filename.split("/")
             if len(parts) < 2 or parts[-2] != "data":
@@ -174,6 +175,15 @@ def check_archive(path: Path, limits: SizeLimits | None = None) -> None:
                 raise CheckpointError(_too_big(path, f"its tensors (up to {tensor!r})", total, limits.max_total_bytes,
                                                limits, ENV_MAX_TOTAL))
             _check_expansion(path, info, f"tensor {tensor!r}")
+            if info.compress_type != zipfile.ZIP_STORED:
+                inflated += info.file_size
+                compressed += info.compress_size
+                if inflated > (1 << 26) and inflated > MAX_EXPANSION * max(compressed, 1):
+                    raise CheckpointError(
+                        f"{path}: its compressed tensors (up to {tensor!r}) claim {human(inflated)} in "
+                        f"{human(compressed)} (over {MAX_EXPANSION}x): a compression bomb, not a checkpoint "
+                        "torch.save wrote; refusing to load it"
+                    )
 
 
 def check_file_size(path: Path, limits: SizeLimits | None = None) -> None:

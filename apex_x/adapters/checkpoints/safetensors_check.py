@@ -41,7 +41,7 @@ def check_safetensors(path: Path, limits: SizeLimits | None = None) -> None:
         text = handle.read(length)
     try:
         header = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, over-long integers
         raise CheckpointError(f"{path}: not a valid safetensors file: its header is not JSON ({error})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a valid safetensors file: its header is not a JSON object")
