@@ -8,6 +8,7 @@ its validator to KEY_VALIDATORS (optional keys may be absent or None).
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from apex_x.domain.errors import CheckpointError
 MAX_DEPTH = 12  # nesting of any plain value (the report history is 5 deep)
 MAX_NODES = 2_000_000  # containers and leaves in all plain values, shared references counted each time
 MAX_TEXT = 10_000  # characters of one string
+MAX_TOTAL_TEXT = 20_000_000  # characters of all strings, shared references counted each time
 MAX_COUNT = 10**12  # steps, epochs and other counters
 MAX_CLASSES = 10_000  # the schema's model.num_classes bound
 
@@ -40,10 +42,17 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+# [values left, characters left] for the whole payload being validated (validate_payload sets it), so that
+# many keys, or one list repeating a long text, cannot add up to what one key may not hold.
+_PAYLOAD_BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("payload_budget", default=None)
+
+
 def check_plain(value: Any, key: str, *, budget: list[int] | None = None, depth: int = 0) -> None:
     """value is built of dicts with str keys, lists/tuples, str, int, float, bool, None and tensors, at most
-    MAX_DEPTH deep and MAX_NODES in all (an exponentially shared structure stops at the budget)."""
-    budget = budget if budget is not None else [MAX_NODES]
+    MAX_DEPTH deep, MAX_NODES values and MAX_TOTAL_TEXT characters in all (shared references counted each
+    time: an exponentially shared structure stops at the budget), across the whole payload when called
+    from validate_payload."""
+    budget = budget if budget is not None else (_PAYLOAD_BUDGET.get() or [MAX_NODES, MAX_TOTAL_TEXT])
     budget[0] -= 1
     if budget[0] < 0:
         raise _Bad(key, f"holds more than {MAX_NODES} values (a structure that expands when copied)")
@@ -60,6 +69,10 @@ def check_plain(value: Any, key: str, *, budget: list[int] | None = None, depth:
     elif isinstance(value, str):
         if len(value) > MAX_TEXT:
             raise _Bad(key, f"is a text of {len(value)} characters (limit {MAX_TEXT})")
+        budget[1] -= len(value)
+        if budget[1] < 0:
+            raise _Bad(key, f"brings the checkpoint's texts over {MAX_TOTAL_TEXT} characters (shared texts "
+                       "counted each time: a structure that expands when copied)")
     elif not (value is None or isinstance(value, (bool, int, float, torch.Tensor))):
         raise _Bad(key, f"is a {_type_name(value)}, not a plain value")
     elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**64:
@@ -346,6 +359,7 @@ _SKIP = {fmt.KEY_FORMAT, fmt.KEY_VERSION}
 
 def validate_payload(payload: Mapping[str, Any], path: str) -> None:
     """Check every key of an Apex-X payload; raise CheckpointError naming the file and the first bad key."""
+    token = _PAYLOAD_BUDGET.set([MAX_NODES, MAX_TOTAL_TEXT])
     try:
         for name, value in payload.items():
             if not isinstance(name, str):
@@ -364,6 +378,8 @@ def validate_payload(payload: Mapping[str, Any], path: str) -> None:
         ) from None
     except RecursionError:
         raise CheckpointError(f"{path}: checkpoint values are nested too deeply; refusing to use it") from None
+    finally:
+        _PAYLOAD_BUDGET.reset(token)
 
 
 def describe_misfit(model: Mapping[str, tuple[int, ...]], weights: Mapping[str, tuple[int, ...]]) -> str | None:

@@ -137,3 +137,27 @@ def test_resume_eval_and_teacher_refuse_bad_values_with_exit_2(tampered: dict[st
         assert key in outcome.error_line, (name, outcome.error_line)
         assert outcome.peak_rss_kb < RSS_BOUND_KB, name
     assert not (tmp_path / "e.json").exists()
+
+
+def test_budgets_cover_the_whole_payload_not_each_key(tiny_run: TinyRun) -> None:
+    """Two shapes the per-key budget let through: many keys sharing one big list (a 7-minute check), and a
+    history repeating one 10,000-character text 600,000 times (6 GB of text once copied into a report)."""
+    import time
+
+    from apex_x.domain.checkpoint_values import validate_payload
+    from apex_x.domain.errors import CheckpointError
+
+    payload = torch.load(tiny_run.last, map_location="cpu", weights_only=True)
+    shared = [[0] * 1000] * 1900  # 1.9 M values, under the per-key limit alone
+    many_keys = {**payload, **{f"extra_{index}": shared for index in range(120)}}
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"checkpoint value 'extra_1\..*' holds more than 2000000 values"):
+        validate_payload(many_keys, "many_keys.pt")
+    assert time.perf_counter() - started < 30  # the first keys use the budget up: no 120 full walks
+    fanout = copy.deepcopy(payload)
+    fanout["train_state"]["report"]["history"] = [{"epoch": 1, "note": "x" * 10_000}] * 600_000
+    with pytest.raises(CheckpointError, match=r"'train_state\.report\.history\.\d+\.note' brings the checkpoint's "
+                                              r"texts over 20000000 characters"):
+        validate_payload(fanout, "fanout.pt")
+    validate_payload(payload, "last.pt")  # the run's own checkpoint passes, and the budget is per payload
+    validate_payload(payload, "last.pt")
