@@ -28,7 +28,15 @@ from apex_x.application.run_support import (
 )
 from apex_x.application.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.train_report import ReportState, build_report, is_improvement
-from apex_x.application.train_state import Position, StartPoint, capture_rng, restore_rng
+from apex_x.application.train_state import (
+    Position,
+    StartPoint,
+    capture_rng,
+    check_optimizer_state,
+    in_curriculum,
+    not_in_curriculum,
+    restore_rng,
+)
 from apex_x.application.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.validation import ValidationStopped, validate
 from apex_x.domain import checkpoint_format as fmt
@@ -105,7 +113,11 @@ class RunSession:
         if problems:
             raise CheckpointError(f"{path}: the weights do not fit the model built from the config: {problems[:8]}")
         self.model.load_state_dict(weights, strict=True)
-        self.trainer.optimizer.load_state_dict(payload[fmt.KEY_OPTIMIZER])
+        try:
+            self.trainer.optimizer.load_state_dict(payload[fmt.KEY_OPTIMIZER])
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as error:
+            raise CheckpointError(f"{path}: its optimizer state does not fit this model's optimizer: {error}") from None
+        check_optimizer_state(self.trainer.optimizer, path)
         progress = dict(payload[fmt.KEY_PROGRESS])
         if self.ema is not None and payload.get(fmt.KEY_EMA) is not None:
             self.ema.load(payload[fmt.KEY_EMA], int(progress.get("ema_updates", 0)))
@@ -119,6 +131,8 @@ class RunSession:
         first_bad = state.get("first_bad")
         self.trainer.first_bad = (int(first_bad[0]), list(first_bad[1])) if first_bad else None
         position = Position.from_plain(progress)
+        if not in_curriculum(position, self.stages):
+            raise not_in_curriculum(position, self.stages, path)
         saved_world = int(progress.get("world_size", 1))
         if not position.epoch_complete and saved_world != self.context.world_size:
             raise CheckpointError(
@@ -127,7 +141,10 @@ class RunSession:
                 "Resume with the same torchrun --nproc_per_node, or from an end-of-epoch checkpoint (epoch_XXXX.pt)"
             )
         self.trainer.global_step = position.global_step
-        restore_rng(payload[fmt.KEY_RNG])
+        try:
+            restore_rng(payload[fmt.KEY_RNG])
+        except (ValueError, RuntimeError, TypeError, KeyError) as error:
+            raise CheckpointError(f"{path}: its RNG state ('rng') cannot be restored: {error}") from None
         self.position = position
         log.info("resumed", **resumed_fields(position, path))
         return position

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from apex_x.application.curriculum import Stage
+from apex_x.domain.errors import CheckpointError
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:
@@ -141,8 +142,8 @@ def plan_remaining(stages: list[Stage], position: Position | None,
     if position is None:
         return [StartPoint(stage.index, epoch, 0) for stage in stages
                 for epoch in range(stage.first_epoch, stage.first_epoch + stage.epochs)]
-    if position.stage_index >= len(stages) or stages[position.stage_index].name != position.stage_name:
-        raise ValueError(f"stage {position.stage_index} ({position.stage_name}) is not in the curriculum")
+    if not in_curriculum(position, stages):
+        raise not_in_curriculum(position, stages)
     done: dict[str, int] = {}
     for entry in history:
         done[str(entry.get("stage"))] = done.get(str(entry.get("stage")), 0) + 1
@@ -160,6 +161,19 @@ def plan_remaining(stages: list[Stage], position: Position | None,
     return schedule
 
 
+def in_curriculum(position: Position, stages: list[Stage]) -> bool:
+    """Whether a checkpoint's position names a stage of this curriculum (index and name)."""
+    return position.stage_index < len(stages) and stages[position.stage_index].name == position.stage_name
+
+
+def not_in_curriculum(position: Position, stages: list[Stage], path: str | None = None) -> CheckpointError:
+    names = [stage.name for stage in stages]
+    return CheckpointError(
+        f"{path + ': ' if path else ''}the checkpoint's progress is at stage {position.stage_index} ({position.stage_name!r}), which is not in "
+        f"this run's curriculum {names}: the file is damaged or belongs to another curriculum"
+    )
+
+
 def next_start(stages: list[Stage], position: Position | None) -> StartPoint | None:
     """Where to continue in (possibly re-planned) stages; None when the run has nothing left to do.
 
@@ -169,8 +183,8 @@ def next_start(stages: list[Stage], position: Position | None) -> StartPoint | N
     if position is None:
         first = next((stage for stage in stages if stage.epochs > 0), None)
         return StartPoint(first.index, first.first_epoch, 0) if first else None
-    if position.stage_index >= len(stages) or stages[position.stage_index].name != position.stage_name:
-        raise ValueError(f"stage {position.stage_index} ({position.stage_name}) is not in the curriculum")
+    if not in_curriculum(position, stages):
+        raise not_in_curriculum(position, stages)
     stage_index = position.stage_index
     epoch_in_stage = position.epoch_in_stage
     start_batch = position.step_in_epoch
@@ -184,3 +198,24 @@ def next_start(stages: list[Stage], position: Position | None) -> StartPoint | N
     if stage_index >= len(stages):
         return None
     return StartPoint(stage_index, stages[stage_index].first_epoch + epoch_in_stage, start_batch)
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, path: str) -> None:
+    """After load_state_dict: every per-parameter state tensor fits its parameter (AdamW's exp_avg and
+    exp_avg_sq have the parameter's shape, `step` is one number), so a tampered state is refused here
+    instead of failing inside the first step."""
+    index = 0
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                expected = (1,) if name == "step" else tuple(parameter.shape)
+                fits = value.numel() == 1 if name == "step" else tuple(value.shape) == expected
+                if not fits:
+                    raise CheckpointError(
+                        f"{path}: checkpoint value 'optimizer.state.{index}.{name}' has shape {tuple(value.shape)}, "
+                        f"its parameter needs {expected if name != 'step' else 'one number'}; the file is damaged "
+                        "or was not written for this model"
+                    )
+            index += 1

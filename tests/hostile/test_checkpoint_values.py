@@ -161,3 +161,34 @@ def test_budgets_cover_the_whole_payload_not_each_key(tiny_run: TinyRun) -> None
         validate_payload(fanout, "fanout.pt")
     validate_payload(payload, "last.pt")  # the run's own checkpoint passes, and the budget is per payload
     validate_payload(payload, "last.pt")
+
+
+def _first_state(payload: dict[str, Any]) -> dict[str, Any]:
+    return next(iter(payload["optimizer"]["state"].values()))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "facts"),
+    [
+        (lambda p: _first_state(p).update(exp_avg=torch.zeros(3)), ("optimizer.state.", "exp_avg", "(3,)")),
+        (lambda p: _first_state(p).update(step=torch.tensor([1.0, 2.0])), ("optimizer.state.", "step", "one number")),
+        (lambda p: p["rng"].update(torch=torch.zeros(5, dtype=torch.uint8)), ("RNG state", "'rng'")),
+        (lambda p: p["progress"].update(stage_name="nonexistent"), ("'nonexistent'", "not in this run's curriculum")),
+        (lambda p: p["progress"].update(stage_index=10**11), ("stage 100000000000", "not in this run's curriculum")),
+    ],
+    ids=["exp_avg_shape", "step_shape", "rng_size", "stage_name", "stage_index"],
+)
+def test_values_that_pass_the_loader_but_not_the_run_are_refused_on_resume(
+    tamper: Any, facts: tuple[str, ...], tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    from apex_x.api import train
+    from apex_x.domain.errors import CheckpointError
+
+    payload = torch.load(tiny_run.last, map_location="cpu", weights_only=True)
+    tamper(payload)
+    path = tmp_path / "tampered.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError) as caught:
+        train(str(tiny_run.config), resume=str(path), overrides=[f"train.output_dir={tmp_path / 'out'}"],
+              log_level="warning")
+    assert str(path) in str(caught.value) and all(fact in str(caught.value) for fact in facts), str(caught.value)
