@@ -138,7 +138,16 @@ def _check_depth(text: str, source: str) -> None:
             line = text.count("\n", 0, match.start()) + 1
             raise ConfigError(f"nested more than {MAX_DEPTH} levels of brackets deep at line {line}", source=source)
     depth = 0
-    for event in yaml.parse(text, Loader=_StrictLoader):
+    written = 0  # values as written (aliases not expanded): counted while parsing, so a huge plain document
+    for event in yaml.parse(text, Loader=_StrictLoader):  # stops after MAX_VALUES events, not after all of it
+        if isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.AliasEvent)):
+            written += 1
+            if written > MAX_VALUES:
+                raise ConfigError(
+                    f"more than {MAX_VALUES} values (line {event.start_mark.line + 1}); a config holds a few "
+                    "hundred: is this a data file?",
+                    source=source,
+                )
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
@@ -173,8 +182,8 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
                 child_count, child_height = measure(child, depth + 1)
                 count, height = count + child_count, max(height, child_height + 1)
                 if count > MAX_VALUES:
-                    raise refuse(node, f"the document expands to more than {MAX_VALUES} values (YAML aliases of "
-                                 "aliases: a 'billion laughs' bomb?)")
+                    raise refuse(node, f"with its aliases expanded, the document holds more than {MAX_VALUES} "
+                                 "values (aliases of aliases: a 'billion laughs' bomb?)")
             in_progress.discard(key)
             seen[key] = (count, height)
         if depth + height > MAX_DEPTH + 1:

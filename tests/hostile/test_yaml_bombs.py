@@ -91,3 +91,12 @@ def test_complex_keys_and_control_characters_are_config_errors(text: str, messag
     assert str(config) in str(caught.value)
     outcome = cli("dataset-preflight", str(config))
     assert outcome.code == 2 and message in outcome.stderr and "internal error" not in outcome.stderr
+
+
+def test_a_large_plain_document_is_refused_while_parsing_without_blaming_aliases() -> None:
+    text = "model: [" + ",".join(["1"] * 450_000) + "]\n"  # ~900 KB, under the size limit, no alias at all
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"more than {MAX_VALUES} values \(line 1\); a config holds a few hundred") as caught:
+        parse_yaml_text(text, "big.yaml")
+    assert time.perf_counter() - started < 3.0  # was 44 s and 850 MB
+    assert "alias" not in str(caught.value) and "big.yaml" in str(caught.value)
