@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -211,6 +212,7 @@ def train(
     from apex_x.application.resume import run_folder_of
     from apex_x.container import create_container
     from apex_x.domain.config import ApexConfig
+    from apex_x.domain.errors import UserError
 
     overrides = list(overrides)
     if output_dir is None and resume is not None and not any(
@@ -234,13 +236,22 @@ def train(
         from apex_x.application.output_folder import check_run_folder
 
         check_run_folder(settings.train.output_dir)
-    log_file = Path(settings.train.output_dir) / "logs" / "train.jsonl" if rank == 0 else None
-    configure_logging(log_level or settings.runtime.log_level, None if log_file is None else str(log_file))
+    run_folder = Path(settings.train.output_dir)
+    created_here = rank == 0 and not run_folder.exists()
+    log_file = run_folder / "logs" / "train.jsonl" if rank == 0 else None
+    level = log_level or settings.runtime.log_level
+    configure_logging(level, None if log_file is None else str(log_file))
     use_case = create_container(settings).train_use_case()
-    return use_case.execute(
-        resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps,
-        resume_command=resume_command or python_resume_command(config),
-    )
+    try:
+        return use_case.execute(
+            resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps,
+            resume_command=resume_command or python_resume_command(config),
+        )
+    except UserError:
+        if created_here and not any(run_folder.rglob("*.pt")):  # refused before anything was saved
+            configure_logging(level, None)  # closes the log file
+            shutil.rmtree(run_folder, ignore_errors=True)  # a refused run leaves nothing behind
+        raise
 
 
 def python_resume_command(config: str | os.PathLike[str] | ApexConfig | None) -> Callable[[str, Sequence[str]], str]:

@@ -130,3 +130,30 @@ def test_resume_into_a_read_only_run_folder_is_refused_naming_it(tiny_run: TinyR
     assert line.startswith("error: train.output_dir: ") and str(shared / "run") in line, line
     assert "no permission" in line or "read-only" in line, line
     assert entries == before and "logs" not in entries  # no logs/ folder, nothing written
+
+
+def test_a_run_refused_after_the_folder_check_leaves_no_folder(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """Refusals that come later (bad backbone weights, a bad teacher, a bad resume file) remove the run
+    folder this call created (logs/, checkpoints/); an existing folder is left as it was."""
+    from apex_x.api import train
+    from apex_x.domain.errors import UserError
+
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("hello")
+    cases = {
+        "backbone": ["model.backbone_weights=" + str(not_a_checkpoint)],
+        "teacher": ["train.distill_weight=1.0", "train.teacher_checkpoint=" + str(not_a_checkpoint)],
+    }
+    for name, overrides in cases.items():
+        run = tmp_path / name
+        with pytest.raises(UserError):
+            train(str(tiny_run.config), overrides=[f"train.output_dir={run}", *overrides], log_level="warning")
+        assert not run.exists(), name
+    with pytest.raises(UserError):
+        train(str(tiny_run.config), resume=str(not_a_checkpoint), output_dir=tmp_path / "resumed", log_level="warning")
+    assert not (tmp_path / "resumed").exists()
+    kept = tmp_path / "existing"
+    (kept / "notes").mkdir(parents=True)
+    with pytest.raises(UserError):
+        train(str(tiny_run.config), overrides=[f"train.output_dir={kept}", *cases["backbone"]], log_level="warning")
+    assert (kept / "notes").is_dir()  # not ours to remove
