@@ -41,6 +41,9 @@ class SignalAt:
     def end_epoch(self, summary: dict[str, float]) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
 
 def assert_finished(run: Path, result_status: str, epochs: int = 2) -> dict:
     report = json.loads((run / "train_report.json").read_text())
