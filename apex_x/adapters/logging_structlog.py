@@ -101,7 +101,7 @@ def configure_logging(level: str = "info", json_log_path: str | None = None) -> 
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # re-configured per run (API, notebook, tests): no stale loggers
     )
     reset_logging()
     handlers: list[logging.Handler] = []
