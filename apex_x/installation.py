@@ -14,7 +14,6 @@ import functools
 import re
 from pathlib import Path
 
-DISTRIBUTION = "apex-x"
 _PROJECT_NAME = re.compile(r'^name\s*=\s*"apex-x"\s*$', re.MULTILINE)
 
 
