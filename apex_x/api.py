@@ -209,7 +209,7 @@ def train(
     otherwise (the CLI passes its own).
     """
     from apex_x.adapters.logging_structlog import configure_logging
-    from apex_x.application.resume import run_folder_of
+    from apex_x.application.engine.resume import run_folder_of
     from apex_x.container import create_container
     from apex_x.domain.config import ApexConfig
     from apex_x.domain.errors import UserError
@@ -285,7 +285,7 @@ def _resume_settings(requested: ApexConfig, resume: str, overrides: Sequence[str
     `--set`) applies on top. Keys where the YAML alone differs from the checkpoint are not applied (logged)."""
     import structlog
 
-    from apex_x.application.resume import flatten
+    from apex_x.application.engine.resume import flatten
     from apex_x.container import create_container
     from apex_x.domain import checkpoint_format as fmt
 
@@ -325,7 +325,7 @@ def load_model(
 ) -> InferenceModel:
     """A checkpoint's model, ready for inference: profile, classes and input size come from the checkpoint."""
     _ensure_logging()
-    from apex_x.application.distributed import resolve_device
+    from apex_x.application.engine.distributed import resolve_device
     from apex_x.application.inference import build_inference_model, checkpoint_config
     from apex_x.container import create_container
 

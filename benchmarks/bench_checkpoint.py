@@ -25,10 +25,10 @@ from apex_x.adapters.checkpoints.safetensors_writer import SafetensorsWeightsWri
 from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore
 from apex_x.adapters.config_yaml import load_config
 from apex_x.adapters.models.student import StudentModelFactory
-from apex_x.application.checkpointing import make_payload
-from apex_x.application.ema import ModelEma
-from apex_x.application.train_state import capture_rng
-from apex_x.application.trainer import build_optimizer
+from apex_x.application.engine.checkpointing import make_payload
+from apex_x.application.engine.ema import ModelEma
+from apex_x.application.engine.train_state import capture_rng
+from apex_x.application.engine.trainer import build_optimizer
 
 
 def parse_args() -> argparse.Namespace:

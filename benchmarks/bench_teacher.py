@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from apex_x.adapters.models.teacher_v3 import TeacherModelV3
-from apex_x.application.curriculum import apply_trainable, plan_stages
+from apex_x.application.engine.curriculum import apply_trainable, plan_stages
 from apex_x.domain.config import ApexConfig, ModelConfig, TrainConfig
 from apex_x.domain.types import Batch, LossSettings
 

@@ -29,13 +29,13 @@ import torch
 from apex_x.adapters.config_yaml import load_config
 from apex_x.adapters.datasets.synthetic_source import SyntheticDatasetSource
 from apex_x.adapters.models.student import StudentModelFactory
-from apex_x.application.curriculum import plan_stages
-from apex_x.application.diagnostics import RunDiagnostics
-from apex_x.application.distributed import DistContext
-from apex_x.application.ema import ModelEma
-from apex_x.application.progress import SilentProgress
-from apex_x.application.schedules import loss_settings
-from apex_x.application.trainer import Trainer, build_optimizer
+from apex_x.application.engine.curriculum import plan_stages
+from apex_x.application.engine.diagnostics import RunDiagnostics
+from apex_x.application.engine.distributed import DistContext
+from apex_x.application.engine.ema import ModelEma
+from apex_x.application.engine.progress import SilentProgress
+from apex_x.application.engine.schedules import loss_settings
+from apex_x.application.engine.trainer import Trainer, build_optimizer
 from apex_x.domain.types import Batch
 
 

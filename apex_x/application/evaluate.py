@@ -10,11 +10,11 @@ from typing import Any
 
 import structlog
 
-from apex_x.application.distributed import DistContext
+from apex_x.application.engine.distributed import DistContext
+from apex_x.application.engine.run_support import amp_dtype
+from apex_x.application.engine.schedules import evaluation_loss_settings
+from apex_x.application.engine.validation import validate
 from apex_x.application.inference import InferenceModel
-from apex_x.application.run_support import amp_dtype
-from apex_x.application.schedules import evaluation_loss_settings
-from apex_x.application.validation import validate
 from apex_x.domain.class_lists import categories_from_coco, require_same_classes
 from apex_x.domain.errors import ApexError, DatasetError
 from apex_x.domain.ports import DatasetSource, Evaluator

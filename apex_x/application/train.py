@@ -9,21 +9,20 @@ from typing import Any
 import structlog
 import torch
 
-from apex_x.application.checkpointing import CheckpointKeeper
-from apex_x.application.curriculum import Stage, check_groups, plan_stages, total_epochs
-from apex_x.application.distributed import DistContext, any_true, init_distributed, shutdown
-from apex_x.application.heartbeat import is_peer_error, peer_failed
-from apex_x.application.output_folder import check_run_folder
-from apex_x.application.progress import Progress, SilentProgress
-from apex_x.application.resume import (
+from apex_x.application.engine.checkpointing import CheckpointKeeper
+from apex_x.application.engine.curriculum import Stage, check_groups, plan_stages, total_epochs
+from apex_x.application.engine.distributed import DistContext, any_true, init_distributed, shutdown
+from apex_x.application.engine.heartbeat import is_peer_error, peer_failed
+from apex_x.application.engine.progress import Progress, SilentProgress
+from apex_x.application.engine.resume import (
     RunAlreadyFinished,
     check_resume_config,
     finished_message,
     require_training_checkpoint,
     run_folder_of,
 )
-from apex_x.application.run_session import RunSession
-from apex_x.application.run_support import (
+from apex_x.application.engine.run_session import RunSession
+from apex_x.application.engine.run_support import (
     ResumeCommand,
     TrainResult,
     choose_metric,
@@ -31,8 +30,9 @@ from apex_x.application.run_support import (
     interrupt_guard,
     kernels_report,
 )
-from apex_x.application.train_report import COCO_METRICS, LOSS_METRICS
-from apex_x.application.train_state import plan_remaining, seed_everything
+from apex_x.application.engine.train_report import COCO_METRICS, LOSS_METRICS
+from apex_x.application.engine.train_state import plan_remaining, seed_everything
+from apex_x.application.output_folder import check_run_folder
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ApexError, ConfigError, DatasetError, TrainingStopped

@@ -20,7 +20,7 @@ import torch
 from training.fakes import FakeBatchLoader, FakeDatasetSource, FakeEvaluator
 from training.helpers import flat_state, make_use_case
 
-from apex_x.application.progress import SilentProgress
+from apex_x.application.engine.progress import SilentProgress
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.types import Batch
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apex_x.application.resume import RunAlreadyFinished
+from apex_x.application.engine.resume import RunAlreadyFinished
 
 from .helpers import make_use_case
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore
-from apex_x.application.resume import RunAlreadyFinished
+from apex_x.application.engine.resume import RunAlreadyFinished
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.errors import CheckpointError, ConfigError, DatasetError
 

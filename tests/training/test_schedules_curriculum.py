@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from apex_x.adapters.config_yaml import load_config
-from apex_x.application.curriculum import apply_trainable, check_groups, plan_stages, set_train_mode
-from apex_x.application.ema import ModelEma
-from apex_x.application.schedules import boundary_scale, box_scale, loss_settings, lr_factor
-from apex_x.application.train_state import Position, next_start
+from apex_x.application.engine.curriculum import apply_trainable, check_groups, plan_stages, set_train_mode
+from apex_x.application.engine.ema import ModelEma
+from apex_x.application.engine.schedules import boundary_scale, box_scale, loss_settings, lr_factor
+from apex_x.application.engine.train_state import Position, next_start
 from apex_x.domain.errors import ConfigError
 
 from .fakes import FakeModel

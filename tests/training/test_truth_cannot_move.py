@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from apex_x.application.diagnostics import LossDiagnostics
-from apex_x.application.run_health import epoch_warnings
+from apex_x.application.engine.diagnostics import LossDiagnostics
+from apex_x.application.engine.run_health import epoch_warnings
 from apex_x.domain.config import TrainConfig
 
 from .helpers import make_use_case
@@ -56,7 +56,7 @@ def test_zero_gradient_and_divergence_are_named() -> None:
 def test_the_clip_advice_names_the_configured_lr_and_the_scheduled_one(tmp_path: Path) -> None:
     """train.lr=10 without warmup: the advice says 10 (what the user set), the cosine-scheduled values of the
     epoch's steps beside it, and that warmup is 0 now (not "train.warmup_steps=0", which reads as advice)."""
-    from apex_x.application.schedules import lr_factor
+    from apex_x.application.engine.schedules import lr_factor
 
     run = tmp_path / "run"
     result = make_use_case(run, STEPS, "train.lr=10", "train.warmup_steps=0", "train.min_lr_ratio=0.01",
@@ -73,7 +73,7 @@ def test_the_clip_advice_names_the_configured_lr_and_the_scheduled_one(tmp_path:
 
 
 def test_advice_with_a_warmup_and_a_constant_lr() -> None:
-    from apex_x.application.run_health import lr_text, warmup_text
+    from apex_x.application.engine.run_health import lr_text, warmup_text
 
     train = TrainConfig(lr=0.5, warmup_steps=20)
     assert lr_text(train, (0.5, 0.5)) == "train.lr (set to 0.5)"  # the schedule gave what the user set

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from apex_x.adapters.datasets.shapes_writer import write_shapes_dataset
-from apex_x.application.resume import RunAlreadyFinished
-from apex_x.application.train_state import Position, plan_remaining
+from apex_x.application.engine.resume import RunAlreadyFinished
+from apex_x.application.engine.train_state import Position, plan_remaining
 
 from .helpers import make_use_case, settings_for
 
@@ -30,7 +30,7 @@ def test_extending_a_finished_two_stage_run_runs_every_stage_s_extra_epoch(tmp_p
 
 
 def test_the_schedule_uses_one_numbering() -> None:
-    from apex_x.application.curriculum import plan_stages
+    from apex_x.application.engine.curriculum import plan_stages
 
     stages = plan_stages(settings_for(Path("/tmp/x"), "train.epochs=2"))
     fresh = plan_remaining(stages, None)

@@ -14,7 +14,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from apex_x.adapters.evaluation.coco_evaluator import PycocotoolsEvaluator
-from apex_x.application.run_support import choose_metric
+from apex_x.application.engine.run_support import choose_metric
 from apex_x.domain.types import CategoryMap, Detections, EvalResult
 
 from .fakes import FakeDatasetSource, FakeEvaluator

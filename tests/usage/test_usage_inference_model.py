@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore, apply_model_state
-from apex_x.application.distributed import resolve_device
+from apex_x.application.engine.distributed import resolve_device
 from apex_x.application.inference import build_inference_model, checkpoint_config
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.errors import CheckpointError, UserError

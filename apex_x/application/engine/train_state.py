@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from apex_x.application.curriculum import Stage
+from apex_x.application.engine.curriculum import Stage
 from apex_x.domain.errors import CheckpointError
 
 

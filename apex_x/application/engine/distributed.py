@@ -11,7 +11,7 @@ import structlog
 import torch
 import torch.distributed as dist
 
-from apex_x.application.heartbeat import Heartbeat
+from apex_x.application.engine.heartbeat import Heartbeat
 from apex_x.domain.errors import ConfigError
 
 log = structlog.get_logger(__name__)

@@ -12,23 +12,23 @@ from typing import Any
 
 import structlog
 
-from apex_x.application.checkpointing import CheckpointKeeper, make_payload
-from apex_x.application.curriculum import Stage, total_epochs
-from apex_x.application.diagnostics import RunDiagnostics
-from apex_x.application.distributed import DistContext, any_true
-from apex_x.application.ema import ModelEma
-from apex_x.application.progress import Progress
-from apex_x.application.run_health import epoch_warnings
-from apex_x.application.run_support import (
+from apex_x.application.engine.checkpointing import CheckpointKeeper, make_payload
+from apex_x.application.engine.curriculum import Stage, total_epochs
+from apex_x.application.engine.diagnostics import RunDiagnostics
+from apex_x.application.engine.distributed import DistContext, any_true
+from apex_x.application.engine.ema import ModelEma
+from apex_x.application.engine.progress import Progress
+from apex_x.application.engine.run_health import epoch_warnings
+from apex_x.application.engine.run_support import (
     MetricChoice,
     ResumeCommand,
     TrainResult,
     amp_dtype,
     flag_resume_command,
 )
-from apex_x.application.schedules import evaluation_loss_settings, loss_settings
-from apex_x.application.train_report import ReportState, build_report, is_improvement
-from apex_x.application.train_state import (
+from apex_x.application.engine.schedules import evaluation_loss_settings, loss_settings
+from apex_x.application.engine.train_report import ReportState, build_report, is_improvement
+from apex_x.application.engine.train_state import (
     Position,
     StartPoint,
     capture_rng,
@@ -37,8 +37,8 @@ from apex_x.application.train_state import (
     not_in_curriculum,
     restore_rng,
 )
-from apex_x.application.trainer import BadImageStop, Trainer, build_optimizer
-from apex_x.application.validation import ValidationStopped, validate
+from apex_x.application.engine.trainer import BadImageStop, Trainer, build_optimizer
+from apex_x.application.engine.validation import ValidationStopped, validate
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped

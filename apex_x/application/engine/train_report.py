@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from apex_x.application.curriculum import Stage
-from apex_x.application.diagnostics import RunDiagnostics
+from apex_x.application.engine.curriculum import Stage
+from apex_x.application.engine.diagnostics import RunDiagnostics
 
 REPORT_SCHEMA = "apex-x-train-report"
 REPORT_SCHEMA_VERSION = 1

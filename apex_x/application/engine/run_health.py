@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apex_x.application.diagnostics import LossDiagnostics
+from apex_x.application.engine.diagnostics import LossDiagnostics
 from apex_x.domain.config import TrainConfig
 
 MOST = 0.5  # "most steps": more than this share of an epoch's applied steps

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 import torch
 
-from apex_x.application.distributed import DistContext, broadcast_from_main, gather_to_main
+from apex_x.application.engine.distributed import DistContext, broadcast_from_main, gather_to_main
 from apex_x.domain.ports import BatchLoader, Evaluator, SegmentationModel
 from apex_x.domain.types import CategoryMap, Detections, EvalResult, LossSettings
 

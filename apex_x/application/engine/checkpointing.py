@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from apex_x import __version__
-from apex_x.application.distributed import DistContext, any_true
+from apex_x.application.engine.distributed import DistContext, any_true
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.errors import ApexError, TrainingStopped
 from apex_x.domain.ports import CheckpointStore

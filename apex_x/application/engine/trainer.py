@@ -12,13 +12,13 @@ import structlog
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from apex_x.application.curriculum import Stage, apply_trainable, set_train_mode
-from apex_x.application.diagnostics import RunDiagnostics
-from apex_x.application.distributed import DistContext, any_true
-from apex_x.application.ema import ModelEma
-from apex_x.application.progress import Progress
-from apex_x.application.schedules import lr_factor
-from apex_x.application.train_state import reseed
+from apex_x.application.engine.curriculum import Stage, apply_trainable, set_train_mode
+from apex_x.application.engine.diagnostics import RunDiagnostics
+from apex_x.application.engine.distributed import DistContext, any_true
+from apex_x.application.engine.ema import ModelEma
+from apex_x.application.engine.progress import Progress
+from apex_x.application.engine.schedules import lr_factor
+from apex_x.application.engine.train_state import reseed
 from apex_x.domain.config import TrainConfig
 from apex_x.domain.errors import TrainingStopped
 from apex_x.domain.ports import AuxiliaryLoss, BatchLoader, SegmentationModel
