@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from apex_x.application.preflight import PreflightReport
     from apex_x.application.train import TrainResult
     from apex_x.domain.config import ApexConfig
+    from apex_x.domain.environment import Requirement
     from apex_x.domain.types import DatasetReport
 
 # Keyword flags of load_config -> (dotted config key, the CLI flag named in error messages).
@@ -89,6 +90,20 @@ def preflight(
     if output_json is not None:
         _write_json(output_json, report.to_dict())
     return report
+
+
+def preflight_profiles() -> list[str]:
+    """The profiles `preflight` accepts: "base", then each model profile that needs more packages or checks."""
+    from apex_x.container import create_container
+
+    return create_container().preflight().profiles
+
+
+def requirement_for_module(module_name: str) -> Requirement | None:
+    """The package (base's or a model profile's) that provides a top-level module, for 'No module named X'."""
+    from apex_x.container import create_container
+
+    return create_container().requirement_for_module()(module_name)
 
 
 def _ensure_logging() -> None:
@@ -339,11 +354,9 @@ def load_model(
     return build_inference_model(
         payload,
         path=str(checkpoint),
-        store=store,
-        factory_for=lambda config: create_container(config).model_factory(),
+        profile_for=lambda config: create_container(config).model_profile(),
         device=resolve_device(device),
         model_overrides=overrides,
-        apply_state=container.model_state_loader(),
     )
 
 

@@ -96,11 +96,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _missing_dependency_message(error: ModuleNotFoundError) -> str:
-    from apex_x.application.preflight_requirements import requirement_for_module
     from apex_x.installation import install_command
 
-    requirement = requirement_for_module(error.name or "")
-    install = requirement.install_command if requirement else install_command()
+    try:
+        from apex_x.api import requirement_for_module
+
+        requirement = requirement_for_module(error.name or "")
+    except ImportError:  # the missing package is one the container itself needs: name it as it is
+        requirement = None
+    install = install_command(requirement.extra if requirement else None)
     package = requirement.distribution if requirement else (error.name or "?")
     return (
         f"required package {package!r} is not installed ({error}); install it with: {install} "

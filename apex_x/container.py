@@ -14,6 +14,7 @@ from dependency_injector import containers, providers
 
 from apex_x.adapters.config_yaml import load_config
 from apex_x.domain.config import ApexConfig
+from apex_x.domain.model_profiles import MODEL_PROFILES
 
 
 def _lazy(target: str) -> Callable[..., Any]:
@@ -52,11 +53,11 @@ class Container(containers.DeclarativeContainer):
     )
     shapes_writer = providers.Object(_lazy("apex_x.adapters.datasets.shapes_writer:write_shapes_dataset"))
 
-    # Models: one factory per profile.
-    model_factory = providers.Selector(
+    # Models: the ModelProfile of model.profile, from the registry (its variant module is imported on first use).
+    model_profile = providers.Selector(
         config.model.profile,
-        small=providers.Singleton(_lazy("apex_x.adapters.models.student:StudentModelFactory")),
-        worldclass=providers.Singleton(_lazy("apex_x.adapters.models.teacher_v3:TeacherModelFactory")),
+        **{name: providers.Singleton(_lazy("apex_x.adapters.models.profiles:get_profile"), name)
+           for name in MODEL_PROFILES},
     )
 
     checkpoint_store = providers.Singleton(_lazy("apex_x.adapters.checkpoints.torch_store:TorchCheckpointStore"))
@@ -81,7 +82,7 @@ class Container(containers.DeclarativeContainer):
         _lazy("apex_x.application.train:TrainUseCase"),
         settings=settings,
         dataset_source=dataset_source,
-        model_factory=model_factory,
+        model_profile=model_profile,
         checkpoint_store=checkpoint_store,
         evaluator=evaluator,
         report_writers=report_writers,
@@ -90,26 +91,23 @@ class Container(containers.DeclarativeContainer):
         auxiliary_losses=auxiliary_losses,
     )
 
-    # Dependency preflight. Extra checks per profile ("worldclass" runs base's too): each entry is a
-    # callable `check(context: PreflightContext) -> Iterable[CheckResult]`, registered lazily, e.g.
-    #   worldclass=providers.List(providers.Object(_lazy("apex_x.adapters.models.x:check_backbone_weights"))),
+    # Dependency preflight: "base", plus each model profile that needs more (its packages and checks, e.g. the
+    # worldclass backbone weights); a profile's checks run after base's. A check is a callable
+    # `check(context: PreflightContext) -> Iterable[CheckResult]`.
     environment_probe = providers.Singleton(_lazy("apex_x.adapters.environment_probe:ImportlibEnvironmentProbe"))
-    preflight_checks = providers.Dict(
-        base=providers.List(),
-        worldclass=providers.List(
-            # DINOv2 weights of model.teacher_backbone reachable (folder, cache or hub); CheckResult injected.
-            providers.Object(
-                functools.partial(
-                    _lazy("apex_x.adapters.models.backbone_weights_check:check_backbone_weights"),
-                    make_result=_lazy("apex_x.application.preflight:CheckResult"),
-                )
-            ),
-        ),
-    )
+    preflight_checks = providers.Singleton(_lazy("apex_x.adapters.models.profiles:preflight_checks"))
+    preflight_requirements = providers.Singleton(_lazy("apex_x.adapters.models.profiles:preflight_requirements"))
     preflight = providers.Factory(
         _lazy("apex_x.application.preflight:PreflightUseCase"),
         probe=environment_probe,
         extra_checks=preflight_checks,
+        requirements=preflight_requirements,
+    )
+    # module name -> the Requirement (base's or a profile's) that provides it, for "No module named X" hints.
+    requirement_for_module = providers.Factory(
+        functools.partial, _lazy("apex_x.application.preflight_requirements:requirement_for_module"),
+        extra=providers.Callable(lambda table: [item for items in table.values() for item in items],
+                                 preflight_requirements),
     )
 
     # Using a trained model (eval, predict, notebook): the image reader, the files of predict, the use cases.

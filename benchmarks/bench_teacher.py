@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from apex_x.adapters.models.profiles import get_profile
 from apex_x.adapters.models.teacher_v3 import TeacherModelV3
 from apex_x.application.engine.curriculum import apply_trainable, plan_stages
 from apex_x.domain.config import ApexConfig, ModelConfig, TrainConfig
@@ -84,7 +85,7 @@ def measure(arch: str, size: int, checkpointing: bool, args: argparse.Namespace,
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     groups = model.parameter_groups()
     rows = []
-    for stage in plan_stages(settings):
+    for stage in plan_stages(settings, get_profile(settings.model.profile).default_stages(settings)):
         trainable = apply_trainable(model, groups, stage)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         if device.type == "cuda":

@@ -28,6 +28,7 @@ import torch
 
 from apex_x.adapters.config_yaml import load_config
 from apex_x.adapters.datasets.synthetic_source import SyntheticDatasetSource
+from apex_x.adapters.models.profiles import get_profile
 from apex_x.adapters.models.student import StudentModelFactory
 from apex_x.application.engine.curriculum import plan_stages
 from apex_x.application.engine.diagnostics import RunDiagnostics
@@ -74,7 +75,7 @@ def main() -> None:
     ])
     source = SyntheticDatasetSource(settings)
     batches = list(source.train_loader(args.batch_size, seed=0).iter_epoch(0))[: args.steps]
-    stage = plan_stages(settings)[-1]  # det + seg + boundary: the heaviest stage
+    stage = plan_stages(settings, get_profile(settings.model.profile).default_stages(settings))[-1]  # det + seg + boundary: the heaviest stage
     settings_for = lambda progress: loss_settings(stage.losses, progress, settings.train)  # noqa: E731
     model = StudentModelFactory().build(settings.model, source.categories.num_classes)
     torch.manual_seed(0)

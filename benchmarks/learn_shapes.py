@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from apex_x.adapters.models.profiles import get_profile
 from apex_x.domain.config import ApexConfig, StageConfig, effective_stages
 
 SUMMARY_METRICS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "segm_AP75")
@@ -116,7 +117,7 @@ def train_api(config: ApexConfig, args: argparse.Namespace) -> dict[str, Any]:
     from apex_x import api
 
     steps_per_epoch = args.train_images // config.train.batch_size
-    stages = effective_stages(config)
+    stages = effective_stages(config, get_profile(config.model.profile).default_stages(config))
     probe_rate = None
     if args.epochs is not None:
         total_epochs = args.epochs

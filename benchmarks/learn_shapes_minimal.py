@@ -14,6 +14,7 @@ import torch
 
 from apex_x.adapters.datasets.coco_source import CocoDatasetSource
 from apex_x.adapters.evaluation.coco_evaluator import PycocotoolsEvaluator
+from apex_x.adapters.models.profiles import get_profile
 from apex_x.adapters.models.student import StudentModelFactory
 from apex_x.domain.config import ApexConfig, effective_stages
 from apex_x.domain.types import LossSettings
@@ -57,7 +58,7 @@ def train_minimal(config: ApexConfig, args: argparse.Namespace) -> dict[str, Any
     optimizer = torch.optim.AdamW(_param_groups(model, train.weight_decay), lr=train.lr, betas=(0.9, 0.999))
     ema = Ema(model, train.ema_decay)
     loader = source.train_loader(train.batch_size, seed=train.seed)
-    stages = effective_stages(config)
+    stages = effective_stages(config, get_profile(config.model.profile).default_stages(config))
     images_seen, step, epoch = 0, 0, 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 A check is any callable `check(context) -> Iterable[CheckResult]`. The built-in checks cover Python,
 the profile's packages, CUDA and the output folder; more are registered per profile in the container
-(`Container.preflight_checks`, e.g. the worldclass "backbone weights reachable" check).
+(`Container.preflight_checks`, from the model profiles: e.g. "backbone weights reachable").
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import structlog
 
 from apex_x.application.preflight_requirements import (
+    BASE_PROFILE,
     MINIMUM_PYTHON,
-    PROFILES,
     Requirement,
     at_least,
     requirements_of,
@@ -29,6 +29,7 @@ from apex_x.domain.environment import (
     PreflightCheck,
     PreflightContext,
 )
+from apex_x.installation import install_command
 
 __all__ = ["CheckResult", "PreflightCheck", "PreflightContext", "PreflightReport", "PreflightUseCase"]
 
@@ -53,7 +54,7 @@ def _package_result(requirement: Requirement, context: PreflightContext, require
     probe = context.probe.package(requirement.import_name, requirement.distribution)
     common: dict[str, Any] = {
         "name": requirement.distribution, "category": "package", "required": required,
-        "installed": probe.version, "minimum": requirement.minimum, "fix": requirement.install_command,
+        "installed": probe.version, "minimum": requirement.minimum, "fix": install_command(requirement.extra),
     }
     if not probe.importable:
         status = "missing" if probe.missing else "import failed"
@@ -71,19 +72,25 @@ def _package_result(requirement: Requirement, context: PreflightContext, require
     return CheckResult(ok=True, status="ok", detail=requirement.purpose, **{**common, "fix": None})
 
 
-def check_packages(context: PreflightContext) -> list[CheckResult]:
-    """Import every package of the profile; triton is required only where CUDA is available on Linux."""
-    results = []
-    for requirement in requirements_of(context.profile):
-        required = True
-        if requirement.needs_cuda:
-            required = context.probe.platform() == "linux" and context.accelerator.cuda_available
-        result = _package_result(requirement, context, required)
-        if requirement.needs_cuda and not required:
-            note = "optional here: no CUDA device, the torch reference kernels run"
-            result = CheckResult(**{**result.to_dict(), "detail": f"{note}; {result.detail}" if not result.ok else note})
-        results.append(result)
-    return results
+def package_check(extra: Mapping[str, Sequence[Requirement]]) -> PreflightCheck:
+    """The check that imports every package of the profile (base's plus `extra[profile]`); triton is required
+    only where CUDA is available on Linux."""
+
+    def check_packages(context: PreflightContext) -> list[CheckResult]:
+        return [_requirement_row(requirement, context) for requirement in requirements_of(context.profile, extra)]
+
+    return check_packages
+
+
+def _requirement_row(requirement: Requirement, context: PreflightContext) -> CheckResult:
+    required = True
+    if requirement.needs_cuda:
+        required = context.probe.platform() == "linux" and context.accelerator.cuda_available
+    result = _package_result(requirement, context, required)
+    if requirement.needs_cuda and not required:
+        note = "optional here: no CUDA device, the torch reference kernels run"
+        result = CheckResult(**{**result.to_dict(), "detail": f"{note}; {result.detail}" if not result.ok else note})
+    return result
 
 
 def check_cuda(context: PreflightContext) -> list[CheckResult]:
@@ -121,7 +128,6 @@ def check_output_folder(context: PreflightContext) -> list[CheckResult]:
     ]
 
 
-BUILTIN_CHECKS: tuple[PreflightCheck, ...] = (check_python, check_packages, check_cuda, check_output_folder)
 
 
 @dataclass
@@ -153,8 +159,8 @@ class PreflightReport:
         fixes = [result.fix for result in self.failures if result.category == "package" and result.fix]
         if not fixes:
             return None
-        worldclass = [fix for fix in fixes if "worldclass" in fix]
-        return worldclass[0] if worldclass else fixes[0]
+        with_extra = [fix for fix in fixes if "[" in fix]  # installing an extra installs the base packages too
+        return with_extra[0] if with_extra else fixes[0]
 
     def failure_message(self) -> str:
         """One line naming what is missing and how to fix it (empty when everything passed)."""
@@ -209,21 +215,33 @@ class PreflightReport:
 
 
 class PreflightUseCase:
-    """Runs the built-in checks, then the extra checks registered for the profile (worldclass adds base's)."""
+    """Runs the built-in checks, then the extra checks registered for the profile (a model profile adds base's).
+
+    requirements: preflight profile -> the packages it adds to base's (a model profile's ModelProfile.requirements);
+    extra_checks: preflight profile -> its extra checks. The valid profiles are "base" and the keys of both.
+    """
 
     def __init__(
-        self, probe: EnvironmentProbe, extra_checks: Mapping[str, Sequence[PreflightCheck]] | None = None
+        self, probe: EnvironmentProbe, extra_checks: Mapping[str, Sequence[PreflightCheck]] | None = None,
+        requirements: Mapping[str, Sequence[Requirement]] | None = None,
     ) -> None:
         self._probe = probe
         self._extra_checks = dict(extra_checks or {})
+        self._requirements = dict(requirements or {})
+
+    @property
+    def profiles(self) -> list[str]:
+        """The preflight profiles this use case knows: base first."""
+        return list(dict.fromkeys([BASE_PROFILE, *self._requirements, *self._extra_checks]))
 
     def checks_for(self, profile: str) -> list[PreflightCheck]:
-        chain = ["base"] if profile == "base" else ["base", profile]
-        return [*BUILTIN_CHECKS, *(check for name in chain for check in self._extra_checks.get(name, ()))]
+        builtin = (check_python, package_check(self._requirements), check_cuda, check_output_folder)
+        chain = [BASE_PROFILE] if profile == BASE_PROFILE else [BASE_PROFILE, profile]
+        return [*builtin, *(check for name in chain for check in self._extra_checks.get(name, ()))]
 
     def execute(self, profile: str, output_dir: str, settings: ApexConfig | None = None) -> PreflightReport:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown preflight profile {profile!r}; choose from {', '.join(PROFILES)}")
+        if profile not in self.profiles:
+            raise ValueError(f"unknown preflight profile {profile!r}; choose from {', '.join(self.profiles)}")
         context = PreflightContext(
             profile, output_dir, settings or ApexConfig(), self._probe, config_given=settings is not None
         )

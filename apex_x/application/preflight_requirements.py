@@ -1,31 +1,15 @@
-"""The packages each preflight profile needs, with the minimum versions of pyproject.toml."""
+"""The base packages every preflight checks, with the minimum versions of pyproject.toml; a model profile adds
+its own (ModelProfile.requirements), handed to the use case by the container."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 
-from apex_x.installation import install_command
+from apex_x.domain.environment import Requirement
 
-PROFILES = ("base", "worldclass")
+BASE_PROFILE = "base"  # the preflight profile of the core dependencies alone
 MINIMUM_PYTHON = "3.10"
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """One dependency: pip name, import name, minimum version and why Apex-X needs it."""
-
-    distribution: str
-    import_name: str
-    minimum: str
-    extra: str | None  # None = core dependency; "worldclass" = the extra that installs it
-    purpose: str
-    needs_cuda: bool = False  # required only where CUDA is available on Linux (triton)
-
-    @property
-    def install_command(self) -> str:
-        """The command that installs it for how Apex-X is installed here (wheel or editable checkout)."""
-        return install_command(self.extra)
 
 
 BASE_REQUIREMENTS: tuple[Requirement, ...] = (
@@ -44,26 +28,19 @@ BASE_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("triton", "triton", "3.2", None, "fused loss kernels on CUDA", needs_cuda=True),
 )
 
-WORLDCLASS_REQUIREMENTS: tuple[Requirement, ...] = (
-    Requirement("transformers", "transformers", "4.40", "worldclass", "DINOv2 backbone of TeacherModelV3"),
-    Requirement("peft", "peft", "0.10", "worldclass", "LoRA adapters of TeacherModelV3"),
-    Requirement("safetensors", "safetensors", "0.4", "worldclass", "safetensors weights export/import"),
-)
-
-
-def requirements_of(profile: str) -> tuple[Requirement, ...]:
-    """Every requirement of a profile (worldclass includes base)."""
-    if profile == "base":
+def requirements_of(profile: str, extra: Mapping[str, Sequence[Requirement]]) -> tuple[Requirement, ...]:
+    """Every requirement of a preflight profile: base's, plus `extra[profile]` (a model profile's packages)."""
+    if profile == BASE_PROFILE:
         return BASE_REQUIREMENTS
-    if profile == "worldclass":
-        return BASE_REQUIREMENTS + WORLDCLASS_REQUIREMENTS
-    raise ValueError(f"unknown preflight profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if profile in extra:
+        return BASE_REQUIREMENTS + tuple(extra[profile])
+    raise ValueError(f"unknown preflight profile {profile!r}; choose from {', '.join([BASE_PROFILE, *extra])}")
 
 
-def requirement_for_module(module_name: str) -> Requirement | None:
-    """The requirement that provides a top-level module name (for 'No module named X' errors)."""
+def requirement_for_module(module_name: str, extra: Iterable[Requirement] = ()) -> Requirement | None:
+    """The requirement (base's or one of `extra`) that provides a top-level module name (for 'No module named X')."""
     top = module_name.split(".", 1)[0]
-    for requirement in BASE_REQUIREMENTS + WORLDCLASS_REQUIREMENTS:
+    for requirement in (*BASE_REQUIREMENTS, *extra):
         if requirement.import_name == top:
             return requirement
     return None

@@ -41,7 +41,7 @@ from apex_x.domain.ports import (
     CheckpointStore,
     DatasetSource,
     Evaluator,
-    ModelFactory,
+    ModelProfile,
     ReportWriter,
 )
 from apex_x.domain.types import CategoryMap
@@ -63,7 +63,7 @@ class TrainUseCase:
         *,
         settings: ApexConfig,
         dataset_source: DatasetSource,
-        model_factory: ModelFactory,
+        model_profile: ModelProfile,
         checkpoint_store: CheckpointStore,
         evaluator: Evaluator,
         report_writers: Sequence[ReportWriter] = (),
@@ -73,7 +73,7 @@ class TrainUseCase:
     ) -> None:
         self.settings = settings
         self.source = dataset_source
-        self.factory = model_factory
+        self.profile = model_profile
         self.store = checkpoint_store
         self.evaluator = evaluator
         self.writers = list(report_writers)
@@ -89,7 +89,7 @@ class TrainUseCase:
         resume_command spells the resume command in messages (pause, bad image) as the caller would run it."""
         self.resume_command = resume_command or flag_resume_command
         settings = self.settings
-        stages = plan_stages(settings)
+        stages = plan_stages(settings, self.profile.default_stages(settings))
         _check_metric_name(settings.train.checkpoint_metric)
         runtime = settings.runtime
         context = init_distributed(runtime.device, runtime.collective_timeout_s, runtime.peer_timeout_s)
@@ -144,6 +144,7 @@ class TrainUseCase:
             kernels=kernels,
             metric=choose_metric(settings.train.checkpoint_metric, self.source),
             resume_command=self.resume_command,
+            weights_key=self.profile.weights_key,
         )
         position = session.restore(payload, resume_from) if payload is not None else None
         schedule = plan_remaining(stages, position, session.report_state.history)
@@ -166,9 +167,9 @@ class TrainUseCase:
         checkpoint's stored values where it has them (every weight comes from the checkpoint next, so a
         moved backbone folder or an empty Hugging Face cache does not matter)."""
         if payload is None:
-            return self.factory.build(self.settings.model, num_classes)
+            return self.profile.build(self.settings.model, num_classes)
         architecture = payload.get(fmt.KEY_ARCHITECTURE)
-        return self.factory.build(self.settings.model, num_classes, pretrained=False,
+        return self.profile.build(self.settings.model, num_classes, pretrained=False,
                                   architecture=architecture if isinstance(architecture, Mapping) else None)
 
     def _load_resume(self, path: str) -> dict[str, Any]:

@@ -14,9 +14,11 @@ _COLUMNS = ("check", "required", "installed", "minimum", "status", "detail")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from apex_x.api import preflight_profiles
+
     parser.add_argument(
         "--profile",
-        choices=["base", "worldclass"],
+        choices=preflight_profiles(),
         default="base",
         help="Dependency set to check: base (student training on CPU/CUDA) or worldclass "
         "(adds transformers, peft, safetensors for TeacherModelV3/DINOv2). Default: base.",

@@ -9,9 +9,9 @@ FORMAT_VERSION = 1
 KEY_FORMAT = "format"  # FORMAT_TAG
 KEY_VERSION = "format_version"  # FORMAT_VERSION
 KEY_APEX_VERSION = "apex_x_version"
-KEY_PROFILE = "profile"  # "small" | "worldclass"
-KEY_MODEL = "model"  # student weights (profile small)
-KEY_TEACHER = "teacher"  # TeacherModelV3 weights (profile worldclass), the user guide's `teacher` layout
+KEY_PROFILE = "profile"  # a name of domain.model_profiles.MODEL_PROFILES
+KEY_MODEL = "model"  # the model weights, for profiles whose ModelProfile.weights_key is "model"
+KEY_TEACHER = "teacher"  # the user guide's `teacher` layout (TeacherModelV3's ModelProfile.weights_key)
 KEY_EMA = "ema"  # EMA weights (same layout as the model's), or None
 KEY_OPTIMIZER = "optimizer"
 KEY_SCHEDULER = "scheduler"
@@ -29,6 +29,5 @@ KEY_ARCHITECTURE = "architecture"  # SegmentationModel.architecture(): plain val
 WEIGHT_LAYOUT_KEYS = ("model_state_dict", "state_dict", "model", "teacher", "ema_model", "ema")
 
 
-def weights_key_for_profile(profile: str) -> str:
-    """Where a full checkpoint keeps the model weights of a profile."""
-    return KEY_TEACHER if profile == "worldclass" else KEY_MODEL
+# The keys a profile may keep its weights under (ModelProfile.weights_key); a payload holds exactly one.
+MODEL_WEIGHT_KEYS = (KEY_MODEL, KEY_TEACHER)

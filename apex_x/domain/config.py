@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE, is_valid_side, nearest_valid_sides
+from apex_x.domain.model_profiles import DEFAULT_PROFILE, check_profile_name
 
 LossComponent = Literal["det", "seg", "boundary", "distill"]
 ParamGroup = Literal["backbone", "neck", "head", "mask", "lora", "all"]
@@ -23,8 +25,10 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """Which network to build and at what input size."""
 
-    profile: Literal["small", "worldclass"] = Field(
-        "small", description="small = timm student (CPU friendly); worldclass = TeacherModelV3 (DINOv2 + LoRA)."
+    profile: str = Field(
+        DEFAULT_PROFILE,
+        description="Model profile (domain.model_profiles): small = timm student (CPU friendly); "
+        "worldclass = TeacherModelV3 (DINOv2 + LoRA).",
     )
     num_classes: int | None = Field(
         None, ge=1, le=10000, description="Class count; null = taken from the dataset's categories."
@@ -58,6 +62,11 @@ class ModelConfig(_Strict):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute backbone activations to save memory.")
     teacher_pyramid_channels: int = Field(256, ge=8, le=2048, description="Channels of the teacher's pyramid.")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        return check_profile_name(value)
 
     @field_validator("input_height", "input_width")
     @classmethod
@@ -256,35 +265,10 @@ class ApexConfig(_Strict):
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def default_stages(config: ApexConfig) -> list[StageConfig]:
-    """The curriculum used when train.stages is empty."""
-    if config.model.profile == "worldclass":
-        stages = [
-            StageConfig(
-                name="heads_frozen_backbone",
-                losses={"det": 1.0, "seg": 1.0, "boundary": 1.0},
-                trainable=["neck", "head", "mask"],
-            )
-        ]
-        if config.train.enable_lora_finetune:
-            stages.append(
-                StageConfig(
-                    name="lora_finetune",
-                    losses={"det": 1.0, "seg": 1.0, "boundary": 1.0},
-                    trainable=["lora", "neck", "head", "mask"],
-                    lr_scale=0.5,
-                )
-            )
-        return stages
-    return [
-        StageConfig(name="det_stability", losses={"det": 1.0}, trainable=["all"]),
-        StageConfig(name="seg_boundary", losses={"det": 1.0, "seg": 1.0, "boundary": 1.0}, trainable=["all"]),
-    ]
-
-
-def effective_stages(config: ApexConfig) -> list[StageConfig]:
-    """The stages of the run with every epochs count resolved."""
-    stages = config.train.stages or default_stages(config)
+def effective_stages(config: ApexConfig, default_stages: Sequence[StageConfig]) -> list[StageConfig]:
+    """The stages of the run with every epochs count resolved; `default_stages` (the model profile's
+    curriculum, ModelProfile.default_stages) when train.stages is empty."""
+    stages = config.train.stages or list(default_stages)
     return [
         stage.model_copy(update={"epochs": stage.epochs if stage.epochs is not None else config.train.epochs})
         for stage in stages

@@ -15,6 +15,18 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Requirement:
+    """One dependency: pip name, import name, minimum version and why Apex-X needs it (plain values)."""
+
+    distribution: str
+    import_name: str
+    minimum: str
+    extra: str | None  # None = core dependency; else the pip extra that installs it (e.g. a model profile's)
+    purpose: str
+    needs_cuda: bool = False  # required only where CUDA is available on Linux (triton)
+
+
+@dataclass(frozen=True)
 class PackageProbe:
     """The result of importing one package."""
 

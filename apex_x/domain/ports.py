@@ -7,7 +7,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
-from apex_x.domain.config import ApexConfig, ModelConfig
+from apex_x.domain.checkpoint import TrainingCheckpoint
+from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
+from apex_x.domain.environment import PreflightCheck, Requirement
 from apex_x.domain.types import (
     Batch,
     CategoryMap,
@@ -87,12 +89,21 @@ class SegmentationModel(Protocol):
 
     def architecture(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture with no file, cache or network beyond the config
-        (e.g. the DINOv2 backbone's config); stored in checkpoints, handed back to ModelFactory.build."""
+        (e.g. the DINOv2 backbone's config); stored in checkpoints, handed back to ModelProfile.build."""
         ...
 
 
-class ModelFactory(Protocol):
-    """Builds the model of a profile."""
+class ModelProfile(Protocol):
+    """One model family (`model.profile`), registered by name: builds its model, names its default curriculum,
+    its checkpoint weights key, its extra dependencies (preflight) and its input-size rule, and rebuilds its
+    model from a checkpoint. Variants live in adapters/models/profiles/<name>.py; nothing else branches on a name.
+    """
+
+    name: str  # the `model.profile` value (domain.model_profiles.MODEL_PROFILES)
+    weights_key: str  # where a training checkpoint keeps the weights (one of checkpoint_format.MODEL_WEIGHT_KEYS)
+    input_size_multiple: int  # every input side must be a positive multiple of it (its coarsest stride), pixels
+    requirements: tuple[Requirement, ...]  # packages beyond the base ones (preflight `--profile <name>`)
+    preflight_checks: tuple[PreflightCheck, ...]  # extra preflight checks (e.g. backbone weights reachable)
 
     def build(
         self,
@@ -102,9 +113,25 @@ class ModelFactory(Protocol):
         pretrained: bool = True,
         architecture: Mapping[str, Any] | None = None,
     ) -> SegmentationModel:
-        """The model of a profile. pretrained=False: the architecture only (a checkpoint's weights go in
+        """The model of this profile. pretrained=False: the architecture only (a checkpoint's weights go in
         next), built from `architecture` (a checkpoint's stored values) where given, so that nothing is
-        downloaded or read besides the checkpoint."""
+        downloaded or read besides the checkpoint. Bad config values: ConfigError naming the key."""
+        ...
+
+    def default_stages(self, config: ApexConfig) -> list[StageConfig]:
+        """The curriculum used when train.stages is empty."""
+        ...
+
+    def input_size_problem(self, height: int, width: int) -> str | None:
+        """None when (height, width) pixels suit the model, else the sentence saying why (nearest valid sizes)."""
+        ...
+
+    def from_checkpoint(
+        self, checkpoint: TrainingCheckpoint, config: ModelConfig, *, prefer_ema: bool = False, source: str
+    ) -> SegmentationModel:
+        """The model of a training checkpoint (architecture from `config` and the checkpoint, weights from the
+        checkpoint, EMA ones when `prefer_ema` and present), checked against the weights before it is
+        allocated. A misfit: CheckpointError naming `source` and the keys."""
         ...
 
 

@@ -11,10 +11,11 @@ import pytest
 from dependency_injector import providers
 
 from apex_x.adapters.environment_probe import ImportlibEnvironmentProbe
+from apex_x.adapters.models.profiles import preflight_requirements
+from apex_x.adapters.models.profiles.worldclass import REQUIREMENTS as WORLDCLASS_REQUIREMENTS
 from apex_x.application.preflight import CheckResult, PreflightContext, PreflightUseCase
 from apex_x.application.preflight_requirements import (
     BASE_REQUIREMENTS,
-    WORLDCLASS_REQUIREMENTS,
     at_least,
     release_tuple,
     requirements_of,
@@ -59,7 +60,7 @@ class FakeProbe:
 
 
 def _run(profile: str = "worldclass", extra=None, **fake):
-    return PreflightUseCase(FakeProbe(**fake), extra).execute(profile, "/out")
+    return PreflightUseCase(FakeProbe(**fake), extra, preflight_requirements()).execute(profile, "/out")
 
 
 def _row(report, name: str) -> CheckResult:
@@ -76,7 +77,7 @@ def test_all_present_passes_and_lists_every_package() -> None:
 
 def test_base_profile_does_not_touch_worldclass_packages() -> None:
     probe = FakeProbe(missing={"peft"})
-    report = PreflightUseCase(probe).execute("base", "/out")
+    report = PreflightUseCase(probe, None, preflight_requirements()).execute("base", "/out")
     assert report.ok and "peft" not in probe.imported
 
 
@@ -170,7 +171,7 @@ def test_minimum_versions_match_pyproject() -> None:
         requirement = requirements.Requirement(text)
         floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
         declared[requirement.name.lower()] = floors[0] if floors else None
-    for requirement in requirements_of("worldclass"):
+    for requirement in requirements_of("worldclass", preflight_requirements()):
         assert declared.get(requirement.distribution) == requirement.minimum, requirement.distribution
 
 

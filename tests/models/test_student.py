@@ -54,7 +54,6 @@ def test_parameter_groups_partition_the_parameters() -> None:
         ({"mask_stride": 3}, 3, "model.mask_stride"),
         ({"backbone": "resnet_does_not_exist"}, 3, "model.backbone"),
         ({"backbone": "vit_tiny_patch16_224"}, 3, "model.backbone"),
-        ({"profile": "worldclass"}, 3, "model.profile"),
     ],
 )
 def test_bad_inputs_are_clear_config_errors(changes: dict, num_classes: int, key: str) -> None:
@@ -63,6 +62,14 @@ def test_bad_inputs_are_clear_config_errors(changes: dict, num_classes: int, key
         StudentModelFactory().build(unchecked, num_classes=num_classes)
     assert caught.value.key == key
     assert key in str(caught.value)
+
+
+def test_the_small_profile_refuses_another_profiles_config() -> None:
+    from apex_x.adapters.models.profiles import get_profile
+
+    with pytest.raises(ConfigError) as caught:
+        get_profile("small").build(_config().model_copy(update={"profile": "worldclass"}), num_classes=3)
+    assert caught.value.key == "model.profile" and "model.profile" in str(caught.value)
 
 
 def test_local_backbone_weights_load_securely(tmp_path) -> None:

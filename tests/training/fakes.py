@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from apex_x.adapters.models.profiles.small import SmallProfile
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.types import (
     Batch,
@@ -205,7 +206,9 @@ class FakeModel(torch.nn.Module):
                            labels=labels[i : i + 1], masks=masks[i : i + 1]) for i in range(len(metas))]
 
 
-class FakeModelFactory:
+class FakeModelFactory(SmallProfile):
+    """The small profile (its curriculum, weights key, rules) building a FakeModel."""
+
     def __init__(self, **model_options: Any) -> None:
         self.model_options = model_options
         self.built: list[FakeModel] = []

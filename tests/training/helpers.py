@@ -39,7 +39,7 @@ def make_use_case(output_dir: Path, *overrides: str, source: FakeDatasetSource |
     return TrainUseCase(
         settings=settings_for(output_dir, *overrides),
         dataset_source=source or FakeDatasetSource(),
-        model_factory=factory or FakeModelFactory(),
+        model_profile=factory or FakeModelFactory(),
         checkpoint_store=TorchCheckpointStore(),
         evaluator=evaluator or FakeEvaluator(),
         report_writers=[JsonReportWriter(), MarkdownReportWriter()] if reports else [JsonReportWriter()],

@@ -9,13 +9,20 @@ import pytest
 import torch
 
 from apex_x.adapters.config_yaml import load_config
-from apex_x.application.engine.curriculum import apply_trainable, check_groups, plan_stages, set_train_mode
+from apex_x.adapters.models.profiles import get_profile
+from apex_x.application.engine.curriculum import apply_trainable, check_groups, set_train_mode
+from apex_x.application.engine.curriculum import plan_stages as plan_with
 from apex_x.application.engine.ema import ModelEma
 from apex_x.application.engine.schedules import boundary_scale, box_scale, loss_settings, lr_factor
 from apex_x.application.engine.train_state import Position, next_start
 from apex_x.domain.errors import ConfigError
 
 from .fakes import FakeModel
+
+
+def plan_stages(settings):
+    """The curriculum of a config, with its profile's default stages."""
+    return plan_with(settings, get_profile(settings.model.profile).default_stages(settings))
 
 
 def test_warmup_then_cosine_down_to_the_floor() -> None:

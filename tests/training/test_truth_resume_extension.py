@@ -30,9 +30,11 @@ def test_extending_a_finished_two_stage_run_runs_every_stage_s_extra_epoch(tmp_p
 
 
 def test_the_schedule_uses_one_numbering() -> None:
+    from apex_x.adapters.models.profiles import get_profile
     from apex_x.application.engine.curriculum import plan_stages
 
-    stages = plan_stages(settings_for(Path("/tmp/x"), "train.epochs=2"))
+    settings = settings_for(Path("/tmp/x"), "train.epochs=2")
+    stages = plan_stages(settings, get_profile(settings.model.profile).default_stages(settings))
     fresh = plan_remaining(stages, None)
     assert [(s.stage_index, s.epoch) for s in fresh] == [(0, 0), (0, 1), (1, 2), (1, 3)]
     history = [{"epoch": 1, "stage": "det_stability"}, {"epoch": 2, "stage": "seg_boundary"}]

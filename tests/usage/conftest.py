@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from apex_x.adapters.models.profiles.small import SmallProfile
 from apex_x.application.inference import InferenceModel
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
@@ -57,8 +58,8 @@ class FakeNetwork(torch.nn.Module):
         return result
 
 
-class FakeFactory:
-    """ModelFactory fake that records what it was asked to build."""
+class FakeFactory(SmallProfile):
+    """The small profile building a FakeNetwork, recording what it was asked to build."""
 
     def __init__(self) -> None:
         self.built: list[tuple[Any, int]] = []

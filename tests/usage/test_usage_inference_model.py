@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore, apply_model_state
 from apex_x.application.engine.distributed import resolve_device
 from apex_x.application.inference import build_inference_model, checkpoint_config
 from apex_x.domain import checkpoint_format as fmt
@@ -17,10 +16,8 @@ def _build(payload, fakes, **kwargs):
     model = build_inference_model(
         payload,
         path="run/best.pt",
-        store=TorchCheckpointStore(),
-        factory_for=lambda config: factory,
+        profile_for=lambda config: factory,
         device=torch.device("cpu"),
-        apply_state=apply_model_state,
         **kwargs,
     )
     return model, factory
@@ -94,10 +91,8 @@ def test_architecture_is_built_without_pretrained_weights_or_backbone_files(fake
     build_inference_model(
         fakes.fake_payload(config=settings),
         path="ck.pt",
-        store=TorchCheckpointStore(),
-        factory_for=lambda config: factory,
+        profile_for=lambda config: factory,
         device=torch.device("cpu"),
-        apply_state=apply_model_state,
     )
     assert factory.pretrained is False
     assert factory.built[0][0].backbone_weights is None  # every weight comes from the checkpoint

@@ -322,7 +322,7 @@ def extract_model_state(payload: Any, *, prefer_ema: bool = False) -> dict[str, 
     """Model weights from any accepted layout (the user guide's section 4), `module.` prefixes removed.
 
     Layouts: a raw state_dict, or a dict under model_state_dict / state_dict / model / teacher /
-    ema_model / ema; an Apex-X payload uses the key of its profile. prefer_ema picks EMA weights when present.
+    ema_model / ema; an Apex-X payload uses the key its profile wrote. prefer_ema picks EMA weights when present.
     """
     if _is_state_dict(payload):
         return strip_prefixes(payload)
@@ -332,7 +332,7 @@ def extract_model_state(payload: Any, *, prefer_ema: bool = False) -> dict[str, 
     if prefer_ema:
         order += ["ema", "ema_model"]
     if payload.get(fmt.KEY_FORMAT) == fmt.FORMAT_TAG:
-        order.append(fmt.weights_key_for_profile(str(payload.get(fmt.KEY_PROFILE, "small"))))
+        order += list(fmt.MODEL_WEIGHT_KEYS)  # where its profile keeps them (ModelProfile.weights_key)
     order += [key for key in fmt.WEIGHT_LAYOUT_KEYS if key not in order]
     for key in order:
         value = _unwrap_module_like(payload.get(key))

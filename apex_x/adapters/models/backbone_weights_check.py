@@ -2,7 +2,7 @@
 
 Reachable means: a local folder with config.json + weights, or the hub id in the local Hugging Face
 cache, or (when not offline) the hub answering for that id, so that the first run can download them.
-Registered in `Container.preflight_checks["worldclass"]`; the container injects `make_result` (the
+Run by the worldclass profile's preflight checks (adapters/models/profiles/worldclass.py), which inject `make_result` (the
 preflight's CheckResult type), so this adapter does not import the application layer.
 """
 

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from apex_x.adapters.models.heads import assemble_mask_logits
-from apex_x.domain import checkpoint_format as fmt
-from apex_x.domain.checkpoint_values import describe_misfit
+from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.config import ApexConfig, ModelConfig
 from apex_x.domain.errors import CheckpointError, ConfigError
 from apex_x.domain.ports import CheckpointStore
@@ -154,24 +153,17 @@ class DistillationLoss:
 def load_teacher(path: str, store: CheckpointStore, categories: CategoryMap) -> nn.Module:
     """The frozen teacher of an Apex-X training checkpoint (EMA weights when present), through the secure store.
 
-    A worldclass checkpoint gives TeacherModelV3 (DINOv2 rebuilt from its config.json, weights from the
-    checkpoint, LoRA merged); a `small` checkpoint gives a (larger) student as teacher.
+    The checkpoint's profile rebuilds its model (ModelProfile.from_checkpoint: the architecture from the stored
+    config, every weight from the file); a model that can merge adapters (TeacherModelV3's LoRA) is merged.
     """
-    from apex_x.adapters.checkpoints.torch_store import apply_model_state, extract_model_state
-    from apex_x.adapters.models.student import StudentModelFactory
-    from apex_x.adapters.models.teacher_v3 import TeacherModelFactory, TeacherModelV3
+    from apex_x.adapters.models.profiles import get_profile
 
-    payload = store.load(path)
-    profile = payload.get(fmt.KEY_PROFILE)
-    plain_config = payload.get(fmt.KEY_CONFIG)
-    if payload.get(fmt.KEY_FORMAT) != fmt.FORMAT_TAG or not isinstance(plain_config, dict) or profile not in (
-        "worldclass", "small"
-    ):
-        raise CheckpointError(
-            f"{path}: train.teacher_checkpoint must be an Apex-X training checkpoint (e.g. the best.pt of a "
-            f"worldclass run) holding its config and classes; this one has keys {sorted(map(str, payload))[:8]}"
-        )
-    stored = CategoryMap.from_plain(dict(payload[fmt.KEY_CATEGORIES]))
+    checkpoint = TrainingCheckpoint.from_payload(
+        store.load(path), path,
+        why="train.teacher_checkpoint must be an Apex-X training checkpoint (e.g. the best.pt of a worldclass run) "
+        "holding its config and classes",
+    )
+    stored = checkpoint.category_map(path)
     if stored != categories:
         raise ConfigError(
             f"the teacher {path} was trained on classes {list(stored.names)}, the student's data has "
@@ -179,34 +171,17 @@ def load_teacher(path: str, store: CheckpointStore, categories: CategoryMap) -> 
             key="train.teacher_checkpoint",
         )
     try:
-        model_config = ModelConfig.model_validate(plain_config["model"])
+        model_config = ModelConfig.model_validate(dict(checkpoint.config)["model"])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: its stored model config is unreadable: {error}") from error
-    architecture = payload.get(fmt.KEY_ARCHITECTURE)
-    factory = TeacherModelFactory() if profile == "worldclass" else StudentModelFactory()
-
-    def build() -> nn.Module:  # the architecture only: every weight comes from the file
-        return factory.build(model_config, stored.num_classes, pretrained=False,
-                             architecture=architecture if isinstance(architecture, dict) else None)
-
-    state = extract_model_state(payload, prefer_ema=True)
-    try:
-        with torch.device("meta"):  # the stored config's model must fit the weights before it is allocated
-            shapes = {key: tuple(value.shape) for key, value in build().state_dict().items()}
-    except (ConfigError, CheckpointError):
-        raise
-    except Exception as error:  # noqa: BLE001 - a model that cannot be built on meta is checked after building
-        log.debug("meta_build_skipped", reason=f"{type(error).__name__}: {error}")
-        shapes = {}
-    misfit = describe_misfit(shapes, {key: tuple(value.shape) for key, value in state.items()}) if shapes else None
-    if misfit:
-        raise CheckpointError(f"{path} (train.teacher_checkpoint) {misfit}; refusing to build it")
-    teacher = build()
-    apply_model_state(teacher, state, strict=True, source=path)
-    if isinstance(teacher, TeacherModelV3):
-        teacher.merge_lora_()  # frozen: merged adapters cost nothing at run time
-    log.info("distillation_teacher_loaded", checkpoint=path, profile=profile, classes=stored.num_classes)
-    return teacher
+    teacher = get_profile(model_config.profile).from_checkpoint(
+        checkpoint, model_config, prefer_ema=True, source=f"{path} (train.teacher_checkpoint)"
+    )
+    merge = getattr(teacher, "merge_lora_", None)
+    if callable(merge):
+        merge()  # frozen: merged adapters cost nothing at run time
+    log.info("distillation_teacher_loaded", checkpoint=path, profile=model_config.profile, classes=stored.num_classes)
+    return teacher  # type: ignore[return-value]
 
 
 class DistillationLossBuilder:

@@ -1,4 +1,4 @@
-"""StudentModelFactory (profile `small`): timm backbone + FPN/PAN neck + the shared dense heads."""
+"""StudentModelFactory (built by the `small` profile, adapters/models/profiles/small.py): timm backbone + FPN/PAN neck + the shared dense heads."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def validate_dense_inputs(config: ModelConfig, num_classes: int) -> None:
 
 
 class StudentModelFactory:
-    """Builds the CPU-friendly student of the `small` profile (the ModelFactory port)."""
+    """Builds the CPU-friendly student of the `small` profile (its ModelProfile builds it)."""
 
     def build(
         self,
@@ -56,10 +56,6 @@ class StudentModelFactory:
         architecture is unused (the timm backbone is rebuilt from its name)."""
         if not pretrained:
             config = config.model_copy(update={"backbone_weights": None})
-        if config.profile != "small":
-            raise ConfigError(
-                f"StudentModelFactory builds profile 'small', got {config.profile!r}", key="model.profile"
-            )
         validate_dense_inputs(config, num_classes)
         backbone = TimmBackbone(config.backbone, weights_path=config.backbone_weights)
         neck = FpnPanNeck(backbone.channels, head_channels(config))

@@ -37,7 +37,6 @@ from apex_x.adapters.models.lora import (
 from apex_x.adapters.models.simple_pyramid import SimpleFeaturePyramid
 from apex_x.adapters.models.student import validate_dense_inputs
 from apex_x.domain.config import ModelConfig
-from apex_x.domain.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +115,7 @@ class TeacherModelV3(DenseSegmentationModel):
 
 
 class TeacherModelFactory:
-    """Builds TeacherModelV3 for the `worldclass` profile (the ModelFactory port)."""
+    """Builds TeacherModelV3 for the `worldclass` profile (its ModelProfile builds it)."""
 
     def build(
         self,
@@ -128,10 +127,6 @@ class TeacherModelFactory:
     ) -> TeacherModelV3:
         """pretrained=False: DINOv2 at random init, e.g. before loading a checkpoint: from `architecture`
         (a checkpoint's stored backbone config: no folder, cache or network) or else from config.json."""
-        if config.profile != "worldclass":
-            raise ConfigError(
-                f"TeacherModelFactory builds profile 'worldclass', got {config.profile!r}", key="model.profile"
-            )
         validate_dense_inputs(config, num_classes)
         stored = (architecture or {}).get(BACKBONE_CONFIG)
         if not pretrained and isinstance(stored, Mapping):

@@ -11,7 +11,7 @@ import structlog
 
 from apex_x import __version__
 from apex_x.application.engine.distributed import DistContext, any_true
-from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import ApexError, TrainingStopped
 from apex_x.domain.ports import CheckpointStore
 
@@ -28,6 +28,7 @@ def epoch_file_name(epoch_number: int) -> str:
 def make_payload(
     *,
     profile: str,
+    weights_key: str,
     model_state: Mapping[str, Any],
     ema_state: Mapping[str, Any] | None,
     optimizer_state: Mapping[str, Any],
@@ -42,27 +43,14 @@ def make_payload(
     train_state: Mapping[str, Any],
     architecture: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The full training checkpoint (tensors and plain values only; see domain.checkpoint_format)."""
-    return {
-        fmt.KEY_FORMAT: fmt.FORMAT_TAG,
-        fmt.KEY_VERSION: fmt.FORMAT_VERSION,
-        fmt.KEY_APEX_VERSION: __version__,
-        fmt.KEY_PROFILE: profile,
-        fmt.weights_key_for_profile(profile): dict(model_state),
-        fmt.KEY_EMA: dict(ema_state) if ema_state is not None else None,
-        fmt.KEY_OPTIMIZER: dict(optimizer_state),
-        fmt.KEY_SCHEDULER: dict(scheduler_state),
-        fmt.KEY_SCALER: None,  # bf16 autocast needs no loss scaling
-        fmt.KEY_RNG: dict(rng),
-        fmt.KEY_PROGRESS: dict(progress),
-        fmt.KEY_BEST: dict(best) if best else None,
-        fmt.KEY_CONFIG: dict(config),
-        fmt.KEY_CATEGORIES: dict(categories),
-        fmt.KEY_DATASET_FINGERPRINT: dataset_fingerprint,
-        fmt.KEY_INPUT_SIZE: [int(input_size[0]), int(input_size[1])],
-        fmt.KEY_ARCHITECTURE: dict(architecture or {}),
-        "train_state": dict(train_state),
-    }
+    """The full training checkpoint (domain.checkpoint.TrainingCheckpoint) as the payload the store writes."""
+    return TrainingCheckpoint(
+        profile=profile, weights_key=weights_key, model_state=model_state, ema_state=ema_state,
+        optimizer=optimizer_state, scheduler=scheduler_state, scaler=None,  # bf16 autocast needs no loss scaling
+        rng=rng, progress=progress, best=best, config=config, categories=categories,
+        dataset_fingerprint=dataset_fingerprint, input_size=input_size, architecture=architecture or {},
+        train_state=train_state, apex_x_version=__version__,
+    ).to_payload()
 
 
 class CheckpointKeeper:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from apex_x.domain.config import ApexConfig, effective_stages
+from apex_x.domain.config import ApexConfig, StageConfig, effective_stages
 from apex_x.domain.errors import ConfigError
 
 
@@ -35,11 +36,12 @@ class Stage:
         }
 
 
-def plan_stages(config: ApexConfig) -> list[Stage]:
-    """Stages with epochs resolved and global epoch numbers; a run with no epoch at all is an error."""
+def plan_stages(config: ApexConfig, default_stages: Sequence[StageConfig]) -> list[Stage]:
+    """Stages with epochs resolved and global epoch numbers; a run with no epoch at all is an error.
+    default_stages: the model profile's curriculum (ModelProfile.default_stages), used when train.stages is empty."""
     stages: list[Stage] = []
     first = 0
-    for index, stage in enumerate(effective_stages(config)):
+    for index, stage in enumerate(effective_stages(config, default_stages)):
         epochs = int(stage.epochs or 0)
         if not stage.losses or not any(weight > 0 for weight in stage.losses.values()):
             raise ConfigError(

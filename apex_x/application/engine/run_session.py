@@ -55,9 +55,10 @@ class RunSession:
                  source: DatasetSource, store: CheckpointStore, evaluator: Evaluator,
                  writers: Sequence[ReportWriter], weights_writer: Any, progress: Progress,
                  auxiliary_losses: Sequence[AuxiliaryLoss], categories: CategoryMap, context: DistContext,
-                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice,
+                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice, weights_key: str,
                  resume_command: ResumeCommand = flag_resume_command) -> None:
         self.settings, self.stages, self.model, self.groups = settings, stages, model, groups
+        self.weights_key = weights_key  # the profile's ModelProfile.weights_key
         self.source, self.store, self.evaluator, self.writers = source, store, evaluator, writers
         self.weights_writer, self.progress, self.categories = weights_writer, progress, categories
         self.context, self.keeper, self.kernels, self.metric = context, keeper, kernels, metric
@@ -105,7 +106,7 @@ class RunSession:
 
     # --- resume ---------------------------------------------------------------------------------
     def restore(self, payload: Mapping[str, Any], path: str) -> Position:
-        weights = payload[fmt.weights_key_for_profile(self.settings.model.profile)]
+        weights = payload[self.weights_key]
         own = self.model.state_dict()
         problems = sorted(set(own) ^ set(weights)) + sorted(
             key for key in own if key in weights and tuple(own[key].shape) != tuple(weights[key].shape)
@@ -422,6 +423,7 @@ class RunSession:
         state = self.report_state
         return make_payload(
             profile=self.settings.model.profile,
+            weights_key=self.weights_key,
             model_state=self.model.state_dict(),
             ema_state=self.ema.weights() if self.ema is not None else None,
             optimizer_state=self.trainer.optimizer.state_dict(),

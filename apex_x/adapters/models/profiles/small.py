@@ -1,0 +1,32 @@
+"""Profile `small`: the CPU-friendly student (timm backbone + FPN/PAN neck + the shared dense heads)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from apex_x.adapters.models.profiles import register_profile
+from apex_x.adapters.models.profiles._dense import DenseProfile
+from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
+from apex_x.domain.ports import SegmentationModel
+
+
+@register_profile
+class SmallProfile(DenseProfile):
+    """Student weights under `model`; a det-only warm-up stage, then det + seg + boundary."""
+
+    name = "small"
+    weights_key = "model"
+
+    def build_model(
+        self, config: ModelConfig, num_classes: int, *, pretrained: bool, architecture: Mapping[str, Any] | None
+    ) -> SegmentationModel:
+        from apex_x.adapters.models.student import StudentModelFactory
+
+        return StudentModelFactory().build(config, num_classes, pretrained=pretrained, architecture=architecture)
+
+    def default_stages(self, config: ApexConfig) -> list[StageConfig]:
+        return [
+            StageConfig(name="det_stability", losses={"det": 1.0}, trainable=["all"]),
+            StageConfig(name="seg_boundary", losses={"det": 1.0, "seg": 1.0, "boundary": 1.0}, trainable=["all"]),
+        ]
