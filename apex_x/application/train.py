@@ -18,7 +18,6 @@ from apex_x.application.engine.resume import (
     RunAlreadyFinished,
     check_resume_config,
     finished_message,
-    require_training_checkpoint,
     run_folder_of,
 )
 from apex_x.application.engine.run_session import RunSession
@@ -33,7 +32,7 @@ from apex_x.application.engine.run_support import (
 from apex_x.application.engine.train_report import COCO_METRICS, LOSS_METRICS
 from apex_x.application.engine.train_state import plan_remaining, seed_everything
 from apex_x.application.output_folder import check_run_folder
-from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint import RESUME_KEYS, TrainingCheckpoint
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ApexError, ConfigError, DatasetError, TrainingStopped
 from apex_x.domain.ports import (
@@ -113,11 +112,12 @@ class TrainUseCase:
         _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
         log.info("setup", phase="checking the dataset (annotations, image files)")
         categories = self._check_data(context)
-        payload = self._load_resume(resume_from) if resume_from else None
-        if payload is not None and resume_from is not None:
-            self._check_resume_data(payload, categories, resume_from)
+        payload = self.store.load(resume_from) if resume_from else None  # the store's configured size limits
+        checkpoint = self._read_resume(payload, resume_from) if resume_from else None
+        if checkpoint is not None and resume_from is not None:
+            self._check_resume_data(checkpoint, categories, resume_from)
         log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
-        model = self._build_model(categories.num_classes, payload)
+        model = self._build_model(categories.num_classes, checkpoint, resume_from)
         groups = model.parameter_groups()
         check_groups(stages, groups, from_defaults=not settings.train.stages)
         if not isinstance(model, torch.nn.Module):
@@ -153,7 +153,8 @@ class TrainUseCase:
             if session.never_ended(Path(run_folder_of(resume_from) or settings.train.output_dir)):
                 return session.end_without_training()
             raise RunAlreadyFinished(
-                finished_message(resume_from, total_epochs(stages), payload.get(fmt.KEY_BEST), settings.train)
+                finished_message(resume_from, total_epochs(stages), checkpoint.best if checkpoint else None,
+                                 settings.train)
             )
         try:
             with interrupt_guard() as stop_flag:
@@ -162,32 +163,32 @@ class TrainUseCase:
             self.progress.close()  # however the run ended: no bar or watchdog left behind
 
     # ------------------------------------------------------------------------------------------
-    def _build_model(self, num_classes: int, payload: Mapping[str, Any] | None) -> Any:
-        """A new run: pretrained weights as configured. A resumed run: the architecture only, from the
-        checkpoint's stored values where it has them (every weight comes from the checkpoint next, so a
-        moved backbone folder or an empty Hugging Face cache does not matter)."""
-        if payload is None:
+    def _build_model(self, num_classes: int, checkpoint: TrainingCheckpoint | None, path: str | None) -> Any:
+        """A new run: pretrained weights as configured. A resumed run: rebuilt by the profile from the checkpoint
+        (the architecture from its stored values, every weight from the file, so a moved backbone folder or an
+        empty Hugging Face cache does not matter)."""
+        if checkpoint is None or path is None:
             return self.profile.build(self.settings.model, num_classes)
-        architecture = payload.get(fmt.KEY_ARCHITECTURE)
-        return self.profile.build(self.settings.model, num_classes, pretrained=False,
-                                  architecture=architecture if isinstance(architecture, Mapping) else None)
+        return self.profile.from_checkpoint(checkpoint, self.settings.model, source=path)
 
-    def _load_resume(self, path: str) -> dict[str, Any]:
-        """The checkpoint to resume (the store's configured size limits), checked against the config."""
-        payload = self.store.load(path)
-        require_training_checkpoint(payload, path)
-        if payload.get(fmt.KEY_PROFILE) != self.settings.model.profile:
+    def _read_resume(self, payload: Any, path: str) -> TrainingCheckpoint:
+        """The checkpoint to resume as a TrainingCheckpoint, checked against the config."""
+        checkpoint = TrainingCheckpoint.from_payload(
+            payload, path, required=RESUME_KEYS,
+            why="it holds weights only and cannot be resumed. Resume from <train.output_dir>/checkpoints/last.pt",
+        )
+        if checkpoint.profile != self.settings.model.profile:
             raise ConfigError(
-                f"cannot resume {path}: it was trained with profile {payload.get(fmt.KEY_PROFILE)!r}, "
+                f"cannot resume {path}: it was trained with profile {checkpoint.profile!r}, "
                 f"the config says {self.settings.model.profile!r}",
                 key="model.profile",
             )
-        classes = len(dict(payload[fmt.KEY_CATEGORIES]).get("original_ids", []))
-        changes = check_resume_config(self.settings, payload[fmt.KEY_CONFIG], classes, path)
+        classes = len(dict(checkpoint.categories).get("original_ids", []))
+        changes = check_resume_config(self.settings, dict(checkpoint.config), classes, path)
         if changes:  # what differs from the checkpoint's config and applies now, before any training
             log.warning("resume_config_diff", checkpoint=path, changes=len(changes),
                         diff="; ".join(f"{change}" for change in changes))
-        return payload
+        return checkpoint
 
     def _check_data(self, context: DistContext) -> CategoryMap:
         """Dataset checks first (bad data is refused), then the class count against the data."""
@@ -225,15 +226,15 @@ class TrainUseCase:
             )
         return categories
 
-    def _check_resume_data(self, payload: Mapping[str, Any], categories: CategoryMap, path: str) -> None:
+    def _check_resume_data(self, checkpoint: TrainingCheckpoint, categories: CategoryMap, path: str) -> None:
         """The checkpoint's classes and dataset fingerprint against the data of this run."""
-        stored = CategoryMap.from_plain(dict(payload[fmt.KEY_CATEGORIES]))
+        stored = checkpoint.category_map(path)
         if stored != categories:
             raise DatasetError(
                 f"cannot resume {path}: its classes {list(stored.names)} differ from the dataset's "
                 f"{list(categories.names)}"
             )
-        fingerprint = payload.get(fmt.KEY_DATASET_FINGERPRINT)
+        fingerprint = checkpoint.dataset_fingerprint
         if fingerprint and fingerprint != self.source.fingerprint():
             raise DatasetError(
                 f"cannot resume {path}: the dataset changed since the checkpoint was written (fingerprint "

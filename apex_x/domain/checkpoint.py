@@ -17,6 +17,7 @@ import torch
 from pydantic import ValidationError
 
 from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint_values import validate_payload
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError
 from apex_x.domain.types import CategoryMap
@@ -81,7 +82,7 @@ class TrainingCheckpoint:
         reason = f"; {why}" if why else ""
         if not isinstance(payload, Mapping):
             raise CheckpointError(f"{path}: not an Apex-X checkpoint (the payload is a {type(payload).__name__}){reason}")
-        if payload.get(fmt.KEY_FORMAT) != fmt.FORMAT_TAG:
+        if not is_training_payload(payload):
             raise CheckpointError(
                 f"{path}: not an Apex-X training checkpoint (no '{fmt.KEY_FORMAT}: {fmt.FORMAT_TAG}' tag){reason}"
             )
@@ -151,8 +152,28 @@ class TrainingCheckpoint:
         return self.weights_key, self.model_state
 
 
+def is_training_payload(payload: Any) -> bool:
+    """Whether a loaded payload carries the Apex-X format tag (a training checkpoint, not a bare layout)."""
+    return isinstance(payload, Mapping) and payload.get(fmt.KEY_FORMAT) == fmt.FORMAT_TAG
+
+
+def validate_loaded(payload: Any, path: str) -> None:
+    """What the secure store checks on every load: a tagged payload must have a format version this Apex-X
+    reads and only sane plain values (domain.checkpoint_values; a hostile value: CheckpointError naming the
+    key). Other payloads (the user guide's bare layouts) are left as they are."""
+    if not is_training_payload(payload):
+        return
+    version = payload.get(fmt.KEY_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version > fmt.FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is newer than this Apex-X reads "
+            f"({fmt.FORMAT_VERSION}); upgrade apex-x"
+        )
+    validate_payload(payload, path)
+
+
 def _plain_dict(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else dict(value)
 
 
-__all__ = ["REQUIRED_KEYS", "RESUME_KEYS", "TrainingCheckpoint"]
+__all__ = ["REQUIRED_KEYS", "RESUME_KEYS", "TrainingCheckpoint", "is_training_payload", "validate_loaded"]

@@ -22,7 +22,7 @@ from apex_x.adapters.checkpoints.archive_limits import (
     limits_for_model,
 )
 from apex_x.domain import checkpoint_format as fmt
-from apex_x.domain.checkpoint_values import validate_payload
+from apex_x.domain.checkpoint import is_training_payload, validate_loaded
 from apex_x.domain.errors import CheckpointError
 
 log = structlog.get_logger(__name__)
@@ -221,14 +221,7 @@ class TorchCheckpointStore:
             payload = torch.load(file_path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
             raise self._load_error(file_path, error) from None
-        if isinstance(payload, Mapping) and payload.get(fmt.KEY_FORMAT) == fmt.FORMAT_TAG:
-            version = payload.get(fmt.KEY_VERSION)
-            if not isinstance(version, int) or isinstance(version, bool) or version > fmt.FORMAT_VERSION:
-                raise CheckpointError(
-                    f"{file_path}: checkpoint format version {version!r} is newer than this Apex-X reads "
-                    f"({fmt.FORMAT_VERSION}); upgrade apex-x"
-                )
-            validate_payload(payload, str(file_path))
+        validate_loaded(payload, str(file_path))  # tagged payloads: format version and every plain value
         if isinstance(payload, Mapping):
             return dict(payload)
         raise CheckpointError(
@@ -331,7 +324,7 @@ def extract_model_state(payload: Any, *, prefer_ema: bool = False) -> dict[str, 
     order: list[str] = []
     if prefer_ema:
         order += ["ema", "ema_model"]
-    if payload.get(fmt.KEY_FORMAT) == fmt.FORMAT_TAG:
+    if is_training_payload(payload):
         order += list(fmt.MODEL_WEIGHT_KEYS)  # where its profile keeps them (ModelProfile.weights_key)
     order += [key for key in fmt.WEIGHT_LAYOUT_KEYS if key not in order]
     for key in order:

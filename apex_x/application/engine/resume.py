@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig, TrainConfig
-from apex_x.domain.errors import CheckpointError, ConfigError, UserError
+from apex_x.domain.errors import ConfigError, UserError
 
 # Keys that may differ between the checkpoint's config and the resumed run's (regexes on dotted keys).
 SAFE_TO_CHANGE = (
@@ -97,18 +96,6 @@ def run_folder_of(checkpoint_path: str) -> str | None:
     if path.parent.name == "checkpoints":
         return str(path.parent.parent)
     return None
-
-
-def require_training_checkpoint(payload: Mapping[str, Any], path: str) -> None:
-    """Only full Apex-X training checkpoints can be resumed."""
-    if payload.get(fmt.KEY_FORMAT) != fmt.FORMAT_TAG:
-        raise CheckpointError(
-            f"{path} is not an Apex-X training checkpoint (no '{fmt.KEY_FORMAT}: {fmt.FORMAT_TAG}' tag): it cannot "
-            "be resumed. Resume from <train.output_dir>/checkpoints/last.pt"
-        )
-    for key in (fmt.KEY_PROGRESS, fmt.KEY_CONFIG, fmt.KEY_OPTIMIZER, fmt.KEY_CATEGORIES, fmt.KEY_RNG):
-        if payload.get(key) is None:
-            raise CheckpointError(f"{path} has no '{key}' entry: it holds weights only and cannot be resumed")
 
 
 def finished_message(path: str, epochs_done: int, best: Mapping[str, Any] | None,
