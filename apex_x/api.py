@@ -1,6 +1,7 @@
 """The importable use-case API (`apex_x.load_config`, `apex_x.preflight`, ...): the CLI, notebooks and users call it.
 
-Each function is small: load the config, build the container with `create_container`, run the use case.
+Each function is a thin call into the container (the only composition root): load the config, build the
+container for it, run the use case it provides.
 Heavy modules are imported inside the functions, so `import apex_x.api` stays cheap.
 """
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from apex_x.application.predict import PredictionRun
     from apex_x.application.preflight import PreflightReport
     from apex_x.application.train import TrainResult
+    from apex_x.container import Container
     from apex_x.domain.config import ApexConfig
     from apex_x.domain.environment import Requirement
     from apex_x.domain.types import DatasetReport
@@ -42,14 +44,19 @@ CONFIG_FLAGS: dict[str, tuple[str, str]] = {
 }
 
 
+def _container(settings: ApexConfig | None = None) -> Container:
+    """The composition root for `settings` (defaults when None): every use case and adapter comes from it."""
+    from apex_x.container import create_container
+
+    return create_container(settings)
+
+
 def load_config(path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = (), **flags: Any) -> ApexConfig:
     """YAML file (optional) + `--set` style overrides ("train.epochs=3") + keyword flags -> validated config.
 
     Flags are those of CONFIG_FLAGS (e.g. `seed=0, num_classes=3, steps_per_stage=10`); None means "not
     given". Precedence: file < overrides < flags. Errors are ConfigError naming the file or flag and key.
     """
-    from apex_x.container import create_container
-
     extra: dict[str, tuple[Any, str]] = {}
     for name, value in flags.items():
         if name not in CONFIG_FLAGS:
@@ -59,7 +66,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Iterable[
         if value is not None:
             key, flag = CONFIG_FLAGS[name]
             extra[key] = (value, f"{flag} {value}")
-    loader = create_container().config_loader()
+    loader = _container().config_loader()
     return loader(None if path is None else str(path), overrides=list(overrides), extra=extra)
 
 
@@ -76,16 +83,12 @@ def preflight(
     package. `output_dir` defaults to `train.output_dir` of `config` (or of the defaults). With
     `output_json`, the report is also written there as JSON.
     """
-    from apex_x.container import create_container
-
     _ensure_logging()
     settings = load_config(config)
-    container = create_container(settings)
+    container = _container(settings)
     folder = str(output_dir) if output_dir is not None else settings.train.output_dir
     if output_json is not None:
-        from apex_x.application.output_folder import check_output_file
-
-        check_output_file(output_json, key="--output-json")
+        container.check_output_file()(output_json, key="--output-json")
     report = container.preflight().execute(profile, folder, settings if config is not None else None)
     if output_json is not None:
         _write_json(output_json, report.to_dict())
@@ -94,16 +97,12 @@ def preflight(
 
 def preflight_profiles() -> list[str]:
     """The profiles `preflight` accepts: "base", then each model profile that needs more packages or checks."""
-    from apex_x.container import create_container
-
-    return create_container().preflight().profiles
+    return _container().preflight().profiles
 
 
 def requirement_for_module(module_name: str) -> Requirement | None:
     """The package (base's or a model profile's) that provides a top-level module, for 'No module named X'."""
-    from apex_x.container import create_container
-
-    return create_container().requirement_for_module()(module_name)
+    return _container().requirement_for_module()(module_name)
 
 
 def _ensure_logging() -> None:
@@ -112,9 +111,7 @@ def _ensure_logging() -> None:
     import structlog
 
     if not structlog.is_configured():
-        from apex_x.adapters.logging_structlog import configure_logging
-
-        configure_logging("info", None)
+        _container().configure_logging()("info", None)
 
 
 def _write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
@@ -153,14 +150,11 @@ def dataset_preflight(
     model.num_classes of the config. With `output_json` the report is also written there as JSON.
     """
     _ensure_logging()
-    from apex_x.container import create_container
-
     settings = load_config(config, overrides, num_classes=num_classes)
+    container = _container(settings)
     if output_json is not None:
-        from apex_x.application.output_folder import check_output_file
-
-        check_output_file(output_json, key="--output-json")
-    use_case = create_container(settings).dataset_preflight()
+        container.check_output_file()(output_json, key="--output-json")
+    use_case = container.dataset_preflight()
     report = use_case.execute(
         settings,
         full_decode=full_decode or settings.data.full_image_check,
@@ -187,11 +181,9 @@ def make_shapes(
     layout "coco": DIR/train2017, DIR/val2017, DIR/annotations/instances_{train,val}2017.json
     (configs/coco_baseline.yaml with DIR=data/coco). Returns the paths (`.config_overrides()`).
     """
-    from apex_x.container import create_container
-
     if layout not in ("shapes", "coco"):
         raise ValueError(f"layout must be 'shapes' or 'coco', got {layout!r}")
-    writer = create_container().shapes_writer()
+    writer = _container().shapes_writer()
     return writer(directory, train=train, val=val, size=size, seed=seed, layout=layout, overwrite=overwrite)
 
 
@@ -223,9 +215,6 @@ def train(
     (`apex_x.train('cfg.yaml', resume='.../last.pt')`) unless `resume_command(last_pt, overrides)` spells it
     otherwise (the CLI passes its own).
     """
-    from apex_x.adapters.logging_structlog import configure_logging
-    from apex_x.application.engine.resume import run_folder_of
-    from apex_x.container import create_container
     from apex_x.domain.config import ApexConfig
     from apex_x.domain.errors import UserError
 
@@ -233,7 +222,7 @@ def train(
     if output_dir is None and resume is not None and not any(
         text.partition("=")[0].strip() == "train.output_dir" for text in overrides
     ):
-        output_dir = run_folder_of(os.fspath(resume))
+        output_dir = _container().run_folder_of()(os.fspath(resume))
     flags = {"steps_per_stage": steps_per_stage, "seed": seed, "num_classes": num_classes, "device": device,
              "output_dir": None if output_dir is None else os.fspath(output_dir)}
     if isinstance(config, ApexConfig):
@@ -246,17 +235,17 @@ def train(
         settings = load_config(config, overrides, **flags)
     if resume is not None:
         settings = _resume_settings(settings, os.fspath(resume), overrides, flags)
+    container = _container(settings)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:  # before anything is created (the log file is the first)
-        from apex_x.application.output_folder import check_run_folder
-
-        check_run_folder(settings.train.output_dir)
+        container.check_run_folder()(settings.train.output_dir)
     run_folder = Path(settings.train.output_dir)
     created_here = rank == 0 and not run_folder.exists()
     log_file = run_folder / "logs" / "train.jsonl" if rank == 0 else None
     level = log_level or settings.runtime.log_level
+    configure_logging = container.configure_logging()
     configure_logging(level, None if log_file is None else str(log_file))
-    use_case = create_container(settings).train_use_case()
+    use_case = container.train_use_case()
     try:
         return use_case.execute(
             resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps,
@@ -300,12 +289,12 @@ def _resume_settings(requested: ApexConfig, resume: str, overrides: Sequence[str
     `--set`) applies on top. Keys where the YAML alone differs from the checkpoint are not applied (logged)."""
     import structlog
 
-    from apex_x.application.engine.resume import flatten
-    from apex_x.container import create_container
     from apex_x.domain import checkpoint_format as fmt
 
     log = structlog.get_logger(__name__)
-    payload = create_container(requested).checkpoint_store().load(resume)
+    container = _container(requested)
+    flatten = container.flatten_config()
+    payload = container.checkpoint_store().load(resume)
     stored = payload.get(fmt.KEY_CONFIG) if isinstance(payload, Mapping) else None
     if not isinstance(stored, Mapping):
         return requested  # not a training checkpoint: the train use case says so
@@ -340,24 +329,10 @@ def load_model(
 ) -> InferenceModel:
     """A checkpoint's model, ready for inference: profile, classes and input size come from the checkpoint."""
     _ensure_logging()
-    from apex_x.application.engine.distributed import resolve_device
-    from apex_x.application.inference import build_inference_model, checkpoint_config
-    from apex_x.container import create_container
-
-    container = create_container()
-    store = container.checkpoint_store()
-    payload = store.load(str(checkpoint))
-    checkpoint_config(payload, str(checkpoint))  # refuses other payloads before anything is built
     overrides = dict(model_overrides or {})
     if score_threshold is not None:
         overrides["score_threshold"] = float(score_threshold)
-    return build_inference_model(
-        payload,
-        path=str(checkpoint),
-        profile_for=lambda config: create_container(config).model_profile(),
-        device=resolve_device(device),
-        model_overrides=overrides,
-    )
+    return _container().load_model()(str(checkpoint), device=device, model_overrides=overrides)
 
 
 def predict(
@@ -377,13 +352,10 @@ def predict(
     are still processed. With output_dir=None nothing is written and the detections are returned.
     """
     _ensure_logging()
-    from apex_x.application.output_folder import check_output_folder
-    from apex_x.container import create_container
-
     if output_dir is not None:
-        check_output_folder(output_dir, key="--output")
+        _container().check_output_folder()(output_dir, key="--output")
     model = load_model(checkpoint, device=device, score_threshold=score_threshold)
-    container = create_container(model.config)
+    container = _container(model.config)
     image_ids = check_classes(model, coco_annotations) if coco_annotations is not None else None
     sink = (
         container.prediction_sink(output_dir=output_dir, categories=model.categories, overlays=overlays)
@@ -398,11 +370,10 @@ def predict(
 def check_classes(model: InferenceModel, coco_annotations: str | os.PathLike[str]) -> dict[str, int]:
     """Refuse (DatasetError listing the differing ids and names of both sides) unless the model's class list
     equals the COCO file's; returns the file's image ids by file name (so predictions carry them)."""
-    from apex_x.container import create_container
     from apex_x.domain.class_lists import require_same_classes
     from apex_x.domain.types import CategoryMap
 
-    categories, image_ids, grouping = create_container(model.config).coco_classes_reader()(os.fspath(coco_annotations))
+    categories, image_ids, grouping = _container(model.config).coco_classes_reader()(os.fspath(coco_annotations))
     dropped = grouping - set(model.categories.original_ids)  # left out in training too (unless it kept them)
     if dropped:
         kept = [(cid, name) for cid, name in zip(categories.original_ids, categories.names, strict=True)
@@ -430,11 +401,8 @@ def evaluate(
     overrides apply on top of it. Writes eval_report.json/.md (default: in train.output_dir).
     """
     _ensure_logging()
-    from apex_x.application.evaluate import eval_markdown
-    from apex_x.application.output_folder import check_output_file
-    from apex_x.container import create_container
-
     settings = _eval_data_settings(load_config(config, list(overrides)), config)
+    check_output_file = _container(settings).check_output_file()
     if write_files:
         json_path = output_json or str(Path(settings.train.output_dir) / "eval_report.json")
         md_path = output_md or str(Path(json_path).with_suffix(".md"))
@@ -448,13 +416,13 @@ def evaluate(
         model_overrides={key: getattr(settings.model, key) for key in model_keys},
     )
     effective = settings.model_copy(update={"model": model.config.model})
-    container = create_container(effective)
+    container = _container(effective)
     use_case = container.evaluate_checkpoint(model=model, batch_size=batch_size or settings.train.batch_size)
     report = use_case.execute()
     report.extra["config"] = str(config) if config is not None else None
     if write_files:
         report.extra["files"] = [json_path, md_path]
-        container.eval_report_writer().write(report.to_plain(), eval_markdown(report), json_path, md_path)
+        container.eval_report_writer().write(report.to_plain(), container.eval_markdown()(report), json_path, md_path)
     return report
 
 

@@ -146,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exit_request.code or 0)
         if not getattr(args, "command", None):
             raise _UsageError(f"apex-x: choose a command: {', '.join(COMMANDS)} (see apex-x --help)")
-        from apex_x.adapters.logging_structlog import configure_logging
+        from apex_x.container import create_container
 
-        configure_logging(args.log_level or "info", None)
+        create_container().configure_logging()(args.log_level or "info", None)
         return int(_command_module(args.command).run(args) or 0)
     except _UsageError as error:
         _report(f"error: {error}", debug)

@@ -16,9 +16,25 @@ from apex_x.adapters.config_yaml import load_config
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.model_profiles import MODEL_PROFILES
 
+# Every 'package.module:Name' wired below, in order (tests/foundation/test_container_wiring.py resolves each).
+TARGETS: list[str] = []
+
+
+def _resolve(target: str) -> Any:
+    """'package.module:Name' -> the object Name itself (imported now)."""
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _attr(target: str) -> providers.Callable[Any]:
+    """A provider of the object 'package.module:Name' itself (a class or function), imported on first use."""
+    TARGETS.append(target)
+    return providers.Callable(_resolve, target)
+
 
 def _lazy(target: str) -> Callable[..., Any]:
     """'package.module:Name' -> a callable that imports Name on first call and calls it."""
+    TARGETS.append(target)
     module_name, _, attribute = target.partition(":")
 
     def build(*args: Any, **kwargs: Any) -> Any:
@@ -27,6 +43,11 @@ def _lazy(target: str) -> Callable[..., Any]:
     build.__name__ = attribute
     build.__qualname__ = attribute
     return build
+
+
+def _profile_for(config: ApexConfig) -> Any:
+    """The ModelProfile of a config (e.g. a checkpoint's): the Selector of a container for that config."""
+    return create_container(config).model_profile()
 
 
 class Container(containers.DeclarativeContainer):
@@ -118,11 +139,39 @@ class Container(containers.DeclarativeContainer):
     eval_report_writer = providers.Singleton(_lazy("apex_x.adapters.inference_outputs:EvalReportFiles"))
     coco_classes_reader = providers.Object(_lazy("apex_x.adapters.datasets.coco_categories:read_coco_classes"))
     predict_images = providers.Factory(_lazy("apex_x.application.predict:PredictImages"), reader=image_reader)
+    resolve_device = _attr("apex_x.application.engine.distributed:resolve_device")
+    load_model = providers.Factory(
+        _lazy("apex_x.application.inference:LoadModel"), store=checkpoint_store,
+        profile_for=providers.Object(_profile_for), resolve_device=resolve_device,
+    )
     evaluate_checkpoint = providers.Factory(
         _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
         on_bad_image=config.data.on_bad_image,
     )
 
+    # What the entry adapters (api, cli, commands, notebook, train.checkpoint) use besides the use cases: they
+    # reach adapters and application helpers only here (import-linter holds it).
+    configure_logging = _attr("apex_x.adapters.logging_structlog:configure_logging")
+    check_output_file = _attr("apex_x.application.output_folder:check_output_file")
+    check_output_folder = _attr("apex_x.application.output_folder:check_output_folder")
+    check_run_folder = _attr("apex_x.application.output_folder:check_run_folder")
+    run_folder_of = _attr("apex_x.application.engine.resume:run_folder_of")
+    flatten_config = _attr("apex_x.application.engine.resume:flatten")
+    eval_markdown = _attr("apex_x.application.evaluate:eval_markdown")
+    eval_table = _attr("apex_x.application.evaluate:eval_table")
+    format_metric = _attr("apex_x.application.evaluate:format_metric")
+    format_dataset_report = _attr("apex_x.application.dataset_preflight:format_dataset_report")
+    filter_detections = _attr("apex_x.application.predict:filter_detections")
+    coco_results = _attr("apex_x.adapters.inference_outputs:coco_results")
+    plot_training_curves = _attr("apex_x.adapters.training_curves:plot_training_curves")
+    as_rgb_array = _attr("apex_x.adapters.visualization:as_rgb_array")
+    draw_detections = _attr("apex_x.adapters.visualization:draw_detections")
+    save_png = _attr("apex_x.adapters.visualization:save_png")
+    pillow_image_reader = _attr("apex_x.adapters.image_inputs:PillowImageReader")
+    # The public checkpoint helpers (apex_x.train.checkpoint): the secure store's functions and report type.
+    extract_model_state = _attr("apex_x.adapters.checkpoints.torch_store:extract_model_state")
+    apply_model_state = _attr("apex_x.adapters.checkpoints.torch_store:apply_model_state")
+    state_load_report = _attr("apex_x.adapters.checkpoints.torch_store:StateLoadReport")
 
 def create_container(config: ApexConfig | None = None) -> Container:
     """A container configured from an effective config (defaults when None)."""

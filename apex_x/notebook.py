@@ -9,27 +9,27 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from apex_x.adapters.image_inputs import PillowImageReader
-from apex_x.adapters.inference_outputs import coco_results
-from apex_x.adapters.logging_structlog import configure_logging
-from apex_x.adapters.training_curves import plot_training_curves
-from apex_x.adapters.visualization import as_rgb_array, draw_detections, save_png
-from apex_x.application.inference import InferenceModel
-from apex_x.application.predict import filter_detections
 from apex_x.domain.errors import UserError
 from apex_x.domain.input_size import square_input_size
 from apex_x.domain.types import CategoryMap, Detections
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from apex_x.application.inference import InferenceModel
+    from apex_x.container import Container
 
 __all__ = [
     "CheckpointModel",
@@ -41,6 +41,19 @@ __all__ = [
 ]
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+
+@functools.cache
+def _root() -> Container:
+    """The composition root (default config): the notebook reaches adapters and use cases only through it."""
+    from apex_x.container import create_container
+
+    return create_container()
+
+
+def plot_training_curves(run_dir: str | Path) -> Figure:
+    """The training curves of a run folder (its train_report.json) as a matplotlib figure."""
+    return _root().plot_training_curves()(run_dir)
 
 
 @dataclass
@@ -60,7 +73,7 @@ class Prediction:
 
     def overlay(self, **options: Any) -> Image.Image:
         """The image with masks, boxes, class names and scores drawn over it (PIL image)."""
-        return draw_detections(self.image, self.detections, self.class_names, **options)
+        return _root().draw_detections()(self.image, self.detections, self.class_names, **options)
 
     def show(self, **options: Any) -> None:
         """Displays the overlay in the notebook (use `overlay()` to get the image itself)."""
@@ -68,7 +81,7 @@ class Prediction:
 
     def save(self, path: str | Path) -> str:
         """Writes the overlay as a PNG."""
-        return save_png(self.overlay(), path)
+        return _root().save_png()(self.overlay(), path)
 
     def records(self) -> list[dict[str, Any]]:
         """One row per detection: class, category id, score, box (x0, y0, x1, y1), mask area."""
@@ -88,7 +101,7 @@ class Prediction:
 
     def to_coco(self, image_id: int = 1) -> list[dict[str, Any]]:
         """COCO results entries (RLE masks, original category ids and names)."""
-        return coco_results(image_id, self.detections, CategoryMap(self.category_ids, self.class_names))
+        return _root().coco_results()(image_id, self.detections, CategoryMap(self.category_ids, self.class_names))
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
@@ -109,7 +122,9 @@ class CheckpointModel:
 
     def __init__(self, inference: InferenceModel) -> None:
         self.inference = inference
-        self._reader = PillowImageReader(inference.config.data.high_bit_depth_scaling)
+        from apex_x.container import create_container
+
+        self._reader = create_container(inference.config).image_reader()
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -140,7 +155,7 @@ class CheckpointModel:
         threshold = self.inference.config.model.score_threshold if score_threshold is None else score_threshold
         return Prediction(
             image=pixels,
-            detections=filter_detections(found, threshold),
+            detections=_root().filter_detections()(found, threshold),
             class_names=self.class_names,
             category_ids=self.inference.categories.original_ids,
             source=source,
@@ -178,7 +193,7 @@ class CheckpointModel:
     def _load(self, image: ImageLike) -> tuple[str, np.ndarray]:
         if isinstance(image, (str, Path)):
             return str(image), self._reader.read(str(image)).numpy()
-        return f"<{type(image).__name__}>", as_rgb_array(image)
+        return f"<{type(image).__name__}>", _root().as_rgb_array()(image)
 
 
 def load_checkpoint(
@@ -193,7 +208,7 @@ def load_checkpoint(
     """
     from apex_x.api import load_model
 
-    configure_logging(log_level, None)
+    _root().configure_logging()(log_level, None)
     with warnings.catch_warnings():  # tqdm.auto (imported by timm) warns in kernels without ipywidgets
         warnings.filterwarnings("ignore", message="IProgress not found")
         model = CheckpointModel(load_model(str(path), device=device, score_threshold=score_threshold))
@@ -290,9 +305,7 @@ def smoke_device(load: Any, image: ImageLike, device: str) -> dict[str, Any]:
 
 def check_smoke_output(path: str | Path) -> None:
     """The smoke report's file must be writable (ConfigError naming it and why) before any device runs."""
-    from apex_x.application.output_folder import check_output_file
-
-    check_output_file(path, key="--output-json")
+    _root().check_output_file()(path, key="--output-json")
 
 
 def smoke_run(checkpoint: str | Path, image: str | Path, devices: list[str]) -> dict[str, Any]:

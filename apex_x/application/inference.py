@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ConfigError, UserError
-from apex_x.domain.ports import ModelProfile, SegmentationModel
+from apex_x.domain.ports import CheckpointStore, ModelProfile, SegmentationModel
 from apex_x.domain.types import CategoryMap, Detections, ImageMeta
 
 log = structlog.get_logger(__name__)
@@ -117,6 +117,22 @@ def build_inference_model(
         weights=weights,
         best=dict(checkpoint.best) if isinstance(checkpoint.best, Mapping) else None,
     )
+
+
+class LoadModel:
+    """Use case: a checkpoint's model, ready for inference (profile, classes and input size from the checkpoint)."""
+
+    def __init__(self, *, store: CheckpointStore, profile_for: Callable[[ApexConfig], ModelProfile],
+                 resolve_device: Callable[[str], torch.device]) -> None:
+        self.store, self.profile_for, self.resolve_device = store, profile_for, resolve_device
+
+    def __call__(self, checkpoint: str, *, device: str = "auto",
+                 model_overrides: Mapping[str, Any] | None = None) -> InferenceModel:
+        """Secure load (the store), refusal of other payloads before anything is built, then the rebuild."""
+        payload = self.store.load(checkpoint)
+        read_checkpoint(payload, checkpoint)
+        return build_inference_model(payload, path=checkpoint, profile_for=self.profile_for,
+                                     device=self.resolve_device(device), model_overrides=model_overrides)
 
 
 def check_class_count_override(wanted: Any, categories: CategoryMap, path: str) -> None:

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from apex_x.api import dataset_preflight
-    from apex_x.application.dataset_preflight import format_dataset_report
+    from apex_x.container import create_container
+
+    format_dataset_report = create_container().format_dataset_report()
 
     report = dataset_preflight(
         args.config,

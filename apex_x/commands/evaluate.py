@@ -44,7 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from apex_x.api import evaluate
-    from apex_x.application.evaluate import eval_table, format_metric
+    from apex_x.container import create_container
+
+    container = create_container()
+    eval_table, format_metric = container.eval_table(), container.format_metric()
 
     report = evaluate(
         args.config,

@@ -15,20 +15,19 @@ a CheckpointError naming the offending global. Supported layouts: a raw state_di
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from apex_x.adapters.checkpoints.torch_store import (
-    StateLoadReport,
-    TorchCheckpointStore,
-    apply_model_state,
-    extract_model_state,
-)
 from apex_x.domain import checkpoint_format
 from apex_x.domain.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from apex_x.adapters.checkpoints.torch_store import StateLoadReport
+    from apex_x.container import Container
 
 __all__ = [
     "CheckpointError",
@@ -43,12 +42,37 @@ __all__ = [
     "save_checkpoint",
 ]
 
-_STORE = TorchCheckpointStore()
+
+
+@functools.cache
+def _root() -> Container:
+    """The composition root: the secure store and its helpers come from it (nothing is built at import)."""
+    from apex_x.container import create_container
+
+    return create_container()
+
+
+def __getattr__(name: str) -> Any:
+    """`StateLoadReport` (the report type of load_model_weights), resolved through the container on first use."""
+    if name == "StateLoadReport":
+        return _root().state_load_report()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def apply_model_state(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool = True, source: str = "checkpoint"
+) -> StateLoadReport:
+    """Load `state` into `model`, reporting missing/unexpected keys and shape mismatches (strict=True raises)."""
+    return _root().apply_model_state()(model, state, strict=strict, source=source)
+
+
+def extract_model_state(payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
+    return _root().extract_model_state()(payload, prefer_ema=prefer_ema)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Secure load (torch.load weights_only=True on CPU); a raw state_dict comes back as a dict of tensors."""
-    return _STORE.load(os.fspath(path))
+    return _root().checkpoint_store().load(os.fspath(path))
 
 
 def extract_model_state_dict(payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -74,7 +98,7 @@ def load_model_weights(
         payload: Mapping[str, Any] = checkpoint
     else:  # the file's declared sizes must fit this model before anything is read
         sizes = [tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()]
-        payload = _STORE.load(os.fspath(checkpoint), expected_sizes=(max(sizes, default=0), sum(sizes)))
+        payload = _root().checkpoint_store().load(os.fspath(checkpoint), expected_sizes=(max(sizes, default=0), sum(sizes)))
     source = os.fspath(checkpoint) if not isinstance(checkpoint, Mapping) else "checkpoint"
     state = extract_model_state(payload, prefer_ema=prefer_ema)
     return apply_model_state(model, state, strict=strict, source=source)
@@ -85,9 +109,9 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike[str]) ->
 
     Keep payloads to tensors and plain Python values so they load with weights_only=True.
     """
-    _STORE.save(payload, os.fspath(path))
+    _root().checkpoint_store().save(payload, os.fspath(path))
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[str]:
     """The .pt files of a checkpoints folder, sorted."""
-    return _STORE.list_checkpoints(os.fspath(directory))
+    return _root().checkpoint_store().list_checkpoints(os.fspath(directory))

@@ -43,6 +43,8 @@ def test_lint_imports_passes_on_the_tree() -> None:
         ("domain/config.py", "import yaml", "domain does no I/O"),
         ("application/preflight.py", "import apex_x.adapters.environment_probe", "application never imports adapters"),
         ("kernels/reference.py", "import apex_x.application.preflight", "kernels import only the domain"),
+        ("api.py", "import apex_x.adapters.checkpoints.torch_store", "entry adapters reach adapters and use cases"),
+        ("notebook.py", "import apex_x.application.predict", "entry adapters reach adapters and use cases"),
     ],
 )
 def test_a_forbidden_import_fails_lint_imports(tmp_path: Path, module: str, injected: str, broken_contract: str) -> None:
