@@ -10,7 +10,6 @@ import difflib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +81,7 @@ def preflight(
     container = create_container(settings)
     folder = str(output_dir) if output_dir is not None else settings.train.output_dir
     if output_json is not None:
-        from apex_x.application.output_folder import check_output_file
+        from apex_x.adapters.output_folder import check_output_file
 
         check_output_file(output_json, key="--output-json")
     report = container.preflight().execute(profile, folder, settings if config is not None else None)
@@ -103,21 +102,10 @@ def _ensure_logging() -> None:
 
 
 def _write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename); creates the folder."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False, default=str)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    """Write JSON atomically (the container's one atomic writer); creates the folder."""
+    from apex_x.container import create_container
+
+    return Path(create_container().json_file_writer()(path, dict(payload)))
 
 
 # --- data: dataset preflight and the built-in shapes dataset (issue 3) -----------------------------
@@ -142,7 +130,7 @@ def dataset_preflight(
 
     settings = load_config(config, overrides, num_classes=num_classes)
     if output_json is not None:
-        from apex_x.application.output_folder import check_output_file
+        from apex_x.adapters.output_folder import check_output_file
 
         check_output_file(output_json, key="--output-json")
     use_case = create_container(settings).dataset_preflight()
@@ -233,7 +221,7 @@ def train(
         settings = _resume_settings(settings, os.fspath(resume), overrides, flags)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:  # before anything is created (the log file is the first)
-        from apex_x.application.output_folder import check_run_folder
+        from apex_x.adapters.output_folder import check_run_folder
 
         check_run_folder(settings.train.output_dir)
     run_folder = Path(settings.train.output_dir)
@@ -364,7 +352,7 @@ def predict(
     are still processed. With output_dir=None nothing is written and the detections are returned.
     """
     _ensure_logging()
-    from apex_x.application.output_folder import check_output_folder
+    from apex_x.adapters.output_folder import check_output_folder
     from apex_x.container import create_container
 
     if output_dir is not None:
@@ -417,8 +405,8 @@ def evaluate(
     overrides apply on top of it. Writes eval_report.json/.md (default: in train.output_dir).
     """
     _ensure_logging()
+    from apex_x.adapters.output_folder import check_output_file
     from apex_x.application.evaluate import eval_markdown
-    from apex_x.application.output_folder import check_output_file
     from apex_x.container import create_container
 
     settings = _eval_data_settings(load_config(config, list(overrides)), config)

@@ -59,6 +59,8 @@ class Container(containers.DeclarativeContainer):
         worldclass=providers.Singleton(_lazy("apex_x.adapters.models.teacher_v3:TeacherModelFactory")),
     )
 
+    json_file_writer = providers.Object(_lazy("apex_x.adapters.atomic_files:write_json_file"))
+    run_folder = providers.Singleton(_lazy("apex_x.adapters.output_folder:PosixRunFolder"))
     checkpoint_store = providers.Singleton(_lazy("apex_x.adapters.checkpoints.torch_store:TorchCheckpointStore"))
     evaluator = providers.Singleton(_lazy("apex_x.adapters.evaluation.coco_evaluator:PycocotoolsEvaluator"))
     report_writers = providers.List(
@@ -88,6 +90,7 @@ class Container(containers.DeclarativeContainer):
         weights_writer=weights_writer,
         progress=progress,
         auxiliary_losses=auxiliary_losses,
+        run_folder=run_folder,
     )
 
     # Dependency preflight. Extra checks per profile ("worldclass" runs base's too): each entry is a

@@ -290,7 +290,7 @@ def smoke_device(load: Any, image: ImageLike, device: str) -> dict[str, Any]:
 
 def check_smoke_output(path: str | Path) -> None:
     """The smoke report's file must be writable (ConfigError naming it and why) before any device runs."""
-    from apex_x.application.output_folder import check_output_file
+    from apex_x.adapters.output_folder import check_output_file
 
     check_output_file(path, key="--output-json")
 

@@ -120,7 +120,13 @@ class CheckpointStore(Protocol):
 
     def extract_model_state(self, payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]: ...
 
-    def list_checkpoints(self, directory: str) -> list[str]: ...
+    def list_checkpoints(self, directory: str) -> list[str]:
+        """The checkpoint files (*.pt) of a folder, sorted by name; [] when the folder does not exist."""
+        ...
+
+    def delete(self, path: str) -> None:
+        """Remove a checkpoint file (an old epoch file); raises OSError when it cannot be removed."""
+        ...
 
     def copy(self, source: str, target: str) -> None:
         """Atomically make `target` hold the same checkpoint as `source` (a hard link where possible)."""
@@ -204,4 +210,32 @@ class PredictionSink(Protocol):
 
     def close(self, summary: Mapping[str, Any]) -> list[str]:
         """Writes what is pending (results JSON, summary); returns the paths written."""
+        ...
+
+
+class WeightsWriter(Protocol):
+    """The final weights file of a run (model.safetensors)."""
+
+    def write(self, state: Mapping[str, torch.Tensor], path: str, metadata: Mapping[str, Any] | None = None) -> None:
+        ...
+
+
+class RunFolder(Protocol):
+    """The output folder of a run (`train.output_dir`): checked before anything is created, then prepared.
+
+    The application does no file I/O of its own: it asks this port (and CheckpointStore) instead.
+    """
+
+    def check_run_folder(self, output_dir: str) -> None:
+        """Refuse (ConfigError naming train.output_dir, the path and the reason) a folder that cannot be
+        created or written; nothing is created by the check."""
+        ...
+
+    def prepare(self, output_dir: str) -> None:
+        """Create the folder and its checkpoints/, prove it writable, remove half-written temporary files
+        of a killed run. Raises ConfigError naming train.output_dir when it cannot."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """Whether a file of the run (e.g. model.safetensors, last.pt) exists."""
         ...

@@ -99,6 +99,7 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         total_steps: int = 1,
         global_step: int = 0,
+        on_bad_image: str = "error",
     ) -> None:
         self.model = model
         self.module: torch.nn.Module = model  # type: ignore[assignment]
@@ -115,9 +116,38 @@ class Trainer:
         self.consecutive_bad = 0
         self.first_bad: tuple[int, list[str]] | None = None
         self.stop_requested: Callable[[], bool] = lambda: False
-        self.on_bad_image = "error"  # data.on_bad_image: error (stop, resumable) or skip (leave out, count)
+        self.on_bad_image = on_bad_image  # data.on_bad_image: error (stop, resumable) or skip (leave out, count)
         self._trainable: list[torch.nn.Parameter] = []
         self._stage: Stage | None = None
+
+    # --- state of a checkpoint ------------------------------------------------------------------
+    def watch_stop(self, requested: Callable[[], bool]) -> None:
+        """`requested()` is polled (and agreed by every rank) at each step: True pauses the epoch."""
+        self.stop_requested = requested
+
+    @property
+    def applied_lr(self) -> float:
+        """The lr the optimizer applied on the last step (its first parameter group)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The trainer's part of a checkpoint: optimizer, scheduler position and the non-finite streak."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"kind": "warmup_cosine", "global_step": self.global_step, "total_steps": self.total_steps},
+            "consecutive_bad": self.consecutive_bad,
+            "first_bad": list(self.first_bad) if self.first_bad else None,
+        }
+
+    def restore(self, optimizer_state: Any, *, global_step: int, diagnostics: RunDiagnostics,
+                consecutive_bad: int, first_bad: Any) -> None:
+        """Continue from a checkpoint. Raises what `optimizer.load_state_dict` raises for a state that does
+        not fit (the caller names the file)."""
+        self.optimizer.load_state_dict(optimizer_state)
+        self.global_step = global_step
+        self.diagnostics = diagnostics
+        self.consecutive_bad = int(consecutive_bad)
+        self.first_bad = (int(first_bad[0]), list(first_bad[1])) if first_bad else None
 
     # --- stages -------------------------------------------------------------------------------
     def begin_stage(self, stage: Stage, groups: dict[str, list[torch.nn.Parameter]]) -> int:
