@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import torch
@@ -10,7 +11,11 @@ from apex_x.domain.config import TrainConfig
 from apex_x.domain.ports import LossInputs
 from apex_x.domain.types import LossSettings
 
-_DEFAULTS = TrainConfig()  # the schema's defaults: what a component uses when LossSettings leaves it out
+
+@functools.cache
+def _defaults() -> TrainConfig:
+    """The schema's defaults: what a component uses when LossSettings leaves it out."""
+    return TrainConfig()
 
 
 class BaseLossComponent:
@@ -40,12 +45,12 @@ class BaseLossComponent:
     def clip_in(self, settings: LossSettings) -> float:
         """Its clip of this step (the config default when the settings leave it out)."""
         clip = settings.clips.get(self.name)
-        return self.clip(_DEFAULTS) if clip is None else clip
+        return self.clip(_defaults()) if clip is None else clip
 
     def params_in(self, settings: LossSettings) -> dict[str, float]:
         """Its knobs of this step (the config defaults, ramps at their end, when the settings leave them out)."""
         params = settings.params.get(self.name)
-        return self.params(None, _DEFAULTS) if params is None else params
+        return self.params(None, _defaults()) if params is None else params
 
     def compute(self, inputs: LossInputs, settings: LossSettings) -> torch.Tensor:
         raise NotImplementedError(f"loss component {self.name!r} has no compute function")
