@@ -14,6 +14,7 @@ from dependency_injector import containers, providers
 
 from apex_x.adapters.config_yaml import load_config
 from apex_x.domain.config import ApexConfig
+from apex_x.domain.registry import DATASET_FORMATS
 
 
 def _lazy(target: str) -> Callable[..., Any]:
@@ -28,6 +29,16 @@ def _lazy(target: str) -> Callable[..., Any]:
     return build
 
 
+def _open_format(name: str, settings: ApexConfig) -> Any:
+    """The DatasetSource of the registered dataset format `name` (its module imported on first use)."""
+    return DATASET_FORMATS.get(name).open(settings)
+
+
+def _format_sources(settings: providers.Provider[ApexConfig]) -> dict[str, providers.Provider[Any]]:
+    """One Singleton per registered dataset format, for a Selector keyed by format name."""
+    return {name: providers.Singleton(_open_format, name, settings) for name in DATASET_FORMATS.names()}
+
+
 class Container(containers.DeclarativeContainer):
     """Wires ports to adapters. Only the CLI, API and notebook adapters touch it; tests override providers."""
 
@@ -36,19 +47,19 @@ class Container(containers.DeclarativeContainer):
 
     config_loader = providers.Object(load_config)
 
-    # Data: the fail-fast policy picks "coco" or "synthetic" (or raises DatasetError naming the key).
-    dataset_kind = providers.Callable(_lazy("apex_x.application.dataset_policy:select_dataset_kind"), settings)
-    coco_dataset_source = providers.Singleton(_lazy("apex_x.adapters.datasets.coco_source:CocoDatasetSource"), settings)
-    dataset_source = providers.Selector(
-        dataset_kind,
-        coco=coco_dataset_source,
-        synthetic=providers.Singleton(
-            _lazy("apex_x.adapters.datasets.synthetic_source:SyntheticDatasetSource"), settings
-        ),
+    # Data: the configured format (data.format); the fail-fast policy picks its name or "synthetic" (or raises
+    # DatasetError naming the key); the Selector opens that registered format's splits.
+    dataset_format = providers.Callable(DATASET_FORMATS.get, config.data.format)
+    dataset_kind = providers.Callable(
+        _lazy("apex_x.application.dataset_policy:select_dataset_kind"), settings, dataset_format
     )
-    # dataset-preflight checks the real data of a config (never the synthetic fallback).
+    dataset_source = providers.Selector(dataset_kind, **_format_sources(settings))
+    # dataset-preflight checks the real data of a config (its data.format, never the synthetic fallback).
+    configured_dataset_source = providers.Selector(config.data.format, **_format_sources(settings))
     dataset_preflight = providers.Factory(
-        _lazy("apex_x.application.dataset_preflight:DatasetPreflight"), source_factory=coco_dataset_source.provider
+        _lazy("apex_x.application.dataset_preflight:DatasetPreflight"),
+        dataset_format=dataset_format,
+        source_factory=configured_dataset_source.provider,
     )
     shapes_writer = providers.Object(_lazy("apex_x.adapters.datasets.shapes_writer:write_shapes_dataset"))
 

@@ -43,6 +43,7 @@ def test_lint_imports_passes_on_the_tree() -> None:
         ("domain/config.py", "import yaml", "domain does no I/O"),
         ("application/preflight.py", "import apex_x.adapters.environment_probe", "application never imports adapters"),
         ("kernels/reference.py", "import apex_x.application.preflight", "kernels import only the domain"),
+        ("loss_components/det.py", "import apex_x.adapters.models.heads", "Layers of DESIGN.md"),
     ],
 )
 def test_a_forbidden_import_fails_lint_imports(tmp_path: Path, module: str, injected: str, broken_contract: str) -> None:

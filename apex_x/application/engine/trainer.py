@@ -22,6 +22,7 @@ from apex_x.application.engine.train_state import reseed
 from apex_x.domain.config import TrainConfig
 from apex_x.domain.errors import TrainingStopped
 from apex_x.domain.ports import AuxiliaryLoss, BatchLoader, SegmentationModel
+from apex_x.domain.registry import LOSS_COMPONENTS
 from apex_x.domain.types import Batch, LossSettings
 
 log = structlog.get_logger(__name__)
@@ -41,15 +42,9 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999))
 
 
-def component_clips(settings: LossSettings) -> dict[str, float]:
-    """The clip of each loss component (distillation is clipped at the det clip)."""
-    return {"det": settings.det_clip, "seg": settings.seg_clip, "boundary": settings.boundary_clip,
-            "distill": settings.det_clip}
-
-
 def clipped_components(values: dict[str, float], settings: LossSettings) -> tuple[str, ...]:
     """Components whose value is at their clip: min(value, clip) has a zero gradient there."""
-    clips = component_clips(settings)
+    clips = settings.clips
     return tuple(sorted(name for name, value in values.items()
                         if name in clips and math.isfinite(clips[name]) and value >= clips[name] * (1 - 1e-6)))
 
@@ -179,9 +174,14 @@ class Trainer:
         return self.train.lr * stage.lr_scale * factor
 
     def _weight_of(self, name: str, stage: Stage, settings: LossSettings) -> float:
+        """The step's weight of a component: the ramped model weight, else the stage's (auxiliary components),
+        else the component's default weight (distill: train.distill_weight)."""
         if name in settings.weights:
             return float(settings.weights[name])
-        return float(stage.losses.get(name, self.train.distill_weight))
+        if name in stage.losses:
+            return float(stage.losses[name])
+        component = LOSS_COMPONENTS.find(name)
+        return component.default_weight(self.train) if component is not None else float(self.train.distill_weight)
 
     def _autocast(self) -> Any:
         if self.amp_dtype is None:
