@@ -10,7 +10,7 @@ import importlib
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from apex_x.domain.version import __version__
 
 _API = {
     "load_config": ("apex_x.api", "load_config"),

@@ -11,7 +11,6 @@ import difflib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,21 +114,8 @@ def _ensure_logging() -> None:
 
 
 def _write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename); creates the folder."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False, default=str)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    """Write JSON atomically (the container's one atomic writer); creates the folder."""
+    return Path(_container().json_file_writer()(path, dict(payload)))
 
 
 # --- data: dataset preflight and the built-in shapes dataset (issue 3) -----------------------------

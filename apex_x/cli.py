@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import signal
 import sys
 import threading
@@ -112,10 +113,21 @@ def _missing_dependency_message(error: ModuleNotFoundError) -> str:
     )
 
 
+_LONG_WORD = re.compile(r"\S{400,}")
+
+
+def shorten_long_words(message: str) -> str:
+    """An error line stays readable: any run of 400+ characters without a space (a pasted value, key or
+    path echoed by a message) keeps its first 120 and last 40 characters around a count of what was cut."""
+    return _LONG_WORD.sub(
+        lambda match: f"{match[0][:120]}...[{len(match[0]) - 160} characters]...{match[0][-40:]}", message
+    )
+
+
 def _report(message: str, debug: bool) -> None:
     if debug:
         traceback.print_exc()
-    print(message, file=sys.stderr)
+    print(shorten_long_words(message), file=sys.stderr)
 
 
 _terminated_by: list[int] = []  # the stop signal that arrived, if any (read by main's last line of defence)

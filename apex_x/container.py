@@ -15,6 +15,7 @@ from dependency_injector import containers, providers
 from apex_x.adapters.config_yaml import load_config
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.model_profiles import MODEL_PROFILES
+from apex_x.domain.registry import DATASET_FORMATS
 
 # Every 'package.module:Name' wired below, in order (tests/foundation/test_container_wiring.py resolves each).
 TARGETS: list[str] = []
@@ -50,6 +51,16 @@ def _profile_for(config: ApexConfig) -> Any:
     return create_container(config).model_profile()
 
 
+def _open_format(name: str, settings: ApexConfig) -> Any:
+    """The DatasetSource of the registered dataset format `name` (its module imported on first use)."""
+    return DATASET_FORMATS.get(name).open(settings)
+
+
+def _format_sources(settings: providers.Provider[ApexConfig]) -> dict[str, providers.Provider[Any]]:
+    """One Singleton per registered dataset format, for a Selector keyed by format name."""
+    return {name: providers.Singleton(_open_format, name, settings) for name in DATASET_FORMATS.names()}
+
+
 class Container(containers.DeclarativeContainer):
     """Wires ports to adapters. Only the CLI, API and notebook adapters touch it; tests override providers."""
 
@@ -58,19 +69,19 @@ class Container(containers.DeclarativeContainer):
 
     config_loader = providers.Object(load_config)
 
-    # Data: the fail-fast policy picks "coco" or "synthetic" (or raises DatasetError naming the key).
-    dataset_kind = providers.Callable(_lazy("apex_x.application.dataset_policy:select_dataset_kind"), settings)
-    coco_dataset_source = providers.Singleton(_lazy("apex_x.adapters.datasets.coco_source:CocoDatasetSource"), settings)
-    dataset_source = providers.Selector(
-        dataset_kind,
-        coco=coco_dataset_source,
-        synthetic=providers.Singleton(
-            _lazy("apex_x.adapters.datasets.synthetic_source:SyntheticDatasetSource"), settings
-        ),
+    # Data: the configured format (data.format); the fail-fast policy picks its name or "synthetic" (or raises
+    # DatasetError naming the key); the Selector opens that registered format's splits.
+    dataset_format = providers.Callable(DATASET_FORMATS.get, config.data.format)
+    dataset_kind = providers.Callable(
+        _lazy("apex_x.application.dataset_policy:select_dataset_kind"), settings, dataset_format
     )
-    # dataset-preflight checks the real data of a config (never the synthetic fallback).
+    dataset_source = providers.Selector(dataset_kind, **_format_sources(settings))
+    # dataset-preflight checks the real data of a config (its data.format, never the synthetic fallback).
+    configured_dataset_source = providers.Selector(config.data.format, **_format_sources(settings))
     dataset_preflight = providers.Factory(
-        _lazy("apex_x.application.dataset_preflight:DatasetPreflight"), source_factory=coco_dataset_source.provider
+        _lazy("apex_x.application.dataset_preflight:DatasetPreflight"),
+        dataset_format=dataset_format,
+        source_factory=configured_dataset_source.provider,
     )
     shapes_writer = providers.Object(_lazy("apex_x.adapters.datasets.shapes_writer:write_shapes_dataset"))
 
@@ -81,6 +92,8 @@ class Container(containers.DeclarativeContainer):
            for name in MODEL_PROFILES},
     )
 
+    json_file_writer = providers.Object(_lazy("apex_x.adapters.atomic_files:write_json_file"))
+    run_folder = providers.Singleton(_lazy("apex_x.adapters.output_folder:PosixRunFolder"))
     checkpoint_store = providers.Singleton(_lazy("apex_x.adapters.checkpoints.torch_store:TorchCheckpointStore"))
     evaluator = providers.Singleton(_lazy("apex_x.adapters.evaluation.coco_evaluator:PycocotoolsEvaluator"))
     report_writers = providers.List(
@@ -110,6 +123,7 @@ class Container(containers.DeclarativeContainer):
         weights_writer=weights_writer,
         progress=progress,
         auxiliary_losses=auxiliary_losses,
+        run_folder=run_folder,
     )
 
     # Dependency preflight: "base", plus each model profile that needs more (its packages and checks, e.g. the
@@ -152,9 +166,9 @@ class Container(containers.DeclarativeContainer):
     # What the entry adapters (api, cli, commands, notebook, train.checkpoint) use besides the use cases: they
     # reach adapters and application helpers only here (import-linter holds it).
     configure_logging = _attr("apex_x.adapters.logging_structlog:configure_logging")
-    check_output_file = _attr("apex_x.application.output_folder:check_output_file")
-    check_output_folder = _attr("apex_x.application.output_folder:check_output_folder")
-    check_run_folder = _attr("apex_x.application.output_folder:check_run_folder")
+    check_output_file = _attr("apex_x.adapters.output_folder:check_output_file")
+    check_output_folder = _attr("apex_x.adapters.output_folder:check_output_folder")
+    check_run_folder = _attr("apex_x.adapters.output_folder:check_run_folder")
     run_folder_of = _attr("apex_x.application.engine.resume:run_folder_of")
     flatten_config = _attr("apex_x.application.engine.resume:flatten")
     eval_markdown = _attr("apex_x.application.evaluate:eval_markdown")

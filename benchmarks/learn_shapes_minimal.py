@@ -81,9 +81,11 @@ def train_minimal(config: ApexConfig, args: argparse.Namespace) -> dict[str, Any
                 1.0, progress * len(stages) * 2
             )
             settings = LossSettings(
-                weights=dict(stage.losses), box_scale=box_scale, box_weight=train.loss_box_weight,
-                quality_weight=train.loss_quality_weight, det_clip=train.loss_det_component_clip,
-                seg_clip=train.loss_seg_component_clip, boundary_clip=train.loss_boundary_component_clip,
+                weights=dict(stage.losses),
+                clips={"det": train.loss_det_component_clip, "seg": train.loss_seg_component_clip,
+                       "boundary": train.loss_boundary_component_clip},
+                params={"det": {"box_scale": box_scale, "box_weight": train.loss_box_weight,
+                                "quality_weight": train.loss_quality_weight}},
             )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp == "bf16"):
                 outputs = model(batch.images)

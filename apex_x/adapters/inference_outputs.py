@@ -13,6 +13,7 @@ import structlog
 import torch
 from pycocotools import mask as mask_utils
 
+from apex_x.adapters.atomic_files import atomic_write_text
 from apex_x.adapters.visualization import draw_detections, save_png
 from apex_x.domain.errors import UserError
 from apex_x.domain.types import CategoryMap, Detections
@@ -97,10 +98,7 @@ class CocoJsonOverlaySink:
         return name
 
     def _write_png(self, overlay: Any, name: str) -> str:
-        try:
-            return save_png(overlay, self.output_dir / name)
-        except OSError as error:
-            raise UserError(f"cannot write {self.output_dir / name}: {error.strerror or error}") from None
+        return save_png(overlay, self.output_dir / name)  # a UserError naming the path when it cannot
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> str:
@@ -109,16 +107,10 @@ def write_json(path: str | os.PathLike[str], data: Any) -> str:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> str:
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, target)
-    except OSError as error:
-        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
-    log.debug("file_written", path=str(target))
-    return str(target)
+    """UTF-8 text, written atomically; an unwritable path is a UserError naming it."""
+    written = atomic_write_text(path, text)
+    log.debug("file_written", path=written)
+    return written
 
 
 class EvalReportFiles:

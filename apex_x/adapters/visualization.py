@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from apex_x.adapters.atomic_files import atomic_write
 from apex_x.domain.types import Detections
 
 # Distinct, readable colours (RGB), one per class id modulo the palette length.
@@ -89,13 +89,12 @@ def draw_detections(
 
 
 def save_png(image: Image.Image, path: str | os.PathLike[str]) -> str:
-    """Writes a PNG (parents created; a temporary file then a rename, so a reader never sees half a file)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, target)
-    return str(target)
+    """Writes a PNG atomically (adapters/atomic_files.py: parents created, a reader never sees half a file).
+
+    Raises:
+        UserError: naming the path and the reason when it cannot be written.
+    """
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"), what="image")
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:

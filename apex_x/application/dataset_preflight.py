@@ -5,33 +5,36 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from apex_x.application.dataset_policy import DATA_PATH_KEYS, dataset_config_problems, how_to_fix_data_paths
 from apex_x.domain.config import ApexConfig
-from apex_x.domain.ports import DatasetSource
+from apex_x.domain.ports import DatasetFormat, DatasetSource
 from apex_x.domain.types import DatasetReport
 
 
 class DatasetPreflight:
-    """Validates the real (COCO) dataset of a config without training; never falls back to synthetic data."""
+    """Validates the real dataset of a config (its data.format) without training; never falls back to
+    synthetic data."""
 
-    def __init__(self, source_factory: Callable[[], DatasetSource]) -> None:
+    def __init__(self, dataset_format: DatasetFormat, source_factory: Callable[[], DatasetSource]) -> None:
+        self.format = dataset_format
         self.source_factory = source_factory
 
     def execute(
         self, settings: ApexConfig, *, full_decode: bool = False, expected_num_classes: int | None = None
     ) -> DatasetReport:
-        problems = dataset_config_problems(settings)
+        problems = self.format.config_problems(settings)
+        keys = self.format.config_keys(settings)
         if any(finding.severity == "error" for finding in problems):
             summary = {
-                "mode": "real",
-                "backend": "pycocotools",
+                "mode": self.format.mode,
+                "backend": self.format.backend,
                 "full_decode": full_decode,
-                "config": {key: getattr(settings.data, key) for key in DATA_PATH_KEYS},
+                "config": keys,
             }
-            return DatasetReport(summary=summary, findings=problems)
+            return DatasetReport(summary=summary, findings=problems, fix=self.format.how_to_fix(keys))
         source = self.source_factory()
         report = source.validate(full_decode=full_decode, expected_num_classes=expected_num_classes)
         report.findings = [*problems, *report.findings]
+        report.fix = self.format.how_to_fix(keys)
         return report
 
 
@@ -94,8 +97,8 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
         lines.append(f"  {finding.describe()}")
     if len(report.findings) > max_findings:
         lines.append(f"  ... {len(report.findings) - max_findings} more in the JSON report (--output-json)")
-    if any(f.severity == "error" and f.rule.startswith(("config.", "file.not_")) for f in report.findings):
-        lines.append(f"how to fix: {how_to_fix_data_paths(summary.get('config') or {})}")
+    if report.fix and any(f.severity == "error" and f.rule.startswith(("config.", "file.not_")) for f in report.findings):
+        lines.append(f"how to fix: {report.fix}")
     lines.append(
         "result: OK, the dataset is usable" if report.ok else "result: NOT USABLE, fix the errors above"
     )

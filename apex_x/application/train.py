@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 import torch
 
-from apex_x.application.engine.checkpointing import CheckpointKeeper
 from apex_x.application.engine.curriculum import Stage, check_groups, plan_stages, total_epochs
 from apex_x.application.engine.distributed import DistContext, any_true, init_distributed, shutdown
 from apex_x.application.engine.heartbeat import is_peer_error, peer_failed
@@ -23,6 +23,9 @@ from apex_x.application.engine.resume import (
 from apex_x.application.engine.run_session import RunSession
 from apex_x.application.engine.run_support import (
     ResumeCommand,
+    RunNetwork,
+    RunPlan,
+    RunPorts,
     TrainResult,
     choose_metric,
     flag_resume_command,
@@ -31,7 +34,6 @@ from apex_x.application.engine.run_support import (
 )
 from apex_x.application.engine.train_report import COCO_METRICS, LOSS_METRICS
 from apex_x.application.engine.train_state import plan_remaining, seed_everything
-from apex_x.application.output_folder import check_run_folder
 from apex_x.domain.checkpoint import RESUME_KEYS, TrainingCheckpoint
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ApexError, ConfigError, DatasetError, TrainingStopped
@@ -42,16 +44,12 @@ from apex_x.domain.ports import (
     Evaluator,
     ModelProfile,
     ReportWriter,
+    RunFolder,
+    WeightsWriter,
 )
 from apex_x.domain.types import CategoryMap
 
 log = structlog.get_logger(__name__)
-
-
-class WeightsWriter:
-    """Port of the final weights file (model.safetensors)."""
-
-    def write(self, state: Mapping[str, torch.Tensor], path: str, metadata: Mapping[str, Any] | None = None) -> None: ...
 
 
 class TrainUseCase:
@@ -69,6 +67,7 @@ class TrainUseCase:
         weights_writer: WeightsWriter | None = None,
         progress: Progress | None = None,
         auxiliary_losses: Sequence[AuxiliaryLoss] | Callable[..., Sequence[AuxiliaryLoss]] = (),
+        run_folder: RunFolder,
     ) -> None:
         self.settings = settings
         self.source = dataset_source
@@ -79,6 +78,7 @@ class TrainUseCase:
         self.weights_writer = weights_writer
         self.progress = progress or SilentProgress()
         self.auxiliary_losses = auxiliary_losses
+        self.run_folder = run_folder
         self.resume_command: ResumeCommand = flag_resume_command
 
     # ------------------------------------------------------------------------------------------
@@ -92,6 +92,9 @@ class TrainUseCase:
         _check_metric_name(settings.train.checkpoint_metric)
         runtime = settings.runtime
         context = init_distributed(runtime.device, runtime.collective_timeout_s, runtime.peer_timeout_s)
+        # The stop-signal guard, entered when training starts, stays until the process group is shut down, so
+        # a signal after the run's end (while it tears down) changes nothing instead of ending it as "stopped".
+        self._signals = contextlib.ExitStack()
         try:
             return self._execute(context, stages, resume_from, stop_after_steps)
         except Exception as error:
@@ -99,7 +102,10 @@ class TrainUseCase:
                 raise peer_failed(error, context.heartbeat, context.collective_timeout_s) from error
             raise
         finally:
-            shutdown(context)
+            try:
+                shutdown(context)
+            finally:
+                self._signals.close()
 
     def _execute(self, context: DistContext, stages: list[Stage], resume_from: str | None,
                  stop_after_steps: int | None) -> TrainResult:
@@ -109,7 +115,7 @@ class TrainUseCase:
         seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
         kernels = kernels_report(settings.runtime.kernels, context.device)
         output_dir = Path(settings.train.output_dir)
-        _agree(context, lambda: _prepare_output(output_dir) if context.is_main else None)
+        _agree(context, lambda: self.run_folder.prepare(str(output_dir)) if context.is_main else None)
         log.info("setup", phase="checking the dataset (annotations, image files)")
         categories = self._check_data(context)
         payload = self.store.load(resume_from) if resume_from else None  # the store's configured size limits
@@ -124,28 +130,13 @@ class TrainUseCase:
             raise TypeError("the model factory must build a torch.nn.Module")
         model.to(context.device)
         auxiliary = self._auxiliary(categories, context)
-        session = RunSession(
-            settings=settings,
-            stages=stages,
-            model=model,
-            groups=groups,
-            source=self.source,
-            store=self.store,
-            evaluator=self.evaluator,
-            writers=self.writers,
-            weights_writer=self.weights_writer,
-            progress=self.progress if context.is_main else SilentProgress(),
-            auxiliary_losses=auxiliary,
-            categories=categories,
-            context=context,
-            keeper=CheckpointKeeper(
-                self.store, output_dir / "checkpoints", context, settings.train.keep_last_epochs
-            ),
-            kernels=kernels,
-            metric=choose_metric(settings.train.checkpoint_metric, self.source),
-            resume_command=self.resume_command,
-            weights_key=self.profile.weights_key,
-        )
+        plan = RunPlan(settings=settings, stages=stages, categories=categories,
+                       metric=choose_metric(settings.train.checkpoint_metric, self.source), kernels=kernels,
+                       resume_command=self.resume_command)
+        ports = RunPorts(source=self.source, store=self.store, evaluator=self.evaluator, writers=self.writers,
+                         weights_writer=self.weights_writer, folder=self.run_folder,
+                         progress=self.progress if context.is_main else SilentProgress())
+        session = RunSession(plan, RunNetwork(model, groups, self.profile.weights_key, auxiliary), ports, context)
         position = session.restore(payload, resume_from) if payload is not None else None
         schedule = plan_remaining(stages, position, session.report_state.history)
         if not schedule:
@@ -156,9 +147,11 @@ class TrainUseCase:
                 finished_message(resume_from, total_epochs(stages), checkpoint.best if checkpoint else None,
                                  settings.train)
             )
+        stop_flag = self._signals.enter_context(interrupt_guard())
         try:
-            with interrupt_guard() as stop_flag:
-                return session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+            result = session.run(schedule, stop_flag=stop_flag, stop_after_steps=stop_after_steps)
+            stop_flag.run_ended = True
+            return result
         finally:
             self.progress.close()  # however the run ended: no bar or watchdog left behind
 
@@ -259,24 +252,6 @@ def _check_metric_name(name: str) -> None:
         )
 
 
-def _prepare_output(output_dir: Path) -> None:
-    """Create the output folders and prove they are writable, before any work is done."""
-    check_run_folder(output_dir)  # refused before anything is created
-    probe = output_dir / "checkpoints" / ".write_probe"
-    try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
-        for stale in probe.parent.glob(".*.tmp"):  # half-written files of a killed run
-            stale.unlink()
-    except OSError as error:
-        raise ConfigError(
-            f"the output folder {output_dir} is not writable ({error.strerror or error}); choose another with "
-            "--set train.output_dir=PATH or fix its permissions",
-            key="train.output_dir",
-        ) from None
-
-
 def _agree(context: DistContext, action: Callable[[], Any]) -> None:
     """Run `action` (usually on rank 0 only); if it fails anywhere, every rank raises instead of hanging."""
     failure: BaseException | None = None
@@ -290,4 +265,4 @@ def _agree(context: DistContext, action: Callable[[], Any]) -> None:
         raise TrainingStopped("another rank failed its checks; see rank 0's error")
 
 
-__all__ = ["TrainResult", "TrainUseCase", "WeightsWriter"]
+__all__ = ["TrainResult", "TrainUseCase"]

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 from apex_x.commands._common import (
     add_config_argument,
@@ -44,6 +49,20 @@ def _format(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """While the summary of an ended run is printed, SIGTERM/SIGINT change nothing (handlers restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {stop: signal.signal(stop, signal.SIG_IGN) for stop in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     from apex_x.api import cli_resume_command, train
 
@@ -59,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
         log_level=getattr(args, "log_level", None),
         resume_command=cli_resume_command(args.config),
     )
+    with _stop_signals_ignored():  # the run has ended (its files are written): a late signal changes nothing
+        return _summarise(result)
+
+
+def _summarise(result: Any) -> int:
+    """Print the run's outcome (an `apex_x.api.train` result); the exit code (128 + signal for a run stopped
+    by one)."""
     if result.status in ("paused", "interrupted"):
         print(f"{result.status}: {result.report.get('message')}")
     for warning in result.report.get("warnings") or []:

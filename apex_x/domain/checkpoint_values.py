@@ -357,6 +357,19 @@ KEY_VALIDATORS: dict[str, Validator] = {
 _SKIP = {fmt.KEY_FORMAT, fmt.KEY_VERSION}
 
 
+def _input_size_matches_config(payload: Mapping[str, Any]) -> None:
+    """Apex-X writes `input_size` from the config it stores: a file where they differ was edited (predict
+    would run at the edited size, e.g. 4096 x 4096 for a model trained at 64)."""
+    size, config = payload.get(fmt.KEY_INPUT_SIZE), payload.get(fmt.KEY_CONFIG)
+    model = config.get("model") if isinstance(config, Mapping) else None
+    if size is None or not isinstance(model, Mapping):
+        return
+    stored = [model.get("input_height"), model.get("input_width")]
+    if all(isinstance(value, int) for value in stored) and [int(size[0]), int(size[1])] != stored:
+        raise _Bad(fmt.KEY_INPUT_SIZE, f"is {[int(size[0]), int(size[1])]} but the checkpoint's own config says "
+                                       f"model.input_height/input_width {stored}")
+
+
 def validate_payload(payload: Mapping[str, Any], path: str) -> None:
     """Check every key of an Apex-X payload; raise CheckpointError naming the file and the first bad key."""
     token = _PAYLOAD_BUDGET.set([MAX_NODES, MAX_TOTAL_TEXT])
@@ -371,6 +384,7 @@ def validate_payload(payload: Mapping[str, Any], path: str) -> None:
                 validator(value, name)
             else:
                 check_plain(value, name)
+        _input_size_matches_config(payload)
     except _Bad as bad:
         raise CheckpointError(
             f"{path}: checkpoint value '{bad.key}' {bad.rule}; the file is damaged or was not written by "

@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE, is_valid_side, nearest_valid_sides
 from apex_x.domain.model_profiles import DEFAULT_PROFILE, check_profile_name
+from apex_x.domain.registry import DATASET_FORMATS, LOSS_COMPONENTS
 
-LossComponent = Literal["det", "seg", "boundary", "distill"]
+# A `train.stages[*].losses` key: the name of a registered loss component (domain/registry.py).
+LossComponentName = Annotated[str, AfterValidator(LOSS_COMPONENTS.check)]
+# A `data.format` value: the name of a registered dataset format.
+DatasetFormatName = Annotated[str, AfterValidator(DATASET_FORMATS.check)]
 ParamGroup = Literal["backbone", "neck", "head", "mask", "lora", "all"]
 
 
@@ -84,9 +88,10 @@ class StageConfig(_Strict):
 
     name: str = Field(..., min_length=1, description="Stage name, shown in logs and reports.")
     epochs: int | None = Field(None, ge=0, le=100000, description="Epochs of this stage; null = train.epochs.")
-    losses: dict[LossComponent, float] = Field(
-        default_factory=lambda: {"det": 1.0, "seg": 1.0, "boundary": 1.0},
-        description="Active loss components and their weights (a component not listed is off).",
+    losses: dict[LossComponentName, float] = Field(
+        default_factory=lambda: all_model_components(1.0),
+        description="Active loss components and their weights (a component not listed is off); default: every "
+        "registered model component (det, seg, boundary) at 1.",
     )
     trainable: list[ParamGroup] = Field(
         default_factory=lambda: ["all"], description="Parameter groups that train in this stage."
@@ -161,8 +166,12 @@ class TrainConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Where the COCO data lives and how it is loaded and augmented."""
+    """Which dataset format, where its data lives, and how it is loaded and augmented."""
 
+    format: DatasetFormatName = Field(
+        "coco", description="Dataset format of the data.* paths: coco (instances JSON + images folder per split) "
+        "or synthetic (generated smoke data, no files)."
+    )
     coco_train_images: str | None = Field(None, description="Folder of training images.")
     coco_train_annotations: str | None = Field(None, description="COCO instances JSON of the train split.")
     coco_val_images: str | None = Field(None, description="Folder of validation images (optional split).")
@@ -263,6 +272,16 @@ class ApexConfig(_Strict):
         """sha256 of the canonical JSON: same config, same hash, across processes and machines."""
         canonical = json.dumps(self.to_plain(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def all_model_components(weight: float) -> dict[str, float]:
+    """Every registered loss component the model computes (not the auxiliary ones) at `weight`."""
+    return {component.name: weight for component in LOSS_COMPONENTS.all() if not component.auxiliary}
+
+
+def first_stage_components(weight: float) -> dict[str, float]:
+    """The registered components of a detection-only first stage (those marked `in_first_stage`) at `weight`."""
+    return {component.name: weight for component in LOSS_COMPONENTS.all() if component.in_first_stage}
 
 
 def effective_stages(config: ApexConfig, default_stages: Sequence[StageConfig]) -> list[StageConfig]:

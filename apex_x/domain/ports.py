@@ -8,16 +8,19 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from apex_x.domain.checkpoint import TrainingCheckpoint
-from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
+from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig, TrainConfig
 from apex_x.domain.environment import PreflightCheck, Requirement
 from apex_x.domain.types import (
     Batch,
     CategoryMap,
     DatasetReport,
     Detections,
+    DetectionTargets,
     EvalResult,
+    Finding,
     ImageMeta,
     LossSettings,
+    MatchedMasks,
 )
 
 
@@ -60,6 +63,32 @@ class DatasetSource(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """mode, backend, paths, image/instance counts, categories: for reports and logs."""
+        ...
+
+
+class DatasetFormat(Protocol):
+    """One dataset format (`data.format`): checks a config's data keys (preflight), describes them, and loads
+    the splits as a DatasetSource. Variants: one file each in adapters/datasets/formats/, registered in
+    domain/registry.py's DATASET_FORMATS; nothing else reads a format's own data.* keys."""
+
+    name: str  # the data.format value, e.g. "coco"
+    mode: Literal["real", "synthetic"]
+    backend: str  # what reads it, e.g. "pycocotools"
+
+    def config_keys(self, settings: ApexConfig) -> dict[str, Any]:
+        """Its data.* keys as written in the config, without the `data.` prefix (reports, fix hints)."""
+        ...
+
+    def config_problems(self, settings: ApexConfig, cwd: str | None = None) -> list[Finding]:
+        """Keys not set and paths that do not exist, each finding naming the key and the resolved path."""
+        ...
+
+    def how_to_fix(self, keys: Mapping[str, Any]) -> str:
+        """What to do about missing data, for the config whose keys are `keys` (see config_keys)."""
+        ...
+
+    def open(self, settings: ApexConfig) -> DatasetSource:
+        """Its splits as a DatasetSource (train, val when configured)."""
         ...
 
 
@@ -147,7 +176,13 @@ class CheckpointStore(Protocol):
 
     def extract_model_state(self, payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]: ...
 
-    def list_checkpoints(self, directory: str) -> list[str]: ...
+    def list_checkpoints(self, directory: str) -> list[str]:
+        """The checkpoint files (*.pt) of a folder, sorted by name; [] when the folder does not exist."""
+        ...
+
+    def delete(self, path: str) -> None:
+        """Remove a checkpoint file (an old epoch file); raises OSError when it cannot be removed."""
+        ...
 
     def copy(self, source: str, target: str) -> None:
         """Atomically make `target` hold the same checkpoint as `source` (a hard link where possible)."""
@@ -204,6 +239,51 @@ class AuxiliaryLoss(Protocol):
         ...
 
 
+class LossInputs(Protocol):
+    """What the loss components of one step read: the model's outputs, the batch, and targets that are
+    computed at most once per step (on the first component that asks) and shared."""
+
+    outputs: dict[str, torch.Tensor]  # the dense model's raw outputs (cls_logits, boxes, quality, masks...)
+    batch: Batch
+
+    def detection_targets(self) -> DetectionTargets: ...
+
+    def matched_masks(self) -> MatchedMasks: ...
+
+
+class LossComponent(Protocol):
+    """One loss term of a stage (`train.stages[*].losses` key): its config knobs and its compute function.
+
+    Variants live in apex_x/loss_components/, one file each, registered in domain/registry.py's
+    LOSS_COMPONENTS; nothing else branches on a component's name.
+    """
+
+    name: str  # e.g. "det"
+    auxiliary: bool  # True: computed by the trainer's AuxiliaryLoss of the same name (distill), not the model
+    in_first_stage: bool  # part of the detection-only first stage of the small profile's default curriculum
+    clip_key: str  # the dotted config key of its clip, for messages, e.g. "train.loss_det_component_clip"
+
+    def clip(self, train: TrainConfig) -> float:
+        """Its clip: the value is `min(nan_to_num(value), clip)`."""
+        ...
+
+    def default_weight(self, train: TrainConfig) -> float:
+        """Its weight in a stage that does not list it (0 = off; distill: train.distill_weight)."""
+        ...
+
+    def weight_scale(self, epoch_progress: float, train: TrainConfig) -> float:
+        """Warm-up ramp of its stage weight at `epoch_progress` (fractional epochs of the run); 1 = none."""
+        ...
+
+    def params(self, epoch_progress: float | None, train: TrainConfig) -> dict[str, float]:
+        """Its own knobs for one step (e.g. det's box weight ramp); None = evaluation (ramps at their end)."""
+        ...
+
+    def compute(self, inputs: LossInputs, settings: LossSettings) -> torch.Tensor:
+        """Clipped, unweighted scalar over apex_x.kernels."""
+        ...
+
+
 class ImageReader(Protocol):
     """Finds and decodes image files for inference, and letterboxes them to the network input."""
 
@@ -231,4 +311,32 @@ class PredictionSink(Protocol):
 
     def close(self, summary: Mapping[str, Any]) -> list[str]:
         """Writes what is pending (results JSON, summary); returns the paths written."""
+        ...
+
+
+class WeightsWriter(Protocol):
+    """The final weights file of a run (model.safetensors)."""
+
+    def write(self, state: Mapping[str, torch.Tensor], path: str, metadata: Mapping[str, Any] | None = None) -> None:
+        ...
+
+
+class RunFolder(Protocol):
+    """The output folder of a run (`train.output_dir`): checked before anything is created, then prepared.
+
+    The application does no file I/O of its own: it asks this port (and CheckpointStore) instead.
+    """
+
+    def check_run_folder(self, output_dir: str) -> None:
+        """Refuse (ConfigError naming train.output_dir, the path and the reason) a folder that cannot be
+        created or written; nothing is created by the check."""
+        ...
+
+    def prepare(self, output_dir: str) -> None:
+        """Create the folder and its checkpoints/, prove it writable, remove half-written temporary files
+        of a killed run. Raises ConfigError naming train.output_dir when it cannot."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """Whether a file of the run (e.g. model.safetensors, last.pt) exists."""
         ...

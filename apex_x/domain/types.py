@@ -161,6 +161,7 @@ class DatasetReport:
 
     summary: dict[str, Any]
     findings: list[Finding]
+    fix: str | None = None  # what to do about missing data (the dataset format's hint); not in to_plain()
 
     @property
     def errors(self) -> list[Finding]:
@@ -219,12 +220,39 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class LossSettings:
-    """Everything the model's loss needs from the config for one step: weights, ramps and clips."""
+    """Everything the loss components need from the config for one step: weights, clips and knobs.
 
-    weights: dict[str, float]  # active components -> weight (already ramped): det, seg, boundary, distill
-    box_scale: float = 1.0
-    box_weight: float = 2.5
-    quality_weight: float = 1.0
-    det_clip: float = 50.0
-    seg_clip: float = 20.0
-    boundary_clip: float = 20.0
+    Keyed by component name (see apex_x.domain.registry.LOSS_COMPONENTS); a component missing from `clips`
+    or `params` uses its config defaults. Built by application/engine/schedules.py from the components.
+    """
+
+    weights: dict[str, float]  # active components -> weight (already ramped), e.g. {"det": 1.0}
+    clips: dict[str, float] = field(default_factory=dict)  # component -> clip of its value
+    params: dict[str, dict[str, float]] = field(default_factory=dict)  # component -> its knobs for this step
+
+
+@dataclass(frozen=True)
+class DetectionTargets:
+    """Dense targets of one step, assigned once and shared by the components that read them.
+
+    B images, A anchors, C classes.
+    """
+
+    foreground: torch.Tensor  # (B, A) bool: anchors with a target object
+    target_scores: torch.Tensor  # (B, A, C) float soft (task-aligned) class targets
+    target_boxes: torch.Tensor  # (B, A, 4) float xyxy in input pixels
+    anchor_weights: torch.Tensor | None  # (B * A,) float: 0 on anchors ignored (crowd regions); None = all 1
+
+
+@dataclass(frozen=True)
+class MatchedMasks:
+    """Predicted and target masks of the matched positives (N of them), at the mask stride."""
+
+    logits: torch.Tensor  # (N, h, w) float mask logits
+    targets: torch.Tensor  # (N, h, w) uint8 {0, 1}
+    crop_boxes: torch.Tensor  # (N, 4) float xyxy in mask pixels
+    zero: torch.Tensor  # scalar 0 touching the whole mask branch (DDP sees every parameter used)
+
+    @property
+    def empty(self) -> bool:
+        return int(self.logits.shape[0]) == 0

@@ -51,6 +51,16 @@ def focal_loss_reference(
     return clip_component(loss.sum() / normalizer, clip)
 
 
+def pairwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """IoU of boxes that broadcast against each other, (..., 4) xyxy -> (...)."""
+    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
+    return inter / (area1 + area2 - inter + eps)
+
+
 def pairwise_giou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """GIoU of aligned box pairs, (N, 4) xyxy each -> (N,)."""
     pred = pred.float()

@@ -12,12 +12,20 @@ from structlog.testing import capture_logs
 
 from apex_x.adapters.config_yaml import load_config
 from apex_x.adapters.datasets.coco_source import CocoDatasetSource
+from apex_x.adapters.datasets.formats.coco import dataset_config_problems
 from apex_x.adapters.datasets.synthetic_source import SyntheticDatasetSource
-from apex_x.application.dataset_policy import dataset_config_problems, select_dataset_kind
+from apex_x.application.dataset_policy import select_dataset_kind as select_with_format
 from apex_x.container import create_container
+from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import DatasetError
+from apex_x.domain.registry import DATASET_FORMATS
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def select_dataset_kind(settings: ApexConfig) -> str:
+    """The policy asked about the config's own format (data.format, coco by default), as the container does."""
+    return select_with_format(settings, DATASET_FORMATS.get(settings.data.format))
 
 
 def test_no_dataset_configured_is_a_hard_error_by_default() -> None:

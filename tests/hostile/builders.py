@@ -102,3 +102,14 @@ def billion_laughs(levels: int = 9, width: int = 9) -> str:
         lines.append(f"a{level}: &a{level} [{refs}]")
     lines.append(f"model: *a{levels - 1}")
     return "\n".join(lines) + "\n"
+
+
+def write_legacy_bomb(path: Path, name: str = "backbone.weight", numel: int = 1 << 38) -> None:
+    """A legacy (pre-zip) torch.save file whose pickle declares a float32 storage of `numel` elements
+    (1 TiB by default) while the file holds 16 bytes of data: a few hundred bytes on disk."""
+    with open(path, "wb") as handle:
+        for value in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+            pickle.dump(value, handle, protocol=2)
+        _Pickler(handle, protocol=2).dump({name: _TensorStub("0", numel)})
+        pickle.dump(["0"], handle, protocol=2)
+        handle.write(struct.pack("<q", numel) + bytes(16))

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from .builders import write_safetensors, write_torch_bomb
+from .builders import write_legacy_bomb, write_safetensors, write_torch_bomb
 from .conftest import RSS_BOUND_KB, SMOKE, TinyRun, cli, run_limited
 
 BOMB_FACTS = ("'backbone.weight'", "2.0 GiB")
@@ -215,3 +216,43 @@ def test_a_safetensors_header_with_a_5000_digit_integer_is_a_checkpoint_error(tm
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
     with pytest.raises(CheckpointError, match="bigint.safetensors: not a valid safetensors file: its header is not JSON"):
         check_safetensors(path)
+
+
+def test_other_kinds_of_files_are_named_for_what_they_are(tmp_path: Path) -> None:
+    """A legacy file declaring 1 TiB, a zip that is not torch's, protocol-0 and -5 pickles with globals, a
+    folder and a safetensors file: each refused before anything is allocated, with what it is."""
+    legacy = tmp_path / "legacy.pt"
+    write_legacy_bomb(legacy)
+    plain_zip = tmp_path / "plain.pt"
+    with zipfile.ZipFile(plain_zip, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    evil0, evil5 = tmp_path / "evil0.pt", tmp_path / "evil5.pt"
+    evil0.write_bytes(pickle.dumps(_Evil(), protocol=0))
+    evil5.write_bytes(pickle.dumps(_Evil(), protocol=5))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"")
+    weights = run / "model.safetensors"
+    write_safetensors(weights, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(8))
+    paths = (legacy, plain_zip, evil0, evil5, run, weights)
+    code = f"""
+from apex_x.domain.errors import CheckpointError
+from apex_x.train.checkpoint import load_checkpoint
+for path in {tuple(str(path) for path in paths)!r}:
+    try:
+        load_checkpoint(path)
+    except CheckpointError as error:
+        print(error)
+"""
+    outcome = run_limited(["-c", code])
+    lines = outcome.stdout.splitlines()
+    assert len(lines) == len(paths), outcome.stdout + outcome.stderr
+    legacy_line, zip_line, evil0_line, evil5_line, folder_line, weights_line = lines
+    assert "tensor 'backbone.weight'" in legacy_line and "1.0 TiB" in legacy_line, legacy_line
+    assert "enforce fail" not in outcome.stdout and "PWNED" not in outcome.stdout
+    assert "zip archive but not a torch checkpoint" in zip_line and "notes.txt" in zip_line
+    for line in (evil0_line, evil5_line):
+        assert "pickled Python objects" in line and "system" in line
+    assert "is a folder, not a checkpoint file" in folder_line and str(run / "checkpoints" / "best.pt") in folder_line
+    assert "safetensors weights file" in weights_line and "best.pt" in weights_line
+    assert outcome.peak_rss_kb < RSS_BOUND_KB

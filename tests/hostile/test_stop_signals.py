@@ -165,3 +165,18 @@ def test_a_stop_that_surfaces_as_a_library_error_still_exits_143(monkeypatch: py
     assert "stopped by SIGTERM" in err and "internal error" not in err and "ValueError" in err
     monkeypatch.setattr(preflight_command, "run", lambda args: (_ for _ in ()).throw(ValueError("a real bug")))
     assert cli.main(["preflight"]) == 1  # without a stop signal, a ValueError is still a bug
+
+
+class SignalOnClose(SilentProgress):
+    """Sends SIGTERM to this process while the ended run tears down (the progress display is closed)."""
+
+    def close(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_after_the_run_ended_changes_nothing(tmp_path: Path) -> None:
+    """The run's weights and report are written: a signal during the teardown neither kills the process nor
+    turns the finished run into a stopped one (the CLI exits 0 for it, not 143)."""
+    result = make_use_case(tmp_path / "run", STEPS, reports=False, progress=SignalOnClose()).execute()
+    assert result.status == "finished" and result.stop_signal is None
+    assert (tmp_path / "run" / "model.safetensors").exists()

@@ -100,3 +100,17 @@ def test_a_large_plain_document_is_refused_while_parsing_without_blaming_aliases
         parse_yaml_text(text, "big.yaml")
     assert time.perf_counter() - started < 3.0  # was 44 s and 850 MB
     assert "alias" not in str(caught.value) and "big.yaml" in str(caught.value)
+
+
+def test_an_error_line_never_repeats_a_huge_pasted_key_or_value() -> None:
+    """A 60 KB --set key is echoed by its message (twice); the CLI's one line keeps its ends and the count."""
+    from apex_x.cli import main, shorten_long_words
+
+    key = "train." + "a" * 60_000
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, [f"{key}=1"])
+    assert len(str(raised.value)) > 60_000  # the message itself names the key in full (API callers get it all)
+    line = shorten_long_words(f"error: {raised.value}")
+    assert len(line) < 1500 and line.count(" characters]...") == 2 and "train.aaaa" in line
+    assert shorten_long_words("error: a normal line /with/a/path.yaml") == "error: a normal line /with/a/path.yaml"
+    assert main(["train", "--set", f"{key}=1"]) == 2

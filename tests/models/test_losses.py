@@ -56,7 +56,7 @@ def _case(cls_logits=((0.3, -0.2), (-1.0, 0.5)), quality=(0.4, -0.3), crowd: boo
 
 def test_det_component_matches_the_hand_computed_value() -> None:
     outputs, batch = _case()
-    settings = LossSettings(weights={"det": 1.0}, box_scale=0.5, box_weight=2.5, quality_weight=1.0)
+    settings = LossSettings(weights={"det": 1.0}, params={"det": {"box_scale": 0.5, "box_weight": 2.5, "quality_weight": 1.0}})
     losses = DenseLoss(mask_stride=4)(outputs, batch, settings)
     t = 0.875  # soft target of the single positive = its IoU
     normalizer = max(t, 1.0)  # sum of the soft targets, at least 1
@@ -84,7 +84,7 @@ def test_seg_and_boundary_match_the_hand_computed_values() -> None:
 
 def test_components_are_clipped_with_zero_gradient() -> None:
     outputs, batch = _case()
-    settings = LossSettings(weights=ALL, det_clip=0.01, seg_clip=0.02, boundary_clip=0.03)
+    settings = LossSettings(weights=ALL, clips={"det": 0.01, "seg": 0.02, "boundary": 0.03})
     losses = DenseLoss(mask_stride=4)(outputs, batch, settings)
     clipped = [losses[k].item() for k in ("det", "seg", "boundary")]
     assert all(abs(value - clip) < 1e-7 for value, clip in zip(clipped, [0.01, 0.02, 0.03], strict=True))

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore, atomic_write
+from apex_x.adapters.atomic_files import write_run_file
+from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore
 from apex_x.domain.errors import ApexError
 
 from .fakes import FakeModelFactory
@@ -45,7 +46,7 @@ class SlowTorchCheckpointStore(TorchCheckpointStore):
             time.sleep(self.pause_s)
             handle.write(data[len(data) // 2 :])
 
-        atomic_write(path, write, what="checkpoint")
+        write_run_file(path, write, what="checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,17 +176,17 @@ class FakeModel(torch.nn.Module):
         target_masks = batch.masks[:, 0].float()
         losses: dict[str, torch.Tensor] = {}
         if "det" in settings.weights:
-            det = F.cross_entropy(outputs["logits"], labels) + settings.box_scale * settings.box_weight * (
+            det = F.cross_entropy(outputs["logits"], labels) + settings.params["det"]["box_scale"] * settings.params["det"]["box_weight"] * (
                 F.smooth_l1_loss(outputs["boxes"], batch.boxes[:, 0]) / SIZE)
-            losses["det"] = clip_component(det, settings.det_clip)
+            losses["det"] = clip_component(det, settings.clips["det"])
         if "seg" in settings.weights:
             losses["seg"] = clip_component(F.binary_cross_entropy_with_logits(outputs["masks"], target_masks),
-                                           settings.seg_clip)
+                                           settings.clips["seg"])
         if "boundary" in settings.weights:
             predicted = torch.sigmoid(outputs["masks"])
             edges = (predicted[:, 1:, :] - predicted[:, :-1, :]).abs().mean()
             target_edges = (target_masks[:, 1:, :] - target_masks[:, :-1, :]).abs().mean()
-            losses["boundary"] = clip_component((edges - target_edges).abs(), settings.boundary_clip)
+            losses["boundary"] = clip_component((edges - target_edges).abs(), settings.clips["boundary"])
         if self.training and self.loss_calls in self.nan_at and self.nan_component in losses:
             losses[self.nan_component] = losses[self.nan_component] * math.nan
         return losses

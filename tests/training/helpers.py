@@ -10,6 +10,7 @@ import torch
 from apex_x.adapters.checkpoints.safetensors_writer import SafetensorsWeightsWriter
 from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore
 from apex_x.adapters.config_yaml import load_config
+from apex_x.adapters.output_folder import PosixRunFolder
 from apex_x.adapters.reports.json_writer import JsonReportWriter
 from apex_x.adapters.reports.markdown_writer import MarkdownReportWriter
 from apex_x.application.train import TrainUseCase
@@ -44,6 +45,7 @@ def make_use_case(output_dir: Path, *overrides: str, source: FakeDatasetSource |
         evaluator=evaluator or FakeEvaluator(),
         report_writers=[JsonReportWriter(), MarkdownReportWriter()] if reports else [JsonReportWriter()],
         weights_writer=SafetensorsWeightsWriter(),
+        run_folder=options.pop("run_folder", PosixRunFolder()),
         **options,
     )
 

@@ -48,7 +48,7 @@ def test_loss_ramps_follow_the_seed_knobs() -> None:
     early = loss_settings({"det": 1.0, "seg": 2.0, "boundary": 1.0, "distill": 1.0}, 1.0, train)
     assert early.weights == {"det": 1.0, "seg": 2.0}  # boundary still at 0: not computed; distill is the trainer's
     late = loss_settings({"det": 1.0, "boundary": 2.0}, 5.0, train)
-    assert late.weights == {"det": 1.0, "boundary": 6.0} and late.det_clip == train.loss_det_component_clip
+    assert late.weights == {"det": 1.0, "boundary": 6.0} and late.clips["det"] == train.loss_det_component_clip
     no_warmup = load_config(None, ["train.loss_boundary_warmup_epochs=0", "train.loss_box_warmup_epochs=0"]).train
     assert boundary_scale(0.0, no_warmup) == no_warmup.loss_boundary_max_scale
     assert box_scale(0.0, no_warmup) == no_warmup.loss_box_scale_end

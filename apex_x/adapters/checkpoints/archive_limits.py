@@ -150,6 +150,12 @@ def check_archive(path: Path, limits: SizeLimits | None = None) -> None:
             raise CheckpointError(f"{path}: the archive declares {len(records)} records (limit {MAX_RECORDS})")
         pickle_record = next((info for info in records if info.filename.endswith("data.pkl")), None)
         names: dict[str, tuple[str, int]] = {}
+        if pickle_record is None:
+            shown = ", ".join(info.filename for info in records[:3]) or "no files"
+            raise CheckpointError(
+                f"{path} is a zip archive but not a torch checkpoint: it has no data.pkl record (it holds "
+                f"{shown}{', ...' if len(records) > 3 else ''}); give a file written by torch.save"
+            )
         if pickle_record is not None:
             if pickle_record.file_size > MAX_PICKLE_BYTES:
                 raise CheckpointError(
@@ -184,6 +190,24 @@ def check_archive(path: Path, limits: SizeLimits | None = None) -> None:
                         f"{human(compressed)} (over {MAX_EXPANSION}x): a compression bomb, not a checkpoint "
                         "torch.save wrote; refusing to load it"
                     )
+
+
+def check_legacy_storages(path: Path, object_pickle: bytes, limits: SizeLimits | None = None) -> None:
+    """A legacy (non-zip) torch file: the storage sizes its object pickle declares, against the limits and
+    against the file itself (a legacy file holds every storage's bytes after its pickles)."""
+    limits = limits or configured_limits()
+    size = path.stat().st_size
+    total = 0
+    for key, (tensor, declared) in _storage_names(object_pickle).items():
+        total += declared
+        what = f"tensor {tensor!r} (storage {key})"
+        if declared > limits.max_tensor_bytes:
+            raise CheckpointError(_too_big(path, what, declared, limits.max_tensor_bytes, limits, ENV_MAX_TENSOR))
+        if total > size:
+            raise CheckpointError(
+                f"{path}: {what} claims {human(declared)} ({declared} bytes) but the whole file has {human(size)}: "
+                "a legacy torch file holds its tensors' bytes, so it is corrupt or crafted; refusing to load it"
+            )
 
 
 def check_file_size(path: Path, limits: SizeLimits | None = None) -> None:

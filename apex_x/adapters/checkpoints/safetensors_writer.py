@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from apex_x.adapters.checkpoints.torch_store import atomic_write
+from apex_x.adapters.atomic_files import write_run_file
 from apex_x.domain.errors import DependencyError
 
 
@@ -32,7 +32,7 @@ class SafetensorsWeightsWriter:
             for key, value in (metadata or {}).items()
         }
         data = save(tensors, metadata=text_metadata)
-        atomic_write(path, lambda handle: handle.write(data), what="weights file")
+        write_run_file(path, lambda handle: handle.write(data), what="weights file")
 
 
 def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

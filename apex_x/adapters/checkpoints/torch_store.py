@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,13 +13,17 @@ from typing import Any
 import structlog
 import torch
 
+from apex_x.adapters.atomic_files import atomic_link, write_run_file
 from apex_x.adapters.checkpoints.archive_limits import (
+    MAX_PICKLE_BYTES,
     SizeLimits,
     check_archive,
     check_file_size,
+    check_legacy_storages,
     configured_limits,
     limits_for_model,
 )
+from apex_x.adapters.checkpoints.pickle_scan import head, pickle_spans, pickled_globals
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.checkpoint import is_training_payload, validate_loaded
 from apex_x.domain.errors import CheckpointError
@@ -30,77 +33,6 @@ log = structlog.get_logger(__name__)
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
 _WEIGHTS_ONLY_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", re.S)
 _PREFIXES = ("module.", "_orig_mod.")
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename durable: fsync the folder entry (no-op where folders cannot be opened)."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def _file_mode() -> int:
-    """0666 minus the process umask: the mode open() would give a new file."""
-    current = os.umask(0)
-    os.umask(current)
-    return 0o666 & ~current
-
-
-def atomic_write(path: str | Path, write: Any, *, what: str = "file") -> None:
-    """Write via `write(fileobj)` into a temp file beside `path`, fsync, os.replace, fsync the folder.
-
-    A failure raises CheckpointError naming the path and leaves any earlier file at `path` intact.
-    """
-    target = Path(path)
-    temp_name: str | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the usual umask mode (POSIX)
-            os.fchmod(descriptor, _file_mode())
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-        temp_name = None
-        fsync_directory(target.parent)
-    except Exception as error:  # noqa: BLE001 - torch.save wraps OS errors in RuntimeError
-        os_error = _os_error_in(error)
-        reason = (
-            f"{os_error.strerror or os_error} (errno {os_error.errno})"
-            if os_error is not None
-            else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        )
-        raise CheckpointError(
-            f"cannot write {what} {target}: {reason}; earlier files are left intact. "
-            "Check that the output folder (train.output_dir) is writable and has free space"
-        ) from error
-    finally:
-        if temp_name is not None:
-            try:
-                os.unlink(temp_name)
-            except OSError:
-                pass
-
-
-def _os_error_in(error: BaseException) -> OSError | None:
-    """The OSError behind an exception (itself, its cause or its context), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,7 +135,7 @@ class TorchCheckpointStore:
     """CheckpointStore adapter: torch.save through an atomic write; torch.load(weights_only=True) only."""
 
     def save(self, payload: Mapping[str, Any], path: str) -> None:
-        atomic_write(path, lambda handle: torch.save(dict(payload), handle), what="checkpoint")
+        write_run_file(path, lambda handle: torch.save(dict(payload), handle), what="checkpoint")
 
     def load(self, path: str, *, expected_sizes: tuple[int, int] | None = None) -> dict[str, Any]:
         """Secure load: declared sizes checked first (archive_limits), then torch.load(weights_only=True),
@@ -213,12 +145,16 @@ class TorchCheckpointStore:
         when it is known before loading; the declared sizes must fit it.
         """
         file_path = Path(path)
+        if file_path.is_dir():
+            raise CheckpointError(f"{file_path} is a folder, not a checkpoint file" + _checkpoints_in(file_path))
         if not file_path.is_file():
             raise CheckpointError(f"checkpoint not found: {file_path}")
         limits = limits_for_model(*expected_sizes) if expected_sizes else configured_limits()
         _require_torch_file(file_path, limits)
         try:
-            payload = torch.load(file_path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # e.g. torch's note on pickle protocols: the error says what matters
+                warnings.simplefilter("ignore")
+                payload = torch.load(file_path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
             raise self._load_error(file_path, error) from None
         validate_loaded(payload, str(file_path))  # tagged payloads: format version and every plain value
@@ -231,22 +167,17 @@ class TorchCheckpointStore:
     def extract_model_state(self, payload: Any, *, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
         return extract_model_state(payload, prefer_ema=prefer_ema)
 
+    def delete(self, path: str) -> None:
+        Path(path).unlink()
+
     def copy(self, source: str, target: str) -> None:
         """target becomes a hard link to source (same bytes, no extra disk), swapped in atomically; where
         links are impossible (other filesystem, no support), a copy through the same atomic write."""
-        source_path, target_path = Path(source), Path(target)
-        temp = target_path.parent / f".{target_path.name}.{os.getpid()}.link.tmp"
-        try:
-            temp.unlink(missing_ok=True)
-            os.link(source_path, temp)
-            os.replace(temp, target_path)
-            fsync_directory(target_path.parent)
+        if atomic_link(source, target):
             return
-        except OSError:
-            temp.unlink(missing_ok=True)
-        with open(source_path, "rb") as handle:
+        with open(source, "rb") as handle:
             data = handle.read()
-        atomic_write(target_path, lambda out: out.write(data), what="checkpoint")
+        write_run_file(target, lambda out: out.write(data), what="checkpoint")
 
     def list_checkpoints(self, directory: str) -> list[str]:
         folder = Path(directory)
@@ -259,14 +190,7 @@ class TorchCheckpointStore:
         message = str(error)
         lowered = message.lower()
         if "global" in lowered and ("weights only load failed" in lowered or "unsupported global" in lowered):
-            names = _unsafe_globals(path) or _GLOBAL_IN_MESSAGE.findall(message)
-            shown = ", ".join(sorted(set(names))) or "an unknown global"
-            return CheckpointError(
-                f"refusing to load {path}: it holds pickled Python objects (global {shown}) that could run "
-                "code when loaded. Apex-X only loads tensors and plain values (torch.load weights_only=True) "
-                "and never falls back to unsafe loading. If you trust the file, re-save its tensors "
-                "(e.g. its state_dict) in a trusted environment"
-            )
+            return pickled_objects_error(path, _unsafe_globals(path) or _GLOBAL_IN_MESSAGE.findall(message))
         if "weights only load failed" in lowered or isinstance(error, (zipfile.BadZipFile, EOFError)) or any(
             word in lowered for word in ("zip", "eof", "unpickl", "pickle", "invalid load key")
         ):
@@ -296,11 +220,55 @@ def _require_torch_file(path: Path, limits: SizeLimits) -> None:
             f"its end (the zip directory) is missing or broken ({path.stat().st_size} bytes); an interrupted copy or "
             "download? Copy it again, or use another checkpoint (e.g. the run's last.pt or epoch_XXXX.pt)"
         )
+    pickles = pickle_spans(path, MAX_PICKLE_BYTES)
+    unsafe = pickled_globals(pickles)
+    if unsafe:
+        raise pickled_objects_error(path, unsafe)
     if not head.startswith(b"\x80"):
         raise CheckpointError(
             f"{path} is not a torch checkpoint (neither a torch.save zip archive nor a pickle stream)"
+            + _other_kind_hint(path)
         )
     check_file_size(path, limits)
+    if len(pickles) >= 4:  # legacy torch.save: magic number, protocol, sys info, the object, storage keys
+        check_legacy_storages(path, pickles[3], limits)
+
+
+def _checkpoints_in(folder: Path) -> str:
+    """A hint naming the checkpoints of a run folder (or of a checkpoints folder) given in place of a file."""
+    for candidates in (folder / "checkpoints", folder):
+        found = [candidates / name for name in ("best.pt", "last.pt") if (candidates / name).is_file()]
+        if found:
+            return f"; give one of its checkpoints, e.g. {found[0]}"
+    return "; give a .pt file written by torch.save (e.g. <train.output_dir>/checkpoints/best.pt)"
+
+
+def pickled_objects_error(path: Path, names: list[str]) -> CheckpointError:
+    shown = ", ".join(sorted(set(names))) or "an unknown global"
+    return CheckpointError(
+        f"refusing to load {path}: it holds pickled Python objects (global {shown}) that could run "
+        "code when loaded. Apex-X only loads tensors and plain values (torch.load weights_only=True) "
+        "and never falls back to unsafe loading. If you trust the file, re-save its tensors "
+        "(e.g. its state_dict) in a trusted environment"
+    )
+
+
+def _other_kind_hint(path: Path) -> str:
+    """What the file is instead, when it is a file Apex-X knows (the run's safetensors weights)."""
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        run_folder = path.parent
+        return (
+            f": it is a safetensors weights file (a run's model.safetensors holds the weights only, without the "
+            f"config and classes); give a checkpoint with them instead, e.g. {run_folder / 'checkpoints' / 'best.pt'}"
+            " or last.pt of the same run"
+        )
+    return ""
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header starting with '{'."""
+    start = head(path, 9)
+    return len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") < (100 << 20)
 
 
 def _unsafe_globals(path: Path) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from PIL import Image
 
+from apex_x.adapters.atomic_files import atomic_write_text
 from apex_x.adapters.datasets.shapes import SHAPE_CATEGORIES, render_split, shape_annotation
 from apex_x.domain.errors import DatasetError
 from apex_x.domain.shapes_layout import LAYOUT_FILES, Layout
@@ -59,10 +60,7 @@ class ShapesPaths:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(payload, separators=(",", ":")), what="annotations", error_type=DatasetError)
 
 
 def _write_split(split: str, count: int, size: int, seed: int, images_dir: Path, annotations: Path) -> int:

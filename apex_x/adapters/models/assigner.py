@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from apex_x.kernels.reference import pairwise_box_iou
+
+__all__ = ["Assignment", "TaskAlignedAssigner", "crowd_ignore_anchors", "pairwise_box_iou"]
+
 EPS = 1e-9
 
 
@@ -32,16 +36,6 @@ class Assignment:
     @property
     def num_foreground(self) -> int:
         return int(self.foreground.sum())
-
-
-def pairwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """IoU of boxes that broadcast against each other, (..., 4) xyxy -> (...)."""
-    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
-    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area1 + area2 - inter + eps)
 
 
 class TaskAlignedAssigner:

@@ -12,7 +12,7 @@ anchor. The loss, unweighted and clipped (`min(nan_to_num(x), clip)`), is
         those anchors, inside the teacher's boxes, weighted by the teacher's score.
 
 `train.distill_weight > 0` with `train.teacher_checkpoint` turns it on; the trainer multiplies the
-value by the weight and reports it as the component `distill`.
+value by the weight and reports it as the component `distill` (apex_x/loss_components/distill.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.config import ApexConfig, ModelConfig
 from apex_x.domain.errors import CheckpointError, ConfigError
 from apex_x.domain.ports import CheckpointStore
+from apex_x.domain.registry import LOSS_COMPONENTS
 from apex_x.domain.types import Batch, CategoryMap
 from apex_x.kernels import clip_component
+from apex_x.loss_components.distill import Distillation
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +58,7 @@ def box_weights(boxes: torch.Tensor, height: int, width: int, stride: float) -> 
 class DistillationLoss:
     """AuxiliaryLoss `distill`: a frozen teacher's class, box and mask logits as soft targets."""
 
-    name = "distill"
+    name = Distillation.name
 
     def __init__(
         self,
@@ -203,4 +205,5 @@ class DistillationLossBuilder:
                 key="train.teacher_checkpoint",
             )
         teacher = load_teacher(train.teacher_checkpoint, self.store, categories).to(device)
-        return [DistillationLoss(teacher, temperature=train.distill_temperature, clip=train.loss_det_component_clip)]
+        clip = LOSS_COMPONENTS.get(Distillation.name).clip(train)
+        return [DistillationLoss(teacher, temperature=train.distill_temperature, clip=clip)]

@@ -1,27 +1,72 @@
-"""Loss components of the dense model: det, seg, boundary, each clipped, all through `apex_x.kernels`.
+"""The dense model's loss: targets assigned once per step, then every active component of the registry.
 
-- det = quality focal classification (soft task-aligned targets)
-        + box_scale * box_weight * GIoU (weighted by the targets) + quality_weight * BCE(quality, IoU)
-- seg = mask BCE + Dice of prototype-assembled masks inside the object's box (at mask_stride)
-- boundary = BCE + Dice of the 3x3 morphological-gradient boundary maps of the same masks
-Each component is `min(nan_to_num(value), clip)`; the trainer multiplies by the stage weights.
+The components (apex_x/loss_components/: det, seg, boundary; see their files for the formulas) compute
+over `apex_x.kernels` from the LossInputs built here; each value is `min(nan_to_num(value), clip)`, and the
+trainer multiplies by the stage weights. Auxiliary components (distill) are the trainer's, not computed here.
 """
 
 from __future__ import annotations
 
 import torch
 
-from apex_x import kernels
 from apex_x.adapters.models.assigner import (
     Assignment,
     TaskAlignedAssigner,
     crowd_ignore_anchors,
-    pairwise_box_iou,
 )
 from apex_x.adapters.models.heads import assemble_mask_logits
-from apex_x.domain.types import Batch, LossSettings
+from apex_x.domain.ports import LossComponent
+from apex_x.domain.registry import LOSS_COMPONENTS
+from apex_x.domain.types import Batch, DetectionTargets, LossSettings, MatchedMasks
+from apex_x.kernels import clip_component
 
-CLS_GAMMA = 2.0  # quality focal loss exponent
+
+class DenseLossInputs:
+    """LossInputs of one step: the assignment and the matched masks, each computed on first use, then shared."""
+
+    def __init__(self, loss: DenseLoss, outputs: dict[str, torch.Tensor], batch: Batch) -> None:
+        self.loss, self.outputs, self.batch = loss, outputs, batch
+        self._assignment: Assignment | None = None
+        self._targets: DetectionTargets | None = None
+        self._masks: MatchedMasks | None = None
+
+    @property
+    def assignment(self) -> Assignment:
+        if self._assignment is None:
+            self._assignment = self.loss.assign(self.outputs, self.batch)
+        return self._assignment
+
+    def detection_targets(self) -> DetectionTargets:
+        if self._targets is None:
+            assignment, batch = self.assignment, self.batch
+            ignored = crowd_ignore_anchors(
+                self.outputs["anchor_points"], batch.masks, batch.crowd & batch.valid, self.loss.mask_stride
+            )
+            anchor_weights = None
+            if bool(ignored.any()):
+                anchor_weights = (~(ignored & ~assignment.foreground)).float().reshape(-1)
+            self._targets = DetectionTargets(
+                foreground=assignment.foreground,
+                target_scores=assignment.target_scores,
+                target_boxes=assignment.target_boxes,
+                anchor_weights=anchor_weights,
+            )
+        return self._targets
+
+    def matched_masks(self) -> MatchedMasks:
+        if self._masks is None:
+            logits, targets, crop_boxes = self.loss.matched_masks(self.outputs, self.batch, self.assignment)
+            zero = logits
+            if logits.shape[0] == 0:
+                # No positives: a zero that still touches the mask branch (DDP sees every parameter used).
+                zero = clip_component((self.outputs["mask_coeffs"].sum() + self.outputs["prototypes"].sum()) * 0.0, 0.0)
+            self._masks = MatchedMasks(logits=logits, targets=targets, crop_boxes=crop_boxes, zero=zero)
+        return self._masks
+
+
+def model_components() -> tuple[LossComponent, ...]:
+    """The registered components the model computes (not the trainer's auxiliary ones), in registry order."""
+    return tuple(component for component in LOSS_COMPONENTS.all() if not component.auxiliary)
 
 
 class DenseLoss:
@@ -33,32 +78,18 @@ class DenseLoss:
         self.mask_stride = mask_stride
         self.assigner = assigner or TaskAlignedAssigner()
         self.masks_per_object = masks_per_object  # positives per object that get a mask loss (memory bound)
+        self.components = model_components()
 
     def __call__(
         self, outputs: dict[str, torch.Tensor], batch: Batch, settings: LossSettings
     ) -> dict[str, torch.Tensor]:
-        active = {name for name, weight in settings.weights.items() if weight > 0}
-        wants_masks = bool(active & {"seg", "boundary"})
-        if not active & {"det", "seg", "boundary"}:
-            return {}
-        assignment = self.assign(outputs, batch)
-        losses: dict[str, torch.Tensor] = {}
-        if "det" in active:
-            losses["det"] = self.detection_loss(outputs, batch, assignment, settings)
-        if wants_masks:
-            mask_logits, target_masks, crop_boxes = self.matched_masks(outputs, batch, assignment)
-            if mask_logits.shape[0] == 0:
-                # No positives: a zero that still touches the mask branch (DDP sees every parameter used).
-                zero = kernels.clip_component((outputs["mask_coeffs"].sum() + outputs["prototypes"].sum()) * 0.0, 0.0)
-                losses.update({name: zero for name in ("seg", "boundary") if name in active})
-                return losses
-            if "seg" in active:
-                losses["seg"] = kernels.mask_loss(mask_logits, target_masks, crop_boxes, clip=settings.seg_clip)
-            if "boundary" in active:
-                losses["boundary"] = kernels.boundary_loss(
-                    mask_logits, target_masks, crop_boxes, clip=settings.boundary_clip
-                )
-        return losses
+        weights = settings.weights
+        inputs = DenseLossInputs(self, outputs, batch)
+        return {
+            component.name: component.compute(inputs, settings)
+            for component in self.components
+            if weights.get(component.name, 0.0) > 0
+        }
 
     def assign(self, outputs: dict[str, torch.Tensor], batch: Batch) -> Assignment:
         positive_objects = batch.valid & ~batch.crowd & (batch.labels >= 0)
@@ -70,47 +101,6 @@ class DenseLoss:
             batch.boxes,
             positive_objects,
         )
-
-    def detection_loss(
-        self, outputs: dict[str, torch.Tensor], batch: Batch, assignment: Assignment, settings: LossSettings
-    ) -> torch.Tensor:
-        cls_logits = outputs["cls_logits"]
-        num_classes = cls_logits.shape[-1]
-        foreground = assignment.foreground
-        target_scores = assignment.target_scores
-        normalizer = target_scores.sum().clamp(min=1.0)
-        ignored = crowd_ignore_anchors(
-            outputs["anchor_points"], batch.masks, batch.crowd & batch.valid, self.mask_stride
-        )
-        anchor_weights = None
-        if bool(ignored.any()):
-            anchor_weights = (~(ignored & ~foreground)).float().reshape(-1)
-        cls = kernels.focal_loss(
-            cls_logits.reshape(-1, num_classes),
-            target_scores.reshape(-1, num_classes),
-            weights=anchor_weights,
-            gamma=CLS_GAMMA,
-            alpha=None,
-            normalizer=normalizer,
-        )
-        pred_boxes = outputs["boxes"][foreground].float()  # (N, 4)
-        target_boxes = assignment.target_boxes[foreground]
-        box = kernels.giou_loss(
-            pred_boxes, target_boxes, weights=target_scores.sum(-1)[foreground], normalizer=normalizer
-        )
-        total = cls + (settings.box_scale * settings.box_weight) * box
-        if settings.quality_weight > 0:
-            with torch.no_grad():
-                achieved = pairwise_box_iou(pred_boxes, target_boxes).clamp(0.0, 1.0)
-            quality = kernels.focal_loss(
-                outputs["quality"][foreground].float().unsqueeze(1),
-                achieved.unsqueeze(1),
-                gamma=0.0,
-                alpha=None,
-                normalizer=max(int(foreground.sum()), 1),
-            )
-            total = total + settings.quality_weight * quality
-        return kernels.clip_component(total, settings.det_clip)
 
     def matched_masks(
         self, outputs: dict[str, torch.Tensor], batch: Batch, assignment: Assignment

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from apex_x.adapters.checkpoints.torch_store import atomic_write
+from apex_x.adapters.atomic_files import write_run_file
 
 REPORT_FILE = "train_report.json"
 CONFIG_FILE = "config.json"
@@ -31,7 +31,7 @@ def to_strict_json(value: Any) -> Any:
 
 def write_json(path: Path, content: Any) -> None:
     text = json.dumps(to_strict_json(content), indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), what="report")
+    write_run_file(path, lambda handle: handle.write(text.encode("utf-8")), what="report")
 
 
 class JsonReportWriter:

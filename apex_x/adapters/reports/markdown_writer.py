@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from apex_x.adapters.checkpoints.torch_store import atomic_write
+from apex_x.adapters.atomic_files import write_run_file
 from apex_x.adapters.reports.plots import LOSS_PLOT, METRICS_PLOT, validation_series, write_plots
 
 REPORT_FILE = "train_report.md"
@@ -206,5 +206,5 @@ class MarkdownReportWriter:
         written = [str(path) for path in plots]
         text = render_markdown(report, folder)
         path = folder / REPORT_FILE
-        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), what="report")
+        write_run_file(path, lambda handle: handle.write(text.encode("utf-8")), what="report")
         return [str(path), *written]

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from apex_x.adapters.checkpoints.torch_store import atomic_write
+from apex_x.adapters.atomic_files import write_run_file
 
 LOSS_PLOT = "loss_components.png"
 METRICS_PLOT = "val_metrics.png"
@@ -142,6 +142,6 @@ def write_plots(history: Sequence[Mapping[str, Any]], folder: Path) -> list[str]
         (METRICS_PLOT, _validation_figure(history)),
     ):
         path = folder / name
-        atomic_write(path, lambda handle, data=data: handle.write(data), what="plot")
+        write_run_file(path, lambda handle, data=data: handle.write(data), what="plot")
         written.append(str(path))
     return written

@@ -9,11 +9,11 @@ from typing import Any
 
 import structlog
 
-from apex_x import __version__
 from apex_x.application.engine.distributed import DistContext, any_true
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import ApexError, TrainingStopped
 from apex_x.domain.ports import CheckpointStore
+from apex_x.domain.version import __version__
 
 log = structlog.get_logger(__name__)
 
@@ -103,15 +103,15 @@ class CheckpointKeeper:
         return written
 
     def epoch_files(self) -> list[Path]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(path for path in self.directory.iterdir() if _EPOCH_FILE.match(path.name))
+        """The epoch_XXXX.pt files of the run, oldest first (listed by the store)."""
+        return [Path(path) for path in self.store.list_checkpoints(str(self.directory))
+                if _EPOCH_FILE.match(Path(path).name)]
 
     def _prune(self) -> None:
         if self.keep_last is None:
             return
         for old in self.epoch_files()[: -self.keep_last]:
             try:
-                old.unlink()
+                self.store.delete(str(old))
             except OSError as error:
                 log.warning("checkpoint_prune_failed", path=str(old), error=str(error))

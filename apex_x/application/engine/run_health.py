@@ -9,19 +9,18 @@ from typing import Any
 
 from apex_x.application.engine.diagnostics import LossDiagnostics
 from apex_x.domain.config import TrainConfig
+from apex_x.domain.registry import LOSS_COMPONENTS
 
 MOST = 0.5  # "most steps": more than this share of an epoch's applied steps
 MIN_STEPS = 2  # a one-step epoch says too little
 DIVERGING_EPOCHS = 3  # epochs of one stage whose training loss grows each time
 DIVERGING_GROWTH = 1.25  # and ends at least this factor above where it started
 
-_CLIP_KEYS = {"det": "train.loss_det_component_clip", "seg": "train.loss_seg_component_clip",
-              "boundary": "train.loss_boundary_component_clip", "distill": "train.loss_det_component_clip"}
 
-
-def _clip_of(component: str, train: TrainConfig) -> float | None:
-    key = _CLIP_KEYS.get(component)
-    return None if key is None else float(getattr(train, key.split(".", 1)[1]))
+def _clip_of(name: str, train: TrainConfig) -> tuple[float, str] | None:
+    """(clip value, its config key) of a registered component, read through the component."""
+    component = LOSS_COMPONENTS.find(name)
+    return None if component is None else (component.clip(train), component.clip_key)
 
 
 def lr_text(train: TrainConfig, scheduled: tuple[float, float] | None) -> str:
@@ -56,7 +55,7 @@ def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, trai
     if steps >= MIN_STEPS:
         for component, count in sorted(diagnostics.clipped_steps.items()):
             if count / steps > MOST:
-                clip = _clip_of(component, train)
+                clip, clip_key = _clip_of(component, train) or (math.nan, "train.loss_*_component_clip")
                 found.append({
                     "kind": "clipped", "component": component, "epoch": epoch, "stage": stage,
                     "steps": count, "of_steps": steps, "share": round(count / steps, 4),
@@ -64,7 +63,7 @@ def epoch_warnings(diagnostics: LossDiagnostics, *, epoch: int, stage: str, trai
                         f"loss component {component!r} sat at its clip ({clip:g}) on {count} of {steps} steps "
                         f"({100 * count / steps:.0f}%) of epoch {epoch} (stage {stage}): a clipped component has a "
                         f"zero gradient, so it does not learn. Lower {lr}, {warmup_text(train)}, or "
-                        f"raise {_CLIP_KEYS[component]}"
+                        f"raise {clip_key}"
                     ),
                 })
         if diagnostics.zero_grad_steps / steps > MOST:

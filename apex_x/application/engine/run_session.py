@@ -6,7 +6,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,14 @@ from apex_x.application.engine.curriculum import Stage, total_epochs
 from apex_x.application.engine.diagnostics import RunDiagnostics
 from apex_x.application.engine.distributed import DistContext, any_true
 from apex_x.application.engine.ema import ModelEma
-from apex_x.application.engine.progress import Progress
 from apex_x.application.engine.run_health import epoch_warnings
 from apex_x.application.engine.run_support import (
     MetricChoice,
-    ResumeCommand,
+    RunNetwork,
+    RunPlan,
+    RunPorts,
     TrainResult,
     amp_dtype,
-    flag_resume_command,
 )
 from apex_x.application.engine.schedules import evaluation_loss_settings, loss_settings
 from apex_x.application.engine.train_report import ReportState, build_report, is_improvement
@@ -40,10 +40,7 @@ from apex_x.application.engine.train_state import (
 from apex_x.application.engine.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.engine.validation import ValidationStopped, validate
 from apex_x.domain import checkpoint_format as fmt
-from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
-from apex_x.domain.ports import AuxiliaryLoss, CheckpointStore, DatasetSource, Evaluator, ReportWriter
-from apex_x.domain.types import CategoryMap
 
 log = structlog.get_logger(__name__)
 
@@ -51,18 +48,17 @@ log = structlog.get_logger(__name__)
 class RunSession:
     """The state of a run in this process and the loop over its remaining epochs."""
 
-    def __init__(self, *, settings: ApexConfig, stages: list[Stage], model: Any, groups: dict[str, list[Any]],
-                 source: DatasetSource, store: CheckpointStore, evaluator: Evaluator,
-                 writers: Sequence[ReportWriter], weights_writer: Any, progress: Progress,
-                 auxiliary_losses: Sequence[AuxiliaryLoss], categories: CategoryMap, context: DistContext,
-                 keeper: CheckpointKeeper, kernels: dict[str, Any], metric: MetricChoice, weights_key: str,
-                 resume_command: ResumeCommand = flag_resume_command) -> None:
-        self.settings, self.stages, self.model, self.groups = settings, stages, model, groups
-        self.weights_key = weights_key  # the profile's ModelProfile.weights_key
-        self.source, self.store, self.evaluator, self.writers = source, store, evaluator, writers
-        self.weights_writer, self.progress, self.categories = weights_writer, progress, categories
-        self.context, self.keeper, self.kernels, self.metric = context, keeper, kernels, metric
-        self.resume_command = resume_command
+    def __init__(self, plan: RunPlan, network: RunNetwork, ports: RunPorts, context: DistContext) -> None:
+        """plan: what the run does; network: what trains; ports: where it reads and writes; context: its
+        process group (rank, world size, device). Raises DatasetError when the train split gives no batch."""
+        settings, source = plan.settings, ports.source
+        self.settings, self.stages, self.categories = settings, plan.stages, plan.categories
+        self.metric, self.kernels, self.resume_command = plan.metric, plan.kernels, plan.resume_command
+        self.model, self.groups, self.weights_key = network.model, network.groups, network.weights_key
+        self.source, self.store, self.evaluator, self.writers = source, ports.store, ports.evaluator, ports.writers
+        self.weights_writer, self.folder, self.progress = ports.weights_writer, ports.folder, ports.progress
+        self.context = context
+        model, stages, auxiliary_losses = network.model, plan.stages, network.auxiliary_losses
         train = settings.train
         self.output_dir = Path(train.output_dir)
         self.train_loader = source.train_loader(
@@ -85,12 +81,12 @@ class RunSession:
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
         self.diagnostics = RunDiagnostics()
         self.report_state = ReportState()
+        self.keeper = CheckpointKeeper(self.store, self.output_dir / "checkpoints", context, train.keep_last_epochs)
         self.trainer = Trainer(
             model=model, optimizer=build_optimizer(model, train), train=train, context=context, ema=self.ema,
             diagnostics=self.diagnostics, auxiliary_losses=auxiliary_losses, amp_dtype=self.amp_dtype,
-            total_steps=total_epochs(stages) * self.steps_per_epoch,
+            total_steps=total_epochs(stages) * self.steps_per_epoch, on_bad_image=settings.data.on_bad_image,
         )
-        self.trainer.on_bad_image = settings.data.on_bad_image
         self.auxiliary_names = [loss.name for loss in auxiliary_losses]
         self.fingerprint = source.fingerprint()
         self.dataset_info = {**dict(source.describe()), "fingerprint": self.fingerprint}
@@ -114,23 +110,7 @@ class RunSession:
         if problems:
             raise CheckpointError(f"{path}: the weights do not fit the model built from the config: {problems[:8]}")
         self.model.load_state_dict(weights, strict=True)
-        try:
-            self.trainer.optimizer.load_state_dict(payload[fmt.KEY_OPTIMIZER])
-        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as error:
-            raise CheckpointError(f"{path}: its optimizer state does not fit this model's optimizer: {error}") from None
-        check_optimizer_state(self.trainer.optimizer, path)
         progress = dict(payload[fmt.KEY_PROGRESS])
-        if self.ema is not None and payload.get(fmt.KEY_EMA) is not None:
-            self.ema.load(payload[fmt.KEY_EMA], int(progress.get("ema_updates", 0)))
-        elif self.ema is not None:
-            self.ema.load(self.model.state_dict(), 0)
-        state = dict(payload.get("train_state") or {})
-        self.diagnostics = RunDiagnostics.from_state(state.get("diagnostics"))
-        self.trainer.diagnostics = self.diagnostics
-        self.report_state = ReportState.from_plain(state.get("report"))
-        self.trainer.consecutive_bad = int(state.get("consecutive_bad", 0))
-        first_bad = state.get("first_bad")
-        self.trainer.first_bad = (int(first_bad[0]), list(first_bad[1])) if first_bad else None
         position = Position.from_plain(progress)
         if not in_curriculum(position, self.stages):
             raise not_in_curriculum(position, self.stages, path)
@@ -141,7 +121,20 @@ class RunSession:
                 f"number (now {self.context.world_size}), because the batches of an epoch are split per process. "
                 "Resume with the same torchrun --nproc_per_node, or from an end-of-epoch checkpoint (epoch_XXXX.pt)"
             )
-        self.trainer.global_step = position.global_step
+        state = dict(payload.get("train_state") or {})
+        self.diagnostics = RunDiagnostics.from_state(state.get("diagnostics"))
+        try:
+            self.trainer.restore(payload[fmt.KEY_OPTIMIZER], global_step=position.global_step,
+                                 diagnostics=self.diagnostics, consecutive_bad=int(state.get("consecutive_bad", 0)),
+                                 first_bad=state.get("first_bad"))
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as error:
+            raise CheckpointError(f"{path}: its optimizer state does not fit this model's optimizer: {error}") from None
+        check_optimizer_state(self.trainer.optimizer, path)
+        if self.ema is not None and payload.get(fmt.KEY_EMA) is not None:
+            self.ema.load(payload[fmt.KEY_EMA], int(progress.get("ema_updates", 0)))
+        elif self.ema is not None:
+            self.ema.load(self.model.state_dict(), 0)
+        self.report_state = ReportState.from_plain(state.get("report"))
         try:
             restore_rng(payload[fmt.KEY_RNG])
         except (ValueError, RuntimeError, TypeError, KeyError) as error:
@@ -169,7 +162,7 @@ class RunSession:
     # --- the loop -------------------------------------------------------------------------------
     def run(self, schedule: list[StartPoint], *, stop_flag: Any, stop_after_steps: int | None) -> TrainResult:
         """Run the planned epochs (train_state.plan_remaining): one run-wide epoch numbering throughout."""
-        self.trainer.stop_requested = stop_flag.is_set
+        self.trainer.watch_stop(stop_flag.is_set)
         self.stop_flag = stop_flag
         self.report_state.sessions += 1
         self.planned_epochs = len(self.report_state.history) + len(schedule)
@@ -209,7 +202,7 @@ class RunSession:
         """All epochs are done but the run never ended (no final weights in the folder of the run that wrote
         the checkpoint): e.g. a pause at its last step written by an older version. Resuming it ends it
         instead of refusing."""
-        missing = self.weights_writer is not None and not (run_folder / "model.safetensors").exists()
+        missing = self.weights_writer is not None and not self.folder.exists(str(run_folder / "model.safetensors"))
         return any_true(self.context, [self.context.is_main and missing])[0]
 
     def end_without_training(self) -> TrainResult:
@@ -343,7 +336,7 @@ class RunSession:
             "stage": stage.name,
             "stage_index": stage.index,
             "steps": epoch_diag.steps,
-            "lr": self.trainer.optimizer.param_groups[0]["lr"],
+            "lr": self.trainer.applied_lr,
             "train": {"total_loss": train_loss, **epoch_diag.component_means()},
             "diagnostics": epoch_diag.to_plain(),
             "val": val_metrics,
@@ -421,14 +414,14 @@ class RunSession:
     def _payload(self) -> dict[str, Any]:
         assert self.position is not None
         state = self.report_state
+        trainer_state = self.trainer.checkpoint_state()
         return make_payload(
             profile=self.settings.model.profile,
             weights_key=self.weights_key,
             model_state=self.model.state_dict(),
             ema_state=self.ema.weights() if self.ema is not None else None,
-            optimizer_state=self.trainer.optimizer.state_dict(),
-            scheduler_state={"kind": "warmup_cosine", "global_step": self.trainer.global_step,
-                             "total_steps": self.trainer.total_steps},
+            optimizer_state=trainer_state["optimizer"],
+            scheduler_state=trainer_state["scheduler"],
             rng=capture_rng(),
             progress={**self.position.to_plain(), "epoch_number": len(state.history) + (0 if self.position.epoch_complete else 1),
                       "ema_updates": self.ema.updates if self.ema is not None else 0,
@@ -442,8 +435,8 @@ class RunSession:
             train_state={
                 "report": {**state.to_plain(), "elapsed_s": state.elapsed_s + time.time() - self.session_started},
                 "diagnostics": self.diagnostics.state(),
-                "consecutive_bad": self.trainer.consecutive_bad,
-                "first_bad": list(self.trainer.first_bad) if self.trainer.first_bad else None,
+                "consecutive_bad": trainer_state["consecutive_bad"],
+                "first_bad": trainer_state["first_bad"],
             },
         )
 
@@ -467,11 +460,10 @@ class RunSession:
             "report_json": str(self.output_dir / "train_report.json"),
             "report_md": str(self.output_dir / "train_report.md"),
             "config_json": str(self.output_dir / "config.json"),
-            "last_checkpoint": str(self.keeper.last) if self.keeper.last.exists() else None,
-            "best_checkpoint": str(self.keeper.best) if self.keeper.best.exists() else None,
+            "last_checkpoint": self._existing(self.keeper.last),
+            "best_checkpoint": self._existing(self.keeper.best),
             "epoch_checkpoints": [str(path) for path in self.keeper.epoch_files()],
-            "weights": str(self.output_dir / "model.safetensors")
-            if (self.output_dir / "model.safetensors").exists() else None,
+            "weights": self._existing(self.output_dir / "model.safetensors"),
         }
         return build_report(
             status=self.status, message=self.message, config=self.settings.to_plain(), stages=self.stages,
@@ -484,6 +476,9 @@ class RunSession:
             kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
             auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
         )
+
+    def _existing(self, path: Path) -> str | None:
+        return str(path) if self.folder.exists(str(path)) else None
 
     def write_report(self) -> dict[str, Any]:
         report = self.report()

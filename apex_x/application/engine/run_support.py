@@ -8,12 +8,26 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import torch
 
-from apex_x.domain.ports import DatasetSource
+from apex_x.domain.ports import (
+    AuxiliaryLoss,
+    CheckpointStore,
+    DatasetSource,
+    Evaluator,
+    ReportWriter,
+    RunFolder,
+    WeightsWriter,
+)
+
+if TYPE_CHECKING:
+    from apex_x.application.engine.curriculum import Stage
+    from apex_x.application.engine.progress import Progress
+    from apex_x.domain.config import ApexConfig
+    from apex_x.domain.types import CategoryMap
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +125,7 @@ class StopFlag:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signal_number: int | None = None
+        self.run_ended = False  # set when the run has ended: a later signal changes nothing (exit 0 stays)
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -131,6 +146,10 @@ def interrupt_guard() -> Iterator[StopFlag]:
         return
 
     def handler(signum: int, frame: Any) -> None:
+        if requested.run_ended:
+            log.info("stop_requested_after_end", signal=signal.Signals(signum).name,
+                     action="the run has already ended (weights and report written): finishing normally")
+            return
         if requested.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         requested.set(signum)
@@ -160,3 +179,39 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run does: the effective config, its curriculum, the classes, the checkpoint metric, the loss
+    kernels in use (for the report) and how messages spell the resume command."""
+
+    settings: ApexConfig
+    stages: list[Stage]  # in order
+    categories: CategoryMap
+    metric: MetricChoice
+    kernels: dict[str, Any]
+    resume_command: ResumeCommand = flag_resume_command
+
+
+@dataclass(frozen=True)
+class RunNetwork:
+    """What trains: the model (on its device), its parameter groups, and extra loss terms (distillation)."""
+
+    model: Any  # SegmentationModel + torch.nn.Module
+    groups: dict[str, list[Any]]
+    weights_key: str  # where checkpoints keep its weights: its profile's ModelProfile.weights_key
+    auxiliary_losses: Sequence[AuxiliaryLoss] = ()
+
+
+@dataclass(frozen=True)
+class RunPorts:
+    """Where a run reads and writes: data, checkpoints, evaluation, reports, final weights, its folder, display."""
+
+    source: DatasetSource
+    store: CheckpointStore
+    evaluator: Evaluator
+    writers: Sequence[ReportWriter]
+    weights_writer: WeightsWriter | None
+    folder: RunFolder
+    progress: Progress

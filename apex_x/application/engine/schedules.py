@@ -1,4 +1,5 @@
-"""Learning-rate schedule (linear warmup + cosine) and the loss ramps of the user guide's train.loss_* knobs."""
+"""Learning-rate schedule (linear warmup + cosine) and the per-step loss settings, read through the registered
+loss components (their weights, ramps, clips and knobs: the user guide's train.loss_* knobs)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import math
 from collections.abc import Mapping
 
 from apex_x.domain.config import TrainConfig
+from apex_x.domain.ports import LossComponent
+from apex_x.domain.registry import LOSS_COMPONENTS
 from apex_x.domain.types import LossSettings
+from apex_x.loss_components.boundary import boundary_scale
+from apex_x.loss_components.det import box_scale
 
-MODEL_COMPONENTS = ("det", "seg", "boundary")
+__all__ = ["boundary_scale", "box_scale", "evaluation_loss_settings", "loss_settings", "lr_factor"]
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -20,63 +25,36 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_lr_ratio: f
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def boundary_scale(epoch_progress: float, train: TrainConfig) -> float:
-    """Boundary weight scale: 0 for the first loss_boundary_warmup_epochs, then a linear ramp of the same
-    length up to loss_boundary_max_scale (warmup 0 = the max scale from the start).
-
-    epoch_progress: fractional epochs done in the whole run (epoch + step / steps_per_epoch).
-    """
-    warmup = train.loss_boundary_warmup_epochs
-    if warmup <= 0:
-        return train.loss_boundary_max_scale
-    ramp = min(1.0, max(0.0, (epoch_progress - warmup) / warmup))
-    return train.loss_boundary_max_scale * ramp
+def _model_components() -> tuple[LossComponent, ...]:
+    return tuple(component for component in LOSS_COMPONENTS.all() if not component.auxiliary)
 
 
-def box_scale(epoch_progress: float, train: TrainConfig) -> float:
-    """Box (GIoU) weight scale: linear from loss_box_scale_start to loss_box_scale_end over
-    loss_box_warmup_epochs (0 = the end value from the start)."""
-    warmup = train.loss_box_warmup_epochs
-    if warmup <= 0:
-        return train.loss_box_scale_end
-    ramp = min(1.0, max(0.0, epoch_progress / warmup))
-    return train.loss_box_scale_start + (train.loss_box_scale_end - train.loss_box_scale_start) * ramp
+def _settings(weights: dict[str, float], epoch_progress: float | None, train: TrainConfig) -> LossSettings:
+    components = LOSS_COMPONENTS.all()
+    return LossSettings(
+        weights=weights,
+        clips={component.name: component.clip(train) for component in components},
+        params={component.name: component.params(epoch_progress, train) for component in components},
+    )
 
 
 def loss_settings(stage_losses: Mapping[str, float], epoch_progress: float, train: TrainConfig) -> LossSettings:
     """What the model's loss needs for one step: the stage's model components with ramped weights.
 
-    A component whose ramped weight is 0 is left out (not computed). `distill` is the trainer's
-    auxiliary loss, never the model's, so it is not passed on.
+    A component whose ramped weight is 0 is left out (not computed). Auxiliary components (distill) are
+    the trainer's, never the model's, so their weights are not passed on.
     """
     weights: dict[str, float] = {}
-    for name in MODEL_COMPONENTS:
+    for component in _model_components():
+        name = component.name
         if name not in stage_losses:
             continue
-        weight = float(stage_losses[name])
-        if name == "boundary":
-            weight *= boundary_scale(epoch_progress, train)
+        weight = float(stage_losses[name]) * component.weight_scale(epoch_progress, train)
         if weight > 0.0:
             weights[name] = weight
-    return LossSettings(
-        weights=weights,
-        box_scale=box_scale(epoch_progress, train),
-        box_weight=train.loss_box_weight,
-        quality_weight=train.loss_quality_weight,
-        det_clip=train.loss_det_component_clip,
-        seg_clip=train.loss_seg_component_clip,
-        boundary_clip=train.loss_boundary_component_clip,
-    )
+    return _settings(weights, epoch_progress, train)
 
 
 def evaluation_loss_settings(train: TrainConfig) -> LossSettings:
-    """Validation loss: every model component at weight 1 and full box scale, comparable across stages."""
-    return LossSettings(
-        weights={name: 1.0 for name in MODEL_COMPONENTS},
-        box_scale=train.loss_box_scale_end,
-        box_weight=train.loss_box_weight,
-        quality_weight=train.loss_quality_weight,
-        det_clip=train.loss_det_component_clip,
-        seg_clip=train.loss_seg_component_clip,
-        boundary_clip=train.loss_boundary_component_clip,
-    )
+    """Validation loss: every model component at weight 1 and its ramps at their end, comparable across stages."""
+    return _settings({component.name: 1.0 for component in _model_components()}, None, train)

@@ -22,6 +22,7 @@ from apex_x.application.engine.train_state import reseed
 from apex_x.domain.config import TrainConfig
 from apex_x.domain.errors import TrainingStopped
 from apex_x.domain.ports import AuxiliaryLoss, BatchLoader, SegmentationModel
+from apex_x.domain.registry import LOSS_COMPONENTS
 from apex_x.domain.types import Batch, LossSettings
 
 log = structlog.get_logger(__name__)
@@ -41,15 +42,9 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999))
 
 
-def component_clips(settings: LossSettings) -> dict[str, float]:
-    """The clip of each loss component (distillation is clipped at the det clip)."""
-    return {"det": settings.det_clip, "seg": settings.seg_clip, "boundary": settings.boundary_clip,
-            "distill": settings.det_clip}
-
-
 def clipped_components(values: dict[str, float], settings: LossSettings) -> tuple[str, ...]:
     """Components whose value is at their clip: min(value, clip) has a zero gradient there."""
-    clips = component_clips(settings)
+    clips = settings.clips
     return tuple(sorted(name for name, value in values.items()
                         if name in clips and math.isfinite(clips[name]) and value >= clips[name] * (1 - 1e-6)))
 
@@ -99,6 +94,7 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         total_steps: int = 1,
         global_step: int = 0,
+        on_bad_image: str = "error",
     ) -> None:
         self.model = model
         self.module: torch.nn.Module = model  # type: ignore[assignment]
@@ -115,9 +111,38 @@ class Trainer:
         self.consecutive_bad = 0
         self.first_bad: tuple[int, list[str]] | None = None
         self.stop_requested: Callable[[], bool] = lambda: False
-        self.on_bad_image = "error"  # data.on_bad_image: error (stop, resumable) or skip (leave out, count)
+        self.on_bad_image = on_bad_image  # data.on_bad_image: error (stop, resumable) or skip (leave out, count)
         self._trainable: list[torch.nn.Parameter] = []
         self._stage: Stage | None = None
+
+    # --- state of a checkpoint ------------------------------------------------------------------
+    def watch_stop(self, requested: Callable[[], bool]) -> None:
+        """`requested()` is polled (and agreed by every rank) at each step: True pauses the epoch."""
+        self.stop_requested = requested
+
+    @property
+    def applied_lr(self) -> float:
+        """The lr the optimizer applied on the last step (its first parameter group)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The trainer's part of a checkpoint: optimizer, scheduler position and the non-finite streak."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"kind": "warmup_cosine", "global_step": self.global_step, "total_steps": self.total_steps},
+            "consecutive_bad": self.consecutive_bad,
+            "first_bad": list(self.first_bad) if self.first_bad else None,
+        }
+
+    def restore(self, optimizer_state: Any, *, global_step: int, diagnostics: RunDiagnostics,
+                consecutive_bad: int, first_bad: Any) -> None:
+        """Continue from a checkpoint. Raises what `optimizer.load_state_dict` raises for a state that does
+        not fit (the caller names the file)."""
+        self.optimizer.load_state_dict(optimizer_state)
+        self.global_step = global_step
+        self.diagnostics = diagnostics
+        self.consecutive_bad = int(consecutive_bad)
+        self.first_bad = (int(first_bad[0]), list(first_bad[1])) if first_bad else None
 
     # --- stages -------------------------------------------------------------------------------
     def begin_stage(self, stage: Stage, groups: dict[str, list[torch.nn.Parameter]]) -> int:
@@ -149,9 +174,14 @@ class Trainer:
         return self.train.lr * stage.lr_scale * factor
 
     def _weight_of(self, name: str, stage: Stage, settings: LossSettings) -> float:
+        """The step's weight of a component: the ramped model weight, else the stage's (auxiliary components),
+        else the component's default weight (distill: train.distill_weight)."""
         if name in settings.weights:
             return float(settings.weights[name])
-        return float(stage.losses.get(name, self.train.distill_weight))
+        if name in stage.losses:
+            return float(stage.losses[name])
+        component = LOSS_COMPONENTS.find(name)
+        return component.default_weight(self.train) if component is not None else float(self.train.distill_weight)
 
     def _autocast(self) -> Any:
         if self.amp_dtype is None:

@@ -7,13 +7,19 @@ from typing import Any
 
 from apex_x.adapters.models.profiles import register_profile
 from apex_x.adapters.models.profiles._dense import DenseProfile
-from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
+from apex_x.domain.config import (
+    ApexConfig,
+    ModelConfig,
+    StageConfig,
+    all_model_components,
+    first_stage_components,
+)
 from apex_x.domain.ports import SegmentationModel
 
 
 @register_profile
 class SmallProfile(DenseProfile):
-    """Student weights under `model`; a det-only warm-up stage, then det + seg + boundary."""
+    """Student weights under `model`; a first stage of the detection components, then every model component."""
 
     name = "small"
     weights_key = "model"
@@ -27,6 +33,6 @@ class SmallProfile(DenseProfile):
 
     def default_stages(self, config: ApexConfig) -> list[StageConfig]:
         return [
-            StageConfig(name="det_stability", losses={"det": 1.0}, trainable=["all"]),
-            StageConfig(name="seg_boundary", losses={"det": 1.0, "seg": 1.0, "boundary": 1.0}, trainable=["all"]),
+            StageConfig(name="det_stability", losses=first_stage_components(1.0), trainable=["all"]),
+            StageConfig(name="seg_boundary", losses=all_model_components(1.0), trainable=["all"]),
         ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from apex_x.adapters.models.profiles import register_profile
 from apex_x.adapters.models.profiles._dense import DenseProfile
-from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
+from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig, all_model_components
 from apex_x.domain.environment import CheckResult, PreflightContext, Requirement
 from apex_x.domain.ports import SegmentationModel
 
@@ -45,7 +45,7 @@ class WorldclassProfile(DenseProfile):
         return TeacherModelFactory().build(config, num_classes, pretrained=pretrained, architecture=architecture)
 
     def default_stages(self, config: ApexConfig) -> list[StageConfig]:
-        all_losses = {"det": 1.0, "seg": 1.0, "boundary": 1.0}
+        all_losses = all_model_components(1.0)
         stages = [StageConfig(name="heads_frozen_backbone", losses=dict(all_losses), trainable=["neck", "head", "mask"])]
         if config.train.enable_lora_finetune:
             stages.append(StageConfig(name="lora_finetune", losses=dict(all_losses),

@@ -4,6 +4,9 @@ check_output_folder(path) refuses (ConfigError naming the key, the path and the 
 is an existing file, lies under a file, has a name over the filesystem's limit, or sits where nothing
 can be created (read-only mount, no permission, a pseudo-filesystem such as /proc or /sys). The check
 creates one temporary folder in the nearest existing ancestor and removes it at once.
+
+`PosixRunFolder` is the `RunFolder` port over these checks: the train use case asks it to check,
+prepare and probe the run folder (the application does no file I/O of its own).
 """
 
 from __future__ import annotations
@@ -96,3 +99,36 @@ def check_run_folder(output_dir: str | os.PathLike[str]) -> None:
     root = Path(output_dir)
     for folder in (root, root / "logs", root / "checkpoints"):
         check_output_folder(folder, key="train.output_dir", what="output folder" if folder == root else "folder")
+
+
+class PosixRunFolder:
+    """RunFolder port on a POSIX filesystem (os + pathlib)."""
+
+    def check_run_folder(self, output_dir: str) -> None:
+        check_run_folder(output_dir)
+
+    def check_output_folder(self, path: str | os.PathLike[str], *, key: str, what: str = "output folder") -> None:
+        check_output_folder(path, key=key, what=what)
+
+    def check_output_file(self, path: str | os.PathLike[str], *, key: str) -> None:
+        check_output_file(path, key=key)
+
+    def prepare(self, output_dir: str) -> None:
+        """Create the output folders and prove them writable, before any work is done."""
+        check_run_folder(output_dir)  # refused before anything is created
+        probe = Path(output_dir) / "checkpoints" / ".write_probe"
+        try:
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+            for stale in probe.parent.glob(".*.tmp"):  # half-written files of a killed run
+                stale.unlink()
+        except OSError as error:
+            raise ConfigError(
+                f"the output folder {output_dir} is not writable ({error.strerror or error}); choose another with "
+                "--set train.output_dir=PATH or fix its permissions",
+                key="train.output_dir",
+            ) from None
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
