@@ -14,8 +14,7 @@ from dependency_injector import containers, providers
 
 from apex_x.adapters.config_yaml import load_config
 from apex_x.domain.config import ApexConfig
-from apex_x.domain.model_profiles import MODEL_PROFILES
-from apex_x.domain.registry import DATASET_FORMATS
+from apex_x.domain.registry import DATASET_FORMATS, MODEL_PROFILES
 
 # Every 'package.module:Name' wired below, in order (tests/foundation/test_container_wiring.py resolves each).
 TARGETS: list[str] = []
@@ -89,7 +88,7 @@ class Container(containers.DeclarativeContainer):
     model_profile = providers.Selector(
         config.model.profile,
         **{name: providers.Singleton(_lazy("apex_x.adapters.models.profiles:get_profile"), name)
-           for name in MODEL_PROFILES},
+           for name in MODEL_PROFILES.names()},
     )
 
     json_file_writer = providers.Object(_lazy("apex_x.adapters.atomic_files:write_json_file"))

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError
-from apex_x.domain.model_profiles import MODEL_PROFILES
+from apex_x.domain.model_profiles import PROFILE_NAMES
 
 MAX_DEPTH = 12  # nesting of any plain value (the report history is 5 deep)
 MAX_NODES = 2_000_000  # containers and leaves in all plain values, shared references counted each time
@@ -332,8 +332,8 @@ def _text_value(value: Any, key: str) -> None:
 
 
 def _profile(value: Any, key: str) -> None:
-    if value not in MODEL_PROFILES:
-        raise _Bad(key, f"must be one of {list(MODEL_PROFILES)}, got {value!r}")
+    if value not in PROFILE_NAMES:
+        raise _Bad(key, f"must be one of {list(PROFILE_NAMES)}, got {value!r}")
 
 
 KEY_VALIDATORS: dict[str, Validator] = {

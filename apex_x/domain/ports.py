@@ -128,7 +128,7 @@ class ModelProfile(Protocol):
     model from a checkpoint. Variants live in adapters/models/profiles/<name>.py; nothing else branches on a name.
     """
 
-    name: str  # the `model.profile` value (domain.model_profiles.MODEL_PROFILES)
+    name: str  # the `model.profile` value (domain.registry.MODEL_PROFILES)
     weights_key: str  # where a training checkpoint keeps the weights (one of checkpoint_format.MODEL_WEIGHT_KEYS)
     input_size_multiple: int  # every input side must be a positive multiple of it (its coarsest stride), pixels
     requirements: tuple[Requirement, ...]  # packages beyond the base ones (preflight `--profile <name>`)

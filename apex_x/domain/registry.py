@@ -7,6 +7,7 @@ imports nothing. No other module branches on a variant's name: it asks the regis
 
     LOSS_COMPONENTS: `train.stages[*].losses` keys (det, seg, boundary, distill); apex_x/loss_components/
     DATASET_FORMATS: `data.format` values (coco, synthetic); apex_x/adapters/datasets/formats/
+    MODEL_PROFILES: `model.profile` values (small, worldclass); apex_x/adapters/models/profiles/
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from apex_x.domain.ports import DatasetFormat, LossComponent
+    from apex_x.domain.ports import DatasetFormat, LossComponent, ModelProfile
 
 T = TypeVar("T")
 
@@ -90,4 +91,9 @@ LOSS_COMPONENTS: Registry[LossComponent] = Registry("loss component", {
 DATASET_FORMATS: Registry[DatasetFormat] = Registry("dataset format", {
     "coco": "apex_x.adapters.datasets.formats.coco",
     "synthetic": "apex_x.adapters.datasets.formats.synthetic",
+})
+
+MODEL_PROFILES: Registry[ModelProfile] = Registry("model profile", {
+    "small": "apex_x.adapters.models.profiles.small",
+    "worldclass": "apex_x.adapters.models.profiles.worldclass",
 })

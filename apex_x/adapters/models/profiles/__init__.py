@@ -1,45 +1,27 @@
-"""The model-profile registry (timm's `@register_model` style): each variant module registers its profile.
-
-`get_profile(name)` imports `apex_x.adapters.models.profiles.<name>` on first use (names from
-domain.model_profiles.MODEL_PROFILES), so asking for one profile never imports another's libraries, and
-the variant modules themselves import their heavy model code only when a model is built.
+"""The model profiles' registry (domain.registry.MODEL_PROFILES, timm's `@register_model` style), seen from the
+adapters: each variant module here registers its profile with `@register_profile`; `get_profile(name)` imports
+`apex_x.adapters.models.profiles.<name>` on first use, so asking for one profile never imports another's
+libraries, and the variant modules import their heavy model code only when a model is built.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from typing import TypeVar
-
-from apex_x.domain.environment import Requirement
-from apex_x.domain.model_profiles import MODEL_PROFILES
+from apex_x.domain.environment import PreflightCheck, Requirement
 from apex_x.domain.ports import ModelProfile
+from apex_x.domain.registry import MODEL_PROFILES
 
-_REGISTRY: dict[str, ModelProfile] = {}
-_P = TypeVar("_P")
-
-
-def register_profile(profile_class: Callable[[], _P]) -> Callable[[], _P]:
-    """Class decorator of a variant module: registers one instance under its `name`."""
-    profile = profile_class()
-    _REGISTRY[profile.name] = profile  # type: ignore[attr-defined]
-    return profile_class
+register_profile = MODEL_PROFILES.register
 
 
 def get_profile(name: str) -> ModelProfile:
-    """The registered profile `name`, importing its variant module on first use; unknown: ValueError."""
-    if name not in _REGISTRY:
-        if name not in MODEL_PROFILES:
-            raise ValueError(f"unknown model profile {name!r}; valid profiles: {', '.join(MODEL_PROFILES)}")
-        importlib.import_module(f"{__name__}.{name}")
-    if name not in _REGISTRY:
-        raise LookupError(f"{__name__}.{name} did not register a profile named {name!r}")
-    return _REGISTRY[name]
+    """The registered profile `name`, its variant module imported on first use; unknown: UnknownVariantError
+    (a ValueError) listing the valid names."""
+    return MODEL_PROFILES.get(name)
 
 
 def all_profiles() -> list[ModelProfile]:
-    """Every known profile, in the order of MODEL_PROFILES."""
-    return [get_profile(name) for name in MODEL_PROFILES]
+    """Every known profile, in the registry's table order."""
+    return list(MODEL_PROFILES.all())
 
 
 def preflight_requirements() -> dict[str, tuple[Requirement, ...]]:
@@ -47,9 +29,9 @@ def preflight_requirements() -> dict[str, tuple[Requirement, ...]]:
     return {profile.name: profile.requirements for profile in all_profiles() if profile.requirements}
 
 
-def preflight_checks() -> dict[str, list[object]]:
+def preflight_checks() -> dict[str, list[PreflightCheck]]:
     """Preflight profile name -> its extra checks ("base" has none), for the profiles that need any."""
-    checks: dict[str, list[object]] = {"base": []}
+    checks: dict[str, list[PreflightCheck]] = {"base": []}
     for profile in all_profiles():
         if profile.requirements or profile.preflight_checks:
             checks[profile.name] = list(profile.preflight_checks)
