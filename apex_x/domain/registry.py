@@ -88,6 +88,17 @@ LOSS_COMPONENTS: Registry[LossComponent] = Registry("loss component", {
     "distill": "apex_x.loss_components.distill",
 })
 
+# Components computed by a run's auxiliary losses (e.g. distillation from a teacher), not by the model: they
+# are off unless a stage names them. Kept beside the table so the config's defaults need no component module.
+AUXILIARY_LOSS_COMPONENTS: frozenset[str] = frozenset({"distill"})
+
+
+def model_loss_components(weight: float) -> dict[str, float]:
+    """Every registered component the model computes (the auxiliary ones left out) at `weight`, in table
+    order: the `losses` of a stage that names none. No component module is imported."""
+    return {name: weight for name in LOSS_COMPONENTS.names() if name not in AUXILIARY_LOSS_COMPONENTS}
+
+
 DATASET_FORMATS: Registry[DatasetFormat] = Registry("dataset format", {
     "coco": "apex_x.adapters.datasets.formats.coco",
     "synthetic": "apex_x.adapters.datasets.formats.synthetic",

@@ -81,3 +81,11 @@ def test_validating_a_config_imports_no_component_module() -> None:
                             env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_registry_table_knows_which_components_are_auxiliary() -> None:
+    """The config's default stage losses come from the table (no component module imported by the domain);
+    they must be exactly the components whose own `auxiliary` flag is off."""
+    from apex_x.domain.registry import LOSS_COMPONENTS, model_loss_components
+
+    assert list(model_loss_components(1.0)) == [c.name for c in LOSS_COMPONENTS.all() if not c.auxiliary]

@@ -11,10 +11,9 @@ from apex_x.domain.config import (
     ApexConfig,
     ModelConfig,
     StageConfig,
-    all_model_components,
-    first_stage_components,
 )
 from apex_x.domain.ports import SegmentationModel
+from apex_x.loss_components import all_model_components, first_stage_components
 
 
 @register_profile

@@ -9,9 +9,10 @@ from typing import Any
 
 from apex_x.adapters.models.profiles import register_profile
 from apex_x.adapters.models.profiles._dense import DenseProfile
-from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig, all_model_components
+from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
 from apex_x.domain.environment import CheckResult, PreflightContext, Requirement
 from apex_x.domain.ports import SegmentationModel
+from apex_x.loss_components import all_model_components
 
 EXTRA = "worldclass"  # the pip extra (pyproject.toml) that installs these packages
 REQUIREMENTS: tuple[Requirement, ...] = (
