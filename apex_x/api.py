@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,8 +166,10 @@ def make_shapes(
     layout "coco": DIR/train2017, DIR/val2017, DIR/annotations/instances_{train,val}2017.json
     (configs/coco_baseline.yaml with DIR=data/coco). Returns the paths (`.config_overrides()`).
     """
-    if layout not in ("shapes", "coco"):
-        raise ValueError(f"layout must be 'shapes' or 'coco', got {layout!r}")
+    from apex_x.domain.shapes_layout import LAYOUT_FILES
+
+    if layout not in LAYOUT_FILES:
+        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUT_FILES))}, got {layout!r}")
     writer = _container().shapes_writer()
     return writer(directory, train=train, val=val, size=size, seed=seed, layout=layout, overwrite=overwrite)
 
@@ -225,12 +226,13 @@ def train(
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:  # before anything is created (the log file is the first)
         container.check_run_folder()(settings.train.output_dir)
-    run_folder = Path(settings.train.output_dir)
-    created_here = rank == 0 and not run_folder.exists()
-    log_file = run_folder / "logs" / "train.jsonl" if rank == 0 else None
+    run_folder = container.run_folder()
+    output_dir = settings.train.output_dir
+    created_here = rank == 0 and not run_folder.exists(output_dir)
+    log_file = str(Path(output_dir) / "logs" / "train.jsonl") if rank == 0 else None
     level = log_level or settings.runtime.log_level
     configure_logging = container.configure_logging()
-    configure_logging(level, None if log_file is None else str(log_file))
+    configure_logging(level, log_file)
     use_case = container.train_use_case()
     try:
         return use_case.execute(
@@ -238,9 +240,9 @@ def train(
             resume_command=resume_command or python_resume_command(config),
         )
     except UserError:
-        if created_here and not any(run_folder.rglob("*.pt")):  # refused before anything was saved
+        if created_here and not run_folder.holds_checkpoints(output_dir):  # refused before anything was saved
             configure_logging(level, None)  # closes the log file
-            shutil.rmtree(run_folder, ignore_errors=True)  # a refused run leaves nothing behind
+            run_folder.remove(output_dir)  # a refused run leaves nothing behind
         raise
 
 

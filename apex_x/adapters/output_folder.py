@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -132,3 +133,11 @@ class PosixRunFolder:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def holds_checkpoints(self, output_dir: str) -> bool:
+        """Whether any checkpoint (*.pt) was written anywhere under the run folder."""
+        return any(Path(output_dir).rglob("*.pt"))
+
+    def remove(self, output_dir: str) -> None:
+        """Delete a run folder this process created for a run refused before it saved anything."""
+        shutil.rmtree(output_dir, ignore_errors=True)

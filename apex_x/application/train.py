@@ -137,10 +137,10 @@ class TrainUseCase:
                          weights_writer=self.weights_writer, folder=self.run_folder,
                          progress=self.progress if context.is_main else SilentProgress())
         session = RunSession(plan, RunNetwork(model, groups, self.profile.weights_key, auxiliary), ports, context)
-        position = session.restore(payload, resume_from) if payload is not None else None
+        position = session.restore(checkpoint, resume_from) if checkpoint is not None and resume_from else None
         schedule = plan_remaining(stages, position, session.report_state.history)
         if not schedule:
-            assert payload is not None and resume_from is not None
+            assert checkpoint is not None and resume_from is not None
             if session.never_ended(Path(run_folder_of(resume_from) or settings.train.output_dir)):
                 return session.end_without_training()
             raise RunAlreadyFinished(

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE, is_valid_side, nearest_valid_sides
 from apex_x.domain.model_profiles import DEFAULT_PROFILE, check_profile_name
-from apex_x.domain.registry import DATASET_FORMATS, LOSS_COMPONENTS, model_loss_components
+from apex_x.domain.registry import DATASET_FORMATS, LOSS_COMPONENTS, default_loss_components
 
 # A `train.stages[*].losses` key: the name of a registered loss component (domain/registry.py).
 LossComponentName = Annotated[str, AfterValidator(LOSS_COMPONENTS.check)]
@@ -89,7 +89,7 @@ class StageConfig(_Strict):
     name: str = Field(..., min_length=1, description="Stage name, shown in logs and reports.")
     epochs: int | None = Field(None, ge=0, le=100000, description="Epochs of this stage; null = train.epochs.")
     losses: dict[LossComponentName, float] = Field(
-        default_factory=lambda: model_loss_components(1.0),
+        default_factory=lambda: default_loss_components(1.0),
         description="Active loss components and their weights (a component not listed is off); default: every "
         "registered model component (det, seg, boundary) at 1.",
     )

@@ -338,5 +338,13 @@ class RunFolder(Protocol):
         ...
 
     def exists(self, path: str) -> bool:
-        """Whether a file of the run (e.g. model.safetensors, last.pt) exists."""
+        """Whether a file of the run (e.g. model.safetensors, last.pt) or the folder itself exists."""
+        ...
+
+    def holds_checkpoints(self, output_dir: str) -> bool:
+        """Whether any checkpoint (*.pt) was written anywhere under the run folder."""
+        ...
+
+    def remove(self, output_dir: str) -> None:
+        """Delete a run folder this process created for a run refused before it saved anything."""
         ...

@@ -88,15 +88,15 @@ LOSS_COMPONENTS: Registry[LossComponent] = Registry("loss component", {
     "distill": "apex_x.loss_components.distill",
 })
 
-# Components computed by a run's auxiliary losses (e.g. distillation from a teacher), not by the model: they
-# are off unless a stage names them. Kept beside the table so the config's defaults need no component module.
-AUXILIARY_LOSS_COMPONENTS: frozenset[str] = frozenset({"distill"})
+# The components a stage turns on when it names none (the model's own det, seg and boundary), in this order.
+# A newly registered component is off until a stage (`train.stages[*].losses`) names it or it is added here,
+# so registering one never changes what an existing config trains.
+DEFAULT_LOSS_COMPONENTS: tuple[str, ...] = ("det", "seg", "boundary")
 
 
-def model_loss_components(weight: float) -> dict[str, float]:
-    """Every registered component the model computes (the auxiliary ones left out) at `weight`, in table
-    order: the `losses` of a stage that names none. No component module is imported."""
-    return {name: weight for name in LOSS_COMPONENTS.names() if name not in AUXILIARY_LOSS_COMPONENTS}
+def default_loss_components(weight: float) -> dict[str, float]:
+    """The `losses` of a stage that names none: DEFAULT_LOSS_COMPONENTS at `weight` (no module imported)."""
+    return {name: weight for name in DEFAULT_LOSS_COMPONENTS}
 
 
 DATASET_FORMATS: Registry[DatasetFormat] = Registry("dataset format", {

@@ -7,13 +7,13 @@ A new component is one file here plus its line in LOSS_COMPONENTS.
 
 from __future__ import annotations
 
-from apex_x.domain.registry import LOSS_COMPONENTS, model_loss_components
+from apex_x.domain.registry import LOSS_COMPONENTS, default_loss_components
 
 
 def all_model_components(weight: float) -> dict[str, float]:
-    """Every registered loss component the model computes (not the auxiliary ones) at `weight`: the
-    `losses` of a default curriculum stage (ModelProfile.default_stages)."""
-    return model_loss_components(weight)
+    """The default components (domain.registry.DEFAULT_LOSS_COMPONENTS) at `weight`: the `losses` of a
+    default curriculum stage (ModelProfile.default_stages)."""
+    return default_loss_components(weight)
 
 
 def first_stage_components(weight: float) -> dict[str, float]:

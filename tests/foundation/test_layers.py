@@ -189,3 +189,39 @@ def test_version_is_pyproject_version() -> None:
     from apex_x.domain.version import __version__
 
     assert tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__
+
+
+def test_only_the_container_and_adapters_import_profiles_and_formats_by_name() -> None:
+    """The registries name their variant modules as strings (imported on first use). Model profiles and
+    dataset formats are adapters: asking those registries for a variant (get/all/find imports it) is for
+    the container and the adapters only, so no lower layer reaches an adapter through a registry."""
+    problems = []
+    for layer in ("domain", "application", "kernels", "loss_components"):
+        for path in sorted((PACKAGE / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    owner = _dotted(node.func.value)
+                    if owner in ("MODEL_PROFILES", "DATASET_FORMATS") and node.func.attr in ("get", "all", "find"):
+                        problems.append(f"{layer}/{path.name}:{node.lineno}: {owner}.{node.func.attr}()")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_module_outside_the_variant_files_branches_on_a_variant_name() -> None:
+    """`== "worldclass"`, `in ("det", ...)`, `profile != "small"`: a comparison with a variant's name is only
+    allowed in the variant's own files and the registry (the rest asks the registry)."""
+    from apex_x.domain.registry import DATASET_FORMATS, LOSS_COMPONENTS, MODEL_PROFILES
+
+    names = {*MODEL_PROFILES.names(), *LOSS_COMPONENTS.names(), *DATASET_FORMATS.names()}
+    homes = ("adapters/models/profiles/", "loss_components/", "adapters/datasets/formats/", "domain/registry.py",
+             "kernels/")
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = str(path.relative_to(PACKAGE))
+        if relative.startswith(homes):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Compare):
+                constants = [part for part in (node.left, *node.comparators) for part in ast.walk(part)
+                             if isinstance(part, ast.Constant) and part.value in names]
+                problems += [f"{relative}:{node.lineno}: compares with {part.value!r}" for part in constants]
+    assert not problems, "\n".join(problems)

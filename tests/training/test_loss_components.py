@@ -83,9 +83,18 @@ def test_validating_a_config_imports_no_component_module() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_the_registry_table_knows_which_components_are_auxiliary() -> None:
-    """The config's default stage losses come from the table (no component module imported by the domain);
-    they must be exactly the components whose own `auxiliary` flag is off."""
-    from apex_x.domain.registry import LOSS_COMPONENTS, model_loss_components
+def test_default_stage_losses_are_registered_model_components_and_new_ones_are_opt_in() -> None:
+    """A stage naming no losses turns on the table's defaults (no component module imported by the domain):
+    registered, computed by the model (not auxiliary). Registering another component changes no config."""
+    from apex_x.domain.config import StageConfig
+    from apex_x.domain.registry import DEFAULT_LOSS_COMPONENTS, LOSS_COMPONENTS
 
-    assert list(model_loss_components(1.0)) == [c.name for c in LOSS_COMPONENTS.all() if not c.auxiliary]
+    assert StageConfig(name="x").losses == dict.fromkeys(DEFAULT_LOSS_COMPONENTS, 1.0)
+    assert all(not LOSS_COMPONENTS.get(name).auxiliary for name in DEFAULT_LOSS_COMPONENTS)
+    original = LOSS_COMPONENTS._modules.copy()
+    LOSS_COMPONENTS._modules["extra"] = "apex_x.loss_components.extra"  # registered, never imported here
+    try:
+        assert "extra" not in StageConfig(name="x").losses
+        assert StageConfig(name="x", losses={"extra": 1.0}).losses == {"extra": 1.0}
+    finally:
+        LOSS_COMPONENTS._modules = original

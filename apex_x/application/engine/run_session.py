@@ -39,7 +39,7 @@ from apex_x.application.engine.train_state import (
 )
 from apex_x.application.engine.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.engine.validation import ValidationStopped, validate
-from apex_x.domain import checkpoint_format as fmt
+from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
 
 log = structlog.get_logger(__name__)
@@ -101,16 +101,11 @@ class RunSession:
         self.last_epoch = self.planned_epochs - 1
 
     # --- resume ---------------------------------------------------------------------------------
-    def restore(self, payload: Mapping[str, Any], path: str) -> Position:
-        weights = payload[self.weights_key]
-        own = self.model.state_dict()
-        problems = sorted(set(own) ^ set(weights)) + sorted(
-            key for key in own if key in weights and tuple(own[key].shape) != tuple(weights[key].shape)
-        )
-        if problems:
-            raise CheckpointError(f"{path}: the weights do not fit the model built from the config: {problems[:8]}")
-        self.model.load_state_dict(weights, strict=True)
-        progress = dict(payload[fmt.KEY_PROGRESS])
+    def restore(self, checkpoint: TrainingCheckpoint, path: str) -> Position:
+        """Continue from a checkpoint whose weights the model was rebuilt with (ModelProfile.from_checkpoint):
+        optimizer, EMA, progress, diagnostics, report state and RNG. CheckpointError naming `path` when a
+        part does not fit this run."""
+        progress = dict(checkpoint.progress or {})
         position = Position.from_plain(progress)
         if not in_curriculum(position, self.stages):
             raise not_in_curriculum(position, self.stages, path)
@@ -121,22 +116,22 @@ class RunSession:
                 f"number (now {self.context.world_size}), because the batches of an epoch are split per process. "
                 "Resume with the same torchrun --nproc_per_node, or from an end-of-epoch checkpoint (epoch_XXXX.pt)"
             )
-        state = dict(payload.get("train_state") or {})
+        state = dict(checkpoint.train_state or {})
         self.diagnostics = RunDiagnostics.from_state(state.get("diagnostics"))
         try:
-            self.trainer.restore(payload[fmt.KEY_OPTIMIZER], global_step=position.global_step,
+            self.trainer.restore(checkpoint.optimizer, global_step=position.global_step,
                                  diagnostics=self.diagnostics, consecutive_bad=int(state.get("consecutive_bad", 0)),
                                  first_bad=state.get("first_bad"))
         except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as error:
             raise CheckpointError(f"{path}: its optimizer state does not fit this model's optimizer: {error}") from None
         check_optimizer_state(self.trainer.optimizer, path)
-        if self.ema is not None and payload.get(fmt.KEY_EMA) is not None:
-            self.ema.load(payload[fmt.KEY_EMA], int(progress.get("ema_updates", 0)))
+        if self.ema is not None and checkpoint.ema_state is not None:
+            self.ema.load(checkpoint.ema_state, int(progress.get("ema_updates", 0)))
         elif self.ema is not None:
             self.ema.load(self.model.state_dict(), 0)
         self.report_state = ReportState.from_plain(state.get("report"))
         try:
-            restore_rng(payload[fmt.KEY_RNG])
+            restore_rng(checkpoint.rng)
         except (ValueError, RuntimeError, TypeError, KeyError) as error:
             raise CheckpointError(f"{path}: its RNG state ('rng') cannot be restored: {error}") from None
         self.position = position
