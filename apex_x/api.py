@@ -203,7 +203,7 @@ def train(
     otherwise (the CLI passes its own).
     """
     from apex_x.domain.config import ApexConfig
-    from apex_x.domain.errors import UserError
+    from apex_x.domain.errors import TerminationRequested, UserError
 
     overrides = list(overrides)
     if output_dir is None and resume is not None and not any(
@@ -239,8 +239,8 @@ def train(
             resume_from=None if resume is None else os.fspath(resume), stop_after_steps=stop_after_steps,
             resume_command=resume_command or python_resume_command(config),
         )
-    except UserError:
-        if created_here and not run_folder.holds_checkpoints(output_dir):  # refused before anything was saved
+    except (UserError, TerminationRequested, KeyboardInterrupt):  # refused, or stopped during start-up
+        if created_here and not run_folder.holds_checkpoints(output_dir):  # ended before anything was saved
             configure_logging(level, None)  # closes the log file
             run_folder.remove(output_dir)  # a refused run leaves nothing behind
         raise

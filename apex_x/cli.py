@@ -113,6 +113,7 @@ def _missing_dependency_message(error: ModuleNotFoundError) -> str:
     )
 
 
+_OUT_OF_MEMORY = ("can't allocate memory", "failed to map segment", "Cannot allocate memory", "out of memory")
 _LONG_WORD = re.compile(r"\S{400,}")
 
 
@@ -191,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"save (exit {128 + _terminated_by[0]}; on the way out: {type(error).__name__})", debug)
             return 128 + _terminated_by[0]
         text = str(error).splitlines()[0] if str(error) else ""
+        if isinstance(error, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY):
+            _report(f"error: out of memory ({type(error).__name__}: {text}); lower train.batch_size or "
+                    "model.input_height/input_width, use fewer data.num_workers, or free memory (a training run "
+                    "keeps its last saved checkpoint)", debug)
+            return EXIT_USER
         _report(
             f"internal error: {type(error).__name__}: {text} - this is a bug in Apex-X; "
             "rerun with --debug for the traceback and report it",

@@ -229,6 +229,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a raw mapping (empty file = empty mapping)."""
     file_path = Path(path)
     if not file_path.is_file():
+        if file_path.is_dir():
+            raise ConfigError(f"config {file_path} is a folder, not a YAML file (e.g. configs/quickstart.yaml)",
+                              source=str(file_path))
+        if file_path.exists():
+            raise ConfigError(f"config {file_path} is not a regular file (a device, pipe or socket); give a YAML "
+                              "file", source=str(file_path))
         raise ConfigError(f"config file not found: {file_path}", source=str(file_path))
     try:
         text = file_path.read_text(encoding="utf-8")

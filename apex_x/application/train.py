@@ -238,6 +238,11 @@ class TrainUseCase:
     def _auxiliary(self, categories: CategoryMap, context: DistContext) -> list[AuxiliaryLoss]:
         provided = self.auxiliary_losses
         losses = list(provided(categories=categories, device=context.device) if callable(provided) else provided)
+        train = self.settings.train
+        if train.teacher_checkpoint and train.distill_weight <= 0:
+            log.warning("teacher_unused", teacher_checkpoint=train.teacher_checkpoint,
+                        reason="train.teacher_checkpoint is set but train.distill_weight is 0: the teacher is "
+                        "neither loaded nor used (set train.distill_weight > 0 to distil from it)")
         if self.settings.train.distill_weight > 0 and not losses:
             log.warning("distillation_inactive", reason="train.distill_weight > 0 but no auxiliary loss is configured "
                         "(set train.teacher_checkpoint)")

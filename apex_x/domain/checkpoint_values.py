@@ -370,6 +370,16 @@ def _input_size_matches_config(payload: Mapping[str, Any]) -> None:
                                        f"model.input_height/input_width {stored}")
 
 
+def _profile_matches_config(payload: Mapping[str, Any]) -> None:
+    """Apex-X writes `profile` from the config it stores: a file where they differ was edited (a forged stored
+    config could otherwise pick another model, e.g. one whose backbone is fetched from a repository)."""
+    profile, config = payload.get(fmt.KEY_PROFILE), payload.get(fmt.KEY_CONFIG)
+    model = config.get("model") if isinstance(config, Mapping) else None
+    stored = model.get("profile") if isinstance(model, Mapping) else None
+    if profile is not None and stored is not None and stored != profile:
+        raise _Bad(fmt.KEY_PROFILE, f"is {profile!r} but the checkpoint's own config says model.profile {stored!r}")
+
+
 def validate_payload(payload: Mapping[str, Any], path: str) -> None:
     """Check every key of an Apex-X payload; raise CheckpointError naming the file and the first bad key."""
     token = _PAYLOAD_BUDGET.set([MAX_NODES, MAX_TOTAL_TEXT])
@@ -385,6 +395,7 @@ def validate_payload(payload: Mapping[str, Any], path: str) -> None:
             else:
                 check_plain(value, name)
         _input_size_matches_config(payload)
+        _profile_matches_config(payload)
     except _Bad as bad:
         raise CheckpointError(
             f"{path}: checkpoint value '{bad.key}' {bad.rule}; the file is damaged or was not written by "

@@ -41,6 +41,7 @@ CASES: dict[str, tuple[str, Any, str]] = {
     "input_size_type": ("input_size", "big", "input_size"),
     "input_size_huge": ("input_size", [10**9, 10**9], "input_size.0"),
     "input_size_edited": ("input_size", [4096, 4096], "input_size"),  # in range, but not the stored config's
+    "profile_forged": ("config.model.profile", "worldclass", "profile"),  # the stored config asks for another
     "progress_type": ("progress.global_step", "7", "progress.global_step"),
     "progress_negative": ("progress.epoch", -3, "progress.epoch"),
     "rng_state": ("rng.python.state", [1, 2, 3], "rng.python.state"),

@@ -105,12 +105,14 @@ def test_sigterm_inside_validation_stops_before_the_next_batch(tmp_path: Path) -
     assert _finish(tmp_path / "run")[fmt.KEY_PROGRESS]["finished"] is True
 
 
-def test_sigterm_between_steps_stops_after_the_current_step(tmp_path: Path) -> None:
+def test_sigterm_between_steps_stops_before_another_step(tmp_path: Path) -> None:
+    """The signal comes once step 1 is done (as if during its backward): no further step runs (single process
+    checks the flag before each step), last.pt holds step 1."""
     progress = SignalAtStep(epoch=1, step=1)
     result = make_use_case(tmp_path / "run", "train.steps_per_stage=4", reports=False, progress=progress).execute()
     assert result.status == "interrupted"
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert saved[fmt.KEY_PROGRESS]["step_in_epoch"] == 2  # the step running when the signal came, no more
+    assert saved[fmt.KEY_PROGRESS]["step_in_epoch"] == 1 and saved[fmt.KEY_PROGRESS]["global_step"] == 1
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
@@ -180,3 +182,15 @@ def test_sigterm_after_the_run_ended_changes_nothing(tmp_path: Path) -> None:
     result = make_use_case(tmp_path / "run", STEPS, reports=False, progress=SignalOnClose()).execute()
     assert result.status == "finished" and result.stop_signal is None
     assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_teacher_checkpoint_that_distillation_does_not_use_is_said(tmp_path: Path) -> None:
+    """train.teacher_checkpoint with train.distill_weight 0 (the default): the run says the teacher is unused
+    (it is never loaded, so even a hostile file there is harmless) instead of passing over it in silence."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        make_use_case(tmp_path / "run", STEPS, "train.teacher_checkpoint=/nowhere/teacher.pt", reports=False,
+                      auxiliary_losses=()).execute(stop_after_steps=1)
+    warning = next(entry for entry in logs if entry["event"] == "teacher_unused")
+    assert warning["teacher_checkpoint"] == "/nowhere/teacher.pt" and "distill_weight is 0" in warning["reason"]

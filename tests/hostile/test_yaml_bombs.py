@@ -114,3 +114,29 @@ def test_an_error_line_never_repeats_a_huge_pasted_key_or_value() -> None:
     assert len(line) < 1500 and line.count(" characters]...") == 2 and "train.aaaa" in line
     assert shorten_long_words("error: a normal line /with/a/path.yaml") == "error: a normal line /with/a/path.yaml"
     assert main(["train", "--set", f"{key}=1"]) == 2
+
+
+def test_a_config_path_that_is_not_a_file_is_named_for_what_it_is(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config("/dev/null")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_running_out_of_memory_is_a_clear_error_not_a_bug(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An allocation that fails (MemoryError, or torch's allocator message) ends with exit 2 and advice."""
+    import apex_x.commands.make_shapes as command
+    from apex_x.cli import main
+
+    for failure in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                                                "allocate memory: you tried to allocate 99 bytes")):
+        def fail(args: object, failure: BaseException = failure) -> int:
+            raise failure
+
+        monkeypatch.setattr(command, "run", fail)
+        assert main(["make-shapes", "somewhere"]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("error: out of memory") and "train.batch_size" in line and "bug" not in line

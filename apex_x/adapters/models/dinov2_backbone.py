@@ -155,15 +155,21 @@ def _quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_dinov2_config(name: str) -> Any:
-    """The Dinov2Config of `name` (folder or hub id), checked to be a DINOv2 model."""
+def load_dinov2_config(name: str, *, local_only: bool = False) -> Any:
+    """The Dinov2Config of `name` (folder or hub id), checked to be a DINOv2 model.
+
+    local_only: read the folder or the Hugging Face cache only, never the network (a rebuild from a
+    checkpoint: its stored values must not make a load contact a repository they name)."""
     from transformers import Dinov2Config
 
     source = resolve_backbone_source(name)
     if source.kind == "folder":
         _check_folder(source, need_weights=False)
+    options = _load_kwargs(source)
+    if local_only:
+        options["local_files_only"] = True
     try:
-        config_dict, _ = Dinov2Config.get_config_dict(source.location, **_load_kwargs(source))
+        config_dict, _ = Dinov2Config.get_config_dict(source.location, **options)
     except OSError as error:
         raise BackboneWeightsError(missing_weights_message(name, source.cache_dir, _reason(source, error))) from error
     model_type = config_dict.get("model_type")
@@ -225,9 +231,9 @@ def load_dinov2(name: str, *, pretrained: bool = True) -> nn.Module:
         from transformers import Dinov2Model
     except ImportError as error:  # pragma: no cover - depends on the installation
         raise DependencyError(worldclass_install_hint("The worldclass profile needs transformers and peft")) from error
+    if not pretrained:  # the architecture of a rebuild from a checkpoint: local files only, no network
+        return Dinov2Model(load_dinov2_config(name, local_only=True))
     config = load_dinov2_config(name)
-    if not pretrained:
-        return Dinov2Model(config)
     source = resolve_backbone_source(name)
     if source.kind == "folder":
         _check_folder(source, need_weights=True)

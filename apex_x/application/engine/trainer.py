@@ -342,6 +342,8 @@ class Trainer:
                 if done >= steps_in_epoch:
                     break
                 continue
+            if not self.context.enabled and self.stop_requested():  # a signal during the last step's backward
+                return EpochOutcome(done, stop=True)  # (ranks of DDP agree on it after the next forward instead)
             reseed(seed, "step", self.global_step, rank)
             settings = settings_for(epoch + (done + 1) / max(1, steps_in_epoch))  # progress at the end of this step
             outcome = self.step(batch.to(device, non_blocking=non_blocking), stage, settings)
