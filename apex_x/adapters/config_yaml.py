@@ -29,6 +29,7 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_VALUES = 10_000  # after aliases are expanded: a "billion laughs" document stops here
 MAX_INT_DIGITS = 30
+MAX_OVERRIDES = 1_000  # `--set` flags in one command (the schema has a few hundred keys)
 
 
 class AmbiguousScalar(str):
@@ -330,6 +331,10 @@ def load_config(
     default_source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = read_config_file(path) if path is not None else {}
     sources: dict[str, str] = {}
+    overrides = list(overrides)
+    if len(overrides) > MAX_OVERRIDES:
+        raise ConfigError(f"{len(overrides)} --set flags in one command, over the limit of {MAX_OVERRIDES} (the "
+                          "config has fewer keys than that); put the values in the YAML file", source="--set")
     for text in overrides:
         key, value = parse_override(text)
         flag = f"--set {text}"

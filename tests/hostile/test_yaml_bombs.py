@@ -140,3 +140,13 @@ def test_running_out_of_memory_is_a_clear_error_not_a_bug(monkeypatch: pytest.Mo
         assert main(["make-shapes", "somewhere"]) == 2
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line.startswith("error: out of memory") and "train.batch_size" in line and "bug" not in line
+
+
+def test_thousands_of_set_flags_are_refused_at_once() -> None:
+    from apex_x.adapters.config_yaml import MAX_OVERRIDES
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"20000 --set flags in one command, over the limit of {MAX_OVERRIDES}"):
+        load_config(None, ["train.epochs=1"] * 20_000)
+    assert time.perf_counter() - started < 1.0
+    assert load_config(None, ["train.epochs=2"] * MAX_OVERRIDES).train.epochs == 2
