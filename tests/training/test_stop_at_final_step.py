@@ -72,18 +72,23 @@ def test_stop_after_steps_before_the_last_step_still_pauses(tmp_path: Path) -> N
     assert result.status == "paused" and not (run / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("at_step", [1, 2])  # polled at the last step / arriving after the last step's poll
-def test_sigterm_at_the_last_step_finishes_the_run(tmp_path: Path, at_step: int) -> None:
+def test_sigterm_at_the_last_step_finishes_the_run(tmp_path: Path) -> None:
+    """The signal arrives once the run's last step is done (after its poll): the run ends normally."""
     run = tmp_path / "run"
-    result = make_use_case(run, STEPS, progress=SignalAt(epoch=2, step=at_step)).execute()
+    result = make_use_case(run, STEPS, progress=SignalAt(epoch=2, step=2)).execute()
     assert result.stop_signal is None
     assert_finished(run, result.status)
 
 
-def test_sigterm_before_the_last_step_pauses_then_resume_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("epoch", [1, 2])  # in the first epoch / just before the run's last step
+def test_sigterm_before_the_last_step_pauses_then_resume_finishes(tmp_path: Path, epoch: int) -> None:
+    """A signal before the last step stops before another step runs (last.pt at the step done); resuming
+    does the rest and ends the run."""
     run = tmp_path / "run"
-    first = make_use_case(run, STEPS, progress=SignalAt(epoch=1, step=1)).execute()
+    first = make_use_case(run, STEPS, progress=SignalAt(epoch=epoch, step=1)).execute()
     assert first.status == "interrupted" and first.stop_signal == signal.SIGTERM
+    saved = TorchCheckpointStore().load(str(run / "checkpoints" / "last.pt"))[fmt.KEY_PROGRESS]
+    assert saved["global_step"] == 2 * (epoch - 1) + 1
     second = make_use_case(run, STEPS).execute(resume_from=str(run / "checkpoints" / "last.pt"))
     assert_finished(run, second.status)
 
