@@ -75,22 +75,7 @@ def _dotted(node: ast.AST) -> str:
 
 
 def test_domain_does_no_io() -> None:
-    problems = []
-    for path in sorted((PACKAGE / "domain").rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            for name in names:
-                if any(name == bad or name.startswith(bad + ".") for bad in _DOMAIN_FORBIDDEN_MODULES):
-                    problems.append(f"{path.name}:{node.lineno}: imports {name}")
-            if isinstance(node, ast.Call):
-                called = _dotted(node.func)
-                if any(called == bad or called.startswith(bad + ".") for bad in _DOMAIN_FORBIDDEN_CALLS):
-                    problems.append(f"{path.name}:{node.lineno}: calls {called}")
+    problems = _io_problems(PACKAGE / "domain", _DOMAIN_FORBIDDEN_MODULES, _DOMAIN_FORBIDDEN_CALLS, ())
     assert not problems, "the domain does no I/O:\n" + "\n".join(problems)
 
 
