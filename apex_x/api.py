@@ -389,7 +389,8 @@ def evaluate(
     overrides apply on top of it. Writes eval_report.json/.md (default: in train.output_dir).
     """
     _ensure_logging()
-    settings = _eval_data_settings(load_config(config, list(overrides)), config)
+    loaded = load_config(config, list(overrides))
+    settings = _container(loaded).evaluation_settings(str(config) if config is not None else "<defaults>")
     check_output_file = _container(settings).check_output_file()
     if write_files:
         json_path = output_json or str(Path(settings.train.output_dir) / "eval_report.json")
@@ -412,24 +413,3 @@ def evaluate(
         report.extra["files"] = [json_path, md_path]
         container.eval_report_writer().write(report.to_plain(), container.eval_markdown()(report), json_path, md_path)
     return report
-
-
-def _eval_data_settings(settings: ApexConfig, config: str | None) -> ApexConfig:
-    """eval reads only the val split: it must be configured (unless synthetic smoke data is allowed), and a
-    config without a train split gets the val split there too, so the dataset policy accepts it."""
-    from apex_x.domain.errors import DatasetError
-
-    data = settings.data
-    if data.coco_val_images is None or data.coco_val_annotations is None:
-        if settings.train.allow_synthetic_fallback and data.coco_train_annotations is None:
-            return settings
-        raise DatasetError(
-            f"{config or '<defaults>'}: eval needs the val split: set data.coco_val_images and "
-            "data.coco_val_annotations (in the config or with --set KEY=PATH)"
-        )
-    if data.coco_train_images is None and data.coco_train_annotations is None:
-        data = data.model_copy(
-            update={"coco_train_images": data.coco_val_images, "coco_train_annotations": data.coco_val_annotations}
-        )
-        return settings.model_copy(update={"data": data})
-    return settings

@@ -76,6 +76,9 @@ class Container(containers.DeclarativeContainer):
     )
     dataset_source = providers.Selector(dataset_kind, **_format_sources(settings))
     # dataset-preflight checks the real data of a config (its data.format, never the synthetic fallback).
+    evaluation_settings = providers.Callable(
+        _lazy("apex_x.application.dataset_policy:select_evaluation_settings"), settings, dataset_format
+    )
     configured_dataset_source = providers.Selector(config.data.format, **_format_sources(settings))
     dataset_preflight = providers.Factory(
         _lazy("apex_x.application.dataset_preflight:DatasetPreflight"),
@@ -159,7 +162,7 @@ class Container(containers.DeclarativeContainer):
     )
     evaluate_checkpoint = providers.Factory(
         _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
-        on_bad_image=config.data.on_bad_image,
+        on_bad_image=config.data.on_bad_image, dataset_format=dataset_format,
     )
 
     # What the entry adapters (api, cli, commands, notebook, train.checkpoint) use besides the use cases: they

@@ -124,7 +124,9 @@ class CheckpointModel:
         self.inference = inference
         from apex_x.container import create_container
 
-        self._reader = create_container(inference.config).image_reader()
+        container = create_container(inference.config)
+        self._reader = container.image_reader()
+        self._dataset_format = container.dataset_format()
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -185,7 +187,8 @@ class CheckpointModel:
 
     def val_images(self, limit: int = 8) -> list[str]:
         """Up to `limit` images of the val folder the checkpoint was trained with (when it is on this machine)."""
-        folder = self.inference.config.data.coco_val_images or self.inference.config.data.coco_train_images
+        config = self.inference.config
+        folder = self._dataset_format.image_folder(config, "val") or self._dataset_format.image_folder(config, "train")
         if not folder or not Path(folder).is_dir():
             return []
         return self._reader.list_images(folder)[:limit]

@@ -6,6 +6,8 @@ paths exist; it knows no format's keys itself.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import structlog
 
 from apex_x.domain.config import ApexConfig
@@ -33,3 +35,22 @@ def select_dataset_kind(settings: ApexConfig, dataset_format: DatasetFormat) -> 
         return SYNTHETIC
     fix = dataset_format.how_to_fix(dataset_format.config_keys(settings))
     raise DatasetError(f"{reason}. How to fix: {fix}.")
+
+
+def select_evaluation_settings(settings: ApexConfig, dataset_format: DatasetFormat, source: str) -> ApexConfig:
+    """The settings that evaluate the configured format's val split (the format decides how: a config with only
+    a val split gets it as train split too). No val split: `settings` unchanged when the synthetic fallback is
+    allowed and the format's data is missing (the policy above then picks synthetic data), otherwise a
+    DatasetError naming `source` (the config file) and the keys to set."""
+    chosen = dataset_format.evaluation_settings(settings)
+    if chosen is not None:
+        return chosen
+    missing = [finding for finding in dataset_format.config_problems(settings) if finding.severity == "error"]
+    if settings.train.allow_synthetic_fallback and missing:
+        return settings
+    raise DatasetError(f"{source}: eval needs the val split: {how_to_set(dataset_format, 'val')}")
+
+
+def how_to_set(dataset_format: DatasetFormat, split: Literal["train", "val"]) -> str:
+    """"set data.X and data.Y (in the config or with --set KEY=VALUE)" for the format's keys of `split`."""
+    return f"set {' and '.join(dataset_format.split_keys(split))} (in the config or with --set KEY=VALUE)"

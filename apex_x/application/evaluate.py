@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from apex_x.application.dataset_policy import how_to_set
 from apex_x.application.engine.distributed import DistContext
 from apex_x.application.engine.run_support import amp_dtype
 from apex_x.application.engine.schedules import evaluation_loss_settings
@@ -17,7 +18,7 @@ from apex_x.application.engine.validation import validate
 from apex_x.application.inference import InferenceModel
 from apex_x.domain.class_lists import categories_from_coco, require_same_classes
 from apex_x.domain.errors import ApexError, DatasetError
-from apex_x.domain.ports import DatasetSource, Evaluator
+from apex_x.domain.ports import DatasetFormat, DatasetSource, Evaluator
 from apex_x.domain.types import EvalResult
 
 log = structlog.get_logger(__name__)
@@ -71,7 +72,8 @@ class EvaluateCheckpoint:
     """Runs the model over the val split exactly as the trainer's validation does, and scores it with COCOeval."""
 
     def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int,
-                 on_bad_image: str = "error") -> None:
+                 dataset_format: DatasetFormat, on_bad_image: str = "error") -> None:
+        self.dataset_format = dataset_format  # names the data.* keys in messages
         self.on_bad_image = on_bad_image  # data.on_bad_image: error refuses an undecodable val image, skip counts it
         self.model = model
         self.dataset = dataset
@@ -83,13 +85,14 @@ class EvaluateCheckpoint:
         ground_truth = self.dataset.val_ground_truth() if self.dataset.has_val() else None
         if ground_truth is None:
             raise DatasetError(
-                "the config has no val split to evaluate on: set data.coco_val_images and "
-                "data.coco_val_annotations (e.g. --set data.coco_val_annotations=PATH)"
+                f"the config has no val split to evaluate on: {how_to_set(self.dataset_format, 'val')}"
             )
         self._check_categories(ground_truth)  # before any inference
         loader = self.dataset.val_loader(self.batch_size)
         if loader is None:
-            raise DatasetError("the config has no val split to evaluate on: set data.coco_val_images")
+            raise DatasetError(
+                f"the config has no val split to evaluate on: {how_to_set(self.dataset_format, 'val')}"
+            )
         device = self.model.device
         validation = validate(  # the trainer's own validation: same weights, batches, autocast and scoring
             model=self.model.network,
@@ -142,7 +145,8 @@ class EvaluateCheckpoint:
             raise DatasetError(
                 f"the config's train categories {list(self.dataset.categories.names)} differ from the checkpoint's "
                 f"{list(self.model.categories.names)} ({self.model.checkpoint_path}): the val labels would be mapped "
-                "to other training ids; point data.coco_train_annotations at the file the model was trained on"
+                f"to other training ids; point {' / '.join(self.dataset_format.split_keys('train'))} at the data "
+                "the model was trained on"
             )
 
 

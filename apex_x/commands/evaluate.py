@@ -13,7 +13,8 @@ from apex_x.commands._common import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser, "YAML config whose data.coco_val_* keys give the val split.")
+    add_config_argument(parser, "YAML config whose data.* keys give the val split (data.format's val keys, e.g. "
+                        "data.coco_val_images and data.coco_val_annotations).")
     parser.add_argument(
         "--checkpoint",
         required=True,

@@ -91,6 +91,20 @@ class DatasetFormat(Protocol):
         """Its splits as a DatasetSource (train, val when configured)."""
         ...
 
+    def split_keys(self, split: Literal["train", "val"]) -> tuple[str, ...]:
+        """The dotted config keys that configure `split` (e.g. ("data.coco_val_images", "data.coco_val_annotations")),
+        for messages that tell the user what to set."""
+        ...
+
+    def evaluation_settings(self, settings: ApexConfig) -> ApexConfig | None:
+        """`settings` changed so that opening them yields the val split to evaluate (a config with only a val split
+        gets it as the train split too, which the dataset policy requires); None when no val split is configured."""
+        ...
+
+    def image_folder(self, settings: ApexConfig, split: Literal["train", "val"]) -> str | None:
+        """The folder of `split`'s images as configured (None when the split has none, e.g. synthetic data)."""
+        ...
+
 
 @runtime_checkable
 class SegmentationModel(Protocol):

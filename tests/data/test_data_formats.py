@@ -44,3 +44,30 @@ def test_dataset_preflight_of_missing_coco_data_names_the_keys_and_the_fix() -> 
     text = format_dataset_report(report)
     assert "data.coco_train_images and data.coco_train_annotations are not set" in text
     assert "how to fix: " in text and "make-shapes" in text and "fix" not in report.to_plain()
+
+
+def test_the_format_decides_which_settings_evaluate_its_val_split() -> None:
+    from apex_x.domain.errors import DatasetError
+
+    val = ["data.coco_val_images=/data/val", "data.coco_val_annotations=/data/val.json"]
+    only_val = create_container(load_config(None, val)).evaluation_settings("only_val.yaml")
+    assert (only_val.data.coco_train_images, only_val.data.coco_train_annotations) == ("/data/val", "/data/val.json")
+    both = load_config(None, [*val, "data.coco_train_images=/t", "data.coco_train_annotations=/t.json"])
+    assert create_container(both).evaluation_settings("both.yaml") == both  # the train split is kept
+    with pytest.raises(DatasetError, match=r"none.yaml: eval needs the val split: set data.coco_val_images and "
+                                           r"data.coco_val_annotations"):
+        create_container(load_config(None)).evaluation_settings("none.yaml")
+    smoke = load_config(None, ["train.allow_synthetic_fallback=true"])  # no data at all: the policy falls back
+    assert create_container(smoke).evaluation_settings("smoke.yaml") == smoke
+    synthetic = load_config(None, ["data.format=synthetic"])
+    assert create_container(synthetic).evaluation_settings("s.yaml") == synthetic
+    with pytest.raises(DatasetError, match="set data.synthetic_val_images "):
+        create_container(load_config(None, ["data.format=synthetic", "data.synthetic_val_images=0"])).evaluation_settings("s")
+
+
+def test_the_format_names_each_splits_image_folder() -> None:
+    settings = load_config(None, ["data.coco_val_images=/v", "data.coco_train_images=/t"])
+    coco, synthetic = DATASET_FORMATS.get("coco"), DATASET_FORMATS.get("synthetic")
+    assert (coco.image_folder(settings, "train"), coco.image_folder(settings, "val")) == ("/t", "/v")
+    assert synthetic.image_folder(settings, "val") is None
+    assert coco.split_keys("train") == ("data.coco_train_images", "data.coco_train_annotations")

@@ -6,12 +6,15 @@ import pytest
 
 from apex_x.application.evaluate import EvaluateCheckpoint, eval_markdown, eval_table
 from apex_x.domain.errors import DatasetError
+from apex_x.domain.registry import DATASET_FORMATS
 from apex_x.domain.types import CategoryMap
+
+COCO = DATASET_FORMATS.get("coco")  # names the data.* keys in the messages
 
 
 def test_every_val_image_is_detected_and_scored(fakes, fake_inference_model) -> None:
     dataset, evaluator = fakes.FakeDataset(num_images=5), fakes.FakeEvaluator()
-    report = EvaluateCheckpoint(fake_inference_model, dataset, evaluator, batch_size=2).execute()
+    report = EvaluateCheckpoint(fake_inference_model, dataset, evaluator, batch_size=2, dataset_format=COCO).execute()
     assert dataset.batch_sizes == [2]
     assert [image_id for image_id, _ in evaluator.calls[0]] == [1, 2, 3, 4, 5]
     assert all(found.masks.shape == (2, 32, 48) for _, found in evaluator.calls[0])  # original pixels
@@ -23,7 +26,7 @@ def test_every_val_image_is_detected_and_scored(fakes, fake_inference_model) -> 
 
 
 def test_markdown_and_table_hold_the_metrics_and_per_class_rows(fakes, fake_inference_model) -> None:
-    report = EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(), fakes.FakeEvaluator(), batch_size=4).execute()
+    report = EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(), fakes.FakeEvaluator(), batch_size=4, dataset_format=COCO).execute()
     markdown = eval_markdown(report)
     assert "| AP | 0.5000 | 1.0000 |" in markdown
     assert "| 3 | circle | 0.5000 | 1.0000 |" in markdown and "| 7 | square |" in markdown
@@ -35,7 +38,7 @@ def test_markdown_and_table_hold_the_metrics_and_per_class_rows(fakes, fake_infe
 def test_other_categories_are_refused(fakes, fake_inference_model) -> None:
     dataset = fakes.FakeDataset(categories=CategoryMap((1, 2), ("cat", "dog")))
     with pytest.raises(DatasetError, match="differs from the val file"):
-        EvaluateCheckpoint(fake_inference_model, dataset, fakes.FakeEvaluator(), batch_size=2).execute()
+        EvaluateCheckpoint(fake_inference_model, dataset, fakes.FakeEvaluator(), batch_size=2, dataset_format=COCO).execute()
 
 
 def test_a_val_file_with_swapped_names_is_refused_before_inference(fakes, fake_inference_model) -> None:
@@ -43,7 +46,7 @@ def test_a_val_file_with_swapped_names_is_refused_before_inference(fakes, fake_i
     dataset = fakes.FakeDataset(val_categories=swapped)
     evaluator = fakes.FakeEvaluator()
     with pytest.raises(DatasetError) as info:
-        EvaluateCheckpoint(fake_inference_model, dataset, evaluator, batch_size=2).execute()
+        EvaluateCheckpoint(fake_inference_model, dataset, evaluator, batch_size=2, dataset_format=COCO).execute()
     message = str(info.value)
     assert "id 3: 'circle' in the checkpoint, 'square' in the val file" in message
     assert "id 7: 'square' in the checkpoint, 'circle' in the val file" in message
@@ -54,15 +57,20 @@ def test_a_val_file_with_other_classes_lists_both_sides(fakes, fake_inference_mo
     other = CategoryMap((3, 9), ("circle", "star"))
     with pytest.raises(DatasetError) as info:
         EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(val_categories=other), fakes.FakeEvaluator(),
-                           batch_size=2).execute()
+                           batch_size=2, dataset_format=COCO).execute()
     message = str(info.value)
     assert "id 7 ('square') only in the checkpoint" in message and "id 9 ('star') only in the val file" in message
     assert "checkpoint: [3 'circle', 7 'square']" in message
 
 
-def test_no_val_split_is_a_clear_error(fakes, fake_inference_model) -> None:
-    with pytest.raises(DatasetError, match="data.coco_val_annotations"):
-        EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(has_val=False), fakes.FakeEvaluator(), batch_size=2).execute()
+def test_no_val_split_is_a_clear_error_naming_the_formats_keys(fakes, fake_inference_model) -> None:
+    with pytest.raises(DatasetError, match="set data.coco_val_images and data.coco_val_annotations"):
+        EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(has_val=False), fakes.FakeEvaluator(), batch_size=2,
+                           dataset_format=COCO).execute()
+    synthetic = DATASET_FORMATS.get("synthetic")
+    with pytest.raises(DatasetError, match="set data.synthetic_val_images "):
+        EvaluateCheckpoint(fake_inference_model, fakes.FakeDataset(has_val=False), fakes.FakeEvaluator(), batch_size=2,
+                           dataset_format=synthetic).execute()
 
 
 def test_n_a_metrics_show_as_n_a_in_the_table_markdown_and_json() -> None:

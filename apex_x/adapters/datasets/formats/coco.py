@@ -109,3 +109,21 @@ class CocoFormat:
         from apex_x.adapters.datasets.coco_source import CocoDatasetSource  # pycocotools: only when loading
 
         return CocoDatasetSource(settings)
+
+    def split_keys(self, split: Literal["train", "val"]) -> tuple[str, ...]:
+        return next((f"data.{images}", f"data.{annotations}") for name, images, annotations, _ in SPLITS
+                    if name == split)
+
+    def evaluation_settings(self, settings: ApexConfig) -> ApexConfig | None:
+        data = settings.data
+        if data.coco_val_images is None or data.coco_val_annotations is None:
+            return None
+        if data.coco_train_images is None and data.coco_train_annotations is None:
+            data = data.model_copy(
+                update={"coco_train_images": data.coco_val_images, "coco_train_annotations": data.coco_val_annotations}
+            )
+            return settings.model_copy(update={"data": data})
+        return settings
+
+    def image_folder(self, settings: ApexConfig, split: Literal["train", "val"]) -> str | None:
+        return settings.data.coco_train_images if split == "train" else settings.data.coco_val_images

@@ -37,3 +37,12 @@ class SyntheticFormat:
         from apex_x.adapters.datasets.synthetic_source import SyntheticDatasetSource
 
         return SyntheticDatasetSource(settings)
+
+    def split_keys(self, split: Literal["train", "val"]) -> tuple[str, ...]:
+        return (f"data.synthetic_{split}_images",)
+
+    def evaluation_settings(self, settings: ApexConfig) -> ApexConfig | None:
+        return settings if settings.data.synthetic_val_images > 0 else None
+
+    def image_folder(self, settings: ApexConfig, split: Literal["train", "val"]) -> str | None:  # noqa: ARG002
+        return None
