@@ -17,6 +17,8 @@ from apex_x.domain.config_validation import (
     suggest_keys,
 )
 from apex_x.domain.errors import ConfigError
+from apex_x.domain.input_size import is_valid_side, nearest_valid_sides
+from apex_x.domain.registry import MODEL_PROFILES
 
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
 _INT = re.compile(r"^[-+]?\d+$")
@@ -348,4 +350,23 @@ def load_config(
         _assign(raw, key, value, flag)
         sources[key] = flag
     check_ambiguous_booleans(raw, sources, default_source)
-    return build_config(raw, sources=sources, default_source=default_source)
+    config = build_config(raw, sources=sources, default_source=default_source)
+    check_input_size(config, sources, default_source)
+    return config
+
+
+def check_input_size(config: ApexConfig, sources: Mapping[str, str], default_source: str) -> None:
+    """model.input_height / input_width against the configured profile's rule (ModelProfile.input_size_multiple,
+    its coarsest stride): ConfigError naming the file or flag, the key, the value and the nearest valid sides."""
+    profile = MODEL_PROFILES.get(config.model.profile)  # imports the profile's module only (no torch)
+    multiple = profile.input_size_multiple
+    for side in ("input_height", "input_width"):
+        value = getattr(config.model, side)
+        if not is_valid_side(value, multiple):
+            key = f"model.{side}"
+            raise ConfigError(
+                f"invalid configuration: {sources.get(key, default_source)}: {key}: must be a multiple of {multiple} "
+                f"(the {profile.name} profile's coarsest stride), got {value}; nearest valid: "
+                f"{' or '.join(map(str, nearest_valid_sides(value, multiple)))}",
+                key=key,
+            )

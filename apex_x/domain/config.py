@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE, is_valid_side, nearest_valid_sides
 from apex_x.domain.model_profiles import DEFAULT_PROFILE, check_profile_name
 from apex_x.domain.registry import DATASET_FORMATS, LOSS_COMPONENTS, default_loss_components
 
@@ -37,8 +36,13 @@ class ModelConfig(_Strict):
     num_classes: int | None = Field(
         None, ge=1, le=10000, description="Class count; null = taken from the dataset's categories."
     )
-    input_height: int = Field(256, ge=32, le=4096, description="Network input height in pixels (letterboxed).")
-    input_width: int = Field(256, ge=32, le=4096, description="Network input width in pixels (letterboxed).")
+    input_height: int = Field(
+        256, ge=32, le=4096, description="Network input height in pixels (letterboxed); a multiple of the profile's "
+        "coarsest stride (32 for small and worldclass)."
+    )
+    input_width: int = Field(
+        256, ge=32, le=4096, description="Network input width in pixels (letterboxed); same rule as input_height."
+    )
     backbone: str = Field(
         "lcnet_075",
         description="timm model name of the student backbone (features_only, random init; needs strides 8/16/32). "
@@ -72,15 +76,6 @@ class ModelConfig(_Strict):
     def _known_profile(cls, value: str) -> str:
         return check_profile_name(value)
 
-    @field_validator("input_height", "input_width")
-    @classmethod
-    def _valid_input_side(cls, value: int) -> int:
-        if not is_valid_side(value):
-            raise ValueError(
-                f"must be a multiple of {INPUT_SIZE_MULTIPLE} (the model's coarsest stride), got {value}; "
-                f"nearest valid: {' or '.join(map(str, nearest_valid_sides(value)))}"
-            )
-        return value
 
 
 class StageConfig(_Strict):

@@ -1,7 +1,7 @@
 """The one rule for network input sizes: every dense profile needs sides that are multiples of its
 coarsest feature stride (32: the P5 level of the student's FPN and of the teacher's simple pyramid).
 
-Every place that picks or checks an input size (the config schema, the model's forward, the smoke
+Every place that picks or checks an input size (the config loader, via the profile, the model's forward, the smoke
 runner's square-resize retry, the notebook's overrides) asks this module, never its own arithmetic.
 The DINOv2 teacher pads its input to the patch size (14) itself, so its profile needs the same rule.
 """

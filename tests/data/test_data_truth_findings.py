@@ -65,3 +65,22 @@ def test_images_over_max_instances_are_reported_with_counts(tmp_path: Path) -> N
 
 def test_the_default_max_instances_fits_dense_photos() -> None:
     assert load_config(None, []).data.max_instances >= 200  # real photos had 109 and 122 instances in one image
+
+
+def test_the_input_size_rule_is_the_profiles_and_checking_it_imports_no_torch() -> None:
+    """The config loader asks the configured profile (ModelProfile.input_size_multiple) for the rule; a profile
+    module is light, so validating a config never imports torch (apex-x preflight stays fast)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from apex_x.adapters.config_yaml import load_config\n"
+        "from apex_x.domain.registry import MODEL_PROFILES\n"
+        "for name in MODEL_PROFILES.names():\n"
+        "    assert load_config(None, [f'model.profile={name}', 'model.input_height=320']).model.input_height == 320\n"
+        "    assert MODEL_PROFILES.get(name).input_size_multiple == 32\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", done.stderr

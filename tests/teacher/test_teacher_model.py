@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from pydantic import ValidationError
 
 from apex_x.adapters.checkpoints.torch_store import apply_model_state
+from apex_x.adapters.config_yaml import load_config
 from apex_x.adapters.models.profiles import get_profile
 from apex_x.adapters.models.teacher_v3 import TeacherModelFactory, TeacherModelV3
 from apex_x.domain.config import ModelConfig
@@ -102,8 +102,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dinov2_dir: Path) 
 def test_factory_refuses_other_profiles_and_sizes_not_multiple_of_32(tiny_dinov2_dir: Path) -> None:
     with pytest.raises(ConfigError, match="model.profile"):
         get_profile("worldclass").build(teacher_config(tiny_dinov2_dir, profile="small"), num_classes=3)
-    with pytest.raises(ValidationError, match=r"must be a multiple of 32 .*got 70; nearest valid: 64 or 96"):
-        teacher_config(tiny_dinov2_dir, input_height=70)
+    with pytest.raises(ConfigError, match=r"model.input_height: must be a multiple of 32 \(the worldclass profile's "
+                                          r"coarsest stride\), got 70; nearest valid: 64 or 96"):
+        load_config(None, ["model.profile=worldclass", "model.input_height=70"])
     unchecked = teacher_config(tiny_dinov2_dir).model_copy(update={"input_height": 70})  # model_copy skips validation
     with pytest.raises(ConfigError, match=r"input size 70x96 must be a multiple of 32 .*height 70 \(nearest valid: 64 or 96\)"):
         TeacherModelFactory().build(unchecked, num_classes=3)

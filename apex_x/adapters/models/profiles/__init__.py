@@ -6,9 +6,13 @@ libraries, and the variant modules import their heavy model code only when a mod
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from apex_x.domain.environment import PreflightCheck, Requirement
-from apex_x.domain.ports import ModelProfile
 from apex_x.domain.registry import MODEL_PROFILES
+
+if TYPE_CHECKING:
+    from apex_x.domain.ports import ModelProfile
 
 register_profile = MODEL_PROFILES.register
 

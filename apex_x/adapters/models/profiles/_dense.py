@@ -4,18 +4,20 @@ its model from a training checkpoint (checked on the meta device first, then the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-import torch
 
-from apex_x.domain.checkpoint import TrainingCheckpoint
-from apex_x.domain.checkpoint_values import describe_misfit
 from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
 from apex_x.domain.environment import PreflightCheck, Requirement
 from apex_x.domain.errors import ConfigError, UserError
 from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE, input_size_problem
-from apex_x.domain.ports import SegmentationModel
+
+if TYPE_CHECKING:  # torch and the checkpoint are imported when a model is built: validating a config is cheap
+    import torch
+
+    from apex_x.domain.checkpoint import TrainingCheckpoint
+    from apex_x.domain.ports import SegmentationModel
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +76,9 @@ class DenseProfile:
 def check_fits_before_building(build: Callable[[], Any], state: Mapping[str, torch.Tensor], source: str) -> None:
     """Build the model on the meta device (no memory) and compare it with the checkpoint's weights, so a
     stored config that asks for another (e.g. a huge) model is refused before anything is allocated."""
+    import torch
+
+    from apex_x.domain.checkpoint_values import describe_misfit
     from apex_x.domain.errors import CheckpointError
 
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apex_x.adapters.models.profiles import register_profile
 from apex_x.adapters.models.profiles._dense import DenseProfile
@@ -12,8 +12,10 @@ from apex_x.domain.config import (
     ModelConfig,
     StageConfig,
 )
-from apex_x.domain.ports import SegmentationModel
 from apex_x.loss_components import all_model_components, first_stage_components
+
+if TYPE_CHECKING:
+    from apex_x.domain.ports import SegmentationModel
 
 
 @register_profile

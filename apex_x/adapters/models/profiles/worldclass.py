@@ -5,14 +5,16 @@ checks its extra packages and that the DINOv2 weights are reachable."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apex_x.adapters.models.profiles import register_profile
 from apex_x.adapters.models.profiles._dense import DenseProfile
 from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig
 from apex_x.domain.environment import CheckResult, PreflightContext, Requirement
-from apex_x.domain.ports import SegmentationModel
 from apex_x.loss_components import all_model_components
+
+if TYPE_CHECKING:
+    from apex_x.domain.ports import SegmentationModel
 
 EXTRA = "worldclass"  # the pip extra (pyproject.toml) that installs these packages
 REQUIREMENTS: tuple[Requirement, ...] = (
