@@ -221,7 +221,10 @@ def train(
     else:
         settings = load_config(config, overrides, **flags)
     if resume is not None:
-        settings = _resume_settings(settings, os.fspath(resume), overrides, flags)
+        given = {name: value for name, value in flags.items() if value is not None}
+        settings = _container(settings).resume_settings(
+            settings, os.fspath(resume), overrides, load=lambda texts: load_config(None, texts, **given)
+        )
     container = _container(settings)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:  # before anything is created (the log file is the first)
@@ -269,34 +272,6 @@ def cli_resume_command(config: str | os.PathLike[str] | None) -> Callable[[str, 
         return shlex.join(words)
 
     return command
-
-
-def _resume_settings(requested: ApexConfig, resume: str, overrides: Sequence[str],
-                     flags: Mapping[str, Any]) -> ApexConfig:
-    """On resume the checkpoint's effective config is the base; only what the user asked for now (flags,
-    `--set`) applies on top. Keys where the YAML alone differs from the checkpoint are not applied (logged)."""
-    import structlog
-
-    from apex_x.domain import checkpoint_format as fmt
-
-    log = structlog.get_logger(__name__)
-    container = _container(requested)
-    flatten = container.flatten_config()
-    payload = container.checkpoint_store().load(resume)
-    stored = payload.get(fmt.KEY_CONFIG) if isinstance(payload, Mapping) else None
-    if not isinstance(stored, Mapping):
-        return requested  # not a training checkpoint: the train use case says so
-    given = {name: value for name, value in flags.items() if value is not None}
-    base = [f"{section}.{key}={json.dumps(value)}" for section, values in stored.items() if isinstance(values, Mapping)
-            for key, value in values.items()]
-    settings = load_config(None, [*base, *overrides], **given)
-    asked = flatten(settings.to_plain())
-    yaml_only = [key for key, value in flatten(requested.to_plain()).items() if asked.get(key, value) != value]
-    if yaml_only:
-        log.info("resume_yaml_ignored", checkpoint=resume, keys=yaml_only[:20],
-                 note="on --resume the checkpoint's config is the base; the YAML's different values are not "
-                 "applied (pass them with --set KEY=VALUE to change them)")
-    return settings
 
 
 def _as_overrides(config: ApexConfig) -> list[str]:

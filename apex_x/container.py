@@ -172,7 +172,9 @@ class Container(containers.DeclarativeContainer):
     check_output_folder = _attr("apex_x.adapters.output_folder:check_output_folder")
     check_run_folder = _attr("apex_x.adapters.output_folder:check_run_folder")
     run_folder_of = _attr("apex_x.application.engine.resume:run_folder_of")
-    flatten_config = _attr("apex_x.application.engine.resume:flatten")
+    resume_settings = providers.Callable(
+        _lazy("apex_x.application.engine.resume:resume_settings"), store=checkpoint_store
+    )
     eval_markdown = _attr("apex_x.application.evaluate:eval_markdown")
     eval_table = _attr("apex_x.application.evaluate:eval_table")
     format_metric = _attr("apex_x.application.evaluate:format_metric")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.config import ApexConfig, TrainConfig
-from apex_x.domain.errors import ConfigError, UserError
+from apex_x.domain.errors import CheckpointError, ConfigError, UserError
+from apex_x.domain.ports import CheckpointStore
 
 # Keys that may differ between the checkpoint's config and the resumed run's (regexes on dotted keys).
 SAFE_TO_CHANGE = (
@@ -122,3 +127,30 @@ def extend_hint(train: TrainConfig | None) -> str:
               for index, stage in own[:6]]
     more = f" (and the other {len(own) - 6} stages the same way)" if len(own) > 6 else ""
     return ", ".join(hints) + more
+
+
+def resume_settings(
+    requested: ApexConfig, resume: str, overrides: Sequence[str], *, store: CheckpointStore,
+    load: Callable[[list[str]], ApexConfig],
+) -> ApexConfig:
+    """The settings of a resumed run: the checkpoint's effective config is the base and only what the user asked
+    for now applies on top (`overrides`, the `--set` texts; `load` turns override texts into a config and adds
+    the command's flags). Keys where the YAML alone (`requested`) differs from the checkpoint are not applied
+    (logged as resume_yaml_ignored). A file that is not a usable training checkpoint: `requested` unchanged
+    (the train use case then refuses it with the reason)."""
+    try:
+        checkpoint = TrainingCheckpoint.from_payload(store.load(resume), resume)
+    except CheckpointError:
+        return requested
+    base = [f"{section}.{key}={json.dumps(value)}" for section, values in checkpoint.config.items()
+            if isinstance(values, Mapping) for key, value in values.items()]
+    settings = load([*base, *overrides])
+    asked = flatten(settings.to_plain())
+    yaml_only = [key for key, value in flatten(requested.to_plain()).items() if asked.get(key, value) != value]
+    if yaml_only:
+        structlog.get_logger(__name__).info(
+            "resume_yaml_ignored", checkpoint=resume, keys=yaml_only[:20],
+            note="on --resume the checkpoint's config is the base; the YAML's different values are not applied "
+            "(pass them with --set KEY=VALUE to change them)",
+        )
+    return settings
