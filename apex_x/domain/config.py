@@ -106,7 +106,20 @@ class TrainConfig(_Strict):
     """How to train: curriculum, optimisation, stability knobs, checkpoints and outputs."""
 
     epochs: int = Field(10, ge=1, le=100000, description="Epochs per stage unless the stage sets its own.")
-    batch_size: int = Field(8, ge=1, le=4096, description="Images per optimizer step (per process).")
+    batch_size: int = Field(
+        8, ge=1, le=4096, description="Images per loader batch (per process); an optimizer step sees "
+        "batch_size x processes images, or about train.nominal_batch_size with gradient accumulation."
+    )
+    nominal_batch_size: int | None = Field(
+        None, ge=1, le=65536, description="Accumulate gradients over round(nominal / (batch_size x processes)) "
+        "batches per optimizer step (Ultralytics' nbs); train.lr and train.weight_decay are the values at this "
+        "batch size and scale by effective / nominal. null = no accumulation (one batch per step)."
+    )
+    patience: int | None = Field(
+        None, ge=1, le=100000, description="Early stopping: a stage ends after this many epochs without a new "
+        "best checkpoint metric (counted from the stage's start or its best epoch; checked after validations); "
+        "the last stage ending so ends the run (status finished, the reason in the report). null = off."
+    )
     output_dir: str = Field("artifacts/train_output", min_length=1, description="Where reports and checkpoints go.")
     allow_synthetic_fallback: bool = Field(
         False, description="Use synthetic data when no real dataset is configured (smoke runs only)."
@@ -208,6 +221,11 @@ class DataConfig(_Strict):
     on_bad_image: Literal["error", "skip"] = Field(
         "error", description="An image that cannot be decoded (found by the checks or during training): error "
         "stops (during training with last.pt saved and the resume command); skip leaves it out and counts it."
+    )
+    repeat_factor_threshold: float | None = Field(
+        None, gt=0.0, le=1.0, description="Repeat-factor sampling for rare classes (LVIS, Gupta et al. 2019): an "
+        "image is seen r = max over its classes of max(1, sqrt(t / f)) times per epoch on average, f = the share "
+        "of train images holding the class, t = this threshold (LVIS uses 0.001). null = uniform sampling."
     )
     synthetic_train_images: int = Field(64, ge=1, description="Synthetic smoke data: train images.")
     synthetic_val_images: int = Field(16, ge=0, description="Synthetic smoke data: val images.")

@@ -76,7 +76,7 @@ def test_a_registry_imports_a_variant_only_when_asked() -> None:
 def test_validating_a_config_imports_no_component_module() -> None:
     code = ("import sys; from apex_x.adapters.config_yaml import load_config; "
             "load_config(None, ['train.stages=[{name: a, losses: {det: 1.0}}]']); "
-            "print(sorted(m for m in sys.modules if m.startswith('apex_x.loss_components')))")
+            "print(sorted(m for m in sys.modules if m.startswith('apex_x.loss_components.')))")  # no component file
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
                             env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert result.returncode == 0, result.stderr

@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from apex_x.application.engine.accumulation import plan_batches
 from apex_x.application.engine.checkpointing import CheckpointKeeper, make_payload
 from apex_x.application.engine.curriculum import Stage, total_epochs
 from apex_x.application.engine.diagnostics import RunDiagnostics
@@ -75,7 +76,9 @@ class RunSession:
                 f"the train split gives no batch of train.batch_size={train.batch_size} "
                 f"(world size {context.world_size}); lower train.batch_size or add images"
             )
-        self.steps_per_epoch = min(batches, train.steps_per_stage or batches)
+        self.batch_plan = plan_batches(train, context.world_size, batches)
+        steps = batches // self.batch_plan.accumulate  # optimizer steps
+        self.steps_per_epoch = min(steps, train.steps_per_stage or steps)
         self.amp_dtype = amp_dtype(train.amp, context.device)
         self.ema = ModelEma(model, train.ema_decay) if train.ema else None
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
@@ -83,7 +86,8 @@ class RunSession:
         self.report_state = ReportState()
         self.keeper = CheckpointKeeper(self.store, self.output_dir / "checkpoints", context, train.keep_last_epochs)
         self.trainer = Trainer(
-            model=model, optimizer=build_optimizer(model, train), train=train, context=context, ema=self.ema,
+            model=model, optimizer=build_optimizer(model, train, self.batch_plan.scale), train=train, context=context,
+            ema=self.ema, batch_plan=self.batch_plan,
             diagnostics=self.diagnostics, auxiliary_losses=auxiliary_losses, amp_dtype=self.amp_dtype,
             total_steps=total_epochs(stages) * self.steps_per_epoch, on_bad_image=settings.data.on_bad_image,
         )
@@ -339,7 +343,7 @@ class RunSession:
             "metric": {"name": self.metric.selected, "value": metric_value},
             "is_best": improved,
             "seconds": round(seconds, 3),
-            "images_per_s": round(batches_now * train.batch_size * self.context.world_size / seconds, 3)
+            "images_per_s": round(batches_now * self.batch_plan.effective / seconds, 3)
             if seconds > 0 else None,
         })
         end = self.trainer.global_step  # the scheduled lr on this epoch's steps, for the warnings' advice
@@ -467,6 +471,7 @@ class RunSession:
             run={**self.context.to_plain(), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
                  "deterministic": self.settings.train.deterministic, "seed": self.settings.train.seed,
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
+                 "batch_plan": self.batch_plan.to_plain(),
                  "global_step": self.trainer.global_step, "ema": self.ema is not None},
             kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
             auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,

@@ -12,6 +12,7 @@ import structlog
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from apex_x.application.engine.accumulation import BatchPlan, accumulation_groups
 from apex_x.application.engine.curriculum import Stage, apply_trainable, set_train_mode
 from apex_x.application.engine.diagnostics import RunDiagnostics
 from apex_x.application.engine.distributed import DistContext, any_true
@@ -28,15 +29,16 @@ from apex_x.domain.types import Batch, LossSettings
 log = structlog.get_logger(__name__)
 
 
-def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over every parameter: weight decay on weights (ndim >= 2), none on norms and biases.
+def build_optimizer(model: torch.nn.Module, train: TrainConfig, scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW over every parameter: weight decay on weights (ndim >= 2), none on norms and biases; `scale`
+    (accumulation.BatchPlan.scale) multiplies train.weight_decay.
 
     One optimizer for the whole run: frozen parameters get no gradient, so AdamW leaves them alone.
     """
     decay = [param for param in model.parameters() if param.ndim >= 2]
     no_decay = [param for param in model.parameters() if param.ndim < 2]
     groups = [
-        {"params": decay, "weight_decay": train.weight_decay, "name": "decay"},
+        {"params": decay, "weight_decay": train.weight_decay * scale, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999))
@@ -95,6 +97,7 @@ class Trainer:
         total_steps: int = 1,
         global_step: int = 0,
         on_bad_image: str = "error",
+        batch_plan: BatchPlan | None = None,
     ) -> None:
         self.model = model
         self.module: torch.nn.Module = model  # type: ignore[assignment]
@@ -112,6 +115,7 @@ class Trainer:
         self.first_bad: tuple[int, list[str]] | None = None
         self.stop_requested: Callable[[], bool] = lambda: False
         self.on_bad_image = on_bad_image  # data.on_bad_image: error (stop, resumable) or skip (leave out, count)
+        self.batch_plan = batch_plan or BatchPlan(train.batch_size, context.world_size, 1, None)
         self._trainable: list[torch.nn.Parameter] = []
         self._stage: Stage | None = None
 
@@ -171,7 +175,7 @@ class Trainer:
             warmup_steps=self.train.warmup_steps,
             min_lr_ratio=self.train.min_lr_ratio,
         )
-        return self.train.lr * stage.lr_scale * factor
+        return self.train.lr * self.batch_plan.scale * stage.lr_scale * factor
 
     def _weight_of(self, name: str, stage: Stage, settings: LossSettings) -> float:
         """The step's weight of a component: the ramped model weight, else the stage's (auxiliary components),
@@ -189,38 +193,33 @@ class Trainer:
         return torch.autocast(device_type=self.context.device.type, dtype=self.amp_dtype)
 
     # --- one step -----------------------------------------------------------------------------
-    def step(self, batch: Batch, stage: Stage, settings: LossSettings) -> StepOutcome:
-        """Forward, loss, agreement on finiteness, backward, clip, optimizer and EMA step."""
+    def step(self, batches: Sequence[Batch], stage: Stage, settings: LossSettings) -> StepOutcome:
+        """One optimizer step over `batches` (the micro-batches of an accumulation group; one without
+        accumulation): forward, loss and agreement on finiteness per micro-batch, backward of loss / count,
+        then clip, optimizer and EMA step. A non-finite micro-batch skips the whole step."""
         lr = self.current_lr(stage)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         agreed = False
+        sums: dict[str, float] = {}
+        total_sum, stop, clipped = 0.0, False, set()
+        count = max(1, len(batches))
         try:
-            with self._autocast():
-                outputs = self.wrapped(batch.images)
-                components = dict(self.model.compute_losses(outputs, batch, settings))
-                for auxiliary in self.auxiliary_losses:
-                    components[auxiliary.name] = auxiliary(batch, outputs)
-            auxiliary_names = {auxiliary.name for auxiliary in self.auxiliary_losses}
-            weights = {
-                name: self._weight_of(name, stage, settings)
-                for name in components
-                if name in settings.weights or name in auxiliary_names
-            }
-            if not weights:
-                raise RuntimeError(f"the model returned none of the active loss components {sorted(settings.weights)}")
-            total = torch.stack([weights[name] * components[name].float() for name in weights]).sum()
-            values = torch.stack([components[name].detach().float() for name in components] + [total.detach()]).tolist()
-            by_name = dict(zip(components, values[:-1], strict=True))
-            bad = {name: value for name, value in by_name.items() if not math.isfinite(value)}
-            if not math.isfinite(values[-1]) and not bad:
-                bad["total"] = values[-1]
-            agreed_bad, stop = any_true(self.context, [bool(bad), self.stop_requested()])
-            agreed = True
-            if agreed_bad:
-                self.optimizer.zero_grad(set_to_none=True)
-                return StepOutcome("bad_loss", bad=bad or {"other_rank": math.nan}, stop_requested=stop)
-            total.backward()
+            for index, micro in enumerate(batches):
+                agreed = False
+                batch = micro.to(self.context.device, non_blocking=self.context.device.type == "cuda")
+                with self._no_sync(last=index == len(batches) - 1):
+                    values, total, bad = self._forward(batch, stage, settings)
+                    agreed_bad, asked = any_true(self.context, [bool(bad), self.stop_requested()])
+                    agreed, stop = True, stop or asked
+                    if agreed_bad:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return StepOutcome("bad_loss", bad=bad or {"other_rank": math.nan}, stop_requested=stop)
+                    (total / count).backward()
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + value / count
+                total_sum += float(total.detach()) / count
+                clipped.update(clipped_components(values, settings))
             grad_norm = self._grad_norm_and_clip()
             if not math.isfinite(grad_norm):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -229,21 +228,56 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update()
-            return StepOutcome("applied", total=values[-1], components=by_name, grad_norm=grad_norm,
-                               stop_requested=stop, clipped=clipped_components(by_name, settings))
+            return StepOutcome("applied", total=total_sum, components=sums, grad_norm=grad_norm,
+                               stop_requested=stop, clipped=tuple(sorted(clipped)))
         except torch.cuda.OutOfMemoryError:
-            outputs = components = total = None  # noqa: F841 - drop references before freeing
-            self.optimizer.zero_grad(set_to_none=True)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if self.context.enabled and agreed:
-                raise TrainingStopped(
-                    "CUDA out of memory during backward under DDP (the other ranks cannot skip this step); "
-                    "lower train.batch_size or model.input_height/input_width, or enable model.gradient_checkpointing"
-                ) from None
-            stop = any_true(self.context, [True, self.stop_requested()])[1] if not agreed else False
-            log.warning("oom_step_skipped", step=self.global_step)
-            return StepOutcome("oom", stop_requested=stop)
+            pass  # handled below, where the traceback (and the activations its frames hold) is gone
+        return self._skip_oom_step(agreed)
+
+    def _skip_oom_step(self, agreed: bool) -> StepOutcome:
+        """Out of memory: free what can be freed and skip the step (every rank together), or stop under DDP
+        when the other ranks passed the agreement already and wait in backward."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.context.enabled and agreed:
+            raise TrainingStopped(
+                "CUDA out of memory during backward under DDP (the other ranks cannot skip this step); "
+                "lower train.batch_size or model.input_height/input_width, or enable model.gradient_checkpointing"
+            ) from None
+        stop = any_true(self.context, [True, self.stop_requested()])[1] if not agreed else False
+        log.warning("oom_step_skipped", step=self.global_step)
+        return StepOutcome("oom", stop_requested=stop)
+
+    def _forward(self, batch: Batch, stage: Stage, settings: LossSettings
+                 ) -> tuple[dict[str, float], torch.Tensor, dict[str, float]]:
+        """One micro-batch: its component values, the weighted total (with its graph) and the non-finite ones."""
+        with self._autocast():
+            outputs = self.wrapped(batch.images)
+            components = dict(self.model.compute_losses(outputs, batch, settings))
+            for auxiliary in self.auxiliary_losses:
+                components[auxiliary.name] = auxiliary(batch, outputs)
+        auxiliary_names = {auxiliary.name for auxiliary in self.auxiliary_losses}
+        weights = {
+            name: self._weight_of(name, stage, settings)
+            for name in components
+            if name in settings.weights or name in auxiliary_names
+        }
+        if not weights:
+            raise RuntimeError(f"the model returned none of the active loss components {sorted(settings.weights)}")
+        total = torch.stack([weights[name] * components[name].float() for name in weights]).sum()
+        values = torch.stack([components[name].detach().float() for name in components] + [total.detach()]).tolist()
+        by_name = dict(zip(components, values[:-1], strict=True))
+        bad = {name: value for name, value in by_name.items() if not math.isfinite(value)}
+        if not math.isfinite(values[-1]) and not bad:
+            bad["total"] = values[-1]
+        return by_name, total, bad
+
+    def _no_sync(self, *, last: bool) -> Any:
+        """DDP: gradients are all-reduced only on the last micro-batch of an accumulation group."""
+        if last or not isinstance(self.wrapped, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.wrapped.no_sync()
 
     def _grad_norm_and_clip(self) -> float:
         grads = [param.grad for param in self._trainable if param.grad is not None]
@@ -322,21 +356,23 @@ class Trainer:
         progress: Progress,
         on_step_end: Callable[[int], bool],
     ) -> EpochOutcome:
-        """Batches [start_batch, steps_in_epoch) of `epoch`; `on_step_end(steps_done)` returns True to pause.
+        """Optimizer steps [start_batch, steps_in_epoch) of `epoch` (each over batch_plan.accumulate loader
+        batches); `on_step_end(steps_done)` returns True to pause.
 
         A pause or an agreed stop returns at once; the caller saves mid-epoch (or ends the epoch if it is done).
         """
         set_train_mode(self.module)
-        device = self.context.device
-        non_blocking = device.type == "cuda"
         done = start_batch
         if done >= steps_in_epoch:
             return EpochOutcome(done)
         seed, rank = self.train.seed, self.context.rank
         reseed(seed, "epoch", epoch, rank)
-        for batch in loader.iter_epoch(epoch, start_batch):
-            if self._undecodable(batch, done, stage):
-                done += 1  # every image of the batch was left out: nothing to step on
+        accumulate = self.batch_plan.accumulate
+        groups = accumulation_groups(loader.iter_epoch(epoch, start_batch * accumulate), accumulate,
+                                     usable=lambda batch: not self._undecodable(batch, done, stage))
+        for group in groups:
+            if not group:
+                done += 1  # every image of the step's batches was left out: nothing to step on
                 if on_step_end(done):
                     return EpochOutcome(done, stop=True)
                 if done >= steps_in_epoch:
@@ -346,7 +382,7 @@ class Trainer:
                 return EpochOutcome(done, stop=True)  # (ranks of DDP agree on it after the next forward instead)
             reseed(seed, "step", self.global_step, rank)
             settings = settings_for(epoch + (done + 1) / max(1, steps_in_epoch))  # progress at the end of this step
-            outcome = self.step(batch.to(device, non_blocking=non_blocking), stage, settings)
+            outcome = self.step(group, stage, settings)
             self.record(outcome, stage)
             done += 1
             progress.update(step=done, loss=outcome.total, lr=self.optimizer.param_groups[0]["lr"])
