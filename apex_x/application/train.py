@@ -138,7 +138,8 @@ class TrainUseCase:
                          progress=self.progress if context.is_main else SilentProgress())
         session = RunSession(plan, RunNetwork(model, groups, self.profile.weights_key, auxiliary), ports, context)
         position = session.restore(checkpoint, resume_from) if checkpoint is not None and resume_from else None
-        schedule = plan_remaining(stages, position, session.report_state.history)
+        schedule = plan_remaining(stages, position, session.report_state.history,
+                                  ended=session.report_state.ended_stages())
         if not schedule:
             assert checkpoint is not None and resume_from is not None
             if session.never_ended(Path(run_folder_of(resume_from) or settings.train.output_dir)):

@@ -126,6 +126,8 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         lines.append(f"- **instances dropped** (data.max_instances={dataset.get('max_instances')}): " + ", ".join(
             f"{name} {split['instances_dropped']} in {split.get('images_over_max_instances')} image(s)"
             for name, split in dropped.items()))
+    for stop in (report.get("early_stopping") or {}).get("stops") or []:
+        lines.append(f"- **early stop**: {stop.get('message')}")
     if report.get("auxiliary_losses"):
         lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
     if report.get("warnings"):

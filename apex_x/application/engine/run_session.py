@@ -17,6 +17,7 @@ from apex_x.application.engine.checkpointing import CheckpointKeeper, make_paylo
 from apex_x.application.engine.curriculum import Stage, total_epochs
 from apex_x.application.engine.diagnostics import RunDiagnostics
 from apex_x.application.engine.distributed import DistContext, any_true
+from apex_x.application.engine.early_stopping import early_stop, skip_rest_of_stage
 from apex_x.application.engine.ema import ModelEma
 from apex_x.application.engine.run_health import epoch_warnings
 from apex_x.application.engine.run_support import (
@@ -103,6 +104,7 @@ class RunSession:
         self.stop_flag: Any = None
         self.planned_epochs = total_epochs(stages)  # set by run() from the schedule (resume: done + remaining)
         self.last_epoch = self.planned_epochs - 1
+        self.stopped_stage: int | None = None  # set by an early stop (train.patience) at the end of an epoch
 
     # --- resume ---------------------------------------------------------------------------------
     def restore(self, checkpoint: TrainingCheckpoint, path: str) -> Position:
@@ -171,14 +173,23 @@ class RunSession:
             self.write_report()
         try:
             current: Stage | None = None
-            for item in schedule:
+            done = 0
+            while done < len(schedule):
+                item = schedule[done]
+                done += 1
                 stage = self.stages[item.stage_index]
                 if stage is not current:
                     self.trainer.begin_stage(stage, self.groups)
                     current = stage
                 if item.start_batch == 0:
                     self.diagnostics.new_epoch()
-                if self._run_epoch(stage, item.epoch, item.start_batch, stop_after_steps):
+                paused = self._run_epoch(stage, item.epoch, item.start_batch, stop_after_steps)
+                if self.stopped_stage is not None:  # train.patience ran out: the stage's other epochs are skipped
+                    schedule = skip_rest_of_stage(schedule, done, self.stopped_stage)
+                    self.planned_epochs = len(self.report_state.history) + len(schedule) - done
+                    self.last_epoch = schedule[-1].epoch
+                    self.stopped_stage = None
+                if paused:
                     self.status = "interrupted" if self.stop_flag.is_set() else "paused"
                     self.stop_signal = getattr(self.stop_flag, "signal_number", None)
                     return self._result()
@@ -354,6 +365,12 @@ class RunSession:
             log.warning("training_cannot_move", kind=warning["kind"], component=warning["component"],
                         message=warning["message"])
             self.report_state.warnings.append(warning)
+        stop = early_stop(self.report_state.history, stage, train.patience, self.report_state.best)
+        if stop is not None:
+            self.report_state.early_stops.append(stop)
+            self.stopped_stage = stage.index
+            log.info("early_stop", **stop)
+            last_epoch = last_epoch or not any(later.epochs for later in self.stages[stage.index + 1:])
         self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage) - 1,
                                  self.steps_per_epoch, True, self.trainer.global_step, finished=last_epoch)
         self.keeper.save(self._payload, epoch_number=number, is_best=improved)

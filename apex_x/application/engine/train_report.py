@@ -56,10 +56,15 @@ class ReportState:
     elapsed_s: float = 0.0  # training time of earlier sessions (before this resume)
     sessions: int = 0
     warnings: list[dict[str, Any]] = field(default_factory=list)  # run_health: clipped, zero gradient, diverging
+    early_stops: list[dict[str, Any]] = field(default_factory=list)  # early_stopping.early_stop, one per stage
+
+    def ended_stages(self) -> tuple[str, ...]:
+        """Names of the stages that stopped early (a resume does not run their remaining epochs)."""
+        return tuple(str(item["stage"]) for item in self.early_stops)
 
     def to_plain(self) -> dict[str, Any]:
         return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "early_stops": list(self.early_stops)}
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any] | None) -> ReportState:
@@ -71,6 +76,7 @@ class ReportState:
             elapsed_s=float(plain.get("elapsed_s") or 0.0),
             sessions=int(plain.get("sessions") or 0),
             warnings=[dict(item) for item in plain.get("warnings") or []],
+            early_stops=[dict(item) for item in plain.get("early_stops") or []],
         )
 
 
@@ -147,6 +153,7 @@ def build_report(
         "dataset_backend": dataset.get("backend"),
         "dataset": dict(dataset),
         "stages": [stage.to_plain() for stage in stages],
+        "early_stopping": {"patience": (config.get("train") or {}).get("patience"), "stops": list(state.early_stops)},
         "history": list(state.history),
         "loss_diagnostics": {
             "run": diagnostics.run.to_plain(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,14 +131,15 @@ class StartPoint:
 
 
 def plan_remaining(stages: list[Stage], position: Position | None,
-                   history: Sequence[Mapping[str, Any]] = ()) -> list[StartPoint]:
+                   history: Sequence[Mapping[str, Any]] = (), ended: Collection[str] = ()) -> list[StartPoint]:
     """The epochs still to run, in order, each with its run-wide epoch index (one numbering: the n-th epoch
     the run trains is epoch n everywhere) and its first batch.
 
     Fresh run: every stage's epochs in curriculum order. Resume: the interrupted epoch first (mid-epoch),
     then each stage's epochs the curriculum still owes (requested minus done, from `history`) in curriculum
     order. So extending a finished run (e.g. train.epochs 1 -> 2 of a two-stage curriculum) runs the extra
-    epoch of the first stage too, then the last stage's, instead of skipping it."""
+    epoch of the first stage too, then the last stage's, instead of skipping it. Stages in `ended` (stopped
+    early by train.patience) owe nothing."""
     if position is None:
         return [StartPoint(stage.index, epoch, 0) for stage in stages
                 for epoch in range(stage.first_epoch, stage.first_epoch + stage.epochs)]
@@ -147,7 +148,8 @@ def plan_remaining(stages: list[Stage], position: Position | None,
     done: dict[str, int] = {}
     for entry in history:
         done[str(entry.get("stage"))] = done.get(str(entry.get("stage")), 0) + 1
-    owed = {stage.index: max(0, stage.epochs - done.get(stage.name, 0)) for stage in stages}
+    owed = {stage.index: 0 if stage.name in ended else max(0, stage.epochs - done.get(stage.name, 0))
+            for stage in stages}
     number = len(history)  # complete epochs so far: the next epoch's run-wide index
     schedule: list[StartPoint] = []
     if not position.epoch_complete:
