@@ -89,6 +89,11 @@ class CocoSampleProvider:
             ) from None
         return array
 
+    def image_classes(self) -> list[frozenset[int]]:
+        """The contiguous class ids of each image's annotations, in image order (repeat-factor sampling)."""
+        return [frozenset(self.contiguous[ann["category_id"]] for ann in self.split.annotations.get(image["id"], [])
+                          if ann["category_id"] in self.contiguous) for image in self.images]
+
     def instances(self, index: int) -> _Instances:
         cached = self._instances.get(index)
         if cached is not None:

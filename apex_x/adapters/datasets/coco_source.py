@@ -17,6 +17,7 @@ from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.image_checks import check_image_files
 from apex_x.adapters.datasets.loader import TorchBatchLoader, split_loader
+from apex_x.adapters.datasets.repeat_factor import repeat_sampling
 from apex_x.adapters.datasets.segmentation import rle_area, to_rle
 from apex_x.adapters.datasets.transforms import TransformSettings
 from apex_x.domain.config import ApexConfig
@@ -44,6 +45,7 @@ class CocoDatasetSource:
 
     def __init__(self, settings: ApexConfig, *, cwd: str | Path | None = None) -> None:
         self.settings = settings
+        self.repeat_info: dict[str, Any] | None = None  # repeat-factor sampling, described by train_loader
         base = Path(cwd) if cwd is not None else Path.cwd()
         self.paths: dict[str, SplitPaths] = {}
         for split, (images_key, annotations_key) in SPLIT_KEYS.items():
@@ -229,9 +231,12 @@ class CocoDatasetSource:
         self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
     ) -> TorchBatchLoader:
         self._require_usable()
+        provider = self._provider("train")
+        factors, self.repeat_info = repeat_sampling(
+            provider.image_classes(), self.settings.data.repeat_factor_threshold, self.categories.names)
         return split_loader(
-            self._provider("train"), self.transform_settings, self.settings.data, batch_size,
-            train=True, seed=seed, rank=rank, world_size=world_size,
+            provider, self.transform_settings, self.settings.data, batch_size,
+            train=True, seed=seed, rank=rank, world_size=world_size, repeat_factors=factors,
         )
 
     def val_loader(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> TorchBatchLoader | None:
@@ -300,5 +305,6 @@ class CocoDatasetSource:
             "num_classes": len(train.categories) if train.readable else None,
             "categories": [c["name"] for c in train.categories],
             "max_instances": self.settings.data.max_instances,
+            "repeat_factor_sampling": self.repeat_info,
             "fingerprint": self.fingerprint(),
         }

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from apex_x.adapters.datasets.coco_samples import UnreadableImage
+from apex_x.adapters.datasets.repeat_factor import epoch_indices
 from apex_x.adapters.datasets.transforms import (
     RawSample,
     Sample,
@@ -97,6 +98,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         rank: int,
         world_size: int,
         drop_last: bool,
+        repeat_factors: np.ndarray | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
@@ -106,6 +108,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.repeat_factors = repeat_factors  # (N,) r_i of repeat-factor sampling (repeat_factor.py), or None
         self.pad = (
             shuffle  # training shards are padded (equal batches on every rank); eval shards are disjoint
         )
@@ -115,6 +118,11 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.start_batch = 0
 
     def _indices(self, epoch: int) -> list[int]:
+        if self.repeat_factors is not None:  # the epoch's images with their repeats, then shuffled and sharded
+            pool = epoch_indices(self.repeat_factors, self.seed, epoch)
+            positions = shard_indices(len(pool), shuffle=self.shuffle, seed=self.seed, epoch=epoch, rank=self.rank,
+                                      world_size=self.world_size, pad=self.pad)
+            return [pool[position] for position in positions]
         return shard_indices(
             self.num_samples,
             shuffle=self.shuffle,
@@ -214,6 +222,7 @@ class TorchBatchLoader:
         num_workers: int = 0,
         pin_memory: bool = False,
         drop_last: bool = False,
+        repeat_factors: np.ndarray | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -225,6 +234,7 @@ class TorchBatchLoader:
             rank=rank,
             world_size=world_size,
             drop_last=drop_last,
+            repeat_factors=repeat_factors,
         )
         self._loader = DataLoader(
             dataset,  # type: ignore[arg-type]
@@ -260,8 +270,10 @@ def split_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    repeat_factors: np.ndarray | None = None,
 ) -> TorchBatchLoader:
-    """One split's loader: train augments, shuffles and drops the last partial batch; val does none of these (seed 0)."""
+    """One split's loader: train augments, shuffles and drops the last partial batch; val does none of these (seed 0).
+    `repeat_factors` (train only): repeat-factor sampling (repeat_factor.image_repeat_factors)."""
     seed = seed if train else 0
     return TorchBatchLoader(
         InstanceDataset(provider, settings, augment=train, seed=seed),
@@ -273,4 +285,5 @@ def split_loader(
         drop_last=train,
         num_workers=data.num_workers,
         pin_memory=data.pin_memory and torch.cuda.is_available(),
+        repeat_factors=repeat_factors if train else None,
     )

@@ -10,6 +10,7 @@ import numpy as np
 import structlog
 
 from apex_x.adapters.datasets.loader import TorchBatchLoader, split_loader
+from apex_x.adapters.datasets.repeat_factor import repeat_sampling
 from apex_x.adapters.datasets.segmentation import rle_to_plain, to_rle
 from apex_x.adapters.datasets.shapes import (
     SHAPE_CATEGORIES,
@@ -65,6 +66,10 @@ class _Scenes:
             self._cache[index] = (image, shapes, labels)
         return self._cache[index]
 
+    def image_classes(self) -> list[frozenset[int]]:
+        """The contiguous class ids of each scene (repeat-factor sampling)."""
+        return [frozenset(self.scene(index)[2]) for index in range(self.count)]
+
     def load(self, index: int, *, augment: bool) -> RawSample:
         image, shapes, labels = self.scene(index)
         height, width = image.shape[:2]
@@ -102,6 +107,7 @@ class SyntheticDatasetSource:
         self.num_classes = settings.model.num_classes or len(SHAPE_CATEGORIES)
         self._categories = synthetic_categories(self.num_classes)
         self.seed = settings.train.seed
+        self.repeat_info: dict[str, Any] | None = None  # repeat-factor sampling, described by train_loader
         self._train = _Scenes(
             "train",
             settings.data.synthetic_train_images,
@@ -125,9 +131,11 @@ class SyntheticDatasetSource:
     def train_loader(
         self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
     ) -> TorchBatchLoader:
+        factors, self.repeat_info = repeat_sampling(
+            self._train.image_classes(), self.settings.data.repeat_factor_threshold, self.categories.names)
         return split_loader(
             self._train, self.transform_settings, self.settings.data, batch_size,
-            train=True, seed=seed, rank=rank, world_size=world_size,
+            train=True, seed=seed, rank=rank, world_size=world_size, repeat_factors=factors,
         )
 
     def val_loader(self, batch_size: int, *, rank: int = 0, world_size: int = 1) -> TorchBatchLoader | None:
@@ -219,5 +227,6 @@ class SyntheticDatasetSource:
             "splits": {"train": {"images": len(self._train)}, "val": {"images": len(self._val)}},
             "num_classes": self.num_classes,
             "categories": [c["name"] for c in self._categories],
+            "repeat_factor_sampling": self.repeat_info,
             "fingerprint": self.fingerprint(),
         }
