@@ -26,6 +26,7 @@ SAFE_TO_CHANGE = (
     r"train\.keep_last_epochs",
     r"train\.checkpoint_every_steps",
     r"train\.max_consecutive_bad_steps",
+    r"train\.patience",  # early stopping may be switched on, off or changed for the rest of a run
     r"train\.allow_synthetic_fallback",  # the dataset fingerprint must still match
     r"runtime\..+",
     r"data\.num_workers",
