@@ -13,9 +13,11 @@ from apex_x.adapters.models.profiles import get_profile
 from apex_x.application.engine.curriculum import apply_trainable, check_groups, set_train_mode
 from apex_x.application.engine.curriculum import plan_stages as plan_with
 from apex_x.application.engine.ema import ModelEma
-from apex_x.application.engine.schedules import boundary_scale, box_scale, loss_settings, lr_factor
+from apex_x.application.engine.schedules import loss_settings, lr_factor
 from apex_x.application.engine.train_state import Position, next_start
 from apex_x.domain.errors import ConfigError
+from apex_x.loss_components.boundary import boundary_scale
+from apex_x.loss_components.det import box_scale
 
 from .fakes import FakeModel
 

@@ -10,10 +10,8 @@ from apex_x.domain.config import TrainConfig
 from apex_x.domain.ports import LossComponent
 from apex_x.domain.registry import LOSS_COMPONENTS
 from apex_x.domain.types import LossSettings
-from apex_x.loss_components.boundary import boundary_scale
-from apex_x.loss_components.det import box_scale
 
-__all__ = ["boundary_scale", "box_scale", "evaluation_loss_settings", "loss_settings", "lr_factor"]
+__all__ = ["evaluation_loss_settings", "loss_settings", "lr_factor"]
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
