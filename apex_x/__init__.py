@@ -1,7 +1,8 @@
 """Apex-X: train detection + instance-segmentation models on COCO-format data.
 
 The importable use-case API (loaded lazily, nothing happens at import time):
-`train`, `evaluate`, `predict`, `preflight`, `dataset_preflight`, `load_config`.
+`train`, `evaluate`, `predict`, `preflight`, `dataset_preflight`, `load_config`, `make_shapes`, and for
+deployment `export`, `letterbox`, `decode_exported`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ _API = {
     "preflight": ("apex_x.api", "preflight"),
     "dataset_preflight": ("apex_x.api", "dataset_preflight"),
     "make_shapes": ("apex_x.api", "make_shapes"),
+    "export": ("apex_x.api", "export"),
+    "letterbox": ("apex_x.api", "letterbox"),
+    "decode_exported": ("apex_x.api", "decode_exported"),
 }
 
 __all__ = ["__version__", *_API]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from apex_x.adapters.datasets.shapes_writer import ShapesPaths
     from apex_x.application.evaluate import EvalReport
+    from apex_x.application.export import ExportResult
     from apex_x.application.inference import InferenceModel
     from apex_x.application.predict import PredictionRun
     from apex_x.application.preflight import PreflightReport
@@ -328,6 +329,55 @@ def predict(
     use_case = container.predict_images(model=model, sink=sink, score_threshold=score_threshold, batch_size=batch_size,
                                         image_ids=image_ids)
     return use_case.execute([str(images)] if isinstance(images, (str, os.PathLike)) else [str(item) for item in images])
+
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+
+
+def export(
+    checkpoint: str | os.PathLike[str],
+    format: str = "onnx",  # noqa: A002 - the CLI's --format
+    *,
+    output: str | os.PathLike[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    dynamic_batch: bool = False,
+) -> ExportResult:
+    """Export a checkpoint's model (EMA weights when present) as an ONNX or TorchScript file holding the network
+    and its dense decoding, plus `<file>.json` with the classes and post-processing settings.
+
+    input_size (height, width) defaults to the checkpoint's; dynamic_batch makes the batch dimension free
+    (ONNX; a TorchScript file accepts any batch). Default output: beside the checkpoint (best.pt -> best.onnx).
+    Errors: ConfigError for an unknown format or an input size the profile refuses, UserError when the model
+    cannot be exported in that format, DependencyError when the format's packages are not installed.
+    """
+    from apex_x.domain.errors import ConfigError
+    from apex_x.domain.registry import quoted_choices
+
+    _ensure_logging()
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {format!r}; valid: {quoted_choices(EXPORT_FORMATS)}", key="--format")
+    container = _container()
+    if output is not None:
+        container.check_output_file()(os.fspath(output), key="--output")
+    model = load_model(os.fspath(checkpoint), device="cpu")
+    exporter = container.model_exporters()[format]
+    return container.export_model(exporter=exporter).execute(
+        model, output=None if output is None else os.fspath(output), input_size=input_size,
+        dynamic_batch=dynamic_batch,
+    )
+
+
+def letterbox(image: Any, input_size: Sequence[int]) -> tuple[Any, Any]:
+    """(H, W, 3) uint8 RGB image -> ((3, h, w) uint8 tensor for an exported file, ImageMeta for decode_exported):
+    scaled to fit input_size (h, w), centred, padded with 114, as prediction places images."""
+    return _container().letterbox()(image, input_size)
+
+
+def decode_exported(outputs: Sequence[Any], metas: Sequence[Any], metadata: Mapping[str, Any], *,
+                    score_threshold: float | None = None) -> list[Any]:
+    """An exported file's outputs (boxes, scores, mask_coeffs, prototypes) for letterboxed images -> Detections
+    per image in original pixels (NMS, mask assembly, paste-back). `metadata`: the export's `<file>.json`."""
+    return _container().decode_exported()(outputs, metas, metadata, score_threshold=score_threshold)
 
 
 def check_classes(model: InferenceModel, coco_annotations: str | os.PathLike[str]) -> dict[str, int]:

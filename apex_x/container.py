@@ -160,6 +160,17 @@ class Container(containers.DeclarativeContainer):
         _lazy("apex_x.application.inference:LoadModel"), store=checkpoint_store,
         profile_for=providers.Object(_profile_for), resolve_device=resolve_device,
     )
+    # Export formats of `apex-x export --format NAME` (ModelExporter port), and the use case.
+    model_exporters = providers.Dict(
+        onnx=providers.Factory(_lazy("apex_x.adapters.export.onnx_exporter:OnnxModelExporter")),
+        torchscript=providers.Factory(_lazy("apex_x.adapters.export.torchscript_exporter:TorchScriptModelExporter")),
+    )
+    export_model = providers.Factory(
+        _lazy("apex_x.application.export:ExportModel"), profile_for=providers.Object(MODEL_PROFILES.get),
+        write_json=json_file_writer,
+    )
+    letterbox = _attr("apex_x.adapters.export.decode:letterbox")
+    decode_exported = _attr("apex_x.adapters.export.decode:decode_exported")
     evaluate_checkpoint = providers.Factory(
         _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
         on_bad_image=config.data.on_bad_image, dataset_format=dataset_format,

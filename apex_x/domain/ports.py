@@ -335,6 +335,25 @@ class WeightsWriter(Protocol):
         ...
 
 
+class ModelExporter(Protocol):
+    """One export format of a trained network (`apex-x export --format NAME`): writes a deployable file holding
+    the network and its dense decoding (boxes, scores, mask coefficients, prototypes; adapters/export/graph.py).
+    Raises UserError naming the format and what could not be exported."""
+
+    format: str  # e.g. "onnx"
+    suffix: str  # file suffix of its files, e.g. ".onnx"
+    runtime: str  # what runs the file, e.g. "onnxruntime"
+
+    def export(self, network: torch.nn.Module, input_size: tuple[int, int], path: str, *, dynamic_batch: bool,
+               metadata: Mapping[str, str]) -> None:
+        """Write `network` for (B, 3, height, width) uint8 inputs (B fixed at 1 unless `dynamic_batch`) to `path`."""
+        ...
+
+    def run(self, path: str, images: torch.Tensor) -> list[torch.Tensor]:
+        """The exported file's raw outputs (graph.OUTPUT_NAMES order) on (B, 3, H, W) uint8 `images` (CPU)."""
+        ...
+
+
 class RunFolder(Protocol):
     """The output folder of a run (`train.output_dir`): checked before anything is created, then prepared.
 

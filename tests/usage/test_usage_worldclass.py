@@ -145,3 +145,23 @@ def test_square_resize_retry_succeeds_on_the_real_model(worldclass_checkpoint, t
     assert cpu["status"] == "ok", cpu
     assert cpu["retried_with_square_resize"] is True and cpu["input_size"] == [96, 96]
     assert "is invalid for input of size" in cpu["first_error"] and isinstance(cpu["num_detections"], int)
+
+
+@pytest.mark.parametrize("name", ["onnx", "torchscript"])
+def test_worldclass_exports_and_its_file_matches_eager_torch(worldclass_checkpoint, tmp_path, name) -> None:
+    """TeacherModelV3 (DINOv2 + LoRA + simple pyramid) exports in both formats; raw outputs equal eager torch."""
+    pytest.importorskip("onnxruntime")
+    import apex_x
+    from apex_x.adapters.export.graph import ExportGraph
+    from apex_x.adapters.export.onnx_exporter import OnnxModelExporter
+    from apex_x.adapters.export.torchscript_exporter import TorchScriptModelExporter
+    from apex_x.api import load_model
+
+    result = apex_x.export(worldclass_checkpoint, name, output=tmp_path / f"teacher.{name}")
+    images = torch.randint(0, 255, (1, 3, 64, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = ExportGraph(load_model(worldclass_checkpoint, device="cpu").network).eval()(images)
+    runner = OnnxModelExporter() if name == "onnx" else TorchScriptModelExporter()
+    for expected, actual in zip(eager, runner.run(result.path, images), strict=True):
+        assert actual.shape == expected.shape and torch.allclose(actual, expected, atol=1e-3, rtol=1e-3)
+    assert json.loads(Path(result.metadata_path).read_text())["profile"] == "worldclass"

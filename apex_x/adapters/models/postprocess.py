@@ -38,15 +38,31 @@ def postprocess_detections(
     mask_stride: int,
 ) -> list[Detections]:
     """Raw outputs of a batch -> Detections per image in original pixels (CPU tensors)."""
-    scores = detection_scores(outputs)  # (B, A, C)
+    return postprocess_dense(outputs["boxes"], detection_scores(outputs), outputs["mask_coeffs"],
+                             outputs["prototypes"], metas, settings, mask_stride)
+
+
+@torch.no_grad()
+def postprocess_dense(
+    boxes: torch.Tensor,  # (B, A, 4) xyxy input pixels
+    scores: torch.Tensor,  # (B, A, C) detection scores (detection_scores)
+    mask_coeffs: torch.Tensor,  # (B, A, K)
+    prototypes: torch.Tensor,  # (B, K, H / mask_stride, W / mask_stride)
+    metas: Sequence[ImageMeta],
+    settings: PostprocessSettings,
+    mask_stride: int,
+) -> list[Detections]:
+    """The dense decoding (what an exported file outputs) -> Detections per image in original pixels: top-k,
+    score threshold, class-aware NMS, mask assembly and paste-back (CPU tensors)."""
     batch, num_anchors, num_classes = scores.shape
+    dense_boxes = boxes
     if len(metas) != batch:
         raise ValueError(f"postprocess got {len(metas)} image metas for a batch of {batch}")
     k = min(settings.pre_nms_topk, num_anchors * num_classes)
     top_scores, top_index = scores.reshape(batch, -1).topk(k, dim=1)  # (B, k)
     anchors = top_index // num_classes
     labels = top_index % num_classes
-    boxes = outputs["boxes"].float().gather(1, anchors[..., None].expand(batch, k, 4))  # (B, k, 4)
+    boxes = dense_boxes.float().gather(1, anchors[..., None].expand(batch, k, 4))  # (B, k, 4)
     keep = top_scores > settings.score_threshold
     image_index = torch.arange(batch, device=scores.device)[:, None].expand(batch, k)
     flat_boxes, flat_scores = boxes[keep], top_scores[keep]
@@ -56,8 +72,8 @@ def postprocess_detections(
     results: list[Detections] = []
     for image, meta in enumerate(metas):
         mine = kept[flat_images[kept] == image][: settings.max_detections]  # sorted by score
-        coeffs = outputs["mask_coeffs"][image, flat_anchors[mine]].float()  # (n, K)
-        mask_logits = torch.einsum("nk,khw->nhw", coeffs, outputs["prototypes"][image].float())
+        coeffs = mask_coeffs[image, flat_anchors[mine]].float()  # (n, K)
+        mask_logits = torch.einsum("nk,khw->nhw", coeffs, prototypes[image].float())
         boxes = flat_boxes[mine]
         if meta.flipped:  # the letterboxed canvas was mirrored (data transforms): mirror predictions back
             input_width = float(mask_logits.shape[-1] * mask_stride)

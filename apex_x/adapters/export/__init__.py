@@ -1,0 +1,1 @@
+"""Export formats of a trained network (ModelExporter port): ONNX (onnxruntime) and TorchScript."""
