@@ -22,6 +22,7 @@ _API = {
     "dataset_preflight": ("apex_x.api", "dataset_preflight"),
     "make_shapes": ("apex_x.api", "make_shapes"),
     "export": ("apex_x.api", "export"),
+    "benchmark": ("apex_x.api", "benchmark"),
     "letterbox": ("apex_x.api", "letterbox"),
     "decode_exported": ("apex_x.api", "decode_exported"),
 }

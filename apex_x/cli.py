@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "Predict on images with a checkpoint: COCO JSON + PNG overlays."),
     "make-shapes": ("make_shapes", "Write the built-in shapes dataset (COCO format) to a folder."),
     "export": ("export", "Export a checkpoint's model to ONNX or TorchScript (network + dense decoding)."),
+    "benchmark": ("benchmark", "Inference latency and throughput of a checkpoint (eager, TorchScript, ONNX Runtime)."),
 }
 
 

@@ -169,6 +169,14 @@ class Container(containers.DeclarativeContainer):
         _lazy("apex_x.application.export:ExportModel"), profile_for=providers.Object(MODEL_PROFILES.get),
         write_json=json_file_writer,
     )
+    model_stats = providers.Object(_lazy("apex_x.adapters.models.model_stats:model_stats"))
+    benchmark_inference = providers.Factory(
+        _lazy("apex_x.application.benchmark:BenchmarkInference"), reader=image_reader, exporters=model_exporters,
+        eager_runner=providers.Object(_lazy("apex_x.adapters.export.graph:eager_runner")),
+        decode=providers.Object(_lazy("apex_x.adapters.export.decode:decode_exported")), model_stats=model_stats,
+    )
+    benchmark_table = _attr("apex_x.application.benchmark:benchmark_table")
+    write_sample_image = _attr("apex_x.adapters.image_inputs:write_sample_image")
     letterbox = _attr("apex_x.adapters.export.decode:letterbox")
     decode_exported = _attr("apex_x.adapters.export.decode:decode_exported")
     evaluate_checkpoint = providers.Factory(

@@ -76,3 +76,21 @@ class PillowImageReader:
             pad_left=int(placement.offset_x),
         )
         return torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1).contiguous(), meta  # (3, height, width)
+
+
+def write_sample_image(path: str, width: int = 1280, height: int = 720, seed: int = 0) -> str:
+    """A JPEG photo stand-in (smooth gradients and filled shapes, quality 90) for timing pre-processing when the
+    user gives no image: decoding it costs what a camera frame of that size costs. Returns `path`."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    canvas = np.stack([xs / width * 255, ys / height * 255, (xs + ys) / (width + height) * 255], axis=-1)
+    image = Image.fromarray(canvas.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = int(rng.integers(0, width - 100)), int(rng.integers(0, height - 100))
+        size = int(rng.integers(40, 200))
+        draw.ellipse((x, y, x + size, y + size), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    image.save(path, format="JPEG", quality=90)
+    return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
@@ -349,8 +349,9 @@ class ModelExporter(Protocol):
         """Write `network` for (B, 3, height, width) uint8 inputs (B fixed at 1 unless `dynamic_batch`) to `path`."""
         ...
 
-    def run(self, path: str, images: torch.Tensor) -> list[torch.Tensor]:
-        """The exported file's raw outputs (graph.OUTPUT_NAMES order) on (B, 3, H, W) uint8 `images` (CPU)."""
+    def load(self, path: str, device: torch.device) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        """The exported file ready to run on `device`: (B, 3, H, W) uint8 images -> its raw outputs (OUTPUT_NAMES
+        order) as CPU float32 tensors."""
         ...
 
 

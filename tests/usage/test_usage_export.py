@@ -77,7 +77,7 @@ def test_raw_outputs_match_eager_torch(exported: dict[str, Any], trained_run: An
     images, _ = _images(trained_run, 3, result.input_size)  # a batch of 3: the ONNX batch is dynamic
     with torch.no_grad():
         eager = ExportGraph(exported["model"].network).eval()(images)
-    got = RUNNERS[name].run(result.path, images)
+    got = RUNNERS[name].load(result.path, torch.device("cpu"))(images)
     for key, expected, actual in zip(("boxes", "scores", "mask_coeffs", "prototypes"), eager, got, strict=True):
         atol, rtol = TOLERANCES[key]
         assert actual.shape == expected.shape and actual.dtype == torch.float32, key
@@ -95,7 +95,7 @@ def test_decoded_detections_equal_the_models_own(exported: dict[str, Any], train
     threshold = _separating_threshold(detection_scores(outputs))
     settings = PostprocessSettings(**{**metadata["postprocess"], "score_threshold": threshold})
     expected = postprocess_detections(outputs, metas, settings, metadata["mask_stride"])
-    runner_outputs = RUNNERS[name].run(result.path, images)
+    runner_outputs = RUNNERS[name].load(result.path, torch.device("cpu"))(images)
     decoded = apex_x.decode_exported([t.numpy() for t in runner_outputs], metas, metadata, score_threshold=threshold)
     assert 5 <= sum(len(item) for item in expected) <= 60
     for want, got in zip(expected, decoded, strict=True):
@@ -156,3 +156,28 @@ def test_a_model_without_dense_outputs_cannot_be_exported() -> None:
 
     with pytest.raises(UserError, match=r"lack \['cls_logits', 'quality', 'mask_coeffs', 'prototypes'\]"):
         export_graph(Plain(), (32, 32))
+
+
+def test_benchmark_times_each_stage_of_each_format(trained_run: Any, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from apex_x.cli import main
+
+    output = tmp_path / "bench.json"
+    code = main(["benchmark", "--checkpoint", str(trained_run.best), "--formats", "eager,torchscript",
+                 "--batch-size", "2", "--warmup", "1", "--iterations", "3", "--threads", "1",
+                 "--image", str(trained_run.val_images), "--output-json", str(output)])
+    assert code == 0
+    report = json.loads(output.read_text())
+    assert [item["format"] for item in report["formats"]] == ["eager", "torchscript"]
+    for item in report["formats"]:
+        assert item["status"] == "ok"
+        stages = item["ms_per_image"]
+        assert all(0 < stages[stage]["median"] <= stages[stage]["p90"] for stage in ("pre", "model", "post", "total"))
+        assert stages["total"]["median"] >= stages["model"]["median"]
+        assert item["images_per_s"] == pytest.approx(1000 / stages["total"]["median"], rel=0.01)
+    assert report["model"]["parameters"] == sum(p.numel() for p in load_model(str(trained_run.best)).network.parameters())
+    assert report["model"]["gflops"] > 0 and report["machine"]["threads"] == 1
+    table = capsys.readouterr().out
+    assert "torchscript" in table and "M parameters" in table and "GFLOPs" in table
+    assert main(["benchmark", "--checkpoint", str(trained_run.best), "--formats", "eager,tflite"]) == 2
+    assert "expected a comma-separated list of eager, torchscript, onnx" in capsys.readouterr().err

@@ -162,6 +162,6 @@ def test_worldclass_exports_and_its_file_matches_eager_torch(worldclass_checkpoi
     with torch.no_grad():
         eager = ExportGraph(load_model(worldclass_checkpoint, device="cpu").network).eval()(images)
     runner = OnnxModelExporter() if name == "onnx" else TorchScriptModelExporter()
-    for expected, actual in zip(eager, runner.run(result.path, images), strict=True):
+    for expected, actual in zip(eager, runner.load(result.path, torch.device("cpu"))(images), strict=True):
         assert actual.shape == expected.shape and torch.allclose(actual, expected, atol=1e-3, rtol=1e-3)
     assert json.loads(Path(result.metadata_path).read_text())["profile"] == "worldclass"

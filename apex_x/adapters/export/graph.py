@@ -12,6 +12,8 @@ mask logits = coeffs @ prototypes of the kept anchors, paste back to the origina
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -52,3 +54,15 @@ def export_graph(network: nn.Module, input_size: tuple[int, int], batch: int = 1
         raise UserError(f"this model's outputs lack {missing}: only dense-decoding models (boxes, scores, mask "
                         "coefficients, prototypes) can be exported")
     return graph, example
+
+
+def eager_runner(network: nn.Module, device: torch.device) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """The network in eager torch as a runner like an exported file's (ModelExporter.load): (B, 3, H, W) uint8
+    -> OUTPUT_NAMES outputs as CPU float32 tensors (inference mode, the model's own autocast-free forward)."""
+    graph = ExportGraph(network).to(device).eval()
+
+    def run(images: torch.Tensor) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return [output.cpu() for output in graph(images.to(device))]
+
+    return run

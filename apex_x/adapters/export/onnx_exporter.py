@@ -10,7 +10,7 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -61,13 +61,21 @@ class OnnxModelExporter:
         onnx.checker.check_model(model)
         _write_bytes(path, model.SerializeToString())
 
-    def run(self, path: str, images: torch.Tensor) -> list[torch.Tensor]:
+    def load(self, path: str, device: torch.device) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        """An onnxruntime session (the CUDA execution provider on a CUDA device when onnxruntime has it)."""
         _require("onnxruntime")
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.cpu().numpy()})
-        return [torch.from_numpy(output) for output in outputs]
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        session = onnxruntime.InferenceSession(path, providers=providers)
+
+        def run(images: torch.Tensor) -> list[torch.Tensor]:
+            outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.cpu().numpy()})
+            return [torch.from_numpy(output) for output in outputs]
+
+        return run
 
 
 def _write_bytes(path: str, data: bytes) -> None:

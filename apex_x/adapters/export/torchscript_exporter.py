@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -37,9 +37,13 @@ class TorchScriptModelExporter:
 
         atomic_write(path, lambda handle: torch.jit.save(traced, handle, _extra_files=extra), what="TorchScript file")
 
-    def run(self, path: str, images: torch.Tensor) -> list[torch.Tensor]:
+    def load(self, path: str, device: torch.device) -> Callable[[torch.Tensor], list[torch.Tensor]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-            module = torch.jit.load(path, map_location="cpu")
-        with torch.no_grad():
-            return [output for output in module(images.cpu())]
+            module = torch.jit.load(path, map_location=device)
+
+        def run(images: torch.Tensor) -> list[torch.Tensor]:
+            with torch.no_grad():
+                return [output.float().cpu() for output in module(images.to(device))]
+
+        return run
