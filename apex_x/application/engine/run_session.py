@@ -39,6 +39,7 @@ from apex_x.application.engine.train_state import (
 )
 from apex_x.application.engine.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.engine.validation import ValidationStopped, validate
+from apex_x.domain.augment import augment_plan
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
 
@@ -238,6 +239,8 @@ class RunSession:
                 steps_in_epoch=self.steps_per_epoch,
                 settings_for=lambda progress: loss_settings(stage.losses, progress, train),
                 progress=self.progress, on_step_end=on_step_end,
+                augment=augment_plan(self.settings.data, stage.augment, epoch=epoch,
+                                     total_epochs=total_epochs(self.stages)),
             )
         except BadImageStop as stop:
             self._save_mid_epoch(stage, epoch, stop.steps_done)

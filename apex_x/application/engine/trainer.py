@@ -19,6 +19,7 @@ from apex_x.application.engine.ema import ModelEma
 from apex_x.application.engine.progress import Progress
 from apex_x.application.engine.schedules import lr_factor
 from apex_x.application.engine.train_state import reseed
+from apex_x.domain.augment import AugmentPlan
 from apex_x.domain.config import TrainConfig
 from apex_x.domain.errors import TrainingStopped
 from apex_x.domain.ports import AuxiliaryLoss, BatchLoader, SegmentationModel
@@ -321,6 +322,7 @@ class Trainer:
         settings_for: Callable[[float], LossSettings],
         progress: Progress,
         on_step_end: Callable[[int], bool],
+        augment: AugmentPlan | None = None,
     ) -> EpochOutcome:
         """Batches [start_batch, steps_in_epoch) of `epoch`; `on_step_end(steps_done)` returns True to pause.
 
@@ -334,7 +336,7 @@ class Trainer:
             return EpochOutcome(done)
         seed, rank = self.train.seed, self.context.rank
         reseed(seed, "epoch", epoch, rank)
-        for batch in loader.iter_epoch(epoch, start_batch):
+        for batch in loader.iter_epoch(epoch, start_batch, augment):
             if self._undecodable(batch, done, stage):
                 done += 1  # every image of the batch was left out: nothing to step on
                 if on_step_end(done):
