@@ -71,10 +71,10 @@ def compose(index: int, plan: AugmentPlan, settings: TransformSettings, load: Lo
     return _single(raw, plan, settings, rng), raw
 
 
-def augment_sample(index: int, plan: AugmentPlan, settings: TransformSettings, load: Loader, count: int,
-                   rng: np.random.Generator) -> Sample:
-    """The training sample of image `index` (dataset of `count` images, raw images from `load`)."""
-    width, height = settings.input_width, settings.input_height
+def augment_canvas(index: int, plan: AugmentPlan, settings: TransformSettings, load: Loader, count: int,
+                   rng: np.random.Generator) -> tuple[Canvas, RawSample]:
+    """Image `index` (of `count`, raw images from `load`) with its instances at full input resolution, before
+    HSV: mosaic or alone, affine and flip, copy-paste, mixup; at most max_instances (largest first)."""
     canvas, raw = compose(index, plan, settings, load, count, rng)
     if rng.random() < plan.copy_paste:
         donor = load(int(rng.integers(0, count)))
@@ -85,6 +85,15 @@ def augment_sample(index: int, plan: AugmentPlan, settings: TransformSettings, l
     instances = canvas.instances
     if len(instances) > settings.max_instances:  # largest first, as the providers cap them
         instances = instances.take(np.argsort(-instances.areas(), kind="stable")[: settings.max_instances])
+    return Canvas(canvas.image, instances), raw
+
+
+def augment_sample(index: int, plan: AugmentPlan, settings: TransformSettings, load: Loader, count: int,
+                   rng: np.random.Generator) -> Sample:
+    """The training sample of image `index`: augment_canvas, HSV, boxes off the masks, masks on the grid."""
+    width, height = settings.input_width, settings.input_height
+    canvas, raw = augment_canvas(index, plan, settings, load, count, rng)
+    instances = canvas.instances
     if any(settings.hsv_jitter):
         chw = hsv_jitter(canvas.image, settings.hsv_jitter, rng)
     else:
