@@ -97,14 +97,21 @@ def output_region(matrix: np.ndarray, box: tuple[float, float, float, float], wi
 
 def window_mask(matrix: np.ndarray, window: tuple[float, float, float, float], width: int, height: int
                 ) -> np.ndarray:
-    """(height, width) bool: output pixels whose centre maps inside the source window (continuous coords)."""
+    """(height, width) bool: output pixels whose centre maps inside the source window (continuous coords).
+    Only the rectangle the window lands in is evaluated."""
+    inside = np.zeros((height, width), dtype=bool)
+    region = output_region(matrix, window, width, height)
+    if region is None:
+        return inside
+    x0, y0, x1, y1 = region
     inverse = np.linalg.inv(matrix)
-    xs = np.arange(width, dtype=np.float64) + 0.5
-    ys = np.arange(height, dtype=np.float64) + 0.5
+    xs = np.arange(x0, x1, dtype=np.float64) + 0.5
+    ys = np.arange(y0, y1, dtype=np.float64) + 0.5
     src_x = inverse[0, 0] * xs[None, :] + (inverse[0, 1] * ys + inverse[0, 2])[:, None]
-    inside = (src_x >= window[0]) & (src_x < window[2])
+    part = (src_x >= window[0]) & (src_x < window[2])
     src_y = inverse[1, 0] * xs[None, :] + (inverse[1, 1] * ys + inverse[1, 2])[:, None]
-    inside &= (src_y >= window[1]) & (src_y < window[3])
+    part &= (src_y >= window[1]) & (src_y < window[3])
+    inside[y0:y1, x0:x1] = part
     return inside
 
 

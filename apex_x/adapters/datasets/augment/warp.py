@@ -13,6 +13,7 @@ from apex_x.adapters.datasets.augment.geometry import (
     scaling,
     source_pixels,
     tighten,
+    translation,
     warp_image,
     window_mask,
     zoom_of,
@@ -108,9 +109,14 @@ def paste_window(
     """Warp the `window` (original pixels) of raw onto the canvas where it lands (mosaic tiles); the tiles'
     windows land on disjoint pixels, so a pasted tile never covers another's instances."""
     width, height = canvas.width, canvas.height
+    region = output_region(matrix, window, width, height)
+    if region is None:
+        return canvas
+    x0, y0, x1, y1 = region
     fx, fy = raw.image.shape[1] / raw.orig_width, raw.image.shape[0] / raw.orig_height
     image_window = (window[0] * fx, window[1] * fy, window[2] * fx, window[3] * fy)
-    warped = warp_image(raw.image, image_matrix(raw, matrix), width, height, image_window)
+    warped = warp_image(raw.image, translation(-x0, -y0) @ image_matrix(raw, matrix), x1 - x0, y1 - y0, image_window)
     valid = window_mask(matrix, window, width, height)
-    image = np.where(valid[..., None], warped, canvas.image)
+    image = canvas.image.copy()
+    np.copyto(image[y0:y1, x0:x1], warped, where=valid[y0:y1, x0:x1, None])
     return Canvas(image, canvas.instances.concat(warp_instances(raw, matrix, width, height, window, valid)))
