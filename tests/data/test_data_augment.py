@@ -8,7 +8,8 @@ import torch
 from pycocotools import mask as mask_utils
 
 from apex_x.adapters.config_yaml import load_config
-from apex_x.adapters.datasets.augment.geometry import rotation, scaling, translation, warp_image
+from apex_x.adapters.datasets.augment.copy_paste import copy_paste
+from apex_x.adapters.datasets.augment.geometry import Instances, rotation, scaling, translation, warp_image
 from apex_x.adapters.datasets.augment.multi_scale import batch_input_size
 from apex_x.adapters.datasets.augment.pipeline import augment_canvas, augment_rng, augment_sample
 from apex_x.adapters.datasets.augment.warp import Canvas, warp_instances
@@ -200,3 +201,30 @@ def test_loader_follows_the_plan_it_is_given_and_validation_stays_fixed(shapes_d
     val = source.val_loader(4)
     assert val is not None
     assert {tuple(batch.images.shape[2:]) for batch in val.iter_epoch(0, augment=PLANS["all"])} == {(64, 64)}
+
+
+def _canvas(boxes: list[tuple[int, int, int, int]], value: int) -> Canvas:
+    image = np.full((32, 32, 3), value, np.uint8)
+    crops = [np.ones((y1 - y0, x1 - x0), bool) for x0, y0, x1, y1 in boxes]
+    origins = np.array([(x0, y0) for x0, y0, _, _ in boxes], np.int64).reshape(-1, 2)
+    return Canvas(image, Instances(np.zeros(len(boxes), np.int64), np.zeros(len(boxes), bool), origins, crops))
+
+
+def test_copy_paste_cuts_what_it_covers_from_the_masks_below() -> None:
+    canvas = _canvas([(0, 0, 20, 20), (24, 24, 26, 26)], 10)  # a big square, and a tiny one under the paste
+    donor = _canvas([(12, 0, 32, 30)], 200)  # overlaps the big square by 8 x 20 = 40 % of it, 27 % of itself
+    pasted = copy_paste(canvas, donor, np.random.default_rng(0))
+    assert pasted.instances.boxes().tolist() == [[0, 0, 12, 20], [12, 0, 32, 30]]  # the tiny one is covered
+    assert (pasted.image[0:30, 12:32] == 200).all() and (pasted.image[0:20, 0:12] == 10).all()
+    crowded = _canvas([(12, 0, 32, 30)], 200)
+    crowded.instances.crowd[:] = True  # crowd regions are never pasted
+    assert copy_paste(canvas, crowded, np.random.default_rng(0)) is canvas
+
+
+def test_decoders_keep_the_detail_the_largest_zoom_needs() -> None:
+    config = load_config(None, ["data.affine_scale=0.5", "data.multi_scale=[0.5,1.5]", "data.scale_jitter=[1.0,1.0]",
+                                "train.stages=[{name: a, augment: {multi_scale: [1.0, 2.0]}}]"])
+    settings = TransformSettings.from_config(config)
+    assert settings.max_zoom == pytest.approx(3.0)
+    assert settings.decode_size(1000, 1000, augment=True) == (768, 768)
+    assert settings.decode_size(1000, 1000, augment=False) == (256, 256)

@@ -54,7 +54,7 @@ SampleKey = tuple[int, int, AugmentPlan, "tuple[int, int] | None"]
 
 
 class InstanceDataset(Dataset[Sample]):
-    """Map-style dataset keyed by (epoch, index): the transform's randomness is per (seed, epoch, index)."""
+    """Map-style dataset keyed by (epoch, index[, plan, size]): the randomness is per (seed, epoch, index)."""
 
     def __init__(
         self, provider: SampleProvider, settings: TransformSettings, *, augment: bool, seed: int
