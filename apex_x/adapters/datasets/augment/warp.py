@@ -107,7 +107,8 @@ def paste_window(
     canvas: Canvas, raw: RawSample, matrix: np.ndarray, window: tuple[float, float, float, float]
 ) -> Canvas:
     """Warp the `window` (original pixels) of raw onto the canvas where it lands (mosaic tiles); the tiles'
-    windows land on disjoint pixels, so a pasted tile never covers another's instances."""
+    windows land on disjoint pixels, so a pasted tile never covers another's instances. The canvas's image
+    is painted in place."""
     width, height = canvas.width, canvas.height
     region = output_region(matrix, window, width, height)
     if region is None:
@@ -117,6 +118,5 @@ def paste_window(
     image_window = (window[0] * fx, window[1] * fy, window[2] * fx, window[3] * fy)
     warped = warp_image(raw.image, translation(-x0, -y0) @ image_matrix(raw, matrix), x1 - x0, y1 - y0, image_window)
     valid = window_mask(matrix, window, width, height)
-    image = canvas.image.copy()
-    np.copyto(image[y0:y1, x0:x1], warped, where=valid[y0:y1, x0:x1, None])
-    return Canvas(image, canvas.instances.concat(warp_instances(raw, matrix, width, height, window, valid)))
+    np.copyto(canvas.image[y0:y1, x0:x1], warped, where=valid[y0:y1, x0:x1, None])  # painted in place
+    return Canvas(canvas.image, canvas.instances.concat(warp_instances(raw, matrix, width, height, window, valid)))
