@@ -13,6 +13,9 @@
     .venv/bin/python benchmarks/bench_data.py --size 640 --workers 0,1,2 --epochs 3 --annotations 100000
     # smoke run (seconds):
     .venv/bin/python benchmarks/bench_data.py --size 128 --workers 0 --epochs 1 --annotations 2000 --images 200
+    # your own COCO split, with the real-data augmentation on (any config key with --set), loader only:
+    .venv/bin/python benchmarks/bench_data.py --size 416 --workers 0 --epochs 1 --preflight off \
+        --train-images DIR --train-annotations JSON --set data.mosaic=1.0 --set data.affine_scale=0.5
 """
 
 from __future__ import annotations
@@ -55,7 +58,12 @@ class _DecodeResize(Dataset[torch.Tensor]):
         return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()
 
 
-def _data(size: int, workdir: Path) -> tuple[list[str], list[Path], str]:
+def _data(size: int, workdir: Path, coco: tuple[str, str] | None = None) -> tuple[list[str], list[Path], str]:
+    if coco is not None:
+        images, annotations = coco
+        files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        overrides = [f"data.coco_train_images={images}", f"data.coco_train_annotations={annotations}"]
+        return overrides, files, f"{images} ({len(files)} images)"
     if TINY_COCO.is_dir():
         root = TINY_COCO
         overrides = [
@@ -68,9 +76,11 @@ def _data(size: int, workdir: Path) -> tuple[list[str], list[Path], str]:
 
 
 def bench_loader(
-    size: int, workers: list[int], epochs: int, batch_size: int, workdir: Path
+    size: int, workers: list[int], epochs: int, batch_size: int, workdir: Path,
+    coco: tuple[str, str] | None = None, extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    overrides, files, label = _data(size, workdir)
+    overrides, files, label = _data(size, workdir, coco)
+    overrides = [*overrides, *extra]
     rows = []
     for count in workers:
         settings = load_config(
@@ -116,7 +126,8 @@ def bench_loader(
             f"workers={count}: apex-x {ours:7.1f} img/s ({ours / per:6.1f}/worker)   "
             f"decode+resize baseline {base:7.1f} img/s ({base / per:6.1f}/worker)"
         )
-    return {"data": label, "size": size, "batch_size": batch_size, "epochs": epochs, "rows": rows}
+    return {"data": label, "size": size, "batch_size": batch_size, "epochs": epochs, "overrides": list(extra),
+            "rows": rows}
 
 
 def _generated_coco(root: Path, images: int, annotations: int) -> Path:
@@ -202,17 +213,24 @@ def main() -> None:
     parser.add_argument("--annotations", type=int, default=100_000)
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--output-json", default=None)
+    parser.add_argument("--train-images", default=None, help="A COCO images folder to load (with --train-annotations).")
+    parser.add_argument("--train-annotations", default=None, help="Its COCO instances JSON.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="A config key=value (repeat).")
+    parser.add_argument("--preflight", choices=("on", "off"), default="on", help="Also time the 100k preflight.")
     args = parser.parse_args()
+    coco = (args.train_images, args.train_annotations) if args.train_images else None
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         result = {
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
             "loader": bench_loader(
-                args.size, [int(w) for w in args.workers.split(",")], args.epochs, args.batch_size, workdir
+                args.size, [int(w) for w in args.workers.split(",")], args.epochs, args.batch_size, workdir,
+                coco, tuple(args.overrides),
             ),
-            "preflight": bench_preflight(args.images, args.annotations, workdir),
         }
+        if args.preflight == "on":
+            result["preflight"] = bench_preflight(args.images, args.annotations, workdir)
     if args.output_json:
         Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output_json).write_text(json.dumps(result, indent=2))

@@ -78,6 +78,33 @@ class ModelConfig(_Strict):
 
 
 
+def _check_range(value: list[float] | None, low_limit: float, high_limit: float) -> list[float] | None:
+    if value is not None and not low_limit < value[0] <= value[1] <= high_limit:
+        raise ValueError(f"must satisfy {low_limit} < low <= high <= {high_limit}, got {list(value)}")
+    return value
+
+
+class AugmentOverride(_Strict):
+    """A stage's own augmentation (train.stages[*].augment): a key left null keeps the data.* value."""
+
+    mosaic: float | None = Field(None, ge=0.0, le=1.0, description="Stage value of data.mosaic.")
+    copy_paste: float | None = Field(None, ge=0.0, le=1.0, description="Stage value of data.copy_paste.")
+    mixup: float | None = Field(None, ge=0.0, le=1.0, description="Stage value of data.mixup.")
+    affine_degrees: float | None = Field(None, ge=0.0, le=180.0, description="Stage value of data.affine_degrees.")
+    affine_translate: float | None = Field(
+        None, ge=0.0, le=0.5, description="Stage value of data.affine_translate."
+    )
+    affine_scale: float | None = Field(None, ge=0.0, lt=1.0, description="Stage value of data.affine_scale.")
+    multi_scale: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="Stage value of data.multi_scale ([1, 1] = off in this stage)."
+    )
+
+    @field_validator("multi_scale")
+    @classmethod
+    def _multi_scale_range(cls, value: list[float] | None) -> list[float] | None:
+        return _check_range(value, 0.0, 4.0)
+
+
 class StageConfig(_Strict):
     """One named stage of the curriculum."""
 
@@ -92,6 +119,10 @@ class StageConfig(_Strict):
         default_factory=lambda: ["all"], description="Parameter groups that train in this stage."
     )
     lr_scale: float = Field(1.0, gt=0.0, le=100.0, description="Multiplier of train.lr in this stage.")
+    augment: AugmentOverride | None = Field(
+        None, description="This stage's mosaic / copy_paste / mixup / affine_* / multi_scale (null keys and a null "
+        "augment keep the data.* values); data.close_mosaic_epochs still switches them off at the end of the run."
+    )
 
     @field_validator("losses")
     @classmethod
@@ -227,6 +258,33 @@ class DataConfig(_Strict):
         "image is seen r = max over its classes of max(1, sqrt(t / f)) times per epoch on average, f = the share "
         "of train images holding the class, t = this threshold (LVIS uses 0.001). null = uniform sampling."
     )
+    # -- augmentation for real data (adapters/datasets/augment); per stage: train.stages[*].augment --------
+    mosaic: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that a training image is a mosaic of 4 images (itself and "
+        "3 random others, around a random centre of a 2x canvas, then the random affine crops the input size)."
+    )
+    copy_paste: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that a training image gets instances pasted (by their masks) "
+        "from another random image; what they cover is cut from the masks below them."
+    )
+    mixup: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that a training image is blended with another augmented one "
+        "(ratio ~ Beta(32, 32)); the instances of both are kept."
+    )
+    affine_degrees: float = Field(0.0, ge=0.0, le=180.0, description="Random rotation in [-d, d] degrees.")
+    affine_translate: float = Field(
+        0.0, ge=0.0, le=0.5, description="Random translation in [-t, t] of the input width / height."
+    )
+    affine_scale: float = Field(0.0, ge=0.0, lt=1.0, description="Random zoom in [1 - s, 1 + s].")
+    multi_scale: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="[low, high] factor of the input size: each training batch "
+        "gets one size in that range, both sides multiples of the model's stride (32); null = off. Validation "
+        "keeps model.input_height x input_width."
+    )
+    close_mosaic_epochs: int = Field(
+        0, ge=0, le=100000, description="The run's last N epochs train without mosaic, copy_paste, mixup, affine "
+        "and multi_scale (flip, scale jitter and HSV stay): the last epochs see images like validation's."
+    )
     synthetic_train_images: int = Field(64, ge=1, description="Synthetic smoke data: train images.")
     synthetic_val_images: int = Field(16, ge=0, description="Synthetic smoke data: val images.")
 
@@ -237,6 +295,11 @@ class DataConfig(_Strict):
         if not 0.0 < low <= high <= 10.0:
             raise ValueError(f"must satisfy 0 < low <= high <= 10, got {list(value)}")
         return value
+
+    @field_validator("multi_scale")
+    @classmethod
+    def _multi_scale_range(cls, value: list[float] | None) -> list[float] | None:
+        return _check_range(value, 0.0, 4.0)
 
 
 class RuntimeConfig(_Strict):

@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from apex_x.domain.augment import AugmentPlan
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.config import ApexConfig, ModelConfig, StageConfig, TrainConfig
 from apex_x.domain.environment import PreflightCheck, Requirement
@@ -31,8 +32,9 @@ class BatchLoader(Protocol):
         """Batches per epoch (per process)."""
         ...
 
-    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
-        """Batches of `epoch` (reshuffled per epoch), skipping the first `start_batch` (exact resume)."""
+    def iter_epoch(self, epoch: int, start_batch: int = 0, augment: AugmentPlan | None = None) -> Iterator[Batch]:
+        """Batches of `epoch` (reshuffled per epoch), skipping the first `start_batch` (exact resume); augment:
+        the epoch's augmentation (domain.augment.augment_plan; None = the loader's default from data.*)."""
         ...
 
 

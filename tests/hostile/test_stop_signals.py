@@ -56,7 +56,7 @@ class SignalInValidation(FakeDatasetSource):
         source = self
 
         class Loader(FakeBatchLoader):
-            def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+            def iter_epoch(self, epoch: int, start_batch: int = 0, augment: object = None) -> Iterator[Batch]:
                 for batch in super().iter_epoch(epoch, start_batch):
                     source.val_batches += 1
                     if source.val_batches == 1:

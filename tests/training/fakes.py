@@ -60,7 +60,7 @@ class FakeBatchLoader:
     def __len__(self) -> int:
         return len(self.indices) // self.batch_size
 
-    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+    def iter_epoch(self, epoch: int, start_batch: int = 0, augment: object = None) -> Iterator[Batch]:
         order = list(self.indices)
         if self.shuffle:
             permutation = torch.randperm(len(order), generator=torch.Generator().manual_seed(self.seed * 1000 + epoch))

@@ -123,7 +123,7 @@ class FakeLoader:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+    def iter_epoch(self, epoch: int, start_batch: int = 0, augment: object = None) -> Iterator[Batch]:
         self.epochs.append(epoch)
         yield from self.batches[start_batch:]
 

@@ -1,11 +1,14 @@
 """BatchLoader over torch's DataLoader: per-rank sharding, per-epoch shuffle, exact mid-epoch resume, collate.
 
-Batch k of epoch e is a pure function of (seed, epoch, rank, world_size, k): the order comes from
-`seed + epoch` (as DistributedSampler), each sample's augmentation from (seed, epoch, index).
+Batch k of epoch e is a pure function of (seed, epoch, rank, world_size, k, the epoch's AugmentPlan): the
+order comes from `seed + epoch` (as DistributedSampler), each sample's augmentation from (seed, epoch, index),
+the batch's input size (multi-scale) from (seed, epoch, k). The plan and size travel in the batch keys, so
+persistent workers always use the epoch's own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from apex_x.adapters.datasets.augment.multi_scale import batch_input_size
+from apex_x.adapters.datasets.augment.pipeline import augment_rng, augment_sample
 from apex_x.adapters.datasets.coco_samples import UnreadableImage
 from apex_x.adapters.datasets.repeat_factor import epoch_indices
 from apex_x.adapters.datasets.transforms import (
@@ -24,7 +29,9 @@ from apex_x.adapters.datasets.transforms import (
     sample_rng,
     transform_sample,
 )
+from apex_x.domain.augment import OFF, AugmentPlan, augment_plan
 from apex_x.domain.config import DataConfig
+from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE
 from apex_x.domain.types import Batch
 
 
@@ -45,8 +52,11 @@ class BadImage:
     reason: str
 
 
+SampleKey = tuple[int, int, AugmentPlan, "tuple[int, int] | None"]
+
+
 class InstanceDataset(Dataset[Sample]):
-    """Map-style dataset keyed by (epoch, index): the transform's randomness is per (seed, epoch, index)."""
+    """Map-style dataset keyed by (epoch, index[, plan, size]): the randomness is per (seed, epoch, index)."""
 
     def __init__(
         self, provider: SampleProvider, settings: TransformSettings, *, augment: bool, seed: int
@@ -59,14 +69,25 @@ class InstanceDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.provider)
 
-    def __getitem__(self, key: tuple[int, int]) -> Sample | BadImage:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, int] | SampleKey) -> Sample | BadImage:
+        """key: (epoch, index), or (epoch, index, plan, (height, width)) from a plan or multi-scale batch."""
+        epoch, index = key[0], key[1]
+        plan, size = (key[2], key[3]) if len(key) == 4 else (OFF, None)
+        settings = self.settings
+        if size is not None and size != (settings.input_height, settings.input_width):
+            settings = dataclasses.replace(settings, input_height=size[0], input_width=size[1])
         try:
+            if self.augment and plan.per_sample:
+                return augment_sample(index, plan, settings, self._load, len(self.provider),
+                                      augment_rng(self.seed, epoch, index))
             raw = self.provider.load(index, augment=self.augment)
         except UnreadableImage as error:  # the trainer decides (data.on_bad_image): stop with a resume, or skip
             return BadImage(error.image_id, error.file, error.reason)
         rng = sample_rng(self.seed, epoch, index) if self.augment else None
-        return transform_sample(raw, self.settings, rng)
+        return transform_sample(raw, settings, rng)
+
+    def _load(self, index: int) -> RawSample:
+        return self.provider.load(index, augment=self.augment)
 
 
 def shard_indices(
@@ -116,6 +137,9 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.drop_last = drop_last and per_rank >= batch_size
         self.epoch = 0
         self.start_batch = 0
+        self.plan = OFF
+        self.base_size: tuple[int, int] | None = None  # (height, width) that multi-scale varies
+        self.size_multiple = INPUT_SIZE_MULTIPLE  # multi-scale sides are multiples of it (the profile's rule)
 
     def _indices(self, epoch: int) -> list[int]:
         if self.repeat_factors is not None:  # the epoch's images with their repeats, then shuffled and sharded
@@ -144,13 +168,26 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         per_rank = len(self._indices(0))
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0, plan: AugmentPlan = OFF) -> None:
         self.epoch = int(epoch)
         self.start_batch = max(0, int(start_batch))
+        self.plan = plan
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for batch in self.batches(self.epoch)[self.start_batch :]:
-            yield [(self.epoch, index) for index in batch]
+    def input_size(self, batch: int) -> tuple[int, int] | None:
+        """(height, width) of batch `batch` of the current epoch under multi-scale, else None (the base size)."""
+        if self.plan.multi_scale is None or self.base_size is None:
+            return None
+        return batch_input_size(self.seed, self.epoch, batch, self.base_size, self.plan.multi_scale,
+                                self.size_multiple)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]] | list[SampleKey]]:
+        plain = self.plan == OFF
+        for number, batch in enumerate(self.batches(self.epoch)[self.start_batch :], start=self.start_batch):
+            if plain:
+                yield [(self.epoch, index) for index in batch]
+            else:
+                size = self.input_size(number)
+                yield [(self.epoch, index, self.plan, size) for index in batch]
 
     def __len__(self) -> int:
         return max(0, self.num_batches() - self.start_batch)
@@ -223,9 +260,12 @@ class TorchBatchLoader:
         pin_memory: bool = False,
         drop_last: bool = False,
         repeat_factors: np.ndarray | None = None,
+        plan: AugmentPlan = OFF,
     ) -> None:
+        """plan: the augmentation of an epoch that iter_epoch is not given one for (data.* without stages)."""
         self.dataset = dataset
         self.batch_size = batch_size
+        self.plan = plan
         self.sampler = EpochBatchSampler(
             len(dataset),
             batch_size,
@@ -236,6 +276,8 @@ class TorchBatchLoader:
             drop_last=drop_last,
             repeat_factors=repeat_factors,
         )
+        self.sampler.base_size = (dataset.settings.input_height, dataset.settings.input_width)
+        self.sampler.size_multiple = dataset.settings.size_multiple
         self._loader = DataLoader(
             dataset,  # type: ignore[arg-type]
             batch_sampler=self.sampler,
@@ -248,9 +290,12 @@ class TorchBatchLoader:
     def __len__(self) -> int:
         return self.sampler.num_batches()
 
-    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
-        """Batches of `epoch`, skipping the first `start_batch` without loading them (exact resume)."""
-        self.sampler.set_epoch(epoch, start_batch)
+    def iter_epoch(self, epoch: int, start_batch: int = 0, augment: AugmentPlan | None = None) -> Iterator[Batch]:
+        """Batches of `epoch`, skipping the first `start_batch` without loading them (exact resume); augment: the
+        epoch's plan (domain.augment.augment_plan; None = the loader's own). A loader that does not augment
+        (validation) ignores it."""
+        plan = (augment if augment is not None else self.plan) if self.dataset.augment else OFF
+        self.sampler.set_epoch(epoch, start_batch, plan)
         if start_batch >= len(self):
             return
         yield from self._loader
@@ -286,4 +331,5 @@ def split_loader(
         num_workers=data.num_workers,
         pin_memory=data.pin_memory and torch.cuda.is_available(),
         repeat_factors=repeat_factors if train else None,
+        plan=augment_plan(data) if train else OFF,
     )

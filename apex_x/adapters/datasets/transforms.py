@@ -15,6 +15,8 @@ from PIL import Image
 from apex_x.adapters.datasets.mask_resample import resample_masks
 from apex_x.adapters.datasets.segmentation import decode_stack
 from apex_x.domain.config import ApexConfig
+from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE
+from apex_x.domain.registry import MODEL_PROFILES
 from apex_x.domain.types import ImageMeta
 
 PAD_VALUE = 114
@@ -60,6 +62,8 @@ class TransformSettings:
     hsv_jitter: tuple[float, float, float]
     max_instances: int
     high_bit_depth: str = "full_range"  # data.high_bit_depth_scaling
+    max_zoom: float = 1.0  # the most the real-data augmentation enlarges (affine zoom x multi_scale high)
+    size_multiple: int = INPUT_SIZE_MULTIPLE  # multi-scale sizes: the profile's rule (ModelProfile.input_size_multiple)
 
     @classmethod
     def from_config(cls, config: ApexConfig) -> TransformSettings:
@@ -76,14 +80,26 @@ class TransformSettings:
             ),
             max_instances=config.data.max_instances,
             high_bit_depth=config.data.high_bit_depth_scaling,
+            max_zoom=_max_zoom(config),
+            size_multiple=MODEL_PROFILES.get(config.model.profile).input_size_multiple,
         )
 
     def decode_size(self, orig_width: int, orig_height: int, *, augment: bool) -> tuple[int, int]:
         """Smallest decoded (width, height) that loses nothing at the largest scale the transform may use."""
         scale = min(self.input_width / orig_width, self.input_height / orig_height)
         if augment:
-            scale *= self.scale_jitter[1]
+            scale *= self.scale_jitter[1] * self.max_zoom
         return int(np.ceil(orig_width * scale)), int(np.ceil(orig_height * scale))
+
+
+def _max_zoom(config: ApexConfig) -> float:
+    """The largest enlargement any stage's affine zoom and multi-scale may apply (decoders keep that detail)."""
+    data, zoom = config.data, 1.0
+    for augment in [data, *(stage.augment for stage in config.train.stages if stage.augment is not None)]:
+        affine = augment.affine_scale if augment.affine_scale is not None else data.affine_scale
+        multi = augment.multi_scale if augment.multi_scale is not None else data.multi_scale
+        zoom = max(zoom, (1.0 + affine) * max(1.0, multi[1] if multi else 1.0))
+    return zoom
 
 
 @dataclass(frozen=True)

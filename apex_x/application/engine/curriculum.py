@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from apex_x.domain.config import ApexConfig, StageConfig, effective_stages
+from apex_x.domain.config import ApexConfig, AugmentOverride, StageConfig, effective_stages
 from apex_x.domain.errors import ConfigError
 
 
@@ -23,9 +23,10 @@ class Stage:
     trainable: tuple[str, ...]
     lr_scale: float
     first_epoch: int
+    augment: AugmentOverride | None = None  # the stage's own augmentation keys (domain.augment.augment_plan)
 
     def to_plain(self) -> dict[str, Any]:
-        return {
+        plain = {
             "index": self.index,
             "name": self.name,
             "epochs": self.epochs,
@@ -34,6 +35,9 @@ class Stage:
             "lr_scale": self.lr_scale,
             "first_epoch": self.first_epoch,
         }
+        if self.augment is not None:
+            plain["augment"] = self.augment.model_dump(exclude_none=True)
+        return plain
 
 
 def plan_stages(config: ApexConfig, default_stages: Sequence[StageConfig]) -> list[Stage]:
@@ -57,6 +61,7 @@ def plan_stages(config: ApexConfig, default_stages: Sequence[StageConfig]) -> li
                 trainable=tuple(stage.trainable),
                 lr_scale=float(stage.lr_scale),
                 first_epoch=first,
+                augment=stage.augment,
             )
         )
         first += epochs

@@ -41,6 +41,7 @@ from apex_x.application.engine.train_state import (
 )
 from apex_x.application.engine.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.engine.validation import ValidationStopped, validate
+from apex_x.domain.augment import AugmentPlan, augment_plan
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
 
@@ -105,6 +106,7 @@ class RunSession:
         self.planned_epochs = total_epochs(stages)  # set by run() from the schedule (resume: done + remaining)
         self.last_epoch = self.planned_epochs - 1
         self.stopped_stage: int | None = None  # set by an early stop (train.patience) at the end of an epoch
+        self.augment_logged: AugmentPlan | None = None
 
     # --- resume ---------------------------------------------------------------------------------
     def restore(self, checkpoint: TrainingCheckpoint, path: str) -> Position:
@@ -253,6 +255,7 @@ class RunSession:
                 steps_in_epoch=self.steps_per_epoch,
                 settings_for=lambda progress: loss_settings(stage.losses, progress, train),
                 progress=self.progress, on_step_end=on_step_end,
+                augment=self._augment(stage, epoch),
             )
         except BadImageStop as stop:
             self._save_mid_epoch(stage, epoch, stop.steps_done)
@@ -292,6 +295,14 @@ class RunSession:
             self.message = f"paused after epoch {len(self.report_state.history)}; resume with: {self._resume()}"
             log.info("paused", message=self.message)
         return outcome.stop and not finishing
+
+    def _augment(self, stage: Stage, epoch: int) -> AugmentPlan:
+        """The epoch's augmentation (data.*, the stage's override, close_mosaic); logged when it changes."""
+        plan = augment_plan(self.settings.data, stage.augment, epoch=epoch, total_epochs=total_epochs(self.stages))
+        if plan != self.augment_logged:
+            log.info("augment_plan", stage=stage.name, epoch=epoch + 1, **plan.to_plain())
+            self.augment_logged = plan
+        return plan
 
     def _pause_mid_epoch(self, stage: Stage, epoch: int, done: int) -> bool:
         """Save last.pt at batch `done` of the epoch (its validation, if due, runs after --resume)."""

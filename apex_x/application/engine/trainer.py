@@ -20,6 +20,7 @@ from apex_x.application.engine.ema import ModelEma
 from apex_x.application.engine.progress import Progress
 from apex_x.application.engine.schedules import lr_factor
 from apex_x.application.engine.train_state import reseed
+from apex_x.domain.augment import AugmentPlan
 from apex_x.domain.config import TrainConfig
 from apex_x.domain.errors import TrainingStopped
 from apex_x.domain.ports import AuxiliaryLoss, BatchLoader, SegmentationModel
@@ -355,6 +356,7 @@ class Trainer:
         settings_for: Callable[[float], LossSettings],
         progress: Progress,
         on_step_end: Callable[[int], bool],
+        augment: AugmentPlan | None = None,
     ) -> EpochOutcome:
         """Optimizer steps [start_batch, steps_in_epoch) of `epoch` (each over batch_plan.accumulate loader
         batches); `on_step_end(steps_done)` returns True to pause.
@@ -368,7 +370,7 @@ class Trainer:
         seed, rank = self.train.seed, self.context.rank
         reseed(seed, "epoch", epoch, rank)
         accumulate = self.batch_plan.accumulate
-        groups = accumulation_groups(loader.iter_epoch(epoch, start_batch * accumulate), accumulate,
+        groups = accumulation_groups(loader.iter_epoch(epoch, start_batch * accumulate, augment), accumulate,
                                      usable=lambda batch: not self._undecodable(batch, done, stage))
         for group in groups:
             if not group:
