@@ -4,43 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from apex_x.application.engine.accumulation import plan_batches
-from apex_x.application.engine.checkpointing import CheckpointKeeper, make_payload
+from apex_x.application.engine.checkpointing import CheckpointKeeper
 from apex_x.application.engine.curriculum import Stage, total_epochs
 from apex_x.application.engine.diagnostics import RunDiagnostics
 from apex_x.application.engine.distributed import DistContext, any_true
-from apex_x.application.engine.early_stopping import early_stop, skip_rest_of_stage
+from apex_x.application.engine.early_stopping import skip_rest_of_stage
 from apex_x.application.engine.ema import ModelEma
-from apex_x.application.engine.run_health import epoch_warnings
+from apex_x.application.engine.epoch_end import EpochEnd
 from apex_x.application.engine.run_support import (
-    MetricChoice,
     RunNetwork,
     RunPlan,
     RunPorts,
     TrainResult,
     amp_dtype,
 )
-from apex_x.application.engine.schedules import evaluation_loss_settings, loss_settings
-from apex_x.application.engine.train_report import ReportState, build_report, is_improvement
+from apex_x.application.engine.schedules import loss_settings
+from apex_x.application.engine.session_outputs import SessionOutputs
+from apex_x.application.engine.train_report import ReportState
 from apex_x.application.engine.train_state import (
     Position,
     StartPoint,
-    capture_rng,
     check_optimizer_state,
     in_curriculum,
     not_in_curriculum,
     restore_rng,
 )
 from apex_x.application.engine.trainer import BadImageStop, Trainer, build_optimizer
-from apex_x.application.engine.validation import ValidationStopped, validate
+from apex_x.application.engine.validation import ValidationStopped
 from apex_x.domain.augment import AugmentPlan, augment_plan
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
@@ -48,7 +45,7 @@ from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
 log = structlog.get_logger(__name__)
 
 
-class RunSession:
+class RunSession(EpochEnd, SessionOutputs):
     """The state of a run in this process and the loop over its remaining epochs."""
 
     def __init__(self, plan: RunPlan, network: RunNetwork, ports: RunPorts, context: DistContext) -> None:
@@ -313,122 +310,6 @@ class RunSession:
         log.info("paused", message=self.message)
         return True
 
-    def _end_epoch(self, stage: Stage, epoch: int, seconds: float, batches_now: int,
-                   interruptible: bool = True) -> None:
-        """Validate (if due), record the epoch, warn, checkpoint and report. Not `interruptible`: the final
-        validation after a stop request at the run's last step runs to its end (a second Ctrl-C still aborts)."""
-        train = self.settings.train
-        number = len(self.report_state.history) + 1  # epochs done in the run, this one included
-        last_epoch = epoch >= self.last_epoch
-        val_metrics: dict[str, float | None] | None = None
-        evaluation = None
-        if self.val_loader is not None and (number % train.eval_every_epochs == 0 or last_epoch):
-            if self.ema is not None:
-                self.eval_model.load_state_dict(self.ema.weights())
-            result = validate(
-                model=self.eval_model, loader=self.val_loader, ground_truth=self.ground_truth,
-                evaluator=self.evaluator, categories=self.categories,
-                settings=evaluation_loss_settings(train), context=self.context, amp_dtype=self.amp_dtype,
-                should_stop=self.stop_flag.is_set if interruptible else None,
-            )
-            if result.error:
-                raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
-            if result.bad_images:
-                self._bad_val_images(stage, epoch, number, result.bad_images)
-            val_metrics = result.metrics
-            if result.evaluation is not None:  # the flat metrics are in `val` already
-                evaluation = {key: value for key, value in result.evaluation.items() if key != "metrics"}
-        epoch_diag = self.diagnostics.epoch
-        train_loss = epoch_diag.mean_total()
-        metric_value = self._metric_value(val_metrics, train_loss, number)
-        best = self.report_state.best
-        val_loss = (val_metrics or {}).get("val_loss")
-        improved = is_improvement(self.metric.selected, metric_value, best["value"] if best else None,
-                                  tie_loss=val_loss, best_tie_loss=(best or {}).get("val_loss"))
-        if improved:
-            tie = best is not None and metric_value == best["value"] and not self.metric.selected.endswith("loss")
-            self.report_state.best = {"name": self.metric.selected, "value": metric_value, "epoch": number,
-                                      "val_loss": val_loss, "chosen_by": "val_loss tie-break" if tie else "metric"}
-            if tie:
-                log.info("best_by_tie_break", metric=self.metric.selected, value=metric_value, epoch=number,
-                         val_loss=val_loss, previous_epoch=best["epoch"] if best else None)
-        self.report_state.history.append({
-            "epoch": number,
-            "stage": stage.name,
-            "stage_index": stage.index,
-            "steps": epoch_diag.steps,
-            "lr": self.trainer.applied_lr,
-            "train": {"total_loss": train_loss, **epoch_diag.component_means()},
-            "diagnostics": epoch_diag.to_plain(),
-            "val": val_metrics,
-            "evaluation": evaluation,
-            "metric": {"name": self.metric.selected, "value": metric_value},
-            "is_best": improved,
-            "seconds": round(seconds, 3),
-            "images_per_s": round(batches_now * self.batch_plan.effective / seconds, 3)
-            if seconds > 0 else None,
-        })
-        end = self.trainer.global_step  # the scheduled lr on this epoch's steps, for the warnings' advice
-        lrs = [self.trainer.lr_at(step, stage) for step in range(max(0, end - epoch_diag.steps), end)]
-        for warning in epoch_warnings(epoch_diag, epoch=number, stage=stage.name, train=train,
-                                      history=self.report_state.history,
-                                      scheduled_lr=(min(lrs), max(lrs)) if lrs else None):
-            log.warning("training_cannot_move", kind=warning["kind"], component=warning["component"],
-                        message=warning["message"])
-            self.report_state.warnings.append(warning)
-        stop = early_stop(self.report_state.history, stage, train.patience, self.report_state.best)
-        if stop is not None:
-            self.report_state.early_stops.append(stop)
-            self.stopped_stage = stage.index
-            log.info("early_stop", **stop)
-            last_epoch = last_epoch or not any(later.epochs for later in self.stages[stage.index + 1:])
-        self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage) - 1,
-                                 self.steps_per_epoch, True, self.trainer.global_step, finished=last_epoch)
-        self.keeper.save(self._payload, epoch_number=number, is_best=improved)
-        if self.context.is_main:
-            self.write_report()
-        self.progress.end_epoch({"loss": train_loss if train_loss is not None else math.nan,
-                                 self.metric.selected: metric_value if metric_value is not None else math.nan,
-                                 "seconds": seconds})
-
-    def _epochs_in_stage(self, stage: Stage) -> int:
-        """Complete epochs of `stage` in the history (the one just appended included)."""
-        return sum(1 for entry in self.report_state.history if entry.get("stage") == stage.name)
-
-    def _bad_val_images(self, stage: Stage, epoch: int, number: int, bad: list[dict[str, Any]]) -> None:
-        """Val images that failed to decode: error saves last.pt (the epoch's training is kept; resuming
-        validates again) and stops naming the image; skip leaves them out of the metrics and logs them."""
-        first = bad[0]
-        if self.settings.data.on_bad_image == "error":
-            self._save_mid_epoch(stage, epoch, self.steps_per_epoch)
-            raise DatasetError(
-                f"val image {first['image_id']} ({first['file']}) failed to decode in the validation after epoch "
-                f"{number}: {first['reason']}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
-                + f". last.pt was saved with the epoch's training done. Fix or replace the file, then resume with: "
-                f"{self._resume()}; or leave such images out of the metrics with: "
-                f"{self._resume('data.on_bad_image=skip')}"
-            )
-        for item in bad:
-            log.warning("bad_val_image_skipped", image_id=item["image_id"], file=item["file"], reason=item["reason"])
-
-    def _metric_value(self, val_metrics: Mapping[str, float | None] | None, train_loss: float | None,
-                      number: int) -> float | None:
-        """The checkpoint metric of this epoch. A COCO metric that is n/a (None: no ground truth) is never a
-        score: the run falls back to val_loss from here on, and the report says why."""
-        if self.metric.selected == "train_loss":
-            return train_loss
-        if val_metrics is None:
-            return None
-        value = val_metrics.get(self.metric.selected, math.nan)
-        if value is None and not self.metric.selected.endswith("loss"):
-            reason = (f"{self.metric.selected} was n/a at epoch {number} (no ground truth for it; COCO's -1 is "
-                      "not a score), so val_loss selects best.pt from then on")
-            log.warning("checkpoint_metric_fallback", metric=self.metric.selected, fallback="val_loss", reason=reason)
-            self.metric = MetricChoice(self.metric.requested, "val_loss", reason)
-            self.report_state.best = None
-            value = val_metrics.get("val_loss", math.nan)
-        return value
-
     def _resume(self, *overrides: str) -> str:
         """The command that resumes this run from last.pt, as the caller spells it."""
         return self.resume_command(str(self.keeper.last), overrides)
@@ -437,97 +318,6 @@ class RunSession:
         self.position = Position(stage.index, stage.name, epoch, self._epochs_in_stage(stage), done, False,
                                  self.trainer.global_step)
         self.keeper.save(self._payload, epoch_number=None, is_best=False)
-
-    def _payload(self) -> dict[str, Any]:
-        assert self.position is not None
-        state = self.report_state
-        trainer_state = self.trainer.checkpoint_state()
-        return make_payload(
-            profile=self.settings.model.profile,
-            weights_key=self.weights_key,
-            model_state=self.model.state_dict(),
-            ema_state=self.ema.weights() if self.ema is not None else None,
-            optimizer_state=trainer_state["optimizer"],
-            scheduler_state=trainer_state["scheduler"],
-            rng=capture_rng(),
-            progress={**self.position.to_plain(), "epoch_number": len(state.history) + (0 if self.position.epoch_complete else 1),
-                      "ema_updates": self.ema.updates if self.ema is not None else 0,
-                      "world_size": self.context.world_size},
-            best=state.best,
-            config=self.settings.to_plain(),
-            categories=self.categories.to_plain(),
-            dataset_fingerprint=self.fingerprint,
-            input_size=(self.settings.model.input_height, self.settings.model.input_width),
-            architecture=self.model.architecture(),
-            train_state={
-                "report": {**state.to_plain(), "elapsed_s": state.elapsed_s + time.time() - self.session_started},
-                "diagnostics": self.diagnostics.state(),
-                "consecutive_bad": trainer_state["consecutive_bad"],
-                "first_bad": trainer_state["first_bad"],
-            },
-        )
-
-    def _finish(self) -> None:
-        if self.context.is_main and self.weights_writer is not None:
-            weights = self.ema.weights() if self.ema is not None else self.model.state_dict()
-            self.weights_writer.write(weights, str(self.output_dir / "model.safetensors"), {
-                "format": "apex-x-weights", "profile": self.settings.model.profile,
-                "weights": "ema" if self.ema is not None else "model",
-                "categories": self.categories.to_plain(),
-                "input_size": [self.settings.model.input_height, self.settings.model.input_width],
-                "epochs": len(self.report_state.history), "best": self.report_state.best,
-            })
-        if self.context.is_main:
-            self.write_report()
-
-    # --- reports --------------------------------------------------------------------------------
-    def report(self) -> dict[str, Any]:
-        artifacts = {
-            "output_dir": str(self.output_dir),
-            "report_json": str(self.output_dir / "train_report.json"),
-            "report_md": str(self.output_dir / "train_report.md"),
-            "config_json": str(self.output_dir / "config.json"),
-            "last_checkpoint": self._existing(self.keeper.last),
-            "best_checkpoint": self._existing(self.keeper.best),
-            "epoch_checkpoints": [str(path) for path in self.keeper.epoch_files()],
-            "weights": self._existing(self.output_dir / "model.safetensors"),
-        }
-        return build_report(
-            status=self.status, message=self.message, config=self.settings.to_plain(), stages=self.stages,
-            state=self.report_state, diagnostics=self.diagnostics, requested_metric=self.metric.requested,
-            selected_metric=self.metric.selected, metric_reason=self.metric.reason, dataset=self.dataset_info,
-            run={**self.context.to_plain(), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
-                 "deterministic": self.settings.train.deterministic, "seed": self.settings.train.seed,
-                 "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
-                 "batch_plan": self.batch_plan.to_plain(),
-                 "global_step": self.trainer.global_step, "ema": self.ema is not None},
-            kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
-            auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
-        )
-
-    def _existing(self, path: Path) -> str | None:
-        return str(path) if self.folder.exists(str(path)) else None
-
-    def write_report(self) -> dict[str, Any]:
-        report = self.report()
-        for writer in self.writers:
-            writer.write(report, str(self.output_dir))
-        self.last_report = report
-        return report
-
-    def _result(self) -> TrainResult:
-        done = self.status in ("finished", "finished_with_warnings")
-        report = self.write_report() if self.context.is_main and not done else self.report()
-        history = self.report_state.history
-        last_val = next((entry["val"] for entry in reversed(history) if entry.get("val")), None)
-        return TrainResult(
-            status=self.status, output_dir=str(self.output_dir),
-            report_path=str(self.output_dir / "train_report.json"), best=self.report_state.best,
-            selected_metric=self.metric.selected, last_val_metrics=last_val,
-            checkpoints={"last": report["artifacts"]["last_checkpoint"], "best": report["artifacts"]["best_checkpoint"]},
-            weights_path=report["artifacts"]["weights"], report=report, stop_signal=self.stop_signal,
-        )
-
 
 def resumed_fields(position: Position, path: str) -> dict[str, Any]:
     """The `resumed` log line in the run's one numbering (1-based epochs, as the log, files and report say):
