@@ -208,13 +208,17 @@ class DataConfig(_Strict):
     """Which dataset format, where its data lives, and how it is loaded and augmented."""
 
     format: DatasetFormatName = Field(
-        "coco", description="Dataset format of the data.* paths: coco (instances JSON + images folder per split) "
-        "or synthetic (generated smoke data, no files)."
+        "coco", description="Dataset format of the data.* paths: coco (instances JSON + images folder per split), "
+        "yolo (an Ultralytics data.yaml, data.yolo_data) or synthetic (generated smoke data, no files)."
     )
     coco_train_images: str | None = Field(None, description="Folder of training images.")
     coco_train_annotations: str | None = Field(None, description="COCO instances JSON of the train split.")
     coco_val_images: str | None = Field(None, description="Folder of validation images (optional split).")
     coco_val_annotations: str | None = Field(None, description="COCO instances JSON of the val split.")
+    yolo_data: str | None = Field(
+        None, description="data.format yolo: the Ultralytics data.yaml (train/val image folders, names; polygon "
+        "labels in the parallel labels/ folders)."
+    )
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
     pin_memory: bool = Field(True, description="Pin host memory when training on CUDA.")
     hflip_prob: float = Field(0.5, ge=0.0, le=1.0, description="Horizontal flip probability.")

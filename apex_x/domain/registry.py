@@ -6,7 +6,7 @@ the registry imports it only the first time its name is asked for, so validating
 imports nothing. No other module branches on a variant's name: it asks the registry.
 
     LOSS_COMPONENTS: `train.stages[*].losses` keys (det, seg, boundary, distill); apex_x/loss_components/
-    DATASET_FORMATS: `data.format` values (coco, synthetic); apex_x/adapters/datasets/formats/
+    DATASET_FORMATS: `data.format` values (coco, synthetic, yolo); apex_x/adapters/datasets/formats/
     MODEL_PROFILES: `model.profile` values (small, worldclass); apex_x/adapters/models/profiles/
 """
 
@@ -102,6 +102,7 @@ def default_loss_components(weight: float) -> dict[str, float]:
 DATASET_FORMATS: Registry[DatasetFormat] = Registry("dataset format", {
     "coco": "apex_x.adapters.datasets.formats.coco",
     "synthetic": "apex_x.adapters.datasets.formats.synthetic",
+    "yolo": "apex_x.adapters.datasets.formats.yolo",
 })
 
 MODEL_PROFILES: Registry[ModelProfile] = Registry("model profile", {

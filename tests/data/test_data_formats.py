@@ -14,14 +14,15 @@ from apex_x.domain.registry import DATASET_FORMATS
 
 def test_coco_is_the_default_format_and_synthetic_a_variant() -> None:
     assert load_config(None).data.format == "coco"
-    assert DATASET_FORMATS.names() == ("coco", "synthetic")
+    assert DATASET_FORMATS.names() == ("coco", "synthetic", "yolo")
     assert [(f.name, f.mode, f.backend) for f in DATASET_FORMATS.all()] == [
-        ("coco", "real", "pycocotools"), ("synthetic", "synthetic", "synthetic")]
+        ("coco", "real", "pycocotools"), ("synthetic", "synthetic", "synthetic"), ("yolo", "real", "ultralytics-yolo")]
 
 
 def test_an_unknown_format_lists_the_valid_names() -> None:
-    with pytest.raises(ConfigError, match=r"data.format: unknown dataset format 'yolo'; valid: 'coco' or 'synthetic'"):
-        load_config(None, ["data.format=yolo"])
+    with pytest.raises(ConfigError, match=r"data.format: unknown dataset format 'voc'; valid: 'coco', 'synthetic' or "
+                                          r"'yolo'"):
+        load_config(None, ["data.format=voc"])
 
 
 def test_the_synthetic_format_needs_no_fallback_flag() -> None:
