@@ -404,6 +404,33 @@ def benchmark(
     return report
 
 
+def convert_dataset(
+    to: str,
+    output: str | os.PathLike[str],
+    *,
+    coco_splits: Mapping[str, tuple[str, str]] | None = None,
+    yolo_data: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Write a dataset in the other layout: to="yolo" from `coco_splits` (split -> (images folder, instances
+    JSON)), or to="coco" from an Ultralytics `yolo_data` data.yaml. `output` must be a new or empty folder.
+    Returns {"splits": counts per split, "keys": the data.* settings that use the result}."""
+    from pathlib import Path
+
+    from apex_x.domain.errors import ConfigError
+
+    _ensure_logging()
+    container = _container()
+    container.check_output_folder()(os.fspath(output), key="--output")
+    target = Path(output)
+    if target.is_dir() and any(target.iterdir()):
+        raise ConfigError(f"{target} is not empty: convert writes into a new or empty folder", key="--output")
+    if to == "yolo" and coco_splits:
+        return container.coco_to_yolo()({name: (str(a), str(b)) for name, (a, b) in coco_splits.items()}, target)
+    if to == "coco" and yolo_data is not None:
+        return container.yolo_to_coco()(Path(yolo_data).resolve(), target)
+    raise ConfigError("convert needs to='yolo' with coco_splits, or to='coco' with yolo_data", key="--to")
+
+
 def letterbox(image: Any, input_size: Sequence[int]) -> tuple[Any, Any]:
     """(H, W, 3) uint8 RGB image -> ((3, h, w) uint8 tensor for an exported file, ImageMeta for decode_exported):
     scaled to fit input_size (h, w), centred, padded with 114, as prediction places images."""

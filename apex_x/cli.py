@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "COCO bbox/segm metrics of a checkpoint on the config's val split."),
     "predict": ("predict", "Predict on images with a checkpoint: COCO JSON + PNG overlays."),
     "make-shapes": ("make_shapes", "Write the built-in shapes dataset (COCO format) to a folder."),
+    "convert": ("convert", "Convert a dataset between the COCO and YOLO (Ultralytics segmentation) layouts."),
     "export": ("export", "Export a checkpoint's model to ONNX or TorchScript (network + dense decoding)."),
     "benchmark": ("benchmark", "Inference latency and throughput of a checkpoint (eager, TorchScript, ONNX Runtime)."),
 }

@@ -94,3 +94,42 @@ def test_training_and_eval_run_on_yolo_data(yolo_dataset: Path, tmp_path: Path) 
     report = apex_x.evaluate(None, str(tmp_path / "run" / "checkpoints" / "best.pt"), overrides=overrides,
                              write_files=False)
     assert report.result.num_images == len(list((yolo_dataset / "images" / "val").iterdir()))
+
+
+def test_convert_coco_to_yolo_and_back_keeps_every_mask(shapes_dataset: Any, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """COCO -> YOLO -> COCO: the same images, and each image's union of instance masks per class is the same
+    pixels (polygons along pixel edges rasterise back exactly)."""
+    import numpy as np
+
+    from apex_x.adapters.datasets.segmentation import decode_stack, to_rle
+    from apex_x.cli import main
+
+    train = [str(shapes_dataset.train_images), str(shapes_dataset.train_annotations)]
+    assert main(["convert", "--to", "yolo", "--coco-train", *train, "--output", str(tmp_path / "yolo")]) == 0
+    assert "data.yolo_data=" in capsys.readouterr().out
+    assert _preflight(tmp_path / "yolo").ok
+    assert main(["convert", "--to", "coco", "--yolo-data", str(tmp_path / "yolo" / "data.yaml"),
+                 "--output", str(tmp_path / "back")]) == 0
+    original = json.loads(Path(shapes_dataset.train_annotations).read_text())
+    back = json.loads((tmp_path / "back" / "annotations" / "instances_train.json").read_text())
+    assert [i["file_name"] for i in back["images"]] == sorted(i["file_name"] for i in original["images"])
+    names = {c["id"]: c["name"] for c in original["categories"]}
+
+    def union(data: dict, file_name: str, by_name: dict) -> dict:
+        image = next(i for i in data["images"] if i["file_name"] == file_name)
+        masks: dict = {}
+        for annotation in (a for a in data["annotations"] if a["image_id"] == image["id"]):
+            mask = decode_stack([to_rle(annotation["segmentation"], image["height"], image["width"])],
+                                image["height"], image["width"])[:, :, 0]
+            name = by_name[annotation["category_id"]]
+            masks[name] = masks.get(name, 0) | mask
+        return masks
+
+    back_names = {c["id"]: c["name"] for c in back["categories"]}
+    for image in original["images"][:6]:
+        want, got = union(original, image["file_name"], names), union(back, image["file_name"], back_names)
+        assert set(want) == set(got)
+        assert all(np.array_equal(want[name], got[name]) for name in want)  # 8 decimals: exact
+    assert main(["convert", "--to", "coco", "--coco-train", *train, "--output", str(tmp_path / "x")]) == 2
+    assert "--to coco needs --yolo-data" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""`apex-x convert`: a dataset between the COCO and YOLO (Ultralytics segmentation) layouts.
+
+COCO -> YOLO: `OUT/images/<split>/` (copies of the images), `OUT/labels/<split>/*.txt` (one line per polygon,
+coordinates normalised to [0, 1]; RLE masks become exact pixel-edge polygons; crowd regions have no YOLO
+equivalent and are left out, counted) and `OUT/data.yaml`. YOLO -> COCO: `OUT/annotations/instances_<split>.json`
+beside the original image folders (nothing is copied). Both print the data.* keys that use the result.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apex_x.adapters.atomic_files import atomic_write_text
+from apex_x.adapters.datasets.contours import mask_to_polygons
+from apex_x.adapters.datasets.findings import FindingLog
+from apex_x.adapters.datasets.segmentation import decode_stack, to_rle
+from apex_x.adapters.datasets.yolo_labels import read_data_yaml, split_as_coco
+from apex_x.domain.errors import DatasetError
+
+
+def coco_to_yolo(splits: Mapping[str, tuple[str, str]], output: Path) -> dict[str, Any]:
+    """splits: name -> (images folder, instances JSON). Returns counts per split and the data.* keys."""
+    counts: dict[str, Any] = {}
+    names: list[str] | None = None
+    for split, (images, instances) in splits.items():
+        data = json.loads(Path(instances).read_text(encoding="utf-8"))
+        categories = sorted(data.get("categories") or [], key=lambda category: category["id"])
+        index = {category["id"]: position for position, category in enumerate(categories)}
+        split_names = [str(category["name"]) for category in categories]
+        if names is not None and split_names != names:
+            raise DatasetError(f"{instances}: its categories {split_names} differ from the train split's {names}")
+        names = split_names
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for annotation in data.get("annotations") or []:
+            by_image.setdefault(annotation["image_id"], []).append(annotation)
+        crowd = lines_written = 0
+        for image in data.get("images") or []:
+            source = Path(images) / image["file_name"]
+            target = output / "images" / split / image["file_name"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+            lines = []
+            for annotation in by_image.get(image["id"], []):
+                if annotation.get("iscrowd"):
+                    crowd += 1
+                    continue
+                for polygon in _polygons(annotation["segmentation"], image["height"], image["width"]):
+                    coords = [value / (image["width"] if i % 2 == 0 else image["height"]) for i, value in enumerate(polygon)]
+                    lines.append(" ".join([str(index[annotation["category_id"]]), *(f"{c:.8f}" for c in coords)]))
+            label = (output / "labels" / split / image["file_name"]).with_suffix(".txt")
+            label.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(label, "".join(f"{line}\n" for line in lines), what="YOLO label file")
+            lines_written += len(lines)
+        counts[split] = {"images": len(data.get("images") or []), "label_lines": lines_written,
+                         "crowd_left_out": crowd}
+    yaml_lines = ["path: .", *(f"{split}: images/{split}" for split in splits), f"names: {json.dumps(names or [])}"]
+    atomic_write_text(output / "data.yaml", "\n".join(yaml_lines) + "\n", what="data.yaml")
+    return {"splits": counts, "keys": {"data.format": "yolo", "data.yolo_data": str(output / "data.yaml")}}
+
+
+def _polygons(segmentation: Any, height: int, width: int) -> list[list[float]]:
+    """An annotation's polygons (with >= 3 points); RLE masks become pixel-edge polygons."""
+    if isinstance(segmentation, list):
+        return [list(map(float, polygon)) for polygon in segmentation if len(polygon) >= 6]
+    mask = decode_stack([to_rle(segmentation, height, width)], height, width)[:, :, 0]
+    polygons, _ = mask_to_polygons(mask)
+    return [polygon for polygon in polygons if len(polygon) >= 6]
+
+
+def yolo_to_coco(yolo_data: Path, output: Path) -> dict[str, Any]:
+    """The data.yaml's splits as COCO instances JSON files in OUT/annotations/. Label problems: DatasetError
+    listing the first findings (file:line), nothing written."""
+    log = FindingLog()
+    data = read_data_yaml(yolo_data, log)
+    converted = {split: split_as_coco(folder, data.names, log) for split, folder in data.splits.items()} if data else {}
+    errors = [finding.message for finding in log.finish() if finding.severity == "error"]
+    if errors or data is None:
+        raise DatasetError(f"{yolo_data}: cannot convert: " + "; ".join(errors[:5])
+                           + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
+    keys: dict[str, str] = {"data.format": "coco"}
+    counts: dict[str, Any] = {}
+    for split, coco in converted.items():
+        path = output / "annotations" / f"instances_{split}.json"
+        atomic_write_text(path, json.dumps(coco), what="COCO instances file")
+        keys[f"data.coco_{split}_images"] = str(data.splits[split])
+        keys[f"data.coco_{split}_annotations"] = str(path)
+        counts[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
+    return {"splits": counts, "keys": keys}
