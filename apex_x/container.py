@@ -114,6 +114,14 @@ class Container(containers.DeclarativeContainer):
     auxiliary_losses = providers.Factory(
         _lazy("apex_x.adapters.models.distillation:DistillationLossBuilder"), settings, checkpoint_store
     )
+    # Experiment trackers of train.loggers, by name (ExperimentTracker port).
+    tracker_factories = providers.Dict(
+        tensorboard=providers.Factory(_lazy("apex_x.adapters.tracking.tensorboard_tracker:TensorBoardTracker")),
+        mlflow=providers.Factory(_lazy("apex_x.adapters.tracking.mlflow_tracker:MlflowTracker")),
+    )
+    trackers = providers.Callable(
+        lambda names, factories: [factories[name] for name in names], config.train.loggers, tracker_factories
+    )
     train_use_case = providers.Factory(
         _lazy("apex_x.application.train:TrainUseCase"),
         settings=settings,
@@ -126,6 +134,7 @@ class Container(containers.DeclarativeContainer):
         progress=progress,
         auxiliary_losses=auxiliary_losses,
         run_folder=run_folder,
+        trackers=trackers,
     )
 
     # Dependency preflight: "base", plus each model profile that needs more (its packages and checks, e.g. the

@@ -42,6 +42,7 @@ from apex_x.domain.ports import (
     CheckpointStore,
     DatasetSource,
     Evaluator,
+    ExperimentTracker,
     ModelProfile,
     ReportWriter,
     RunFolder,
@@ -68,6 +69,7 @@ class TrainUseCase:
         progress: Progress | None = None,
         auxiliary_losses: Sequence[AuxiliaryLoss] | Callable[..., Sequence[AuxiliaryLoss]] = (),
         run_folder: RunFolder,
+        trackers: Sequence[ExperimentTracker] = (),
     ) -> None:
         self.settings = settings
         self.source = dataset_source
@@ -79,6 +81,7 @@ class TrainUseCase:
         self.progress = progress or SilentProgress()
         self.auxiliary_losses = auxiliary_losses
         self.run_folder = run_folder
+        self.trackers = list(trackers)  # train.loggers: used by rank 0 only
         self.resume_command: ResumeCommand = flag_resume_command
 
     # ------------------------------------------------------------------------------------------
@@ -135,7 +138,8 @@ class TrainUseCase:
                        resume_command=self.resume_command)
         ports = RunPorts(source=self.source, store=self.store, evaluator=self.evaluator, writers=self.writers,
                          weights_writer=self.weights_writer, folder=self.run_folder,
-                         progress=self.progress if context.is_main else SilentProgress())
+                         progress=self.progress if context.is_main else SilentProgress(),
+                         trackers=self.trackers if context.is_main else ())
         session = RunSession(plan, RunNetwork(model, groups, self.profile.weights_key, auxiliary), ports, context)
         position = session.restore(checkpoint, resume_from) if checkpoint is not None and resume_from else None
         schedule = plan_remaining(stages, position, session.report_state.history,

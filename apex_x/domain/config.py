@@ -186,6 +186,11 @@ class TrainConfig(_Strict):
     )
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs (and always at the end).")
     log_every_steps: int = Field(10, ge=1, description="Plain log line every N steps when not on a terminal.")
+    loggers: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Experiment trackers (rank 0): tensorboard = event files in "
+        "<output_dir>/tensorboard; mlflow = a run in MLFLOW_TRACKING_URI or <output_dir>/mlruns. Per-step losses, "
+        "lr and grad norm, per-epoch validation metrics, the config as hyper-parameters. [] = none."
+    )
     loss_box_weight: float = Field(2.5, ge=0.0, description="Weight of GIoU inside the det component.")
     loss_quality_weight: float = Field(1.0, ge=0.0, description="Weight of the quality term inside det.")
     loss_boundary_warmup_epochs: int = Field(

@@ -337,6 +337,25 @@ class WeightsWriter(Protocol):
         ...
 
 
+class ExperimentTracker(Protocol):
+    """An experiment tracker (`train.loggers`): TensorBoard event files, an MLflow run. Called on rank 0 only; a
+    failure never stops training (the engine warns once and leaves the tracker out)."""
+
+    name: str  # the train.loggers value, e.g. "tensorboard"
+
+    def start(self, run_dir: str, params: Mapping[str, Any], run_name: str) -> None:
+        """Open the run: `params` = the effective config flattened to dotted keys (hyper-parameters)."""
+        ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Scalars at optimizer step `step` (e.g. train/loss, train/lr, val/segm_AP)."""
+        ...
+
+    def close(self, status: str) -> None:
+        """Flush and end the run with the train report's status (finished, paused, stopped, failed, ...)."""
+        ...
+
+
 class ModelExporter(Protocol):
     """One export format of a trained network (`apex-x export --format NAME`): writes a deployable file holding
     the network and its dense decoding (boxes, scores, mask coefficients, prototypes; adapters/export/graph.py).

@@ -26,7 +26,7 @@ def test_readme_commands_are_extracted_exactly() -> None:
     test_command = _ci(REPO_ROOT, "--print-test-command")
     assert test_command.returncode == 0
     assert test_command.stdout.strip().splitlines() == [
-        'python3 -m venv .venv && .venv/bin/pip install -e ".[dev,worldclass,export]" && .venv/bin/python -m pytest -q'
+        'python3 -m venv .venv && .venv/bin/pip install -e ".[dev,worldclass,export,tracking]" && .venv/bin/python -m pytest -q'
     ]
     main_command = _ci(REPO_ROOT, "--print-main-command").stdout.strip()
     assert main_command.startswith("python3 -m venv .venv && .venv/bin/pip install -e .")

@@ -83,6 +83,10 @@ class EpochEnd:
             "images_per_s": round(batches_now * self.batch_plan.effective / seconds, 3)
             if seconds > 0 else None,
         })
+        self.trackers.log({"epoch/number": float(number), "epoch/train_loss": train_loss,
+                           **{f"val/{key}": value for key, value in (val_metrics or {}).items()},
+                           **({"epoch/checkpoint_metric": metric_value} if metric_value is not None else {})},
+                          self.trainer.global_step)
         end = self.trainer.global_step  # the scheduled lr on this epoch's steps, for the warnings' advice
         lrs = [self.trainer.lr_at(step, stage) for step in range(max(0, end - epoch_diag.steps), end)]
         for warning in epoch_warnings(epoch_diag, epoch=number, stage=stage.name, train=train,

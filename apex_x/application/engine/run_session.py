@@ -27,6 +27,7 @@ from apex_x.application.engine.run_support import (
 )
 from apex_x.application.engine.schedules import loss_settings
 from apex_x.application.engine.session_outputs import SessionOutputs
+from apex_x.application.engine.tracking import Trackers
 from apex_x.application.engine.train_report import ReportState
 from apex_x.application.engine.train_state import (
     Position,
@@ -57,6 +58,7 @@ class RunSession(EpochEnd, SessionOutputs):
         self.model, self.groups, self.weights_key = network.model, network.groups, network.weights_key
         self.source, self.store, self.evaluator, self.writers = source, ports.store, ports.evaluator, ports.writers
         self.weights_writer, self.folder, self.progress = ports.weights_writer, ports.folder, ports.progress
+        self.trackers = Trackers(ports.trackers)
         self.context = context
         model, stages, auxiliary_losses = network.model, plan.stages, network.auxiliary_losses
         train = settings.train
@@ -170,6 +172,7 @@ class RunSession(EpochEnd, SessionOutputs):
         self._note_dropped_instances()
         if self.context.is_main:
             self.write_report()
+        self.trackers.start(str(self.output_dir), self.settings.to_plain(), run_name=self.output_dir.name)
         try:
             current: Stage | None = None
             done = 0
@@ -206,6 +209,17 @@ class RunSession(EpochEnd, SessionOutputs):
                 with contextlib.suppress(Exception):
                     self.write_report()
             raise
+        finally:
+            self.trackers.close(self.status)
+
+    def _track_step(self) -> None:
+        """The step's losses, lr and grad norm to the trackers (train.loggers), at its optimizer step."""
+        outcome = self.trainer.last_outcome
+        if outcome is None or outcome.kind != "applied" or not self.trackers.active:
+            return
+        metrics = {"train/loss": outcome.total, "train/lr": self.trainer.applied_lr, "train/grad_norm": outcome.grad_norm,
+                   **{f"train/{name}": value for name, value in outcome.components.items()}}
+        self.trackers.log(metrics, self.trainer.global_step)
 
     def never_ended(self, run_folder: Path) -> bool:
         """All epochs are done but the run never ended (no final weights in the folder of the run that wrote
@@ -240,6 +254,7 @@ class RunSession(EpochEnd, SessionOutputs):
 
         def on_step_end(done: int) -> bool:
             self.session_steps += 1
+            self._track_step()
             pause = stop_after_steps is not None and self.session_steps >= stop_after_steps
             every = train.checkpoint_every_steps
             if not pause and every and self.trainer.global_step % every == 0 and done < self.steps_per_epoch:

@@ -18,6 +18,7 @@ from apex_x.domain.ports import (
     CheckpointStore,
     DatasetSource,
     Evaluator,
+    ExperimentTracker,
     ReportWriter,
     RunFolder,
     WeightsWriter,
@@ -215,3 +216,4 @@ class RunPorts:
     weights_writer: WeightsWriter | None
     folder: RunFolder
     progress: Progress
+    trackers: Sequence[ExperimentTracker] = ()  # train.loggers (rank 0 only)

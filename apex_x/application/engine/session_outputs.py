@@ -80,7 +80,7 @@ class SessionOutputs:
             run={**self.context.to_plain(), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
                  "deterministic": self.settings.train.deterministic, "seed": self.settings.train.seed,
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
-                 "batch_plan": self.batch_plan.to_plain(),
+                 "batch_plan": self.batch_plan.to_plain(), "trackers": self.trackers.to_plain(),
                  "global_step": self.trainer.global_step, "ema": self.ema is not None},
             kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
             auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,

@@ -118,6 +118,7 @@ class Trainer:
         self.on_bad_image = on_bad_image  # data.on_bad_image: error (stop, resumable) or skip (leave out, count)
         self.batch_plan = batch_plan or BatchPlan(train.batch_size, context.world_size, 1, None)
         self._trainable: list[torch.nn.Parameter] = []
+        self.last_outcome: StepOutcome | None = None  # the latest step's, for the experiment trackers
         self._stage: Stage | None = None
 
     # --- state of a checkpoint ------------------------------------------------------------------
@@ -294,6 +295,7 @@ class Trainer:
     def record(self, outcome: StepOutcome, stage: Stage) -> None:
         """Update diagnostics and the consecutive-bad counter; stop the run when it reaches the limit."""
         step_number = self.global_step  # 0-based index of this batch in the run
+        self.last_outcome = outcome
         scopes = self.diagnostics.scopes(stage.name)
         if outcome.kind == "applied":
             for scope in scopes:

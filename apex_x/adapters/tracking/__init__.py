@@ -1,0 +1,1 @@
+"""Experiment trackers (ExperimentTracker port): TensorBoard event files and MLflow runs."""
