@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from apex_x.adapters.reports.plots import draw_validation, loss_series
+from apex_x.adapters.reports.plots import draw_losses, draw_validation
 from apex_x.domain.errors import UserError
 
 REPORT_FILE = "train_report.json"
@@ -42,17 +42,7 @@ def plot_training_curves(run: str | Path) -> Any:
     figure = Figure(figsize=(11, 4), layout="constrained")
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
-    series = loss_series(history)
-    for name, points in sorted(series.items()):
-        left.plot([epoch for epoch, _ in points], [value for _, value in points], marker="o", label=name)
-    left.set_title("loss components per epoch (training means)")
-    left.set_xlabel("epoch")
-    left.grid(alpha=0.3)
-    if series:
-        left.legend(fontsize="small")
-        left.xaxis.get_major_locator().set_params(integer=True)
-    else:
-        left.text(0.5, 0.5, "no loss recorded yet", ha="center", va="center", transform=left.transAxes)
+    draw_losses(left, history, "loss components per epoch (training means; stages dotted)")
     draw_validation(right, history, "validation per epoch (AP; val loss dashed)")
     best = report.get("best_metric") or {}
     if isinstance(best, Mapping) and best.get("name"):

@@ -149,10 +149,35 @@ def test_a_val_split_without_ground_truth_plots_val_loss_and_says_ap_is_na(tmp_p
     assert all(entry["val"]["val_loss"] is not None for entry in history)
     axis = Figure().subplots()
     draw_validation(axis, history, "validation")  # what plots/val_metrics.png draws
-    assert [line.get_label() for line in axis.get_lines()] == ["val_loss"]
-    assert list(axis.get_lines()[0].get_ydata()) == [entry["val"]["val_loss"] for entry in history]
+    curves = [line for line in axis.get_lines() if line.get_linestyle() != ":"]  # dotted: the stage change
+    assert [line.get_label() for line in curves] == ["val_loss"]
+    assert list(curves[0].get_ydata()) == [entry["val"]["val_loss"] for entry in history]
     assert "AP n/a: no ground truth in the val split" in axis.get_title()
     assert not any("no validation metrics" in text.get_text() for text in axis.texts)
     markdown = (run / "train_report.md").read_text()
     assert "_AP n/a: no ground truth in the val split" in markdown and "val loss shown (last" in markdown
     assert (run / "plots" / "val_metrics.png").stat().st_size > 1000
+
+
+def test_loss_plots_mark_stage_changes_and_components_switching_on() -> None:
+    """A component a stage switches on is labelled (a step up of the total is not divergence), the stage
+    change is a dotted line between its epochs, and one epoch gets a readable axis."""
+    from matplotlib.figure import Figure
+
+    from apex_x.adapters.reports.plots import draw_losses, stage_starts
+
+    history = [
+        {"epoch": 1, "stage": "det_stability", "train": {"total_loss": 2.0, "det": 2.0}},
+        {"epoch": 2, "stage": "det_stability", "train": {"total_loss": 1.5, "det": 1.5}},
+        {"epoch": 3, "stage": "seg_boundary", "train": {"total_loss": 3.0, "det": 1.2, "seg": 1.0, "boundary": 0.8}},
+    ]
+    assert stage_starts(history) == [(3, "seg_boundary")]
+    axis = Figure().subplots()
+    draw_losses(axis, history, "t")
+    dotted = [line for line in axis.lines if line.get_linestyle() == ":"]
+    assert [list(line.get_xdata()) for line in dotted] == [[2.5, 2.5]]
+    labels = sorted(text.get_text() for text in axis.texts)
+    assert labels == [" seg_boundary", "boundary on", "seg on"]
+    single = Figure().subplots()
+    draw_losses(single, history[:1], "t")
+    assert single.get_xlim() == (0.0, 2.0) and not [t for t in single.texts]

@@ -78,6 +78,7 @@ def draw_validation(axis: Any, history: Sequence[Mapping[str, Any]], title: str)
     axis.set_xlabel("epoch")
     axis.set_ylabel("AP" if ap else "AP (n/a)")
     axis.grid(alpha=0.3)
+    mark_stages(axis, history)
     if losses:
         loss_axis = axis.twinx() if ap else axis
         lines += loss_axis.plot([epoch for epoch, _ in losses], [value for _, value in losses], marker="s",
@@ -109,13 +110,37 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _loss_figure(series: Mapping[str, list[tuple[int, float]]], title: str) -> bytes:
-    figure, axis = _new_figure()
+def stage_starts(history: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]]:
+    """(epoch, stage name) of each stage change after the first epoch: where the curriculum switches."""
+    starts: list[tuple[int, str]] = []
+    for previous, entry in zip(history, history[1:], strict=False):
+        if entry.get("stage") != previous.get("stage"):
+            starts.append((int(entry["epoch"]), str(entry.get("stage"))))
+    return starts
+
+
+def mark_stages(axis: Any, history: Sequence[Mapping[str, Any]]) -> None:
+    """A dotted line between the epochs where the stage changes, labelled with the new stage's name."""
+    for epoch, name in stage_starts(history):
+        axis.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.2)
+        axis.text(epoch - 0.5, 0.98, f" {name}", transform=axis.get_xaxis_transform(), va="top", ha="left",
+                  fontsize="x-small", color="tab:purple")
+
+
+def draw_losses(axis: Any, history: Sequence[Mapping[str, Any]], title: str) -> None:
+    """Loss components per epoch; stage changes marked; a component that starts after the first epoch (a stage
+    switching it on: a step up of the total, not divergence) is labelled "<name> on" at its first point."""
+    series = loss_series(history)
+    first_epoch = int(history[0]["epoch"]) if history else 0
     for name, points in sorted(series.items()):
         epochs = [epoch for epoch, _ in points]
         values = [value for _, value in points]
         style = "--" if name.startswith("val") else "-"
         axis.plot(epochs, values, marker="o", linewidth=1.5, linestyle=style, label=name)
+        if epochs[0] > first_epoch and not name.startswith("val"):
+            axis.annotate(f"{name} on", (epochs[0], values[0]), textcoords="offset points", xytext=(4, 6),
+                          fontsize="x-small")
+    mark_stages(axis, history)
     axis.set_title(title)
     axis.set_xlabel("epoch")
     axis.set_ylabel("loss")
@@ -123,8 +148,15 @@ def _loss_figure(series: Mapping[str, list[tuple[int, float]]], title: str) -> b
     if series:
         axis.legend(fontsize="small")
         axis.xaxis.get_major_locator().set_params(integer=True)
+        if len(history) == 1:  # one epoch: a readable axis around the single point, not a bare dot
+            axis.set_xlim(first_epoch - 1, first_epoch + 1)
     else:
         axis.text(0.5, 0.5, "no loss yet", ha="center", va="center", transform=axis.transAxes)
+
+
+def _loss_figure(history: Sequence[Mapping[str, Any]], title: str) -> bytes:
+    figure, axis = _new_figure()
+    draw_losses(axis, history, title)
     return _png(figure)
 
 
@@ -138,7 +170,8 @@ def write_plots(history: Sequence[Mapping[str, Any]], folder: Path) -> list[str]
     """Writes plots/loss_components.png and plots/val_metrics.png; returns their paths."""
     written: list[str] = []
     for name, data in (
-        (LOSS_PLOT, _loss_figure(loss_series(history), "Loss per epoch: training means by component, val loss dashed")),
+        (LOSS_PLOT, _loss_figure(history, "Loss per epoch: training means by component, val loss dashed; "
+                                          "stages dotted")),
         (METRICS_PLOT, _validation_figure(history)),
     ):
         path = folder / name
