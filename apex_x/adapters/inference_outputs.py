@@ -117,4 +117,10 @@ class EvalReportFiles:
     """The eval report as a JSON file (machine-readable) and a markdown file (for people)."""
 
     def write(self, plain: Mapping[str, Any], markdown: str, json_path: str, markdown_path: str) -> list[str]:
-        return [write_json(json_path, dict(plain)), write_text(markdown_path, markdown)]
+        """Also eval_pr_curves.png and eval_confusion_matrix.png beside the JSON (the markdown links them)."""
+        from pathlib import Path
+
+        from apex_x.adapters.reports.evaluation_plots import write_evaluation_plots
+
+        plots = write_evaluation_plots(dict(plain.get("curves") or {}), Path(json_path).parent, prefix="eval_")
+        return [write_json(json_path, dict(plain)), write_text(markdown_path, markdown), *plots]

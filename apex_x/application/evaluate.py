@@ -120,6 +120,7 @@ class EvaluateCheckpoint:
             per_class={key: dict(values) for key, values in evaluation.get("per_class", {}).items()},
             num_images=int(evaluation.get("num_images", validation.num_images)),
             num_detections=int(evaluation.get("num_detections", 0)),
+            curves=dict(evaluation.get("curves") or {}),
         )
         seconds = time.perf_counter() - started
         log.info("eval_done", images=result.num_images, detections=result.num_detections, seconds=round(seconds, 2))
@@ -183,6 +184,13 @@ def eval_markdown(report: EvalReport) -> str:
         for key, values in report.result.per_class.items():
             lines.append(f"| {key} | {values.get('name', '-')} | "
                          + " | ".join(_fmt(values.get(column)) for column in columns) + " |")
+    curves = report.result.curves
+    if curves.get("pr_curves") or curves.get("confusion"):
+        lines += ["", "## Plots (beside the JSON report)", ""]
+        if curves.get("pr_curves"):
+            lines += ["![precision-recall per class](eval_pr_curves.png)", ""]
+        if curves.get("confusion"):
+            lines += ["![confusion matrix with background](eval_confusion_matrix.png)", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -208,6 +208,9 @@ class EvalResult:
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)  # "7" -> {name, bbox_AP, segm_AP, ...}
     num_images: int = 0
     num_detections: int = 0
+    # What the plots need: {"pr_curves": {...}, "confusion": {...}} (adapters/evaluation/curves.py); large, so
+    # kept out of the per-epoch history (the report holds the latest).
+    curves: dict[str, Any] = field(default_factory=dict)
 
     def to_plain(self) -> dict[str, Any]:
         return {
@@ -215,6 +218,7 @@ class EvalResult:
             "per_class": {key: dict(values) for key, values in self.per_class.items()},
             "num_images": self.num_images,
             "num_detections": self.num_detections,
+            "curves": dict(self.curves),
         }
 
 

@@ -184,3 +184,40 @@ def test_encoded_per_image_records_give_the_same_metrics_and_hold_no_dense_masks
     assert evaluator.evaluate_encoded(ground_truth, encoded, CATEGORIES).metrics == (
         evaluator.evaluate(ground_truth, detections, CATEGORIES).metrics
     )
+
+
+def test_curves_of_perfect_detections_are_flat_at_one_and_the_confusion_is_diagonal() -> None:
+    ground_truth = _ground_truth()
+    curves = PycocotoolsEvaluator().evaluate(ground_truth, _perfect_detections(ground_truth), CATEGORIES).curves
+    pr = curves["pr_curves"]
+    assert pr["iou_type"] == "segm" and len(pr["recall"]) == 101
+    assert set(pr["per_class"]) == {"7", "3", "12"}
+    assert all(value == 1.0 for item in pr["per_class"].values() for value in item["precision_50"])
+    confusion = curves["confusion"]
+    assert confusion["labels"] == ["square", "disc", "bar", "background"]
+    # 5 objects: 2 squares, 2 discs, 1 bar, every one found with its class (scores 0.9..0.5 >= 0.25)
+    assert confusion["counts"] == [[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+
+
+def test_the_confusion_matrix_counts_wrong_classes_misses_and_false_positives() -> None:
+    ground_truth = _ground_truth()
+    contiguous = CATEGORIES.to_contiguous()
+    found = dict(_perfect_detections(ground_truth))
+    one = found[1]  # square (7) and disc (3): call the disc a bar, and add a false square on empty ground
+    fake = torch.from_numpy(_rect_mask((62, 50, 78, 58)).astype(bool))[None]
+    found[1] = Detections(boxes=torch.cat([one.boxes, torch.tensor([[62.0, 50.0, 78.0, 58.0]])]),
+                          scores=torch.tensor([0.9, 0.8, 0.7]),
+                          labels=torch.tensor([contiguous[7], contiguous[12], contiguous[7]]),
+                          masks=torch.cat([one.masks, fake]))
+    found[3] = Detections(boxes=found[3].boxes, scores=torch.tensor([0.1]), labels=found[3].labels,
+                          masks=found[3].masks)  # below the 0.25 score threshold: the disc counts as missed
+    confusion = PycocotoolsEvaluator().evaluate(ground_truth, list(found.items()), CATEGORIES).curves["confusion"]
+    assert confusion["iou"] == 0.5 and confusion["score_threshold"] == 0.25
+    #            square disc bar background (predicted)
+    assert confusion["counts"] == [
+        [2, 0, 0, 0],  # true squares: both found as squares
+        [0, 0, 1, 1],  # true discs: one called a bar, one missed (its detection scored 0.1)
+        [0, 0, 1, 0],  # the bar
+        [1, 0, 0, 0],  # background: the false square
+    ]
+    assert confusion["normalised"][1] == [0.0, 0.0, 0.5, 0.5]

@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from apex_x.adapters.evaluation.curves import confusion_matrix, pr_curves
 from apex_x.domain.types import CategoryMap, Detections, EvalResult
 
 log = structlog.get_logger(__name__)
@@ -126,12 +127,16 @@ class PycocotoolsEvaluator:
         per_class: dict[str, dict[str, Any]] = {
             str(original): {"name": name} for original, name in zip(categories.original_ids, categories.names, strict=True)
         }
+        curves: dict[str, Any] = {}
         for iou_type in IOU_TYPES:
             items = results[iou_type]
             if items:
                 evaluation = run_cocoeval(coco_gt, items, iou_type, image_ids)
                 stats = [_score(value) for value in evaluation.stats]
                 class_ap = _per_class_ap(evaluation, categories)
+                if iou_type == "segm":  # the instance-segmentation view: PR of the masks, their confusion
+                    curves["pr_curves"] = pr_curves(evaluation, categories, iou_type)
+                    curves["confusion"] = confusion_matrix(coco_gt, items, image_ids, categories)
             else:  # pycocotools cannot load an empty result list: 0 where there is ground truth, else n/a
                 stats = [0.0 if _has_ground_truth(coco_gt, image_ids, STAT_RANGES[name]) else None for name in STAT_NAMES]
                 class_ap = {original: _empty_class_ap(coco_gt, original, image_ids) for original in categories.original_ids}
@@ -142,7 +147,8 @@ class PycocotoolsEvaluator:
         log.info("coco_evaluated", images=len(image_ids), detections=len(results["bbox"]),
                  bbox_AP=_shown(metrics["bbox_AP"]), segm_AP=_shown(metrics["segm_AP"]))
         return EvalResult(
-            metrics=metrics, per_class=per_class, num_images=len(image_ids), num_detections=len(results["bbox"])
+            metrics=metrics, per_class=per_class, num_images=len(image_ids), num_detections=len(results["bbox"]),
+            curves=curves,
         )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from apex_x.adapters.atomic_files import write_run_file
+from apex_x.adapters.reports.evaluation_plots import CONFUSION_PLOT, PR_PLOT, write_evaluation_plots
 from apex_x.adapters.reports.plots import LOSS_PLOT, METRICS_PLOT, validation_series, write_plots
 
 REPORT_FILE = "train_report.md"
@@ -142,6 +143,7 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         "",
         f"![validation AP and val loss per epoch]({PLOTS_DIR}/{METRICS_PLOT})",
         "",
+        *_evaluation_plot_lines(report),
         *_validation_note(list(report.get("history") or [])),
         "## History",
         "",
@@ -161,6 +163,17 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         lines += ["", "## Per-class AP (last validation; n/a = no ground truth of that class)", "",
                   *per_class_table(per_class)]
     return "\n".join(lines) + "\n"
+
+
+def _evaluation_plot_lines(report: Mapping[str, Any]) -> list[str]:
+    """Links to the latest validation's PR curves and confusion matrix (when it had them)."""
+    curves = report.get("evaluation_curves") or {}
+    lines = []
+    if curves.get("pr_curves"):
+        lines += [f"![precision-recall per class, latest validation]({PLOTS_DIR}/{PR_PLOT})", ""]
+    if curves.get("confusion"):
+        lines += [f"![confusion matrix with background, latest validation]({PLOTS_DIR}/{CONFUSION_PLOT})", ""]
+    return lines
 
 
 def _validation_note(history: list[Mapping[str, Any]]) -> list[str]:
@@ -196,16 +209,20 @@ class MarkdownReportWriter:
 
     def __init__(self) -> None:
         self._plotted: dict[str, Any] = {}  # folder -> the history the plots there show
+        self._curves: dict[str, list[str]] = {}  # folder -> the evaluation plots written there
 
     def write(self, report: Mapping[str, Any], output_dir: str) -> list[str]:
         folder = Path(output_dir)
         history = list(report.get("history") or [])
         plots = [folder / PLOTS_DIR / LOSS_PLOT, folder / PLOTS_DIR / METRICS_PLOT]
         key = repr([(entry.get("epoch"), entry.get("train"), entry.get("val")) for entry in history])
+        curves = dict(report.get("evaluation_curves") or {})
         if self._plotted.get(str(folder)) != key or not all(path.exists() for path in plots):
             write_plots(history, folder / PLOTS_DIR)
+            written_curves = write_evaluation_plots(curves, folder / PLOTS_DIR)
             self._plotted[str(folder)] = key
-        written = [str(path) for path in plots]
+            self._curves[str(folder)] = written_curves
+        written = [str(path) for path in plots] + self._curves.get(str(folder), [])
         text = render_markdown(report, folder)
         path = folder / REPORT_FILE
         write_run_file(path, lambda handle: handle.write(text.encode("utf-8")), what="report")

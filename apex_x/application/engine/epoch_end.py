@@ -52,7 +52,8 @@ class EpochEnd:
                 self._bad_val_images(stage, epoch, number, result.bad_images)
             val_metrics = result.metrics
             if result.evaluation is not None:  # the flat metrics are in `val` already
-                evaluation = {key: value for key, value in result.evaluation.items() if key != "metrics"}
+                evaluation = {key: value for key, value in result.evaluation.items() if key not in ("metrics", "curves")}
+                self.report_state.curves = dict(result.evaluation.get("curves") or {})  # the latest, for plots
         epoch_diag = self.diagnostics.epoch
         train_loss = epoch_diag.mean_total()
         metric_value = self._metric_value(val_metrics, train_loss, number)

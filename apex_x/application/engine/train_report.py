@@ -57,6 +57,7 @@ class ReportState:
     sessions: int = 0
     warnings: list[dict[str, Any]] = field(default_factory=list)  # run_health: clipped, zero gradient, diverging
     early_stops: list[dict[str, Any]] = field(default_factory=list)  # early_stopping.early_stop, one per stage
+    curves: dict[str, Any] = field(default_factory=dict)  # the latest validation's PR curves and confusion matrix
 
     def ended_stages(self) -> tuple[str, ...]:
         """Names of the stages that stopped early (a resume does not run their remaining epochs)."""
@@ -64,7 +65,7 @@ class ReportState:
 
     def to_plain(self) -> dict[str, Any]:
         return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions,
-                "warnings": list(self.warnings), "early_stops": list(self.early_stops)}
+                "warnings": list(self.warnings), "early_stops": list(self.early_stops), "curves": dict(self.curves)}
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any] | None) -> ReportState:
@@ -77,6 +78,7 @@ class ReportState:
             sessions=int(plain.get("sessions") or 0),
             warnings=[dict(item) for item in plain.get("warnings") or []],
             early_stops=[dict(item) for item in plain.get("early_stops") or []],
+            curves=dict(plain.get("curves") or {}),
         )
 
 
@@ -153,6 +155,7 @@ def build_report(
         "dataset_backend": dataset.get("backend"),
         "dataset": dict(dataset),
         "stages": [stage.to_plain() for stage in stages],
+        "evaluation_curves": dict(state.curves),  # the latest validation's (plots/pr_curves.png, confusion_matrix.png)
         "early_stopping": {"patience": (config.get("train") or {}).get("patience"), "stops": list(state.early_stops)},
         "history": list(state.history),
         "loss_diagnostics": {
