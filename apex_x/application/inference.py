@@ -91,6 +91,7 @@ def build_inference_model(
     overrides = dict(model_overrides or {})
     check_class_count_override(overrides.get("num_classes"), categories, path)
     overrides.setdefault("backbone_weights", None)  # the checkpoint holds every weight: no backbone file needed
+    overrides.setdefault("backbone_pretrained", False)  # ... and no pretrained weights to read or download
     if not {"input_height", "input_width"} & set(overrides):
         overrides["input_height"], overrides["input_width"] = checkpoint.input_size or (
             config.model.input_height, config.model.input_width)

@@ -45,7 +45,14 @@ class ModelConfig(_Strict):
         "lcnet_075 trains fast on CPU; on a GPU try e.g. cs3darknet_m or resnet50.",
     )
     backbone_weights: str | None = Field(
-        None, description="Optional local weights file for the student backbone; never downloaded."
+        None, description="Optional local weights file for the student backbone; never downloaded (the same as "
+        "model.backbone_pretrained: PATH; set one of the two)."
+    )
+    backbone_pretrained: bool | str = Field(
+        False, description="Student backbone weights: false = random init; true = the timm model's pretrained "
+        "weights through timm's Hugging Face hub loading (the cache first; HF_HUB_OFFLINE=1 reads only the cache; "
+        "never a silent fall-back to random init); a path = a local weights file (.safetensors / .pt / .pth / "
+        ".bin) or a folder holding model.safetensors or pytorch_model.bin.",
     )
     width_multiplier: float = Field(0.5, gt=0.0, le=4.0, description="Channel multiplier of neck and heads.")
     neck_channels: int = Field(128, ge=8, le=1024, description="Channels of the FPN/PAN neck before the multiplier.")
@@ -71,6 +78,24 @@ class ModelConfig(_Strict):
     @classmethod
     def _known_profile(cls, value: str) -> str:
         return check_profile_name(value)
+
+    @field_validator("backbone_pretrained")
+    @classmethod
+    def _pretrained_value(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be true, false or the path of a local weights file or folder, got ''")
+        return value
+
+    @model_validator(mode="after")
+    def _one_weights_source(self) -> ModelConfig:
+        pretrained = self.backbone_pretrained
+        if self.backbone_weights and pretrained is not False and pretrained != self.backbone_weights:
+            raise ValueError(
+                f"model.backbone_weights={self.backbone_weights!r} and model.backbone_pretrained={pretrained!r} "
+                "both choose the student backbone's weights; set one of them (model.backbone_pretrained: PATH "
+                "is the same as model.backbone_weights: PATH)"
+            )
+        return self
 
     @field_validator("input_height", "input_width")
     @classmethod

@@ -133,6 +133,7 @@ class ModelProfile(Protocol):
     input_size_multiple: int  # every input side must be a positive multiple of it (its coarsest stride), pixels
     requirements: tuple[Requirement, ...]  # packages beyond the base ones (preflight `--profile <name>`)
     preflight_checks: tuple[PreflightCheck, ...]  # extra preflight checks (e.g. backbone weights reachable)
+    base_preflight_checks: tuple[PreflightCheck, ...]  # checks it adds to every preflight (base's): its own weights
 
     def build(
         self,
