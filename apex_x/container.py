@@ -123,6 +123,7 @@ class Container(containers.DeclarativeContainer):
         progress=progress,
         auxiliary_losses=auxiliary_losses,
         run_folder=run_folder,
+        init_weights_reader=providers.Object(_lazy("apex_x.adapters.checkpoints.init_weights:read_init_weights")),
     )
 
     # Dependency preflight: "base", plus each model profile that needs more (its packages and checks, e.g. the

@@ -10,6 +10,7 @@ import structlog
 import torch
 from pydantic import ValidationError
 
+from apex_x.application.model_summary import describe_summary, model_summary
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ConfigError, UserError
@@ -55,6 +56,8 @@ class InferenceModel:
             "classes": list(self.categories.names),
             "category_ids": list(self.categories.original_ids),
             "best": self.best,
+            "network": dict(self.extra.get("network") or {}),
+            "network_line": describe_summary(self.extra["network"]) if self.extra.get("network") else None,
         }
 
 
@@ -108,6 +111,7 @@ def build_inference_model(
     network.eval()  # type: ignore[attr-defined]
     weights, _ = checkpoint.weights(prefer_ema=use_ema)
     log.info("checkpoint_loaded", path=path, profile=config.model.profile, weights=weights, device=str(device))
+    summary = model_summary(network, config.model)  # type: ignore[arg-type]
     return InferenceModel(
         network=network,
         config=config,
@@ -117,6 +121,7 @@ def build_inference_model(
         checkpoint_path=path,
         weights=weights,
         best=dict(checkpoint.best) if isinstance(checkpoint.best, Mapping) else None,
+        extra={"network": summary},
     )
 
 

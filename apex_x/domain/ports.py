@@ -315,6 +315,16 @@ class PredictionSink(Protocol):
         ...
 
 
+class InitWeightsReader(Protocol):
+    """Reads the weights a new run starts from (`train.init_from`): any payload layout of the user guide, an
+    Apex-X checkpoint (its EMA weights when present) or a model.safetensors, through the secure loaders."""
+
+    def __call__(self, path: str) -> tuple[dict[str, torch.Tensor], str]:
+        """(weights by name, `module.` prefixes removed; the layout they came from, for the report).
+        CheckpointError naming train.init_from and the file when it cannot be read or holds no weights."""
+        ...
+
+
 class WeightsWriter(Protocol):
     """The final weights file of a run (model.safetensors)."""
 

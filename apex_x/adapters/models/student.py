@@ -63,10 +63,11 @@ class StudentModelFactory:
         local = local_weights_file(source) if source.kind in ("file", "folder") else None
         backbone = TimmBackbone(config.backbone, weights_path=local, weights_key=source.key,
                                 hub_source=source if source.kind == "hub" else None)
-        neck = FpnPanNeck(backbone.channels, head_channels(config))
+        neck = FpnPanNeck(backbone.channels, head_channels(config), depth=config.neck_depth)
         model = DenseSegmentationModel(backbone, neck, num_classes=num_classes, config=config)
         log.info(
             "student_built",
+            size=config.size,
             backbone=config.backbone,
             backbone_weights=source.describe(),
             num_classes=num_classes,

@@ -81,6 +81,7 @@ class RunSession:
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
         self.diagnostics = RunDiagnostics()
         self.report_state = ReportState()
+        self.model_summary: dict[str, Any] | None = None  # parameters and GFLOPs (application/model_summary.py)
         self.keeper = CheckpointKeeper(self.store, self.output_dir / "checkpoints", context, train.keep_last_epochs)
         self.trainer = Trainer(
             model=model, optimizer=build_optimizer(model, train), train=train, context=context, ema=self.ema,
@@ -470,6 +471,7 @@ class RunSession:
                  "global_step": self.trainer.global_step, "ema": self.ema is not None},
             kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
             auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
+            model_summary=self.model_summary,
         )
 
     def _existing(self, path: Path) -> str | None:

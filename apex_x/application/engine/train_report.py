@@ -56,10 +56,14 @@ class ReportState:
     elapsed_s: float = 0.0  # training time of earlier sessions (before this resume)
     sessions: int = 0
     warnings: list[dict[str, Any]] = field(default_factory=list)  # run_health: clipped, zero gradient, diverging
+    init_from: dict[str, Any] | None = None  # train.init_from: what the run started from (engine/init_from.py)
 
     def to_plain(self) -> dict[str, Any]:
-        return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions,
-                "warnings": list(self.warnings)}
+        plain = {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s,
+                 "sessions": self.sessions, "warnings": list(self.warnings)}
+        if self.init_from is not None:
+            plain["init_from"] = dict(self.init_from)
+        return plain
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any] | None) -> ReportState:
@@ -71,6 +75,7 @@ class ReportState:
             elapsed_s=float(plain.get("elapsed_s") or 0.0),
             sessions=int(plain.get("sessions") or 0),
             warnings=[dict(item) for item in plain.get("warnings") or []],
+            init_from=dict(plain["init_from"]) if isinstance(plain.get("init_from"), Mapping) else None,
         )
 
 
@@ -122,6 +127,7 @@ def build_report(
     session_started: float,
     auxiliary_losses: list[str],
     epochs_planned: int | None = None,
+    model_summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole train_report.json content (plain values; NaN is turned into null by the JSON writer)."""
     session_s = time.time() - session_started
@@ -154,6 +160,8 @@ def build_report(
         },
         "stage_metrics": stage_snapshot(stages, state.history, diagnostics, selected_metric),
         "auxiliary_losses": auxiliary_losses,
+        "init_from": dict(state.init_from) if state.init_from else None,
+        "model": dict(model_summary) if model_summary else None,
         "kernels": dict(kernels) if kernels else None,
         "timing": {
             "train_seconds_total": round(state.elapsed_s + session_s, 3),
