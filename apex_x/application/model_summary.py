@@ -1,12 +1,13 @@
 """The size of a network: parameters and GFLOPs of one forward pass at the input size (torch.utils.flop_counter).
 
 GFLOPs count a multiply-add as 2 FLOPs (torch's flop counter; the convention of the YOLO tables). The pass runs
-on the meta device (shapes only: no memory, no time), with the model's weights swapped for meta tensors through
-torch.func.functional_call; a model that cannot run there is measured with one real zero image instead.
+on the meta device (shapes only: no memory, no time), on a copy of the model whose weights are meta tensors; a
+model that cannot run there is measured with one real zero image on a full copy instead.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import structlog
@@ -19,36 +20,43 @@ log = structlog.get_logger(__name__)
 
 
 def count_flops(model: torch.nn.Module, height: int, width: int) -> int | None:
-    """FLOPs of one forward pass of a (1, 3, height, width) uint8 image, in eval mode; None if it cannot run."""
-    was_training = model.training
-    model.eval()
-    try:
-        for device in ("meta", None):
-            try:
-                return _flops_on(model, height, width, device)
-            except Exception as error:  # noqa: BLE001 - a model meta cannot run: try real tensors, then give up
-                log.debug("flop_count_failed", device=device or "model", reason=f"{type(error).__name__}: {error}")
-        return None
-    finally:
-        model.train(was_training)
+    """FLOPs of one forward pass of a (1, 3, height, width) uint8 image in eval mode; None if it cannot run.
+
+    The pass runs on a copy of the model whose weights are meta tensors (no memory; the model itself is not
+    called, so nothing of its state changes); a model that cannot run on meta is counted on a full copy."""
+    for on_meta in (True, False):
+        try:
+            copy_ = _meta_copy(model) if on_meta else copy.deepcopy(model)
+            return _flops_of(copy_.eval(), height, width, "meta" if on_meta else None)
+        except Exception as error:  # noqa: BLE001 - not runnable on meta: a real copy, then give up
+            log.debug("flop_count_failed", meta=on_meta, reason=f"{type(error).__name__}: {error}")
+    return None
+
+
+def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of `model` whose parameters and buffers are meta tensors of the same shapes."""
+    memo: dict[int, Any] = {}
+    for parameter in model.parameters():
+        memo[id(parameter)] = torch.nn.Parameter(torch.empty_like(parameter, device="meta"),
+                                                 requires_grad=parameter.requires_grad)
+    for buffer in model.buffers():
+        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def _flops_of(model: torch.nn.Module, height: int, width: int, device: str | None) -> int:
+    if device is None:
+        first = next(iter(model.parameters()), None)
+        device = str(first.device) if first is not None else "cpu"
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros((1, 3, height, width), dtype=torch.uint8, device=device))
+    return int(counter.get_total_flops())
 
 
 def _flops_on(model: torch.nn.Module, height: int, width: int, device: str | None) -> int:
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad():
-        if device == "meta":
-            tensors = {name: torch.empty_like(value, device="meta")
-                       for name, value in [*model.named_parameters(), *model.named_buffers()]}
-            images = torch.zeros((1, 3, height, width), dtype=torch.uint8, device="meta")
-            with counter:
-                torch.func.functional_call(model, tensors, (images,), strict=False)
-        else:
-            first = next(iter(model.parameters()), None)
-            images = torch.zeros((1, 3, height, width), dtype=torch.uint8,
-                                 device=first.device if first is not None else None)
-            with counter:
-                model(images)
-    return int(counter.get_total_flops())
+    """Counted on a meta copy (device "meta") or a full copy (None) of `model` (tests compare the two)."""
+    return _flops_of((_meta_copy(model) if device == "meta" else copy.deepcopy(model)).eval(), height, width, device)
 
 
 def model_summary(model: Any, config: Any) -> dict[str, Any]:
