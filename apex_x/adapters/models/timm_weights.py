@@ -69,7 +69,11 @@ def hub_id(model: str) -> str:
 
     if not timm.is_model(model):
         raise ConfigError(f"unknown timm model {model!r} (see timm.list_models())", key="model.backbone")
-    cfg = get_pretrained_cfg(model, allow_unregistered=False)
+    try:
+        cfg = get_pretrained_cfg(model, allow_unregistered=False)
+    except RuntimeError as error:  # an unknown tag: "Invalid pretrained tag (x) for resnet50."
+        tags = timm.list_pretrained(model.split(".")[0] + ".*")
+        raise ConfigError(f"{error} Tags with weights: {', '.join(tags[:8]) or 'none'}", key="model.backbone") from None
     found = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not found:
         tagged = timm.list_pretrained(model.split(".")[0] + ".*")
