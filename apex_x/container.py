@@ -135,6 +135,7 @@ class Container(containers.DeclarativeContainer):
         auxiliary_losses=auxiliary_losses,
         run_folder=run_folder,
         trackers=trackers,
+        init_weights_reader=providers.Object(_lazy("apex_x.adapters.checkpoints.init_weights:read_init_weights")),
     )
 
     # Dependency preflight: "base", plus each model profile that needs more (its packages and checks, e.g. the
@@ -178,11 +179,10 @@ class Container(containers.DeclarativeContainer):
         _lazy("apex_x.application.export:ExportModel"), profile_for=providers.Object(MODEL_PROFILES.get),
         write_json=json_file_writer,
     )
-    model_stats = providers.Object(_lazy("apex_x.adapters.models.model_stats:model_stats"))
     benchmark_inference = providers.Factory(
         _lazy("apex_x.application.benchmark:BenchmarkInference"), reader=image_reader, exporters=model_exporters,
         eager_runner=providers.Object(_lazy("apex_x.adapters.export.graph:eager_runner")),
-        decode=providers.Object(_lazy("apex_x.adapters.export.decode:decode_exported")), model_stats=model_stats,
+        decode=providers.Object(_lazy("apex_x.adapters.export.decode:decode_exported")),
     )
     benchmark_table = _attr("apex_x.application.benchmark:benchmark_table")
     write_sample_image = _attr("apex_x.adapters.image_inputs:write_sample_image")

@@ -29,3 +29,50 @@ def shapes_dataset(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - 
     from apex_x.adapters.datasets.shapes_writer import write_shapes_dataset
 
     return write_shapes_dataset(tmp_path_factory.mktemp("shapes_dataset"), train=24, val=8, size=128, seed=0)
+
+
+FAKE_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+def lay_out_timm_download(hub_dir, model_name: str, *, seed: int = 0) -> dict:
+    """A random-init timm `model_name` saved in a Hugging Face hub cache folder (`<HF_HOME>/hub`) under its real
+    hub id (e.g. timm/lcnet_050.ra2_in1k), laid out as a first download leaves it: blobs/<hash> files,
+    snapshots/<commit>/{model.safetensors, config.json} symlinks to them, refs/main. Returns the saved tensors."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import timm
+    from safetensors.torch import save_file
+    from timm.models import get_pretrained_cfg
+
+    torch.manual_seed(seed)
+    model = timm.create_model(model_name, pretrained=False)
+    state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
+    repo_id = get_pretrained_cfg(model_name).hf_hub_id
+    repo = Path(hub_dir) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot = repo / "snapshots" / FAKE_COMMIT
+    snapshot.mkdir(parents=True, exist_ok=True)
+    staging = repo / "staging.safetensors"
+    save_file(state, str(staging))
+    config = json.dumps({"architecture": model_name, "num_classes": 1000, "num_features": model.num_features}).encode()
+    files = {"model.safetensors": staging.read_bytes(), "config.json": config}
+    staging.unlink()
+    for name, data in files.items():
+        # LFS files are stored under their sha256, small git files under their git blob sha1: both are hex names.
+        digest = hashlib.sha256(data).hexdigest() if name.endswith(".safetensors") else hashlib.sha1(
+            b"blob %d\0" % len(data) + data).hexdigest()
+        (repo / "blobs" / digest).write_bytes(data)
+        link = snapshot / name
+        if not link.exists():
+            link.symlink_to(Path("..") / ".." / "blobs" / digest)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(FAKE_COMMIT)
+    return state
+
+
+@pytest.fixture(scope="session")
+def timm_download():  # noqa: ANN201 - the helper function itself
+    """lay_out_timm_download(hub_dir, model_name, seed=0) -> the saved state dict (see its docstring)."""
+    return lay_out_timm_download

@@ -19,6 +19,7 @@ import torch
 
 from apex_x.application.export import export_metadata
 from apex_x.application.inference import InferenceModel
+from apex_x.application.model_summary import network_size
 from apex_x.domain.errors import ConfigError, DependencyError, UserError
 from apex_x.domain.ports import ImageReader, ModelExporter
 
@@ -81,13 +82,11 @@ class BenchmarkInference:
     """Times each format over `iterations` batches after `warmup` batches."""
 
     def __init__(self, reader: ImageReader, exporters: Mapping[str, ModelExporter], *,
-                 eager_runner: Callable[[Any, torch.device], Runner], decode: Callable[..., list[Any]],
-                 model_stats: Callable[[Any, tuple[int, int]], Mapping[str, Any]]) -> None:
+                 eager_runner: Callable[[Any, torch.device], Runner], decode: Callable[..., list[Any]]) -> None:
         self.reader = reader
         self.exporters = exporters
         self.eager_runner = eager_runner
         self.decode = decode
-        self.model_stats = model_stats
 
     def execute(self, model: InferenceModel, images: Sequence[str], *, formats: Sequence[str], scratch_dir: str,
                 batch_size: int = 1, input_size: tuple[int, int] | None = None, warmup: int = 3,
@@ -102,7 +101,7 @@ class BenchmarkInference:
         metadata = export_metadata(model, next(iter(self.exporters.values())), size, dynamic_batch=True)
         batches = self._batches(images, batch_size, warmup + iterations, size)
         results = [self._time_format(name, model, batches, metadata, size, scratch_dir, warmup) for name in formats]
-        stats = dict(self.model_stats(model.network, size))
+        stats = network_size(model.network, size)  # type: ignore[arg-type]
         return BenchmarkReport(
             checkpoint=model.checkpoint_path, profile=model.profile, device=str(model.device), batch_size=batch_size,
             input_size=size, warmup=warmup, iterations=iterations, images=list(dict.fromkeys(images)),

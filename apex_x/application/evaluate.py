@@ -159,6 +159,7 @@ def eval_markdown(report: EvalReport) -> str:
     lines += [
         f"- checkpoint: `{model.get('checkpoint')}` ({model.get('profile')}, {model.get('weights')} weights, "
         f"input {'x'.join(str(v) for v in model.get('input_size', []))}, device {model.get('device')})",
+        *([f"- {model['network_line']}"] if model.get("network_line") else []),
         f"- images: {report.result.num_images}, detections: {report.result.num_detections}, "
         f"time: {report.seconds:.1f} s",
     ]

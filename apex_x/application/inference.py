@@ -10,6 +10,7 @@ import structlog
 import torch
 from pydantic import ValidationError
 
+from apex_x.application.model_summary import describe_summary, model_summary
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ConfigError, UserError
@@ -55,6 +56,8 @@ class InferenceModel:
             "classes": list(self.categories.names),
             "category_ids": list(self.categories.original_ids),
             "best": self.best,
+            "network": dict(self.extra.get("network") or {}),
+            "network_line": describe_summary(self.extra["network"]) if self.extra.get("network") else None,
         }
 
 
@@ -91,6 +94,7 @@ def build_inference_model(
     overrides = dict(model_overrides or {})
     check_class_count_override(overrides.get("num_classes"), categories, path)
     overrides.setdefault("backbone_weights", None)  # the checkpoint holds every weight: no backbone file needed
+    overrides.setdefault("backbone_pretrained", False)  # ... and no pretrained weights to read or download
     if not {"input_height", "input_width"} & set(overrides):
         overrides["input_height"], overrides["input_width"] = checkpoint.input_size or (
             config.model.input_height, config.model.input_width)
@@ -107,6 +111,7 @@ def build_inference_model(
     network.eval()  # type: ignore[attr-defined]
     weights, _ = checkpoint.weights(prefer_ema=use_ema)
     log.info("checkpoint_loaded", path=path, profile=config.model.profile, weights=weights, device=str(device))
+    summary = model_summary(network, config.model)  # type: ignore[arg-type]
     return InferenceModel(
         network=network,
         config=config,
@@ -116,6 +121,7 @@ def build_inference_model(
         checkpoint_path=path,
         weights=weights,
         best=dict(checkpoint.best) if isinstance(checkpoint.best, Mapping) else None,
+        extra={"network": summary},
     )
 
 

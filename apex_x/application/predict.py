@@ -57,6 +57,7 @@ class PredictionRun:
     failures: list[InputFailure] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    model: dict[str, Any] = field(default_factory=dict)  # InferenceModel.describe(): checkpoint, size, GFLOPs ...
 
     @property
     def ok(self) -> bool:
@@ -100,7 +101,7 @@ class PredictImages:
 
     def execute(self, inputs: Sequence[str]) -> PredictionRun:
         started = time.perf_counter()
-        run = PredictionRun()
+        run = PredictionRun(model=self.model.describe())
         if not inputs:
             raise UserError("no image given: pass --image PATH (a file or a folder), repeatable")
         files = self._expand(inputs, run)

@@ -13,6 +13,7 @@ import torch
 from apex_x.application.engine.curriculum import Stage, check_groups, plan_stages, total_epochs
 from apex_x.application.engine.distributed import DistContext, any_true, init_distributed, shutdown
 from apex_x.application.engine.heartbeat import is_peer_error, peer_failed
+from apex_x.application.engine.init_from import initialise_from
 from apex_x.application.engine.progress import Progress, SilentProgress
 from apex_x.application.engine.resume import (
     RunAlreadyFinished,
@@ -34,6 +35,7 @@ from apex_x.application.engine.run_support import (
 )
 from apex_x.application.engine.train_report import COCO_METRICS, LOSS_METRICS
 from apex_x.application.engine.train_state import plan_remaining, seed_everything
+from apex_x.application.model_summary import describe_summary, model_summary
 from apex_x.domain.checkpoint import RESUME_KEYS, TrainingCheckpoint
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ApexError, ConfigError, DatasetError, TrainingStopped
@@ -43,6 +45,7 @@ from apex_x.domain.ports import (
     DatasetSource,
     Evaluator,
     ExperimentTracker,
+    InitWeightsReader,
     ModelProfile,
     ReportWriter,
     RunFolder,
@@ -70,6 +73,7 @@ class TrainUseCase:
         auxiliary_losses: Sequence[AuxiliaryLoss] | Callable[..., Sequence[AuxiliaryLoss]] = (),
         run_folder: RunFolder,
         trackers: Sequence[ExperimentTracker] = (),
+        init_weights_reader: InitWeightsReader | None = None,
     ) -> None:
         self.settings = settings
         self.source = dataset_source
@@ -82,6 +86,8 @@ class TrainUseCase:
         self.auxiliary_losses = auxiliary_losses
         self.run_folder = run_folder
         self.trackers = list(trackers)  # train.loggers: used by rank 0 only
+        self.init_weights_reader = init_weights_reader  # train.init_from (a new run from earlier weights)
+        self.init_summary: dict[str, Any] | None = None
         self.resume_command: ResumeCommand = flag_resume_command
 
     # ------------------------------------------------------------------------------------------
@@ -127,6 +133,10 @@ class TrainUseCase:
             self._check_resume_data(checkpoint, categories, resume_from)
         log.info("setup", phase="building the model", profile=settings.model.profile, classes=categories.num_classes)
         model = self._build_model(categories.num_classes, checkpoint, resume_from)
+        summary = model_summary(model, settings.model)
+        log.info("model_size", network=describe_summary(summary), parameters=summary["parameters"],
+                 gflops=summary["gflops"], **({"size_overridden": summary["size_overridden"]}
+                                             if summary["size_overridden"] else {}))
         groups = model.parameter_groups()
         check_groups(stages, groups, from_defaults=not settings.train.stages)
         if not isinstance(model, torch.nn.Module):
@@ -141,7 +151,10 @@ class TrainUseCase:
                          progress=self.progress if context.is_main else SilentProgress(),
                          trackers=self.trackers if context.is_main else ())
         session = RunSession(plan, RunNetwork(model, groups, self.profile.weights_key, auxiliary), ports, context)
+        session.model_summary = summary
         position = session.restore(checkpoint, resume_from) if checkpoint is not None and resume_from else None
+        if position is None and self.init_summary is not None:
+            session.report_state.init_from = self.init_summary
         schedule = plan_remaining(stages, position, session.report_state.history,
                                   ended=session.report_state.ended_stages())
         if not schedule:
@@ -166,7 +179,18 @@ class TrainUseCase:
         (the architecture from its stored values, every weight from the file, so a moved backbone folder or an
         empty Hugging Face cache does not matter)."""
         if checkpoint is None or path is None:
-            return self.profile.build(self.settings.model, num_classes)
+            model = self.profile.build(self.settings.model, num_classes)
+            init_from = self.settings.train.init_from
+            if init_from:  # a new run from earlier weights; a resumed run takes its weights from its checkpoint
+                if self.init_weights_reader is None:
+                    raise ConfigError("no weights reader is configured for it", key="train.init_from")
+                self.init_summary = initialise_from(model, init_from, self.init_weights_reader,  # type: ignore[arg-type]
+                                                    force=self.settings.train.init_from_force)
+            return model
+        if self.settings.train.init_from:
+            log.info("init_from_ignored", init_from=self.settings.train.init_from, resume=path,
+                     reason="--resume continues the run from its checkpoint's weights; train.init_from applied only "
+                     "when the run started")
         return self.profile.from_checkpoint(checkpoint, self.settings.model, source=path)
 
     def _read_resume(self, payload: Any, path: str) -> TrainingCheckpoint:

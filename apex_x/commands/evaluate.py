@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     plain = report.to_plain()
+    if (plain.get("model") or {}).get("network_line"):
+        print(plain["model"]["network_line"])
     print(eval_table(report))
     check = plain["best_metric_check"]
     if check:

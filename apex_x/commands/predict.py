@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         overlays=not args.no_overlays,
         coco_annotations=args.coco_json,
     )
+    if result.model.get("network_line"):
+        print(result.model["network_line"])
     for item in result.predictions:
         print(f"{item.path}: {len(item.detections)} detection(s)")
     for failure in result.failures:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from apex_x.domain.model_profiles import DEFAULT_PROFILE, check_profile_name
+from apex_x.domain.model_sizes import STUDENT_SIZES, apply_size, check_size
 from apex_x.domain.registry import DATASET_FORMATS, LOSS_COMPONENTS, default_loss_components
 
 # A `train.stages[*].losses` key: the name of a registered loss component (domain/registry.py).
@@ -49,10 +50,25 @@ class ModelConfig(_Strict):
         "lcnet_075 trains fast on CPU; on a GPU try e.g. cs3darknet_m or resnet50.",
     )
     backbone_weights: str | None = Field(
-        None, description="Optional local weights file for the student backbone; never downloaded."
+        None, description="Optional local weights file for the student backbone; never downloaded (the same as "
+        "model.backbone_pretrained: PATH; set one of the two)."
+    )
+    backbone_pretrained: bool | str = Field(
+        False, description="Student backbone weights: false = random init; true = the timm model's pretrained "
+        "weights through timm's Hugging Face hub loading (the cache first; HF_HUB_OFFLINE=1 reads only the cache; "
+        "never a silent fall-back to random init); a path = a local weights file (.safetensors / .pt / .pth / "
+        ".bin) or a folder holding model.safetensors or pytorch_model.bin.",
+    )
+    size: str | None = Field(
+        None, description="Named student size (small profile), like the YOLO scales: n, s, m or l picks model.backbone, "
+        "neck_channels, width_multiplier, neck_depth and head_depth (domain/model_sizes.py; a key the config sets "
+        "itself wins); null = those keys as set (their defaults are size n).",
+        json_schema_extra={"word_choices": list(STUDENT_SIZES)},  # `size: n` is the size, not YAML 1.1's "no"
     )
     width_multiplier: float = Field(0.5, gt=0.0, le=4.0, description="Channel multiplier of neck and heads.")
     neck_channels: int = Field(128, ge=8, le=1024, description="Channels of the FPN/PAN neck before the multiplier.")
+    neck_depth: int = Field(1, ge=1, le=4, description="Conv blocks per FPN/PAN merge of the student's neck.")
+    head_depth: int = Field(2, ge=1, le=6, description="Conv layers per tower of the detection head.")
     num_prototypes: int = Field(32, ge=1, le=256, description="Prototype masks of the mask head.")
     mask_stride: int = Field(4, ge=1, le=8, description="Stride of prototype masks and stored target masks.")
     score_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Post-processing score threshold.")
@@ -76,6 +92,33 @@ class ModelConfig(_Strict):
     def _known_profile(cls, value: str) -> str:
         return check_profile_name(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_size(cls, data: Any) -> Any:
+        return apply_size(data)
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, value: str | None) -> str | None:
+        return check_size(value)
+
+    @field_validator("backbone_pretrained")
+    @classmethod
+    def _pretrained_value(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be true, false or the path of a local weights file or folder, got ''")
+        return value
+
+    @model_validator(mode="after")
+    def _one_weights_source(self) -> ModelConfig:
+        pretrained = self.backbone_pretrained
+        if self.backbone_weights and pretrained is not False and pretrained != self.backbone_weights:
+            raise ValueError(
+                f"model.backbone_weights={self.backbone_weights!r} and model.backbone_pretrained={pretrained!r} "
+                "both choose the student backbone's weights; set one of them (model.backbone_pretrained: PATH "
+                "is the same as model.backbone_weights: PATH)"
+            )
+        return self
 
 
 def _check_range(value: list[float] | None, low_limit: float, high_limit: float) -> list[float] | None:
@@ -207,6 +250,17 @@ class TrainConfig(_Strict):
     distill_weight: float = Field(0.0, ge=0.0, le=100.0, description="Weight of teacher distillation (> 0 = on).")
     teacher_checkpoint: str | None = Field(None, description="Teacher checkpoint for distillation.")
     distill_temperature: float = Field(2.0, gt=0.0, le=100.0, description="Temperature of logit distillation.")
+    init_from: str | None = Field(
+        None, min_length=1, description="Fine-tune: start this new run from the weights of a file (an Apex-X "
+        "checkpoint, its EMA weights when present; any payload layout of the user guide; or a run's "
+        "model.safetensors). Tensors matching by name and shape are loaded, the others (e.g. the class logits "
+        "after a class-count change) keep their fresh init; optimizer, schedule and progress start fresh. "
+        "--resume continues a run instead (and never re-applies this).",
+    )
+    init_from_force: bool = Field(
+        False, description="Load train.init_from even when it fits under 50% of the model's weights (by element "
+        "count); without it such a file (probably another model) is refused."
+    )
 
 
 class DataConfig(_Strict):

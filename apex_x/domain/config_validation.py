@@ -73,12 +73,31 @@ def check_ambiguous_booleans(raw: Any, sources: Mapping[str, str], default_sourc
         return
     if isinstance(raw, str) and getattr(raw, "yaml_ambiguous", False):
         key = prefix.rstrip(".")
+        if str(raw) in _word_choices(key):
+            return  # a text-only key whose named choices include the word (model.size: n): it means that choice
         raise ConfigError(
             f"ambiguous value {raw!r}: YAML 1.1 reads it as a boolean. Write true/false for a boolean, "
             f"or quote it (\"{raw}\") if you mean the text",
             source=_source_of(key, sources, default_source),
             key=key,
         )
+
+
+def _word_choices(dotted_key: str) -> tuple[str, ...]:
+    """The names a text key lists as `word_choices` in its schema field (json_schema_extra), else ()."""
+    model: type[BaseModel] = ApexConfig
+    parts = dotted_key.split(".")
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return ()
+        if index == len(parts) - 1:
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            return tuple(str(item) for item in extra.get("word_choices") or ())  # type: ignore[union-attr]
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return ()
+        model = field.annotation
+    return ()
 
 
 def build_config(

@@ -149,6 +149,7 @@ class ModelProfile(Protocol):
     input_size_multiple: int  # every input side must be a positive multiple of it (its coarsest stride), pixels
     requirements: tuple[Requirement, ...]  # packages beyond the base ones (preflight `--profile <name>`)
     preflight_checks: tuple[PreflightCheck, ...]  # extra preflight checks (e.g. backbone weights reachable)
+    base_preflight_checks: tuple[PreflightCheck, ...]  # checks it adds to every preflight (base's): its own weights
 
     def build(
         self,
@@ -327,6 +328,16 @@ class PredictionSink(Protocol):
 
     def close(self, summary: Mapping[str, Any]) -> list[str]:
         """Writes what is pending (results JSON, summary); returns the paths written."""
+        ...
+
+
+class InitWeightsReader(Protocol):
+    """Reads the weights a new run starts from (`train.init_from`): any payload layout of the user guide, an
+    Apex-X checkpoint (its EMA weights when present) or a model.safetensors, through the secure loaders."""
+
+    def __call__(self, path: str) -> tuple[dict[str, torch.Tensor], str]:
+        """(weights by name, `module.` prefixes removed; the layout they came from, for the report).
+        CheckpointError naming train.init_from and the file when it cannot be read or holds no weights."""
         ...
 
 

@@ -56,10 +56,12 @@ def populate_hub_cache(cache_dir: Path, repo_id: str, source: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_hub_cache(tmp_path_factory: pytest.TempPathFactory, tiny_dinov2_dir: Path) -> Path:
-    """A hub cache folder where `facebook/dinov2-large` is the tiny model (for the checklist as written)."""
+def tiny_hub_cache(tmp_path_factory: pytest.TempPathFactory, tiny_dinov2_dir: Path, timm_download) -> Path:
+    """A hub cache folder where `facebook/dinov2-large` is the tiny model (for the checklist as written), and
+    `timm/lcnet_075.ra2_in1k` a random-init lcnet_075 (configs/coco_baseline.yaml's pretrained backbone)."""
     cache_dir = tmp_path_factory.mktemp("hf_hub_cache")
     populate_hub_cache(cache_dir, "facebook/dinov2-large", tiny_dinov2_dir)
+    timm_download(cache_dir, "lcnet_075")
     return cache_dir
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from apex_x.adapters.checkpoints.init_weights import read_init_weights
 from apex_x.adapters.checkpoints.safetensors_writer import SafetensorsWeightsWriter
 from apex_x.adapters.checkpoints.torch_store import TorchCheckpointStore
 from apex_x.adapters.config_yaml import load_config
@@ -46,6 +47,7 @@ def make_use_case(output_dir: Path, *overrides: str, source: FakeDatasetSource |
         report_writers=[JsonReportWriter(), MarkdownReportWriter()] if reports else [JsonReportWriter()],
         weights_writer=SafetensorsWeightsWriter(),
         run_folder=options.pop("run_folder", PosixRunFolder()),
+        init_weights_reader=options.pop("init_weights_reader", read_init_weights),
         **options,
     )
 

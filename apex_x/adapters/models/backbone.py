@@ -1,4 +1,5 @@
-"""timm backbone (features_only, random init) returning the stride 8/16/32 feature maps; optional local weights."""
+"""timm backbone (features_only) returning the stride 8/16/32 feature maps: random init, timm's pretrained weights
+(hub, timm_weights.py) or a local weights file."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "backbone", "ema", "
 
 
 class TimmBackbone(nn.Module):
-    """A timm model built with `features_only=True` and `pretrained=False` (never downloads).
+    """A timm model built with `features_only=True`: random init, a local weights file (`weights_path`), or timm's
+    pretrained weights when `hub_source` (a timm_weights.TimmWeightsSource of kind "hub") is given.
 
     forward: (B, 3, H, W) normalised float -> [(B, C_i, H / s_i, W / s_i) for s_i in strides].
     """
@@ -32,6 +34,8 @@ class TimmBackbone(nn.Module):
         *,
         strides: Sequence[int] = PYRAMID_STRIDES,
         weights_path: str | None = None,
+        weights_key: str = "model.backbone_weights",
+        hub_source: Any = None,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -42,7 +46,12 @@ class TimmBackbone(nn.Module):
             hint = f"; did you mean {' or '.join(close)}?" if close else "; see timm.list_models()"
             raise ConfigError(f"unknown timm model {name!r}{hint}", key="model.backbone")
         try:
-            body = timm.create_model(name, pretrained=False, features_only=True, **timm_kwargs)
+            if hub_source is not None:
+                from apex_x.adapters.models.timm_weights import create_pretrained
+
+                body = create_pretrained(name, hub_source, **timm_kwargs)
+            else:
+                body = timm.create_model(name, pretrained=False, features_only=True, **timm_kwargs)
         except (RuntimeError, TypeError, ValueError, AssertionError) as error:
             raise ConfigError(
                 f"timm model {name!r} cannot be built as a feature extractor (features_only): {error}",
@@ -62,14 +71,14 @@ class TimmBackbone(nn.Module):
         all_channels = list(body.feature_info.channels())
         self.channels = [int(all_channels[index]) for index in self.feature_indices]
         if weights_path:
-            load_backbone_weights(self.body, weights_path)
+            load_backbone_weights(self.body, weights_path, key=weights_key)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = self.body(images)
         return [features[index] for index in self.feature_indices]
 
 
-def _read_weights_file(path: Path, body: nn.Module) -> Mapping[str, Any]:
+def _read_weights_file(path: Path, body: nn.Module, key: str) -> Mapping[str, Any]:
     """The file's tensors through the secure loaders: sizes checked against `body` before reading."""
     from apex_x.adapters.checkpoints.archive_limits import limits_for_model
     from apex_x.adapters.checkpoints.safetensors_check import load_safetensors
@@ -82,10 +91,10 @@ def _read_weights_file(path: Path, body: nn.Module) -> Mapping[str, Any]:
             return load_safetensors(path, limits_for_model(*expected))
         return TorchCheckpointStore().load(str(path), expected_sizes=expected)
     except CheckpointError as error:
-        raise CheckpointError(f"model.backbone_weights: {error}") from None
+        raise CheckpointError(f"{key}: {error}") from None
 
 
-def _unwrap_state_dict(payload: Any, path: Path) -> dict[str, torch.Tensor]:
+def _unwrap_state_dict(payload: Any, path: Path, key: str) -> dict[str, torch.Tensor]:
     state = payload
     for _ in range(3):
         if not isinstance(state, Mapping):
@@ -97,7 +106,7 @@ def _unwrap_state_dict(payload: Any, path: Path) -> dict[str, torch.Tensor]:
             break
         state = inner
     if not isinstance(state, Mapping) or not state:
-        raise CheckpointError(f"{path}: no state_dict of tensors found (model.backbone_weights)")
+        raise CheckpointError(f"{path}: no state_dict of tensors found ({key})")
     tensors = {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
     return {re.sub(r"^(module\.|backbone\.body\.|backbone\.|body\.)", "", key): value for key, value in tensors.items()}
 
@@ -107,30 +116,31 @@ def _canonical(key: str) -> str:
     return key.replace(".", "_")
 
 
-def load_backbone_weights(body: nn.Module, weights_path: str) -> None:
-    """Load a local weights file into a features_only timm model; missing keys or shape mismatches raise."""
+def load_backbone_weights(body: nn.Module, weights_path: str, *, key: str = "model.backbone_weights") -> None:
+    """Load a local weights file into a features_only timm model; missing keys or shape mismatches raise
+    (errors name `key`, the config key that chose the file)."""
     path = Path(weights_path)
     if not path.is_file():
-        raise ConfigError(f"backbone weights file {str(path)!r} does not exist", key="model.backbone_weights")
-    source = _unwrap_state_dict(_read_weights_file(path, body), path)
+        raise ConfigError(f"backbone weights file {str(path)!r} does not exist", key=key)
+    source = _unwrap_state_dict(_read_weights_file(path, body, key), path, key)
     by_canonical = {_canonical(key): key for key in source}
     target = body.state_dict()
     matched: dict[str, torch.Tensor] = {}
     missing: list[str] = []
     mismatched: list[str] = []
-    for key, value in target.items():
-        source_key = key if key in source else by_canonical.get(_canonical(key))
+    for name, value in target.items():
+        source_key = name if name in source else by_canonical.get(_canonical(name))
         if source_key is None:
-            if key.endswith("num_batches_tracked"):
-                matched[key] = value  # older files omit this counter; keep the model's own
+            if name.endswith("num_batches_tracked"):
+                matched[name] = value  # older files omit this counter; keep the model's own
             else:
-                missing.append(key)
+                missing.append(name)
             continue
         tensor = source[source_key]
         if tensor.shape != value.shape:
-            mismatched.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(value.shape)}")
+            mismatched.append(f"{name}: file {tuple(tensor.shape)} vs model {tuple(value.shape)}")
             continue
-        matched[key] = tensor
+        matched[name] = tensor
     if missing or mismatched:
         details = []
         if missing:
@@ -138,8 +148,8 @@ def load_backbone_weights(body: nn.Module, weights_path: str) -> None:
         if mismatched:
             details.append(f"{len(mismatched)} shape mismatches (first: {mismatched[:3]})")
         raise CheckpointError(
-            f"{path}: backbone weights do not fit the model (model.backbone_weights): " + "; ".join(details)
+            f"{path}: backbone weights do not fit the model ({key}): " + "; ".join(details)
         )
     body.load_state_dict(matched, strict=True)
     unused = len(source) - len(matched)
-    log.info("backbone_weights_loaded", path=str(path), tensors=len(matched), unused_tensors=unused)
+    log.info("backbone_weights_loaded", path=str(path), key=key, tensors=len(matched), unused_tensors=unused)

@@ -65,7 +65,7 @@ class DenseSegmentationModel(nn.Module):
         width = head_channels(config)
         self.backbone = backbone
         self.neck = neck
-        self.head = DecoupledDetectionHead(in_channels, num_classes, channels=width, depth=2)
+        self.head = DecoupledDetectionHead(in_channels, num_classes, channels=width, depth=config.head_depth)
         self.mask_head = PrototypeMaskHead(
             in_channels,
             config.num_prototypes,

@@ -27,6 +27,13 @@ def upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="nearest")
 
 
+def _merge_block(channels: int, depth: int) -> nn.Module:
+    """One ConvBnAct (depth 1: the state-dict keys of earlier checkpoints) or `depth` of them in a row."""
+    if depth == 1:
+        return ConvBnAct(channels, channels, 3)
+    return nn.Sequential(*(ConvBnAct(channels, channels, 3) for _ in range(depth)))
+
+
 class FpnPanNeck(nn.Module):
     """Three input levels -> three output levels of `out_channels` (strides unchanged).
 
@@ -35,15 +42,16 @@ class FpnPanNeck(nn.Module):
     Additions instead of concatenations keep it cheap on CPU.
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int) -> None:
+    def __init__(self, in_channels: Sequence[int], out_channels: int, depth: int = 1) -> None:
+        """depth: 3x3 conv blocks per merge (model.neck_depth; 1 keeps one ConvBnAct per merge, as before)."""
         super().__init__()
         if len(in_channels) != 3:
             raise ValueError(f"FpnPanNeck needs 3 input levels, got {len(in_channels)}")
         self.out_channels = int(out_channels)
         self.lateral = nn.ModuleList(ConvBnAct(c, out_channels, 1) for c in in_channels)
-        self.top_down = nn.ModuleList(ConvBnAct(out_channels, out_channels, 3) for _ in range(2))
+        self.top_down = nn.ModuleList(_merge_block(out_channels, depth) for _ in range(2))
         self.downsample = nn.ModuleList(ConvBnAct(out_channels, out_channels, 3, stride=2) for _ in range(2))
-        self.bottom_up = nn.ModuleList(ConvBnAct(out_channels, out_channels, 3) for _ in range(2))
+        self.bottom_up = nn.ModuleList(_merge_block(out_channels, depth) for _ in range(2))
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         l3, l4, l5 = (lateral(feature) for lateral, feature in zip(self.lateral, features, strict=True))

@@ -10,6 +10,7 @@ import structlog
 from apex_x.adapters.models.backbone import TimmBackbone
 from apex_x.adapters.models.dense_model import DenseSegmentationModel, head_channels
 from apex_x.adapters.models.neck import FpnPanNeck
+from apex_x.adapters.models.timm_weights import local_weights_file, weights_source
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.errors import ConfigError
 from apex_x.domain.input_size import input_size_problem, is_valid_side
@@ -52,17 +53,23 @@ class StudentModelFactory:
         pretrained: bool = True,
         architecture: Mapping[str, Any] | None = None,
     ) -> DenseSegmentationModel:
-        """pretrained=False: random init, no `model.backbone_weights` file (a checkpoint's weights go in next);
-        architecture is unused (the timm backbone is rebuilt from its name)."""
+        """pretrained=False: random init, no `model.backbone_pretrained` / `model.backbone_weights` weights (a
+        checkpoint's weights go in next; nothing is downloaded); architecture is unused (the timm backbone is
+        rebuilt from its name)."""
         if not pretrained:
-            config = config.model_copy(update={"backbone_weights": None})
+            config = config.model_copy(update={"backbone_weights": None, "backbone_pretrained": False})
         validate_dense_inputs(config, num_classes)
-        backbone = TimmBackbone(config.backbone, weights_path=config.backbone_weights)
-        neck = FpnPanNeck(backbone.channels, head_channels(config))
+        source = weights_source(config)
+        local = local_weights_file(source) if source.kind in ("file", "folder") else None
+        backbone = TimmBackbone(config.backbone, weights_path=local, weights_key=source.key,
+                                hub_source=source if source.kind == "hub" else None)
+        neck = FpnPanNeck(backbone.channels, head_channels(config), depth=config.neck_depth)
         model = DenseSegmentationModel(backbone, neck, num_classes=num_classes, config=config)
         log.info(
             "student_built",
+            size=config.size,
             backbone=config.backbone,
+            backbone_weights=source.describe(),
             num_classes=num_classes,
             neck_channels=neck.out_channels,
             parameters=sum(p.numel() for p in model.parameters()),

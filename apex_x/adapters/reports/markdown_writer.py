@@ -9,6 +9,7 @@ from typing import Any
 
 from apex_x.adapters.atomic_files import write_run_file
 from apex_x.adapters.reports.evaluation_plots import CONFUSION_PLOT, PR_PLOT, write_evaluation_plots
+from apex_x.adapters.reports.model_section import model_lines
 from apex_x.adapters.reports.plots import LOSS_PLOT, METRICS_PLOT, validation_series, write_plots
 
 REPORT_FILE = "train_report.md"
@@ -131,6 +132,7 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         lines.append(f"- **early stop**: {stop.get('message')}")
     if report.get("auxiliary_losses"):
         lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
+    lines += model_lines(report)
     if report.get("warnings"):
         lines += ["", "## Warnings: the run could not (fully) learn", ""]
         lines += [f"- **{item.get('kind')}**" + (f" (epoch {item['epoch']})" if item.get("epoch") is not None else "")

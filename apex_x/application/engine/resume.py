@@ -37,6 +37,7 @@ SAFE_TO_CHANGE = (
     # DINOv2 architecture) from the checkpoint, so a moved backbone folder may be named anew or left as is.
     r"model\.teacher_backbone",
     r"model\.backbone_weights",
+    r"model\.backbone_pretrained",
 )
 _SAFE = re.compile("^(" + "|".join(SAFE_TO_CHANGE) + ")$")
 

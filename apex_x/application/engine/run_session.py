@@ -85,6 +85,7 @@ class RunSession(EpochEnd, SessionOutputs):
         self.eval_model = copy.deepcopy(model) if self.ema is not None else model
         self.diagnostics = RunDiagnostics()
         self.report_state = ReportState()
+        self.model_summary: dict[str, Any] | None = None  # parameters and GFLOPs (application/model_summary.py)
         self.keeper = CheckpointKeeper(self.store, self.output_dir / "checkpoints", context, train.keep_last_epochs)
         self.trainer = Trainer(
             model=model, optimizer=build_optimizer(model, train, self.batch_plan.scale), train=train, context=context,

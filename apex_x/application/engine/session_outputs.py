@@ -84,6 +84,7 @@ class SessionOutputs:
                  "global_step": self.trainer.global_step, "ema": self.ema is not None},
             kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
             auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
+            model_summary=self.model_summary,
         )
 
     def _existing(self: RunSession, path: Path) -> str | None:

@@ -58,14 +58,19 @@ class ReportState:
     warnings: list[dict[str, Any]] = field(default_factory=list)  # run_health: clipped, zero gradient, diverging
     early_stops: list[dict[str, Any]] = field(default_factory=list)  # early_stopping.early_stop, one per stage
     curves: dict[str, Any] = field(default_factory=dict)  # the latest validation's PR curves and confusion matrix
+    init_from: dict[str, Any] | None = None  # train.init_from: what the run started from (engine/init_from.py)
 
     def ended_stages(self) -> tuple[str, ...]:
         """Names of the stages that stopped early (a resume does not run their remaining epochs)."""
         return tuple(str(item["stage"]) for item in self.early_stops)
 
     def to_plain(self) -> dict[str, Any]:
-        return {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s, "sessions": self.sessions,
-                "warnings": list(self.warnings), "early_stops": list(self.early_stops), "curves": dict(self.curves)}
+        plain = {"history": list(self.history), "best": self.best, "elapsed_s": self.elapsed_s,
+                 "sessions": self.sessions, "warnings": list(self.warnings), "early_stops": list(self.early_stops),
+                 "curves": dict(self.curves)}
+        if self.init_from is not None:
+            plain["init_from"] = dict(self.init_from)
+        return plain
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any] | None) -> ReportState:
@@ -79,6 +84,7 @@ class ReportState:
             warnings=[dict(item) for item in plain.get("warnings") or []],
             early_stops=[dict(item) for item in plain.get("early_stops") or []],
             curves=dict(plain.get("curves") or {}),
+            init_from=dict(plain["init_from"]) if isinstance(plain.get("init_from"), Mapping) else None,
         )
 
 
@@ -130,6 +136,7 @@ def build_report(
     session_started: float,
     auxiliary_losses: list[str],
     epochs_planned: int | None = None,
+    model_summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole train_report.json content (plain values; NaN is turned into null by the JSON writer)."""
     session_s = time.time() - session_started
@@ -164,6 +171,8 @@ def build_report(
         },
         "stage_metrics": stage_snapshot(stages, state.history, diagnostics, selected_metric),
         "auxiliary_losses": auxiliary_losses,
+        "init_from": dict(state.init_from) if state.init_from else None,
+        "model": dict(model_summary) if model_summary else None,
         "kernels": dict(kernels) if kernels else None,
         "timing": {
             "train_seconds_total": round(state.elapsed_s + session_s, 3),

@@ -34,8 +34,11 @@ def preflight_requirements() -> dict[str, tuple[Requirement, ...]]:
 
 
 def preflight_checks() -> dict[str, list[PreflightCheck]]:
-    """Preflight profile name -> its extra checks ("base" has none), for the profiles that need any."""
-    checks: dict[str, list[PreflightCheck]] = {"base": []}
+    """Preflight profile name -> its extra checks, for the profiles that need any; "base" gets each profile's
+    base_preflight_checks (e.g. the small profile's student backbone weights row, which every preflight shows)."""
+    checks: dict[str, list[PreflightCheck]] = {
+        "base": [check for profile in all_profiles() for check in profile.base_preflight_checks]
+    }
     for profile in all_profiles():
         if profile.requirements or profile.preflight_checks:
             checks[profile.name] = list(profile.preflight_checks)

@@ -31,6 +31,7 @@ class DenseProfile:
     input_size_multiple: int = INPUT_SIZE_MULTIPLE  # the P5 level of the pyramid
     requirements: tuple[Requirement, ...] = ()
     preflight_checks: tuple[PreflightCheck, ...] = ()
+    base_preflight_checks: tuple[PreflightCheck, ...] = ()
 
     def build(
         self, config: ModelConfig, num_classes: int, *, pretrained: bool = True,

@@ -12,10 +12,21 @@ from apex_x.domain.config import (
     ModelConfig,
     StageConfig,
 )
+from apex_x.domain.environment import CheckResult, PreflightContext
 from apex_x.loss_components import all_model_components, first_stage_components
 
 if TYPE_CHECKING:
     from apex_x.domain.ports import SegmentationModel
+
+
+def check_student_weights(context: PreflightContext) -> list[CheckResult]:
+    """Preflight (base): where the student backbone's weights are (model.backbone_pretrained), for a config of
+    this profile; nothing for another profile's config."""
+    if context.settings.model.profile != SmallProfile.name:
+        return []
+    from apex_x.adapters.models.timm_weights_check import check_student_weights as check
+
+    return check(context, make_result=CheckResult)
 
 
 @register_profile
@@ -24,6 +35,7 @@ class SmallProfile(DenseProfile):
 
     name = "small"
     weights_key = "model"
+    base_preflight_checks = (check_student_weights,)
 
     def build_model(
         self, config: ModelConfig, num_classes: int, *, pretrained: bool, architecture: Mapping[str, Any] | None
