@@ -424,11 +424,12 @@ def convert_dataset(
     target = Path(output)
     if target.is_dir() and any(target.iterdir()):
         raise ConfigError(f"{target} is not empty: convert writes into a new or empty folder", key="--output")
-    if to == "yolo" and coco_splits:
-        return container.coco_to_yolo()({name: (str(a), str(b)) for name, (a, b) in coco_splits.items()}, target)
-    if to == "coco" and yolo_data is not None:
-        return container.yolo_to_coco()(Path(yolo_data).resolve(), target)
-    raise ConfigError("convert needs to='yolo' with coco_splits, or to='coco' with yolo_data", key="--to")
+    converters = container.dataset_converters()
+    if to not in converters:
+        raise ConfigError(f"unknown layout {to!r}; valid: {', '.join(converters)}", key="--to")
+    splits = {name: (str(a), str(b)) for name, (a, b) in (coco_splits or {}).items()}
+    return converters[to](target, coco_splits=splits or None,
+                          yolo_data=None if yolo_data is None else os.fspath(yolo_data))
 
 
 def letterbox(image: Any, input_size: Sequence[int]) -> tuple[Any, Any]:

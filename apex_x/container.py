@@ -187,8 +187,10 @@ class Container(containers.DeclarativeContainer):
     benchmark_table = _attr("apex_x.application.benchmark:benchmark_table")
     write_sample_image = _attr("apex_x.adapters.image_inputs:write_sample_image")
     letterbox = _attr("apex_x.adapters.export.decode:letterbox")
-    coco_to_yolo = _attr("apex_x.adapters.datasets.convert:coco_to_yolo")
-    yolo_to_coco = _attr("apex_x.adapters.datasets.convert:yolo_to_coco")
+    dataset_converters = providers.Dict(  # apex-x convert --to NAME
+        yolo=providers.Object(_lazy("apex_x.adapters.datasets.convert:to_yolo")),
+        coco=providers.Object(_lazy("apex_x.adapters.datasets.convert:to_coco")),
+    )
     decode_exported = _attr("apex_x.adapters.export.decode:decode_exported")
     evaluate_checkpoint = providers.Factory(
         _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,

@@ -22,20 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from apex_x.api import convert_dataset
-    from apex_x.domain.errors import ConfigError
 
-    if args.to == "yolo":
-        if args.coco_train is None or args.yolo_data is not None:
-            raise ConfigError("--to yolo needs --coco-train IMAGES_DIR INSTANCES_JSON (not --yolo-data)", key="--to")
-        splits = {"train": tuple(args.coco_train), **({"val": tuple(args.coco_val)} if args.coco_val else {})}
-        result = convert_dataset("yolo", args.output, coco_splits=splits)
-    else:
-        if args.yolo_data is None or args.coco_train is not None or args.coco_val is not None:
-            raise ConfigError("--to coco needs --yolo-data DATA_YAML (not --coco-train/--coco-val)", key="--to")
-        result = convert_dataset("coco", args.output, yolo_data=args.yolo_data)
+    splits = {name: tuple(pair) for name, pair in (("train", args.coco_train), ("val", args.coco_val)) if pair}
+    result = convert_dataset(args.to, args.output, coco_splits=splits or None, yolo_data=args.yolo_data)
     for split, counts in result["splits"].items():
         print(f"{split}: " + ", ".join(f"{key} {value}" for key, value in counts.items()))
     print("use it with: " + " ".join(f"--set {key}={value}" for key, value in result["keys"].items()))
     print(json.dumps(result["keys"]))
     return 0
-

@@ -19,7 +19,7 @@ from apex_x.adapters.datasets.contours import mask_to_polygons
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.segmentation import decode_stack, to_rle
 from apex_x.adapters.datasets.yolo_labels import read_data_yaml, split_as_coco
-from apex_x.domain.errors import DatasetError
+from apex_x.domain.errors import ConfigError, DatasetError
 
 
 def coco_to_yolo(splits: Mapping[str, tuple[str, str]], output: Path) -> dict[str, Any]:
@@ -90,3 +90,19 @@ def yolo_to_coco(yolo_data: Path, output: Path) -> dict[str, Any]:
         keys[f"data.coco_{split}_annotations"] = str(path)
         counts[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}
     return {"splits": counts, "keys": keys}
+
+
+def to_yolo(output: Path, *, coco_splits: Mapping[str, tuple[str, str]] | None = None,
+            yolo_data: str | None = None) -> dict[str, Any]:
+    """`apex-x convert --to yolo`: from COCO splits (ConfigError naming the flags when they are not given)."""
+    if not coco_splits or "train" not in coco_splits or yolo_data is not None:
+        raise ConfigError("--to yolo needs --coco-train IMAGES_DIR INSTANCES_JSON (not --yolo-data)", key="--to")
+    return coco_to_yolo(coco_splits, output)
+
+
+def to_coco(output: Path, *, coco_splits: Mapping[str, tuple[str, str]] | None = None,
+            yolo_data: str | None = None) -> dict[str, Any]:
+    """`apex-x convert --to coco`: from an Ultralytics data.yaml (ConfigError naming the flags otherwise)."""
+    if yolo_data is None or coco_splits:
+        raise ConfigError("--to coco needs --yolo-data DATA_YAML (not --coco-train/--coco-val)", key="--to")
+    return yolo_to_coco(Path(yolo_data).resolve(), output)
