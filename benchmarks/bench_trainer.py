@@ -49,7 +49,7 @@ class InMemoryLoader:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+    def iter_epoch(self, epoch: int, start_batch: int = 0, augment: object = None) -> Iterator[Batch]:
         yield from self.batches[start_batch:]
 
 
