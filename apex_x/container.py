@@ -183,6 +183,7 @@ class Container(containers.DeclarativeContainer):
         _lazy("apex_x.application.benchmark:BenchmarkInference"), reader=image_reader, exporters=model_exporters,
         eager_runner=providers.Object(_lazy("apex_x.adapters.export.graph:eager_runner")),
         decode=providers.Object(_lazy("apex_x.adapters.export.decode:decode_exported")),
+        profile_for=providers.Object(MODEL_PROFILES.get),
     )
     benchmark_table = _attr("apex_x.application.benchmark:benchmark_table")
     write_sample_image = _attr("apex_x.adapters.image_inputs:write_sample_image")

@@ -364,9 +364,10 @@ def check_input_size(config: ApexConfig, sources: Mapping[str, str], default_sou
         value = getattr(config.model, side)
         if not is_valid_side(value, multiple):
             key = f"model.{side}"
-            raise ConfigError(
+            error = ConfigError(  # the message names the source and key once, as the schema's errors do
                 f"invalid configuration: {sources.get(key, default_source)}: {key}: must be a multiple of {multiple} "
                 f"(the {profile.name} profile's coarsest stride), got {value}; nearest valid: "
-                f"{' or '.join(map(str, nearest_valid_sides(value, multiple)))}",
-                key=key,
+                f"{' or '.join(map(str, nearest_valid_sides(value, multiple)))}"
             )
+            error.key, error.source = key, sources.get(key, default_source)
+            raise error

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 import torch
 
-from apex_x.application.export import export_metadata
+from apex_x.application.export import check_input_size, export_metadata
 from apex_x.application.inference import InferenceModel
 from apex_x.application.model_summary import network_size
 from apex_x.domain.errors import ConfigError, DependencyError, UserError
@@ -82,8 +82,10 @@ class BenchmarkInference:
     """Times each format over `iterations` batches after `warmup` batches."""
 
     def __init__(self, reader: ImageReader, exporters: Mapping[str, ModelExporter], *,
-                 eager_runner: Callable[[Any, torch.device], Runner], decode: Callable[..., list[Any]]) -> None:
+                 eager_runner: Callable[[Any, torch.device], Runner], decode: Callable[..., list[Any]],
+                 profile_for: Callable[[str], Any]) -> None:
         self.reader = reader
+        self.profile_for = profile_for  # the model profile by name: its input-size rule
         self.exporters = exporters
         self.eager_runner = eager_runner
         self.decode = decode
@@ -98,6 +100,7 @@ class BenchmarkInference:
             valid = ", ".join(["eager", *self.exporters])
             raise ConfigError(f"unknown format(s) {unknown}; valid: {valid}", key="--formats")
         size = input_size or model.input_size
+        check_input_size(model, size, self.profile_for)
         metadata = export_metadata(model, next(iter(self.exporters.values())), size, dynamic_batch=True)
         batches = self._batches(images, batch_size, warmup + iterations, size)
         results = [self._time_format(name, model, batches, metadata, size, scratch_dir, warmup) for name in formats]

@@ -44,6 +44,13 @@ def select_evaluation_settings(settings: ApexConfig, dataset_format: DatasetForm
     DatasetError naming `source` (the config file) and the keys to set."""
     chosen = dataset_format.evaluation_settings(settings)
     if chosen is not None:
+        val_keys = dataset_format.split_keys("val")  # the val split's own problems, named by its own keys
+        broken = [finding.message for finding in dataset_format.config_problems(settings)
+                  if finding.severity == "error" and any(key in finding.message for key in val_keys)]
+        if broken and not settings.train.allow_synthetic_fallback:
+            raise DatasetError(f"{source}: eval needs the val split: {'; '.join(broken)}. How to fix: point "
+                               f"{' and '.join(val_keys)} at the val split's files (in the config or with --set "
+                               "KEY=PATH) and check them with `apex-x dataset-preflight CONFIG`")
         return chosen
     missing = [finding for finding in dataset_format.config_problems(settings) if finding.severity == "error"]
     if settings.train.allow_synthetic_fallback and missing:

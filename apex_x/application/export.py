@@ -82,10 +82,7 @@ class ExportModel:
         """Raises ConfigError (key --input-size) for a size the profile refuses, UserError when the model cannot
         be exported in the format, DependencyError when the format's packages are missing."""
         size = input_size or model.input_size
-        _check_bounds(model, size)
-        problem = self.profile_for(model.profile).input_size_problem(*size)
-        if problem:
-            raise ConfigError(problem, key="--input-size")
+        check_input_size(model, size, self.profile_for)
         path = output or default_export_path(model.checkpoint_path, self.exporter.suffix)
         metadata = export_metadata(model, self.exporter, size, dynamic_batch)
         started = time.perf_counter()
@@ -97,6 +94,15 @@ class ExportModel:
         log.info("exported", format=self.exporter.format, path=path, input_size=list(size),
                  dynamic_batch=dynamic_batch, seconds=round(seconds, 2))
         return ExportResult(path, metadata_path, self.exporter.format, size, dynamic_batch, seconds, metadata)
+
+
+def check_input_size(model: InferenceModel, size: tuple[int, int], profile_for: Callable[[str], Any]) -> None:
+    """ConfigError (key --input-size) unless `size` is within the config schema's bounds and follows the
+    profile's rule (multiples of 32): one check for export and benchmark."""
+    _check_bounds(model, size)
+    problem = profile_for(model.profile).input_size_problem(*size)
+    if problem:
+        raise ConfigError(problem, key="--input-size")
 
 
 def _check_bounds(model: InferenceModel, size: tuple[int, int]) -> None:

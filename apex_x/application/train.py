@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 import torch
 
-from apex_x.application.engine.curriculum import Stage, check_groups, plan_stages, total_epochs
+from apex_x.application.engine.curriculum import Stage, check_groups, plan_stages
 from apex_x.application.engine.distributed import DistContext, any_true, init_distributed, shutdown
 from apex_x.application.engine.heartbeat import is_peer_error, peer_failed
 from apex_x.application.engine.init_from import initialise_from
@@ -162,8 +162,9 @@ class TrainUseCase:
             if session.never_ended(Path(run_folder_of(resume_from) or settings.train.output_dir)):
                 return session.end_without_training()
             raise RunAlreadyFinished(
-                finished_message(resume_from, total_epochs(stages), checkpoint.best if checkpoint else None,
-                                 settings.train)
+                finished_message(resume_from, len(session.report_state.history),
+                                 checkpoint.best if checkpoint else None, settings.train,
+                                 ended=session.report_state.ended_stages())
             )
         stop_flag = self._signals.enter_context(interrupt_guard())
         try:

@@ -73,3 +73,11 @@ def augment_plan(
     multi = values.pop("multi_scale")
     scales = (float(multi[0]), float(multi[1])) if multi and tuple(multi) != (1.0, 1.0) else None
     return AugmentPlan(**{key: float(value) for key, value in values.items()}, multi_scale=scales)
+
+
+def closed_for_whole_run(data: DataConfig, overrides: list[AugmentOverride | None], total_epochs: int) -> bool:
+    """True when data.close_mosaic_epochs covers every epoch of the run although data.* or a stage
+    (`overrides`, one per stage) switches some augmentation on: it would never be used."""
+    if not data.close_mosaic_epochs or data.close_mosaic_epochs < total_epochs:
+        return False
+    return any(augment_plan(data, override) != OFF for override in [None, *overrides])

@@ -47,12 +47,20 @@ def test_dataset_preflight_of_missing_coco_data_names_the_keys_and_the_fix() -> 
     assert "how to fix: " in text and "make-shapes" in text and "fix" not in report.to_plain()
 
 
-def test_the_format_decides_which_settings_evaluate_its_val_split() -> None:
+def test_the_format_decides_which_settings_evaluate_its_val_split(tmp_path) -> None:  # noqa: ANN001
     from apex_x.domain.errors import DatasetError
 
-    val = ["data.coco_val_images=/data/val", "data.coco_val_annotations=/data/val.json"]
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val.json").write_text("{}")
+    images, annotations = str(tmp_path / "val"), str(tmp_path / "val.json")
+    val = [f"data.coco_val_images={images}", f"data.coco_val_annotations={annotations}"]
     only_val = create_container(load_config(None, val)).evaluation_settings("only_val.yaml")
-    assert (only_val.data.coco_train_images, only_val.data.coco_train_annotations) == ("/data/val", "/data/val.json")
+    assert (only_val.data.coco_train_images, only_val.data.coco_train_annotations) == (images, annotations)
+    missing = load_config(None, [val[0], "data.coco_val_annotations=/nope/val.json"])
+    with pytest.raises(DatasetError) as error:  # named by the val key the user set, not the train key it stands in for
+        create_container(missing).evaluation_settings("only_val.yaml")
+    assert str(error.value).startswith("only_val.yaml: eval needs the val split: data.coco_val_annotations: ")
+    assert "/nope/val.json" in str(error.value) and "coco_train" not in str(error.value)
     both = load_config(None, [*val, "data.coco_train_images=/t", "data.coco_train_annotations=/t.json"])
     assert create_container(both).evaluation_settings("both.yaml") == both  # the train split is kept
     with pytest.raises(DatasetError, match=r"none.yaml: eval needs the val split: set data.coco_val_images and "

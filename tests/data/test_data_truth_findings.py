@@ -44,6 +44,8 @@ def test_an_input_size_off_the_stride_is_refused_with_the_config_and_nearest_siz
     with pytest.raises(ConfigError, match="model.input_height: must be a multiple of 32 .*got 250; nearest valid: 224 or 256") as info:
         load_config(None, ["model.input_height=250"])
     assert info.value.key == "model.input_height"
+    assert str(info.value).startswith("invalid configuration: --set model.input_height=250: model.input_height: ")
+    assert str(info.value).count("model.input_height:") == 1  # named once, as the schema's errors
     with pytest.raises(ConfigError, match="got 33; nearest valid: 32 or 64$"):
         load_config(None, ["model.input_width=33"])
 

@@ -37,6 +37,12 @@ def test_the_plan_rounds_to_the_nominal_batch_size(nominal, batch, world, batche
     assert (plan.accumulate, plan.effective) == (accumulate, batch * world * accumulate)
     assert plan.scale == pytest.approx(scale)
     assert plan.limited_by_epoch == (batches == 3)
+    assert plan.to_plain()["unused_batches_per_epoch"] == batches % accumulate  # the dropped partial group
+
+
+def test_the_batches_a_partial_group_leaves_out_are_reported() -> None:
+    plan = plan_batches(load_config(None, ["train.batch_size=4", "train.nominal_batch_size=16"]).train, 1, 6)
+    assert (plan.accumulate, plan.unused_batches) == (4, 2)  # 1 step per epoch; 2 of 6 batches never trained on
 
 
 def _trainer(model: FakeModel, accumulate: int) -> Trainer:

@@ -88,3 +88,15 @@ def test_a_real_run_with_every_augmentation_trains_and_closes(tmp_path: Path, sh
                  "train.stages=[{name: a, epochs: 1}, {name: b, epochs: 1, augment: {multi_scale: [1, 1]}}]"]
     result = apex_x.train(None, overrides=overrides)
     assert result.status in ("finished", "finished_with_warnings")
+
+
+def test_a_close_mosaic_that_covers_the_whole_run_is_noticed() -> None:
+    from apex_x.domain.augment import closed_for_whole_run
+    from apex_x.domain.config import AugmentOverride
+
+    data = load_config(None, ["data.mosaic=1.0", "data.close_mosaic_epochs=3"]).data
+    assert closed_for_whole_run(data, [None], 3) and closed_for_whole_run(data, [None, None], 2)
+    assert not closed_for_whole_run(data, [None], 4)  # one epoch keeps the mosaic
+    quiet = load_config(None, ["data.close_mosaic_epochs=3"]).data  # nothing switched on: nothing lost
+    assert not closed_for_whole_run(quiet, [None], 2)
+    assert closed_for_whole_run(quiet, [AugmentOverride(mixup=0.5)], 2)  # a stage's own augmentation counts

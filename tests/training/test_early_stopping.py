@@ -45,9 +45,12 @@ def test_the_last_stage_stopping_ends_the_run_with_the_reason(tmp_path: Path) ->
         stop["message"]
     assert f"**early stop**: {stop['message']}" in (tmp_path / "train_report.md").read_text()
     assert result.best is not None and result.best["epoch"] == 2
-    with pytest.raises(RunAlreadyFinished):  # nothing is owed: the stopped stage is not run again
+    with pytest.raises(RunAlreadyFinished) as finished:  # nothing is owed: the stopped stage is not run again
         make_use_case(tmp_path, *SHORT, one_stage, "train.patience=2").execute(
             resume_from=str(tmp_path / "checkpoints" / "last.pt"))
+    message = str(finished.value)  # the epochs trained (not the 6 planned), and no flag that would not help
+    assert "already finished after 4 epoch(s)" in message and "stopped stage(s) 'only' early" in message
+    assert "--set" not in message and "start a new run" in message
 
 
 def test_a_stage_that_stops_hands_over_to_the_next_and_a_resume_skips_it(tmp_path: Path) -> None:

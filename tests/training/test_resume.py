@@ -60,7 +60,7 @@ def test_resuming_a_finished_run_says_so_and_more_epochs_extend_it(tmp_path: Pat
     last = str(run / "checkpoints" / "last.pt")
     with pytest.raises(RunAlreadyFinished) as finished:
         make_use_case(run, STEPS, reports=False).execute(resume_from=last)
-    assert "already finished all its 2 epoch(s)" in str(finished.value)
+    assert "already finished after 2 epoch(s)" in str(finished.value)
     assert "--set train.epochs=" in str(finished.value)
     extended = make_use_case(run, STEPS, "train.epochs=2", reports=False).execute(resume_from=last)
     assert [(e["epoch"], e["stage"]) for e in extended.report["history"]] == [  # the curriculum asked for

@@ -181,3 +181,7 @@ def test_benchmark_times_each_stage_of_each_format(trained_run: Any, tmp_path: P
     assert "torchscript" in table and "M parameters" in table and "GFLOPs" in table
     assert main(["benchmark", "--checkpoint", str(trained_run.best), "--formats", "eager,tflite"]) == 2
     assert "expected a comma-separated list of eager, torchscript, onnx" in capsys.readouterr().err
+    for size, expected in (("65x64", "64 or 96"), ("9000x64", "less than or equal to 4096")):  # export's rule
+        assert main(["benchmark", "--checkpoint", str(trained_run.best), "--input-size", size]) == 2
+        err = capsys.readouterr().err
+        assert "\nerror: --input-size" in err and expected in err and "internal error" not in err

@@ -34,6 +34,7 @@ class BatchPlan:
     accumulate: int  # micro-batches per optimizer step
     nominal: int | None  # train.nominal_batch_size; None = no accumulation, no scaling
     limited_by_epoch: bool = False  # the epoch has fewer batches than the accumulation asks for
+    unused_batches: int = 0  # loader batches per epoch left over after the last whole group (not trained on)
 
     @property
     def effective(self) -> int:
@@ -48,7 +49,8 @@ class BatchPlan:
     def to_plain(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "world_size": self.world_size, "accumulate": self.accumulate,
                 "nominal_batch_size": self.nominal, "effective_batch_size": self.effective,
-                "lr_weight_decay_scale": round(self.scale, 6), "limited_by_epoch": self.limited_by_epoch}
+                "lr_weight_decay_scale": round(self.scale, 6), "limited_by_epoch": self.limited_by_epoch,
+                "unused_batches_per_epoch": self.unused_batches}
 
 
 def plan_batches(train: TrainConfig, world_size: int, batches_per_epoch: int) -> BatchPlan:
@@ -61,8 +63,15 @@ def plan_batches(train: TrainConfig, world_size: int, batches_per_epoch: int) ->
         return BatchPlan(train.batch_size, world_size, 1, None)
     wanted = max(1, round(nominal / (train.batch_size * world_size)))
     accumulate = max(1, min(wanted, batches_per_epoch))
-    plan = BatchPlan(train.batch_size, world_size, accumulate, nominal, limited_by_epoch=accumulate < wanted)
+    plan = BatchPlan(train.batch_size, world_size, accumulate, nominal, limited_by_epoch=accumulate < wanted,
+                     unused_batches=batches_per_epoch % accumulate)
     log.info("batch_plan", **plan.to_plain())
+    if plan.unused_batches:  # accumulation_groups drops the partial group at the end of every epoch
+        log.warning("accumulation_remainder", unused_batches_per_epoch=plan.unused_batches,
+                    note=f"an epoch has {batches_per_epoch} batch(es) per process, {accumulate} per optimizer step: "
+                    f"the last {plan.unused_batches} batch(es) of every epoch ({plan.unused_batches * train.batch_size} "
+                    f"image(s) per process, different ones each epoch) are not trained on; a train.nominal_batch_size "
+                    f"or train.batch_size whose accumulation divides {batches_per_epoch} uses them all")
     if plan.limited_by_epoch:
         log.warning("accumulation_limited", wanted=wanted, accumulate=accumulate, batches_per_epoch=batches_per_epoch,
                     note=f"an epoch has only {batches_per_epoch} batch(es): an optimizer step sees {plan.effective} "

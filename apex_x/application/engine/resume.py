@@ -106,25 +106,35 @@ def run_folder_of(checkpoint_path: str) -> str | None:
 
 
 def finished_message(path: str, epochs_done: int, best: Mapping[str, Any] | None,
-                     train: TrainConfig | None = None) -> str:
-    """Resuming a finished run: say so, and the flags (that --set accepts) that extend it."""
+                     train: TrainConfig | None = None, ended: Sequence[str] = ()) -> str:
+    """Resuming a finished run: say so (with the stages train.patience stopped early, which a resume does not
+    run again), and the flags (that --set accepts) that extend it, or that nothing can."""
     best_text = ""
     if best and best.get("value") is not None:
         best_text = f" (best {best.get('name')} {float(best['value']):.4f} at epoch {best.get('epoch')})"
-    return (
-        f"the run of {path} already finished all its {epochs_done} epoch(s){best_text}; nothing to resume. "
-        f"To train longer, resume it again with more epochs: {extend_hint(train)}"
-    )
+    stopped = ""
+    if ended:
+        names = ", ".join(repr(name) for name in dict.fromkeys(ended))
+        stopped = (f"; train.patience stopped stage(s) {names} early, and a resume does not run a stopped stage "
+                   "again")
+    hint = extend_hint(train, ended)
+    more = (f"To train longer, resume it again with more epochs: {hint}" if hint else
+            "No stage is left to extend: start a new run (without --resume) to train further")
+    return f"the run of {path} already finished after {epochs_done} epoch(s){best_text}{stopped}; nothing to resume. {more}"
 
 
-def extend_hint(train: TrainConfig | None) -> str:
+def extend_hint(train: TrainConfig | None, ended: Sequence[str] = ()) -> str:
     """The --set flags that add epochs to this run's curriculum: train.epochs for stages without their own
-    epochs (the default curriculum), train.stages.<index>.epochs for each stage that sets its own."""
+    epochs (the default curriculum), train.stages.<index>.epochs for each stage that sets its own; stages in
+    `ended` (stopped early by train.patience) are left out, as a resume does not run them again."""
     stages = list(train.stages) if train is not None else []
-    inherit = not stages or any(stage.epochs is None for stage in stages)
+    open_stages = [(index, stage) for index, stage in enumerate(stages) if stage.name not in ended]
+    if stages and not open_stages:
+        return ""
+    inherit = not stages or any(stage.epochs is None for _, stage in open_stages)
     now = f", now {train.epochs}" if train is not None else ""
     hints = [f"--set train.epochs=N (epochs of every stage without its own{now})"] if inherit else []
-    own = [(index, stage) for index, stage in enumerate(stages) if stage.epochs is not None]
+    own = [(index, stage) for index, stage in open_stages if stage.epochs is not None]
     hints += [f"--set train.stages.{index}.epochs=N (stage {stage.name!r}, now {stage.epochs})"
               for index, stage in own[:6]]
     more = f" (and the other {len(own) - 6} stages the same way)" if len(own) > 6 else ""

@@ -39,7 +39,7 @@ from apex_x.application.engine.train_state import (
 )
 from apex_x.application.engine.trainer import BadImageStop, Trainer, build_optimizer
 from apex_x.application.engine.validation import ValidationStopped
-from apex_x.domain.augment import AugmentPlan, augment_plan
+from apex_x.domain.augment import AugmentPlan, augment_plan, closed_for_whole_run
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
 
@@ -311,7 +311,14 @@ class RunSession(EpochEnd, SessionOutputs):
 
     def _augment(self, stage: Stage, epoch: int) -> AugmentPlan:
         """The epoch's augmentation (data.*, the stage's override, close_mosaic); logged when it changes."""
-        plan = augment_plan(self.settings.data, stage.augment, epoch=epoch, total_epochs=total_epochs(self.stages))
+        total = total_epochs(self.stages)
+        plan = augment_plan(self.settings.data, stage.augment, epoch=epoch, total_epochs=total)
+        if self.augment_logged is None and closed_for_whole_run(
+                self.settings.data, [item.augment for item in self.stages], total):
+            log.warning("augmentation_never_used", close_mosaic_epochs=self.settings.data.close_mosaic_epochs,
+                        epochs=total, note=f"data.close_mosaic_epochs={self.settings.data.close_mosaic_epochs} covers "
+                        f"every epoch of this {total}-epoch run: mosaic, copy-paste, mixup, affine and multi-scale "
+                        "are switched off throughout; lower data.close_mosaic_epochs to use them")
         if plan != self.augment_logged:
             log.info("augment_plan", stage=stage.name, epoch=epoch + 1, **plan.to_plain())
             self.augment_logged = plan
