@@ -205,7 +205,7 @@ def train(
     otherwise (the CLI passes its own).
     """
     from apex_x.domain.config import ApexConfig
-    from apex_x.domain.errors import TerminationRequested, UserError
+    from apex_x.domain.errors import ConfigError, TerminationRequested, UserError
 
     overrides = list(overrides)
     if output_dir is None and resume is not None and not any(
@@ -220,6 +220,11 @@ def train(
             settings = load_config(None, [*_as_overrides(config), *overrides], **given)
         else:
             settings = config
+    elif resume is not None:
+        try:
+            settings = load_config(config, overrides, **flags)
+        except ConfigError:  # e.g. --set train.stages.1.epochs=N of stages the checkpoint has but the YAML lacks:
+            settings = load_config(config, [], **flags)  # the checkpoint's config is the base (resume_settings)
     else:
         settings = load_config(config, overrides, **flags)
     if resume is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from apex_x.commands._common import add_batch_size_argument, add_device_argument, positive_int
+from apex_x.commands._common import add_batch_size_argument, add_device_argument, int_at_least, positive_int
 from apex_x.commands.export import _size
 
 FORMATS = ("eager", "torchscript", "onnx")
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Comma-separated, side by side: eager, torchscript, onnx (default: eager).")
     parser.add_argument("--image", dest="images", action="extend", nargs="+", default=[], metavar="PATH_OR_DIR",
                         help="Images to decode and run (cycled); default: a 1280x720 JPEG stand-in.")
-    parser.add_argument("--warmup", type=positive_int, default=3, metavar="N", help="Untimed batches first (default 3).")
+    parser.add_argument("--warmup", type=int_at_least(0), default=3, metavar="N",
+                        help="Untimed batches first (default 3; 0 times the first, cold, batch too).")
     parser.add_argument("--iterations", type=positive_int, default=20, metavar="N", help="Timed batches (default 20).")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="torch CPU threads (default: torch's). On a busy machine 1 avoids thread contention.")

@@ -46,3 +46,20 @@ def test_a_file_that_is_no_training_checkpoint_leaves_the_request_unchanged() ->
     requested = load_config(None, ["train.lr=0.5"])
     for payload in ({"state_dict": {}}, [1, 2], {**_payload([]), fmt.KEY_VERSION: 99}):
         assert resume_settings(requested, "x.pt", [], store=DictStore(payload), load=lambda texts: 1 / 0) is requested
+
+
+def test_set_on_resume_addresses_the_checkpoints_stages_not_the_yamls(tmp_path) -> None:
+    """Stages given with --set at the start are not in the YAML; `--set train.stages.1.epochs=N` on resume (what
+    the 'already finished' message suggests) applies to the checkpoint's stages."""
+    from apex_x.api import train
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {{input_height: 32, input_width: 32, backbone: lcnet_050}}\n"
+                      f"train: {{epochs: 1, batch_size: 4, output_dir: {tmp_path / 'run'}}}\n"
+                      "data: {format: synthetic, synthetic_train_images: 8, synthetic_val_images: 4}\n"
+                      "runtime: {device: cpu}\n")
+    stages = "train.stages=[{name: a, losses: {det: 1.0}}, {name: b, losses: {det: 1.0, seg: 1.0}}]"
+    train(str(config), overrides=[stages], steps_per_stage=1)
+    result = train(str(config), resume=str(tmp_path / "run" / "checkpoints" / "last.pt"),
+                   overrides=["train.stages.1.epochs=2"], steps_per_stage=1)
+    assert [(entry["epoch"], entry["stage"]) for entry in result.report["history"]] == [(1, "a"), (2, "b"), (3, "b")]
