@@ -14,6 +14,15 @@ from typing import Any
 
 import torch
 
+
+def share_text(share: float) -> str:
+    """A share as a percentage that never rounds a partial load to 100.0% or 0.0% (e.g. ">99.9%", "<0.1%")."""
+    if 0.999 < share < 1.0:
+        return ">99.9%"
+    if 0.0 < share < 0.001:
+        return "<0.1%"
+    return f"{share:.1%}"
+
 MIN_SHARE = 0.5  # of the model's elements (parameters and buffers): below it the file is probably another model
 NAMES_LISTED = 50  # names kept per list in reports and logs (the counts are always whole)
 _COUNTERS = ("num_batches_tracked",)  # BatchNorm step counters: no weights, never counted either way
@@ -87,7 +96,7 @@ def too_little_message(transfer: WeightsTransfer, source: str) -> str:
     """Why a file whose tensors fit less than MIN_SHARE of the model is refused, and the way to force it."""
     shown = ", ".join(f"{name} ({why})" for name, why in transfer.reinitialised[:5])
     return (
-        f"train.init_from: {source} fits only {transfer.share:.1%} of the model's weights ({len(transfer.loaded)} "
+        f"train.init_from: {source} fits only {share_text(transfer.share)} of the model's weights ({len(transfer.loaded)} "
         f"tensors loaded, {len(transfer.reinitialised)} would stay freshly initialised, {len(transfer.unused)} of "
         f"the file unused; the minimum is {MIN_SHARE:.0%}), so it was probably written for another model "
         f"(another model.size, backbone or profile). First misfits: {shown}. Use a checkpoint of the same "

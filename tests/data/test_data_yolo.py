@@ -109,6 +109,8 @@ def test_convert_coco_to_yolo_and_back_keeps_every_mask(shapes_dataset: Any, tmp
     assert main(["convert", "--to", "yolo", "--coco-train", *train, "--output", str(tmp_path / "yolo")]) == 0
     assert "data.yolo_data=" in capsys.readouterr().out
     assert _preflight(tmp_path / "yolo").ok
+    # no relative `path:` (Ultralytics would resolve it against the working directory, not the data.yaml)
+    assert not any(line.startswith("path:") for line in (tmp_path / "yolo" / "data.yaml").read_text().splitlines())
     assert main(["convert", "--to", "coco", "--yolo-data", str(tmp_path / "yolo" / "data.yaml"),
                  "--output", str(tmp_path / "back")]) == 0
     original = json.loads(Path(shapes_dataset.train_annotations).read_text())
@@ -133,3 +135,24 @@ def test_convert_coco_to_yolo_and_back_keeps_every_mask(shapes_dataset: Any, tmp
         assert all(np.array_equal(want[name], got[name]) for name in want)  # 8 decimals: exact
     assert main(["convert", "--to", "coco", "--coco-train", *train, "--output", str(tmp_path / "x")]) == 2
     assert "--to coco needs --yolo-data" in capsys.readouterr().err
+
+
+def test_convert_refuses_bad_coco_inputs_before_writing(shapes_dataset: Any, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing or broken instances JSON, a missing images folder or missing images: one `error:` line
+    naming the flag and the file, exit 2, and nothing written (the output folder can be reused)."""
+    from apex_x.cli import main
+
+    images, annotations = str(shapes_dataset.train_images), str(shapes_dataset.train_annotations)
+    (tmp_path / "bad.json").write_text("{bad")
+    (tmp_path / "empty").mkdir()
+    cases = [([images, str(tmp_path / "nope.json")], "cannot read the instances JSON"),
+             ([images, str(tmp_path / "bad.json")], "cannot read the instances JSON"),
+             ([str(tmp_path / "nodir"), annotations], "does not exist"),
+             ([str(tmp_path / "empty"), annotations], "are not in")]
+    for pair, message in cases:
+        out = tmp_path / "out"
+        assert main(["convert", "--to", "yolo", "--coco-train", *pair, "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "error: --coco-train:" in err and message in err and "Traceback" not in err
+        assert not out.exists() or not any(out.iterdir())

@@ -131,3 +131,12 @@ def test_the_cli_refuses_a_missing_init_file_with_exit_2(tmp_path: Path) -> None
                  "--steps-per-stage", "1", "--device", "cpu"])
     assert code == 2
     assert TorchCheckpointStore().list_checkpoints(str(tmp_path / "out" / "checkpoints")) == []
+
+
+def test_a_partial_load_never_reads_as_100_or_0_percent() -> None:
+    """6 re-initialised class-head tensors out of 296 are 99.96% of the elements: shown as >99.9%, not 100.0%."""
+    from apex_x.domain.weights_transfer import share_text
+
+    assert share_text(0.999589) == ">99.9%"
+    assert share_text(0.0004) == "<0.1%"
+    assert share_text(1.0) == "100.0%" and share_text(0.0) == "0.0%" and share_text(0.5) == "50.0%"

@@ -26,8 +26,9 @@ def coco_to_yolo(splits: Mapping[str, tuple[str, str]], output: Path) -> dict[st
     """splits: name -> (images folder, instances JSON). Returns counts per split and the data.* keys."""
     counts: dict[str, Any] = {}
     names: list[str] | None = None
+    inputs = {split: _read_coco_split(split, images, instances) for split, (images, instances) in splits.items()}
     for split, (images, instances) in splits.items():
-        data = json.loads(Path(instances).read_text(encoding="utf-8"))
+        data = inputs[split]
         categories = sorted(data.get("categories") or [], key=lambda category: category["id"])
         index = {category["id"]: position for position, category in enumerate(categories)}
         split_names = [str(category["name"]) for category in categories]
@@ -57,9 +58,40 @@ def coco_to_yolo(splits: Mapping[str, tuple[str, str]], output: Path) -> dict[st
             lines_written += len(lines)
         counts[split] = {"images": len(data.get("images") or []), "label_lines": lines_written,
                          "crowd_left_out": crowd}
-    yaml_lines = ["path: .", *(f"{split}: images/{split}" for split in splits), f"names: {json.dumps(names or [])}"]
+    # No `path:` key: Ultralytics resolves a relative `path` against the working directory (or its datasets
+    # folder), not the data.yaml; without it both Ultralytics and Apex-X use the data.yaml's own folder.
+    yaml_lines = [*(f"{split}: images/{split}" for split in splits), f"names: {json.dumps(names or [])}"]
     atomic_write_text(output / "data.yaml", "\n".join(yaml_lines) + "\n", what="data.yaml")
     return {"splits": counts, "keys": {"data.format": "yolo", "data.yolo_data": str(output / "data.yaml")}}
+
+
+def _read_coco_split(split: str, images: str, instances: str) -> dict[str, Any]:
+    """The instances JSON of a split, checked before anything is written: readable JSON with images and
+    categories, an existing images folder holding every listed image, annotations naming known ids."""
+    flag = f"--coco-{split}"
+    try:
+        data = json.loads(Path(instances).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{flag}: cannot read the instances JSON {instances}: {error}") from error
+    if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{flag}: {instances} is not a COCO instances file (no 'images' list)")
+    if not Path(images).is_dir():
+        raise DatasetError(f"{flag}: the images folder {images} does not exist")
+    try:
+        missing = [str(image["file_name"]) for image in data["images"] if not (Path(images) / image["file_name"]).is_file()]
+        image_ids = {image["id"] for image in data["images"]}
+        category_ids = {category["id"] for category in data.get("categories") or []}
+        unknown = [annotation.get("id") for annotation in data.get("annotations") or []
+                   if annotation["image_id"] not in image_ids or annotation["category_id"] not in category_ids]
+    except (KeyError, TypeError) as error:
+        raise DatasetError(f"{flag}: {instances} is not a valid COCO instances file (missing {error})") from error
+    if missing:
+        raise DatasetError(f"{flag}: {len(missing)} image(s) of {instances} are not in {images} "
+                           f"(first: {missing[0]})")
+    if unknown:
+        raise DatasetError(f"{flag}: {len(unknown)} annotation(s) of {instances} name an image or category id "
+                           f"it does not list (first annotation id: {unknown[0]})")
+    return data
 
 
 def _polygons(segmentation: Any, height: int, width: int) -> list[list[float]]:

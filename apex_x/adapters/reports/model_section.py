@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from apex_x.domain.weights_transfer import share_text
+
 NAMES_SHOWN = 20
 
 
@@ -19,7 +21,7 @@ def model_lines(report: Mapping[str, Any]) -> list[str]:
         lines += [
             "", "## Initialised from (train.init_from)", "",
             f"`{init.get('path')}` ({init.get('layout')}): **{init.get('loaded')}** tensors loaded "
-            f"({float(init.get('loaded_share') or 0.0):.1%} of the model's weights), **{init.get('reinitialised')}** "
+            f"({share_text(float(init.get('loaded_share') or 0.0))} of the model's weights), **{init.get('reinitialised')}** "
             f"re-initialised, **{init.get('unused')}** of the file unused"
             + (" (forced below the minimum share)" if init.get("forced") and
                float(init.get("loaded_share") or 0.0) < float(init.get("min_share") or 0.0) else "") + ".",

@@ -14,7 +14,7 @@ import torch
 
 from apex_x.domain.errors import CheckpointError
 from apex_x.domain.ports import InitWeightsReader
-from apex_x.domain.weights_transfer import MIN_SHARE, match_weights, too_little_message
+from apex_x.domain.weights_transfer import MIN_SHARE, match_weights, share_text, too_little_message
 
 log = structlog.get_logger(__name__)
 
@@ -35,11 +35,11 @@ def initialise_from(model: torch.nn.Module, path: str, reader: InitWeightsReader
     summary = transfer.to_plain(path, layout, force)
     log.info(
         "init_from", path=path, layout=layout, loaded=summary["loaded"], reinitialised=summary["reinitialised"],
-        unused=summary["unused"], loaded_share=f"{transfer.share:.1%}", forced=force,
+        unused=summary["unused"], loaded_share=share_text(transfer.share), forced=force,
         reinitialised_names=summary["reinitialised_names"][:10], unused_names=summary["unused_names"][:10],
     )
     if transfer.share < MIN_SHARE:
-        log.warning("init_from_forced", path=path, loaded_share=f"{transfer.share:.1%}",
+        log.warning("init_from_forced", path=path, loaded_share=share_text(transfer.share),
                     reason=f"below the minimum {MIN_SHARE:.0%}; loaded anyway (train.init_from_force: true)")
     return summary
 
