@@ -229,7 +229,7 @@ class TrainConfig(_Strict):
     )
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs (and always at the end).")
     log_every_steps: int = Field(10, ge=1, description="Plain log line every N steps when not on a terminal.")
-    loggers: list[Literal["tensorboard", "mlflow"]] = Field(
+    loggers: Annotated[list[Literal["tensorboard", "mlflow"]], AfterValidator(_unique_loggers)] = Field(
         default_factory=list, description="Experiment trackers (rank 0): tensorboard = event files in "
         "<output_dir>/tensorboard; mlflow = a run in MLFLOW_TRACKING_URI or <output_dir>/mlruns. Per-step losses, "
         "lr and grad norm, per-epoch validation metrics, the config as hyper-parameters. [] = none."
@@ -261,6 +261,13 @@ class TrainConfig(_Strict):
         False, description="Load train.init_from even when it fits under 50% of the model's weights (by element "
         "count); without it such a file (probably another model) is refused."
     )
+
+
+def _unique_loggers(value: list[str]) -> list[str]:
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        raise ValueError(f"lists {repeated} more than once (each tracker would log every value twice)")
+    return value
 
 
 class DataConfig(_Strict):

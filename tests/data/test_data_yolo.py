@@ -98,9 +98,8 @@ def test_training_and_eval_run_on_yolo_data(yolo_dataset: Path, tmp_path: Path) 
 
 def test_convert_coco_to_yolo_and_back_keeps_every_mask(shapes_dataset: Any, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """COCO -> YOLO -> COCO: the same images, and each image's union of instance masks per class is the same
-    pixels (polygons along pixel edges rasterise back exactly)."""
-    import numpy as np
+    """COCO -> YOLO -> COCO: the same images and objects (an object drawn in several parts stays one), and each
+    image's union of instance masks per class is the same pixels but for the bridges joining parts."""
 
     from apex_x.adapters.datasets.segmentation import decode_stack, to_rle
     from apex_x.cli import main
@@ -132,7 +131,9 @@ def test_convert_coco_to_yolo_and_back_keeps_every_mask(shapes_dataset: Any, tmp
     for image in original["images"][:6]:
         want, got = union(original, image["file_name"], names), union(back, image["file_name"], back_names)
         assert set(want) == set(got)
-        assert all(np.array_equal(want[name], got[name]) for name in want)  # 8 decimals: exact
+        for name in want:  # the same pixels but for the zero-width bridges joining an object's parts
+            assert (want[name] != got[name]).sum() <= 0.01 * want[name].sum() + 2, (image["file_name"], name)
+    assert len(back["annotations"]) == len(original["annotations"])  # one object stays one object
     assert main(["convert", "--to", "coco", "--coco-train", *train, "--output", str(tmp_path / "x")]) == 2
     assert "--to coco needs --yolo-data" in capsys.readouterr().err
 

@@ -140,3 +140,14 @@ def test_a_partial_load_never_reads_as_100_or_0_percent() -> None:
     assert share_text(0.999589) == ">99.9%"
     assert share_text(0.0004) == "<0.1%"
     assert share_text(1.0) == "100.0%" and share_text(0.0) == "0.0%" and share_text(0.5) == "50.0%"
+
+
+def test_init_from_inside_the_new_runs_own_folder_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """The run would overwrite the weights it starts from (its best.pt / last.pt / model.safetensors)."""
+    source = tmp_path / "run" / "checkpoints" / "best.pt"
+    source.parent.mkdir(parents=True)
+    TorchCheckpointStore().save({"model": _trained().state_dict()}, str(source))
+    before = source.read_bytes()
+    with pytest.raises(ConfigError, match=r"is inside train.output_dir .*would overwrite the weights it starts from"):
+        make_use_case(tmp_path / "run", f"train.init_from={source}").execute()
+    assert source.read_bytes() == before

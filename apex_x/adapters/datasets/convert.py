@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from apex_x.adapters.atomic_files import atomic_write_text
 from apex_x.adapters.datasets.contours import mask_to_polygons
 from apex_x.adapters.datasets.findings import FindingLog
@@ -49,7 +51,7 @@ def coco_to_yolo(splits: Mapping[str, tuple[str, str]], output: Path) -> dict[st
                 if annotation.get("iscrowd"):
                     crowd += 1
                     continue
-                for polygon in _polygons(annotation["segmentation"], image["height"], image["width"]):
+                for polygon in _one_polygon(_polygons(annotation["segmentation"], image["height"], image["width"])):
                     coords = [value / (image["width"] if i % 2 == 0 else image["height"]) for i, value in enumerate(polygon)]
                     lines.append(" ".join([str(index[annotation["category_id"]]), *(f"{c:.8f}" for c in coords)]))
             label = (output / "labels" / split / image["file_name"]).with_suffix(".txt")
@@ -92,6 +94,22 @@ def _read_coco_split(split: str, images: str, instances: str) -> dict[str, Any]:
         raise DatasetError(f"{flag}: {len(unknown)} annotation(s) of {instances} name an image or category id "
                            f"it does not list (first annotation id: {unknown[0]})")
     return data
+
+
+def _one_polygon(polygons: list[list[float]]) -> list[list[float]]:
+    """An instance's parts as one YOLO polygon (YOLO has one line per object, as Ultralytics' merge_multi_segment
+    joins them): each further part is reached from the first part's first vertex by a zero-width bridge to its
+    nearest vertex, walked round and back, so the object stays one instance covering the same area."""
+    if len(polygons) <= 1:
+        return polygons
+    rings = [np.asarray(polygon, dtype=np.float64).reshape(-1, 2) for polygon in polygons]
+    anchor = rings[0][0]
+    path = [*rings[0], anchor]
+    for ring in rings[1:]:
+        start = int(np.argmin(((ring - anchor) ** 2).sum(axis=1)))
+        walk = np.roll(ring, -start, axis=0)
+        path += [*walk, walk[0], anchor]
+    return [np.asarray(path).reshape(-1).tolist()]
 
 
 def _polygons(segmentation: Any, height: int, width: int) -> list[list[float]]:

@@ -33,7 +33,7 @@ def draw_pr_curves(axis: Any, curves: Mapping[str, Any]) -> None:
     if per_class:
         mean = [sum(values) / len(per_class) for values in zip(*(item["precision_50"] for item in per_class),
                                                                   strict=True)]
-        axis.plot(recall, mean, linewidth=3, color="tab:blue", label=f"all classes {sum(mean) / len(mean):.3f}")
+        axis.plot(recall, mean, linewidth=3, color="black", label=f"all classes {sum(mean) / len(mean):.3f}")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1.02)
     axis.set_xlabel("recall")
@@ -41,7 +41,7 @@ def draw_pr_curves(axis: Any, curves: Mapping[str, Any]) -> None:
     axis.grid(alpha=0.3)
     axis.set_title(f"Precision-recall ({curves['iou_type']} masks, IoU 0.5; legend: AP50)", fontsize="medium")
     if per_class:
-        axis.legend(fontsize="x-small", loc="lower left")
+        axis.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves
     else:
         axis.text(0.5, 0.5, "no class with ground truth", ha="center", va="center", transform=axis.transAxes)
 
@@ -55,7 +55,9 @@ def draw_confusion(axis: Any, confusion: Mapping[str, Any]) -> None:
     axis.figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     ticks = range(len(labels))
     axis.set_xticks(list(ticks), labels=labels, rotation=90, fontsize="x-small")
-    axis.set_yticks(list(ticks), labels=labels, fontsize="x-small")
+    totals = [sum(row) for row in confusion["counts"]]  # a sparse row looks as solid as a full one: say n
+    axis.set_yticks(list(ticks), labels=[f"{label} (n={total})" for label, total in zip(labels, totals, strict=True)],
+                    fontsize="x-small")
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     if len(labels) <= 31:

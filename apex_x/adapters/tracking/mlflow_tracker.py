@@ -43,6 +43,10 @@ class MlflowTracker:
         except ImportError:
             raise DependencyError(f"train.loggers mlflow needs the mlflow package: {install_command('tracking')}") from None
         uri = tracking_uri(run_dir)
+        # A server that is away must not hold training for minutes (MLflow's default: 7 retries with backoff,
+        # 120 s timeouts): a few seconds, then the tracker is left out (the user's own settings win).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # see the module docstring
         self.client = MlflowClient(tracking_uri=uri)
