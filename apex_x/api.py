@@ -485,6 +485,13 @@ def evaluate(
     """
     _ensure_logging()
     loaded = load_config(config, list(overrides))
+    dotted_keys = (text.partition("=")[0].strip() for text in overrides)
+    model_keys = {key.split(".", 1)[1] for key in dotted_keys if key.startswith("model.")}
+    model = load_model(  # the checkpoint first: a bad checkpoint is named before the data is checked
+        checkpoint,
+        device=device or loaded.runtime.device,
+        model_overrides={key: getattr(loaded.model, key) for key in model_keys},
+    )
     settings = _container(loaded).evaluation_settings(str(config) if config is not None else "<defaults>")
     check_output_file = _container(settings).check_output_file()
     if write_files:
@@ -492,13 +499,6 @@ def evaluate(
         md_path = output_md or str(Path(json_path).with_suffix(".md"))
         check_output_file(json_path, key="--output-json")
         check_output_file(md_path, key="--output-md")
-    dotted_keys = (text.partition("=")[0].strip() for text in overrides)
-    model_keys = {key.split(".", 1)[1] for key in dotted_keys if key.startswith("model.")}
-    model = load_model(
-        checkpoint,
-        device=device or settings.runtime.device,
-        model_overrides={key: getattr(settings.model, key) for key in model_keys},
-    )
     effective = settings.model_copy(update={"model": model.config.model})
     container = _container(effective)
     use_case = container.evaluate_checkpoint(model=model, batch_size=batch_size or settings.train.batch_size)

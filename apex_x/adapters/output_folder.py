@@ -105,6 +105,11 @@ def check_run_folder(output_dir: str | os.PathLike[str]) -> None:
 class PosixRunFolder:
     """RunFolder port on a POSIX filesystem (os + pathlib)."""
 
+    def contains(self, output_dir: str, path: str) -> bool:
+        folder = os.path.normpath(os.path.abspath(os.path.expanduser(output_dir)))
+        target = os.path.normpath(os.path.abspath(os.path.expanduser(path)))
+        return os.path.commonpath([folder, target]) == folder
+
     def check_run_folder(self, output_dir: str) -> None:
         check_run_folder(output_dir)
 

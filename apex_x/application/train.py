@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,8 +119,13 @@ class TrainUseCase:
     def _execute(self, context: DistContext, stages: list[Stage], resume_from: str | None,
                  stop_after_steps: int | None) -> TrainResult:
         settings = self.settings
-        if resume_from is None and settings.train.init_from:
-            refuse_init_from_inside_run(settings.train.init_from, settings.train.output_dir)
+        init_from = settings.train.init_from
+        if resume_from is None and init_from and self.run_folder.contains(settings.train.output_dir, init_from):
+            raise ConfigError(  # the new run would overwrite its best.pt / last.pt / model.safetensors
+                f"{init_from} is inside train.output_dir ({settings.train.output_dir}): the new run would overwrite "
+                "the weights it starts from; copy the file elsewhere or choose another train.output_dir",
+                key="train.init_from",
+            )
         if settings.runtime.num_threads:
             torch.set_num_threads(settings.runtime.num_threads)
         seed_everything(settings.train.seed, deterministic=settings.train.deterministic)
@@ -305,14 +309,3 @@ def _agree(context: DistContext, action: Callable[[], Any]) -> None:
 
 __all__ = ["TrainResult", "TrainUseCase"]
 
-
-def refuse_init_from_inside_run(init_from: str, output_dir: str) -> None:
-    """train.init_from inside the new run's own train.output_dir would be overwritten by the run it starts (its
-    best.pt, last.pt or model.safetensors): ConfigError naming both paths."""
-    source = os.path.normpath(os.path.abspath(os.path.expanduser(init_from)))
-    folder = os.path.normpath(os.path.abspath(os.path.expanduser(output_dir)))
-    if os.path.commonpath([source, folder]) == folder:
-        raise ConfigError(
-            f"{init_from} is inside train.output_dir ({output_dir}): the new run would overwrite the weights it "
-            "starts from; copy the file elsewhere or choose another train.output_dir", key="train.init_from"
-        )

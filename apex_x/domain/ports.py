@@ -414,3 +414,7 @@ class RunFolder(Protocol):
     def remove(self, output_dir: str) -> None:
         """Delete a run folder this process created for a run refused before it saved anything."""
         ...
+
+    def contains(self, output_dir: str, path: str) -> bool:
+        """Whether `path` lies inside the run folder (both made absolute against the working directory)."""
+        ...
