@@ -38,6 +38,13 @@ class ExportGraph(nn.Module):
                 outputs["prototypes"].float())
 
 
+def export_failure(format_name: str, error: Exception, other: str) -> UserError:
+    """What an exporter's failure tells the user: the format, the error's first line, the other format to try."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return UserError(f"cannot export this model to {format_name} ({type(error).__name__}: {first}); try --format {other}")
+
+
 def export_graph(network: nn.Module, input_size: tuple[int, int], batch: int = 1) -> tuple[ExportGraph, torch.Tensor]:
     """The graph to export (eval mode, on the CPU) and an example input (batch, 3, H, W) uint8 (a dynamic batch
     needs an example of 2: torch.export specialises a dimension of size 1).

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from apex_x.adapters.export.graph import INPUT_NAME, OUTPUT_NAMES, export_graph
-from apex_x.domain.errors import DependencyError, UserError
+from apex_x.adapters.export.graph import INPUT_NAME, OUTPUT_NAMES, export_failure, export_graph
+from apex_x.domain.errors import DependencyError
 from apex_x.installation import install_command
 
 OPSET = 18
@@ -51,9 +51,7 @@ class OnnxModelExporter:
                                             output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=True,
                                             dynamic_shapes=dynamic, verbose=False)
         except Exception as error:  # noqa: BLE001 - any exporter failure is reported as what could not be exported
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"cannot export this model to ONNX ({type(error).__name__}: {first}); "
-                            "try --format torchscript") from None
+            raise export_failure("ONNX", error, "torchscript") from None
         model = program.model_proto
         for key, value in metadata.items():
             entry = model.metadata_props.add()

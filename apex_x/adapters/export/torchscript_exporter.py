@@ -7,8 +7,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from apex_x.adapters.export.graph import export_graph
-from apex_x.domain.errors import UserError
+from apex_x.adapters.export.graph import export_failure, export_graph
 
 # Each metadata entry KEY is an extra file KEY.json in the archive: torch.jit.load(path, _extra_files={KEY.json: ""}).
 
@@ -28,9 +27,7 @@ class TorchScriptModelExporter:
                 warnings.simplefilter("ignore")  # TracerWarnings of the input-size checks: sizes are fixed here
                 traced = torch.jit.trace(graph, (example,), check_trace=False)
         except Exception as error:  # noqa: BLE001 - any tracer failure is reported as what could not be exported
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"cannot export this model to TorchScript ({type(error).__name__}: {first}); "
-                            "try --format onnx") from None
+            raise export_failure("TorchScript", error, "onnx") from None
         extra = {f"{key}.json": value for key, value in metadata.items()}  # e.g. apex_x_export.json
 
         from apex_x.adapters.atomic_files import atomic_write

@@ -9,24 +9,16 @@ from typing import Any
 
 import structlog
 
+from apex_x.application.engine.resume import flatten
 from apex_x.domain.ports import ExperimentTracker
 
 log = structlog.get_logger(__name__)
 
 
-def flatten_params(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {dotted.key: scalar or its JSON-ish text} (lists of scalars as text, stages by index)."""
-    if isinstance(value, Mapping):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(flatten_params(item, f"{prefix}{key}."))
-        return flat
-    if isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
-        flat = {}
-        for index, item in enumerate(value):
-            flat.update(flatten_params(item, f"{prefix}{index}."))
-        return flat
-    return {prefix.rstrip("."): value if isinstance(value, (int, float, str, bool)) or value is None else str(value)}
+def flatten_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested config -> {dotted.key: scalar, or its text for a list} (resume.flatten: stages by index)."""
+    return {key: value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            for key, value in flatten(config).items()}
 
 
 class Trackers:
