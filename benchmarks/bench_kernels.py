@@ -1,6 +1,7 @@
 """pytest-benchmark suite of the clipped losses: time and peak memory, forward / backward / both.
 
-Implementations side by side on the same inputs: apex-torch (the fast torch path), apex-triton
+Implementations side by side on the same inputs: apex-torch (the fast eager torch path), apex-compiled
+(the mask and boundary losses' compiled graphs, CPU; compile time excluded like torch.compile's), apex-triton
 (CUDA only), the naive composite (reference.py, torch eager), torch.compile of that composite
 (compile time excluded: it happens in the warm-up round), and torchvision's sigmoid_focal_loss /
 generalized_box_iou_loss where torchvision has one. Shapes: APEX_X_BENCH_SIZE=small (CI-sized,
@@ -127,12 +128,14 @@ def implementations(loss: str, device: str) -> dict:
         impls["apex-torch-soft"] = lambda pred, data: apex(pred, data, soft=True)
     if loss in ("focal", "giou"):
         impls["torchvision"] = _torchvision(loss)
+    if loss in ("mask", "boundary") and device == "cpu":
+        impls["apex-compiled"] = _apex(loss, "compiled")  # runtime.kernels=auto on CPU with a C++ compiler
     if device == "cuda":
         impls["apex-triton"] = _apex(loss, "triton")
     return impls
 
 
-IMPL_NAMES = ["apex-torch", "apex-torch-soft", "apex-triton", "torchvision", "reference-eager", "reference-compile"]
+IMPL_NAMES = ["apex-torch", "apex-compiled", "apex-torch-soft", "apex-triton", "torchvision", "reference-eager", "reference-compile"]
 CASES = [
     pytest.param(loss, shape, device, impl, phase, id=f"{loss}-{'x'.join(map(str, shape))}-{device}-{impl}-{phase}")
     for loss, shapes in SHAPES.items()

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PHASES = ("forward", "backward", "forward+backward")
-IMPL_ORDER = ["apex-triton", "apex-torch", "apex-torch-soft", "torchvision", "reference-eager", "reference-compile"]
+IMPL_ORDER = ["apex-triton", "apex-compiled", "apex-torch", "apex-torch-soft", "torchvision", "reference-eager", "reference-compile"]
 FOCUS = "forward+backward"
 
 
@@ -51,7 +51,7 @@ def _ratio(base: dict | None, ours: dict | None) -> float | None:
 
 def _section(key: tuple, impls: dict) -> list[str]:
     loss, shape, device = key
-    ours_name = "apex-triton" if device == "cuda" else "apex-torch"
+    ours_name = "apex-triton" if device == "cuda" else ("apex-compiled" if "apex-compiled" in impls else "apex-torch")
     ours = impls.get(ours_name, {}).get(FOCUS)
     lines = [f"### {loss} {shape} ({device})", ""]
     header = f"| impl | fwd ms | bwd ms | fwd+bwd ms | fwd+bwd peak MiB | {ours_name} speed-up (fwd+bwd) |"
@@ -74,6 +74,10 @@ def _section(key: tuple, impls: dict) -> list[str]:
     return lines + [""]
 
 
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _goals(table: dict) -> list[str]:
     lines = ["## Goals", ""]
     for (loss, shape, device), impls in sorted(table.items()):
@@ -88,6 +92,16 @@ def _goals(table: dict) -> list[str]:
                 f"- CPU {loss} {shape}: apex-torch {speed:.2f}x faster than torchvision (goal >= 2x), peak "
                 f"{_mb(ours)} vs {_mb(theirs)} MiB (goal lower): **{verdict}**"
             )
+        if device == "cpu" and "apex-compiled" in impls:
+            ours, theirs = impls["apex-compiled"].get(FOCUS), impls.get("reference-compile", {}).get(FOCUS)
+            speed = _ratio(theirs, ours)
+            if speed is not None:
+                verdict = "PASS" if speed >= 1.0 else "MISS"
+                lines.append(
+                    f"- CPU {loss} {shape}: apex-compiled (auto's CPU path) {speed:.2f}x the speed of torch.compile "
+                    f"of the reference (goal >= 1x), eager apex-torch "
+                    f"{_fmt_ratio(_ratio(theirs, impls.get('apex-torch', {}).get(FOCUS)))}: **{verdict}**"
+                )
         if device == "cuda" and loss == "focal":
             ours = impls.get("apex-triton", {}).get(FOCUS)
             eager = _ratio(impls.get("reference-eager", {}).get(FOCUS), ours)

@@ -8,6 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite trains on the eager torch loss path: "auto" would compile the mask and boundary losses in every
+# training subprocess (~40 s cold per loss on 2 cores). The compiled path has its own parity tests
+# (tests/kernels, backend "compiled-cpu") and tests/kernels/test_kernels_dispatch.py checks what auto picks.
+os.environ.setdefault("APEX_X_KERNELS", "torch")
 
 import torch  # noqa: E402  (after the environment above)
 

@@ -376,8 +376,10 @@ class RuntimeConfig(_Strict):
     """Where and how the process runs."""
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
-    kernels: Literal["auto", "torch", "triton"] = Field(
-        "auto", description="Loss kernels backend; APEX_X_KERNELS overrides; auto = Triton on CUDA."
+    kernels: Literal["auto", "torch", "compiled", "triton"] = Field(
+        "auto",
+        description="Loss kernels backend; APEX_X_KERNELS overrides; auto = Triton on CUDA, compiled torch on CPU "
+        "when a C++ compiler is found (eager torch otherwise).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     num_threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads; null = torch default.")

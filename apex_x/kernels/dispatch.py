@@ -1,10 +1,12 @@
-"""Backend choice for the loss kernels: Triton for CUDA tensors when triton imports, fast torch otherwise."""
+"""Backend choice for the loss kernels: Triton for CUDA tensors when triton imports; on CPU the compiled torch
+path (torch.compile) when a C++ compiler is on PATH and it has not failed here; the eager torch path otherwise."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import os
+import shutil
 from typing import Any
 
 import structlog
@@ -14,12 +16,14 @@ from apex_x.domain.errors import KernelBackendError
 
 ENV_VAR = "APEX_X_KERNELS"
 CONFIG_KEY = "runtime.kernels"
-BACKEND_CHOICES = ("auto", "torch", "triton")
+BACKEND_CHOICES = ("auto", "torch", "compiled", "triton")
+COMPILERS = ("c++", "g++", "clang++", "cl")
 
 _state: dict[str, Any] = {
     "preference": "auto",  # set by the trainer from runtime.kernels
     "triton": None,  # (importable: bool, version or error text), filled on first need
     "resolved": {},  # device type -> backend, as logged once
+    "compile_failed": None,  # why the compiled path was given up in this process
 }
 
 
@@ -65,6 +69,25 @@ def triton_status() -> tuple[bool, str]:
     return _state["triton"]
 
 
+def compiled_unavailable_reason() -> str | None:
+    """Why the compiled torch path cannot run (None when it can): no C++ compiler, or it failed in this process."""
+    if _state["compile_failed"] is not None:
+        return f"it failed earlier in this process ({_state['compile_failed']})"
+    if not any(shutil.which(name) for name in COMPILERS):
+        return "no C++ compiler on PATH (c++, g++, clang++ or cl); torch.compile needs one for CPU code"
+    return None
+
+
+def record_compile_failure(error: BaseException) -> None:
+    """The compiled path failed (compiler or Inductor error): warn once; the eager path runs from now on."""
+    text = str(error).strip()
+    _state["compile_failed"] = f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
+    _state["resolved"] = {device: ("torch" if name == "compiled" else name) for device, name in _state["resolved"].items()}
+    structlog.get_logger(__name__).warning(
+        "compiled loss kernels failed; using the eager torch path", reason=_state["compile_failed"]
+    )
+
+
 def triton_unavailable_reason(device: torch.device) -> str | None:
     """Why the Triton kernels cannot run for tensors on `device` (None when they can)."""
     importable, detail = triton_status()
@@ -85,18 +108,24 @@ def _forced_error(source: str, device: torch.device, reason: str) -> KernelBacke
 
 
 def resolve_backend(tensor: torch.Tensor) -> str:
-    """The backend ("torch" or "triton") the losses use for `tensor`; raises KernelBackendError if forced and impossible."""
+    """The backend ("torch", "compiled" or "triton") the losses use for `tensor`; raises KernelBackendError if
+    triton is forced and impossible. "compiled" asked for where it cannot run gives the eager torch path (the
+    reason is in active_backend_report); only the mask and boundary losses have a compiled graph."""
     requested, source = requested_backend()
     device = tensor.device
     if requested == "torch":
         backend = "torch"
+    elif requested == "compiled":
+        backend = "compiled" if compiled_unavailable_reason() is None else "torch"
     elif requested == "triton":
         reason = triton_unavailable_reason(device)
         if reason is not None:
             raise _forced_error(source, device, reason)
         backend = "triton"
+    elif device.type == "cuda" and triton_status()[0]:
+        backend = "triton"
     else:
-        backend = "triton" if device.type == "cuda" and triton_status()[0] else "torch"
+        backend = "compiled" if device.type == "cpu" and compiled_unavailable_reason() is None else "torch"
     if _state["resolved"].get(device.type) != backend:
         _state["resolved"][device.type] = backend
         structlog.get_logger(__name__).info(
@@ -117,4 +146,5 @@ def active_backend_report() -> dict[str, Any]:
         "triton_version": _state["triton"][1] if triton_checked and _state["triton"][0] else None,
         "triton_error": _state["triton"][1] if triton_checked and not _state["triton"][0] else None,
         "triton_interpret": _interpreter_requested(),
+        "compiled_unavailable": compiled_unavailable_reason(),
     }

@@ -2,7 +2,8 @@
 
 Each function returns min(nan_to_num(value), clip) reduced, differentiable in its prediction input
 (logits, predicted boxes, mask logits). The backend comes from dispatch.resolve_backend: Triton for
-CUDA tensors (triton imported lazily), the fast torch path otherwise. Empty inputs, and the rare
+CUDA tensors (triton imported lazily), on CPU the compiled graphs of the mask and boundary losses
+(compiled_instance.py) when a C++ compiler is found, the fast eager torch path otherwise. Empty inputs, and the rare
 case where a tensor the fast paths treat as constant (targets, weights, boxes, a tensor
 normalizer) requires grad, run the reference itself so the semantics stay exact.
 """
@@ -106,6 +107,10 @@ def mask_loss(
         from apex_x.kernels.mask import mask_loss_triton
 
         return mask_loss_triton(mask_logits, target_masks, boxes, weights, *settings)
+    if backend == "compiled":
+        from apex_x.kernels.compiled_instance import mask_loss_compiled
+
+        return mask_loss_compiled(mask_logits, target_masks, boxes, weights, *settings)
     return mask_loss_torch(mask_logits, target_masks, boxes, weights, *settings)
 
 
@@ -135,4 +140,8 @@ def boundary_loss(
         from apex_x.kernels.boundary import boundary_loss_triton
 
         return boundary_loss_triton(mask_logits, target_masks, boxes, weights, *settings)
+    if backend == "compiled":
+        from apex_x.kernels.compiled_instance import boundary_loss_compiled
+
+        return boundary_loss_compiled(mask_logits, target_masks, boxes, weights, *settings)
     return boundary_loss_torch(mask_logits, target_masks, boxes, weights, *settings)

@@ -15,6 +15,7 @@ needs_interpreter = pytest.mark.skipif(not INTERPRETED, reason="Triton on CPU te
 # (backend, device): every backend against the reference, CPU always, CUDA when present.
 BACKENDS = [
     pytest.param("torch", "cpu", id="torch-cpu"),
+    pytest.param("compiled", "cpu", id="compiled-cpu"),
     pytest.param("triton", "cpu", id="triton-interpreted", marks=needs_interpreter),
     pytest.param("torch", "cuda", id="torch-cuda", marks=[needs_cuda, pytest.mark.cuda]),
     pytest.param("triton", "cuda", id="triton-cuda", marks=[needs_cuda, pytest.mark.cuda]),

@@ -124,3 +124,38 @@ def test_threshold_class_aware_nms_and_max_detections() -> None:
     assert len(capped[0]) == 1
     nothing = postprocess_detections(outputs, [meta], PostprocessSettings(score_threshold=0.999), 4)[0]
     assert len(nothing) == 0 and nothing.masks.shape == (0, 64, 64)
+
+
+def _paste_whole_image(mask_logits: torch.Tensor, boxes: torch.Tensor, meta: ImageMeta) -> torch.Tensor:
+    """The straightforward paste: every mask sampled at every original pixel centre, then cut to its box."""
+    from torchvision.ops import roi_align
+
+    height, width = meta.orig_height, meta.orig_width
+    region = torch.tensor([[0.0, meta.pad_left, meta.pad_top, meta.pad_left + width * meta.scale,
+                            meta.pad_top + height * meta.scale]]) / torch.tensor([1.0, STRIDE, STRIDE, STRIDE, STRIDE])
+    sampled = roi_align(mask_logits[None], region, (height, width), sampling_ratio=1, aligned=True)[0] > 0
+    xs, ys = torch.arange(width) + 0.5, torch.arange(height) + 0.5
+    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] < boxes[:, 2:3])
+    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] < boxes[:, 3:4])
+    return sampled & inside_y[:, :, None] & inside_x[:, None, :]
+
+
+@pytest.mark.parametrize("scale,pad_left,pad_top", [(2.0, 0, 16), (0.37, 5, 0), (1.0, 0, 0)])
+def test_paste_in_boxes_equals_whole_image_paste(scale: float, pad_left: int, pad_top: int) -> None:
+    from apex_x.adapters.models.postprocess import paste_masks_in_boxes
+
+    gen = torch.Generator().manual_seed(0)
+    meta = ImageMeta(image_id=1, file_name="1.png", orig_height=150, orig_width=173, scale=scale,
+                     pad_top=pad_top, pad_left=pad_left)
+    grid_h, grid_w = int((150 * scale + 2 * pad_top) / STRIDE) + 2, int((173 * scale + 2 * pad_left) / STRIDE) + 2
+    logits = torch.randn(12, grid_h, grid_w, generator=gen) * 4
+    corner = torch.rand(12, 2, generator=gen) * torch.tensor([173.0, 150.0])
+    boxes = torch.cat([corner - 20.3, corner + torch.rand(12, 2, generator=gen) * 90], 1)  # some cross the edges
+    boxes[3] = torch.tensor([10.0, 10.0, 10.4, 80.0])  # no pixel centre inside: an empty mask
+    boxes[:, 0::2], boxes[:, 1::2] = boxes[:, 0::2].clamp(0, 173), boxes[:, 1::2].clamp(0, 150)
+    ours = paste_masks_in_boxes(logits, boxes, meta, STRIDE)
+    expected = _paste_whole_image(logits, boxes, meta)
+    assert ours.shape == expected.shape == (12, 150, 173) and ours.dtype == torch.bool
+    assert int(expected.sum()) > 1000 and not bool(ours[3].any())
+    differing = int((ours != expected).sum())
+    assert differing <= expected.numel() * 1e-5, differing  # float rounding of the bin centres only

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from apex_x.adapters.evaluation.curves import confusion_matrix, pr_curves
+from apex_x.adapters.evaluation.rle import encode_mask
 from apex_x.domain.types import CategoryMap, Detections, EvalResult
 
 log = structlog.get_logger(__name__)
@@ -38,12 +37,6 @@ def _score(value: float) -> float | None:
     """pycocotools' -1 means "no ground truth here" (not a score): None, shown as n/a / null."""
     number = float(value)
     return None if number < 0 else number
-
-
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    encoded["counts"] = encoded["counts"].decode("ascii")
-    return encoded
 
 
 def detections_to_coco_results(
@@ -64,7 +57,7 @@ def detections_to_coco_results(
             common = {"image_id": int(image_id), "category_id": categories.to_original(label), "score": float(scores[index])}
             results["bbox"].append({**common, "bbox": [x0, y0, x1 - x0, y1 - y0]})
             if masks is not None:
-                results["segm"].append({**common, "segmentation": _rle(masks[index])})
+                results["segm"].append({**common, "segmentation": encode_mask(masks[index])})
     return results
 
 

@@ -10,8 +10,6 @@ from torchvision.ops import batched_nms, roi_align
 
 from apex_x.domain.types import Detections, ImageMeta
 
-MASK_PIXEL_BUDGET = 64_000_000  # floats per roi_align chunk when pasting masks
-
 
 @dataclass(frozen=True)
 class PostprocessSettings:
@@ -96,39 +94,45 @@ def _to_original(
     boxes = (boxes - offset) / meta.scale
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-    masks = paste_masks(mask_logits, meta, mask_stride) & _inside_boxes(boxes, height, width)
+    masks = paste_masks_in_boxes(mask_logits, boxes, meta, mask_stride)
     return Detections(
         boxes=boxes.cpu(), scores=scores.float().cpu(), labels=labels.long().cpu(), masks=masks.cpu()
     )
 
 
-def paste_masks(mask_logits: torch.Tensor, meta: ImageMeta, mask_stride: int) -> torch.Tensor:
-    """(n, h, w) logits on the letterboxed grid -> (n, orig_H, orig_W) bool, by one bilinear sampling.
+def _region(meta: ImageMeta, mask_stride: int, x0: int, y0: int, x1: int, y1: int, like: torch.Tensor) -> torch.Tensor:
+    """roi_align box (1, 5) on the mask grid covering original pixels [x0, x1) x [y0, y1)."""
+    scale, left, top = meta.scale, meta.pad_left, meta.pad_top
+    return like.new_tensor([[0.0, (left + x0 * scale) / mask_stride, (top + y0 * scale) / mask_stride,
+                             (left + x1 * scale) / mask_stride, (top + y1 * scale) / mask_stride]])  # fmt: skip
 
-    roi_align samples each original pixel centre (i + 0.5) at input position (i + 0.5) * scale + pad,
-    which undoes the letterbox and resizes in one step.
+
+def paste_masks_in_boxes(
+    mask_logits: torch.Tensor,  # (n, h, w) on the letterboxed grid
+    boxes: torch.Tensor,  # (n, 4) xyxy original pixels
+    meta: ImageMeta,
+    mask_stride: int,
+) -> torch.Tensor:
+    """(n, orig_H, orig_W) bool: each mask sampled only over the pixels whose centres lie in its box.
+
+    Equal to sampling every mask over the whole image and keeping the pixels inside its box (the same
+    bilinear samples: roi_align bins of one original pixel, at (i + 0.5) * scale + pad on the input grid), but the work is the sum of the box areas instead of n x H x W, as Detectron2's
+    paste_masks_in_image does on CPU. Outside its box a mask is False.
     """
     count = mask_logits.shape[0]
     height, width = meta.orig_height, meta.orig_width
+    masks = torch.zeros(count, height, width, dtype=torch.bool, device=mask_logits.device)
     if count == 0:
-        return torch.zeros(0, height, width, dtype=torch.bool, device=mask_logits.device)
-    region = mask_logits.new_tensor(
-        [[0.0, meta.pad_left, meta.pad_top, meta.pad_left + width * meta.scale, meta.pad_top + height * meta.scale]]
-    ) / torch.tensor([1.0, mask_stride, mask_stride, mask_stride, mask_stride], device=mask_logits.device)
-    chunk = max(1, MASK_PIXEL_BUDGET // max(height * width, 1))
-    pieces = []
-    for start in range(0, count, chunk):
-        sampled = roi_align(
-            mask_logits[None, start : start + chunk], region, (height, width), sampling_ratio=1, aligned=True
-        )[0]
-        pieces.append(sampled > 0.0)
-    return torch.cat(pieces)
-
-
-def _inside_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(n, 4) xyxy -> (n, H, W) bool: pixel centres inside each box."""
-    xs = torch.arange(width, device=boxes.device, dtype=torch.float32) + 0.5
-    ys = torch.arange(height, device=boxes.device, dtype=torch.float32) + 0.5
-    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] < boxes[:, 2:3])  # (n, W)
-    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] < boxes[:, 3:4])  # (n, H)
-    return inside_y[:, :, None] & inside_x[:, None, :]
+        return masks
+    # pixel i is inside when x0 <= i + 0.5 < x1: i from ceil(x0 - 0.5) to ceil(x1 - 0.5) - 1
+    first = torch.ceil(boxes[:, :2] - 0.5).clamp(min=0).long().tolist()
+    stop = torch.ceil(boxes[:, 2:] - 0.5).long()
+    stop = torch.stack([stop[:, 0].clamp(max=width), stop[:, 1].clamp(max=height)], 1).tolist()
+    for index, ((x0, y0), (x1, y1)) in enumerate(zip(first, stop, strict=True)):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        region = _region(meta, mask_stride, x0, y0, x1, y1, mask_logits)
+        sampled = roi_align(mask_logits[None, index : index + 1], region, (y1 - y0, x1 - x0),
+                            sampling_ratio=1, aligned=True)  # fmt: skip
+        masks[index, y0:y1, x0:x1] = sampled[0, 0] > 0.0
+    return masks
