@@ -103,6 +103,7 @@ class EvaluateCheckpoint:
             settings=evaluation_loss_settings(self.model.config.train),
             context=DistContext(device=device),
             amp_dtype=amp_dtype(self.model.config.train.amp, device),
+            with_loss=self.model.config.train.val_loss,
         )
         if validation.error or validation.evaluation is None:
             raise ApexError(f"evaluation of {self.model.checkpoint_path} failed: {validation.error}")

@@ -213,6 +213,11 @@ class TrainConfig(_Strict):
     min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, description="Final lr as a fraction of the peak.")
     grad_clip_norm: float | None = Field(10.0, gt=0.0, description="Max global grad norm; null = no clipping.")
     ema: bool = Field(True, description="Keep an EMA of the weights (evaluated and checkpointed).")
+    val_loss: bool = Field(
+        True, description="Compute the loss on the val split at each validation (in the same forward as the "
+        "predictions; breaks checkpoint-metric ties). false skips it (validation then costs the forward, "
+        "post-processing and COCOeval only); it is still computed when val_loss selects best.pt."
+    )
     ema_decay: float = Field(0.999, gt=0.0, lt=1.0, description="EMA decay (with warmup).")
     amp: Literal["auto", "bf16", "off"] = Field("auto", description="auto = bf16 autocast on CUDA, off on CPU.")
     max_consecutive_bad_steps: int = Field(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from apex_x.adapters.evaluation.rle import encode_mask
+from apex_x.adapters.evaluation.rle import SMALL_IMAGE_PIXELS, encode_mask, encode_masks
 
 
 def _pycocotools(mask: np.ndarray) -> dict:
@@ -40,3 +40,15 @@ def test_encode_mask_matches_pycocotools_bytes(index: int) -> None:
     ours = encode_mask(mask)
     assert ours == _pycocotools(mask)
     assert np.array_equal(mask_utils.decode({**ours, "counts": ours["counts"].encode()}).astype(bool), mask)
+
+
+@pytest.mark.parametrize("height,width", [(37, 53), (300, 260)], ids=["small-image", "large-image"])
+def test_encode_masks_of_a_stack_match_pycocotools(height: int, width: int) -> None:
+    assert (height * width > SMALL_IMAGE_PIXELS) == (height == 300)  # one case on each side of the switch
+    rng = np.random.default_rng(1)
+    masks = np.zeros((5, height, width), bool)
+    for mask in masks:
+        y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        mask[y0 : y0 + height // 3, x0 : x0 + width // 4] = rng.random((height // 3, width // 4)) > 0.3
+    assert encode_masks(masks) == [_pycocotools(mask) for mask in masks]
+    assert encode_masks(np.zeros((0, height, width), bool)) == []

@@ -110,6 +110,17 @@ def test_metric_falls_back_to_val_loss_then_train_loss(tmp_path: Path) -> None:
     assert "no val split" in report["checkpoint_metric_reason"] and report["history"][0]["val"] is None
 
 
+def test_val_loss_off_leaves_it_out_unless_it_selects_the_checkpoint(tmp_path: Path) -> None:
+    make_use_case(tmp_path / "a", STEPS, "train.val_loss=false").execute()
+    report = json.loads((tmp_path / "a" / "train_report.json").read_text())
+    for entry in report["history"]:
+        assert "val_loss" not in entry["val"] and entry["val"]["segm_AP"] is not None  # left out, not a stand-in
+    assert "val_loss" not in (report["best_metric"] or {}) or report["best_metric"]["val_loss"] is None
+    needed = make_use_case(tmp_path / "b", STEPS, "train.val_loss=false",
+                           source=FakeDatasetSource(with_ground_truth=False), reports=False).execute()
+    assert needed.selected_metric == "val_loss" and math.isfinite(needed.best["value"])
+
+
 def test_bad_data_is_refused_before_training(tmp_path: Path) -> None:
     finding = Finding("error", "bbox_inside_image", "box outside the image", file="train.json", image_id=7,
                       annotation_id=70)

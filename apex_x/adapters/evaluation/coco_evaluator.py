@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from apex_x.adapters.evaluation.curves import confusion_matrix, pr_curves
-from apex_x.adapters.evaluation.rle import encode_mask
+from apex_x.adapters.evaluation.rle import encode_masks
 from apex_x.domain.types import CategoryMap, Detections, EvalResult
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ def detections_to_coco_results(
         boxes = found.boxes.detach().float().cpu().numpy()
         scores = found.scores.detach().float().cpu().numpy()
         labels = found.labels.detach().cpu().numpy()
-        masks = found.masks.detach().cpu().numpy() if found.masks.numel() else None
+        masks = encode_masks(found.masks.detach().cpu().numpy()) if found.masks.numel() else None
         for index in range(len(found)):
             label = int(labels[index])
             if not 0 <= label < categories.num_classes:
@@ -57,7 +57,7 @@ def detections_to_coco_results(
             common = {"image_id": int(image_id), "category_id": categories.to_original(label), "score": float(scores[index])}
             results["bbox"].append({**common, "bbox": [x0, y0, x1 - x0, y1 - y0]})
             if masks is not None:
-                results["segm"].append({**common, "segmentation": encode_mask(masks[index])})
+                results["segm"].append({**common, "segmentation": masks[index]})
     return results
 
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import batched_nms, roi_align
+import torchvision  # noqa: F401 - registers torch.ops.torchvision
+from torchvision.ops import batched_nms
 
 from apex_x.domain.types import Detections, ImageMeta
 
@@ -100,11 +101,7 @@ def _to_original(
     )
 
 
-def _region(meta: ImageMeta, mask_stride: int, x0: int, y0: int, x1: int, y1: int, like: torch.Tensor) -> torch.Tensor:
-    """roi_align box (1, 5) on the mask grid covering original pixels [x0, x1) x [y0, y1)."""
-    scale, left, top = meta.scale, meta.pad_left, meta.pad_top
-    return like.new_tensor([[0.0, (left + x0 * scale) / mask_stride, (top + y0 * scale) / mask_stride,
-                             (left + x1 * scale) / mask_stride, (top + y1 * scale) / mask_stride]])  # fmt: skip
+PASTE_GROUP = 16  # detections per roi_align call (sorted by box area, so a group's window fits them all)
 
 
 def paste_masks_in_boxes(
@@ -113,26 +110,43 @@ def paste_masks_in_boxes(
     meta: ImageMeta,
     mask_stride: int,
 ) -> torch.Tensor:
-    """(n, orig_H, orig_W) bool: each mask sampled only over the pixels whose centres lie in its box.
+    """(n, orig_H, orig_W) bool: each mask sampled only around its box, False outside the box.
 
-    Equal to sampling every mask over the whole image and keeping the pixels inside its box (the same
-    bilinear samples: roi_align bins of one original pixel, at (i + 0.5) * scale + pad on the input grid), but the work is the sum of the box areas instead of n x H x W, as Detectron2's
-    paste_masks_in_image does on CPU. Outside its box a mask is False.
+    Equal to sampling every mask over the whole image and keeping the pixels whose centres lie inside its
+    box (the same bilinear samples: roi_align bins of one original pixel, at (i + 0.5) * scale + pad on the
+    input grid), but the work is about the sum of the box areas instead of n x H x W (Detectron2's
+    paste_masks_in_image pastes box by box on CPU for the same reason). Detections sorted by box area go in
+    groups of PASTE_GROUP: one roi_align call per group, each mask sampled over a window of the group's
+    largest box size placed over its own box.
     """
     count = mask_logits.shape[0]
     height, width = meta.orig_height, meta.orig_width
     masks = torch.zeros(count, height, width, dtype=torch.bool, device=mask_logits.device)
     if count == 0:
         return masks
+    limit = boxes.new_tensor([width, height]).long()
     # pixel i is inside when x0 <= i + 0.5 < x1: i from ceil(x0 - 0.5) to ceil(x1 - 0.5) - 1
-    first = torch.ceil(boxes[:, :2] - 0.5).clamp(min=0).long().tolist()
-    stop = torch.ceil(boxes[:, 2:] - 0.5).long()
-    stop = torch.stack([stop[:, 0].clamp(max=width), stop[:, 1].clamp(max=height)], 1).tolist()
-    for index, ((x0, y0), (x1, y1)) in enumerate(zip(first, stop, strict=True)):
-        if x1 <= x0 or y1 <= y0:
-            continue
-        region = _region(meta, mask_stride, x0, y0, x1, y1, mask_logits)
-        sampled = roi_align(mask_logits[None, index : index + 1], region, (y1 - y0, x1 - x0),
-                            sampling_ratio=1, aligned=True)  # fmt: skip
-        masks[index, y0:y1, x0:x1] = sampled[0, 0] > 0.0
+    first = torch.ceil(boxes[:, :2] - 0.5).long().clamp(min=0)  # (n, 2) x, y
+    stop = torch.minimum(torch.ceil(boxes[:, 2:] - 0.5).long(), limit)
+    size = (stop - first).clamp(min=0)
+    nonempty = torch.nonzero((size > 0).all(1)).flatten()
+    order = nonempty[torch.argsort(size[nonempty].prod(1))]
+    logits = mask_logits[:, None].float()  # (n, 1, h, w)
+    scale = boxes.new_tensor([meta.scale, meta.scale]).float()
+    pad = boxes.new_tensor([meta.pad_left, meta.pad_top]).float()
+    for chunk in order.split(PASTE_GROUP):
+        group_w, group_h = (int(v) for v in size[chunk].max(0).values)
+        window = torch.minimum(first[chunk], limit - torch.tensor([group_w, group_h]))  # (g, 2), inside the image
+        start = (pad + window.float() * scale) / mask_stride
+        end = (pad + (window + torch.tensor([group_w, group_h])).float() * scale) / mask_stride
+        rois = torch.cat([chunk[:, None].float(), start, end], 1)  # (g, 5): detection index, x0, y0, x1, y1
+        # torchvision's registered op: roi_align's Python wrapper costs more than a small group's sampling
+        sampled = torch.ops.torchvision.roi_align(logits, rois, 1.0, group_h, group_w, 1, True)[:, 0] > 0.0
+        cols = window[:, 0:1] + torch.arange(group_w)  # (g, gw) original x of each sample
+        rows = window[:, 1:2] + torch.arange(group_h)  # (g, gh)
+        inside_x = (cols >= first[chunk, 0:1]) & (cols < stop[chunk, 0:1])
+        inside_y = (rows >= first[chunk, 1:2]) & (rows < stop[chunk, 1:2])
+        masks[chunk[:, None, None], rows[:, :, None], cols[:, None, :]] = (
+            sampled & inside_y[:, :, None] & inside_x[:, None, :]
+        )
     return masks

@@ -45,6 +45,7 @@ class EpochEnd:
                 evaluator=self.evaluator, categories=self.categories,
                 settings=evaluation_loss_settings(train), context=self.context, amp_dtype=self.amp_dtype,
                 should_stop=self.stop_flag.is_set if interruptible else None,
+                with_loss=train.val_loss or self.metric.selected == "val_loss",
             )
             if result.error:
                 raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
@@ -141,10 +142,11 @@ class EpochEnd:
             return None
         value = val_metrics.get(self.metric.selected, math.nan)
         if value is None and not self.metric.selected.endswith("loss"):
+            fallback = "val_loss" if "val_loss" in val_metrics else "train_loss"  # train.val_loss=false
             reason = (f"{self.metric.selected} was n/a at epoch {number} (no ground truth for it; COCO's -1 is "
-                      "not a score), so val_loss selects best.pt from then on")
-            log.warning("checkpoint_metric_fallback", metric=self.metric.selected, fallback="val_loss", reason=reason)
-            self.metric = MetricChoice(self.metric.requested, "val_loss", reason)
+                      f"not a score), so {fallback} selects best.pt from then on")
+            log.warning("checkpoint_metric_fallback", metric=self.metric.selected, fallback=fallback, reason=reason)
+            self.metric = MetricChoice(self.metric.requested, fallback, reason)
             self.report_state.best = None
-            value = val_metrics.get("val_loss", math.nan)
+            value = val_metrics.get("val_loss", math.nan) if fallback == "val_loss" else train_loss
         return value

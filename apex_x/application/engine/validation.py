@@ -44,9 +44,10 @@ def _run_shard(
     amp_dtype: torch.dtype | None,
     encode: Callable[[int, Detections], Any] | None,
     should_stop: Callable[[], bool] | None = None,
+    with_loss: bool = True,
 ) -> tuple[float, int, int, list[tuple[int, Any]], list[dict[str, Any]]]:
-    """Val loss over the shard and, with `encode`, each image's detections in the evaluator's compact form
-    (encoded batch by batch: full-resolution masks never pile up over the split)."""
+    """Val loss over the shard (with_loss) and, with `encode`, each image's detections in the evaluator's
+    compact form (encoded batch by batch: full-resolution masks never pile up over the split)."""
     loss_sum, loss_count, images = 0.0, 0, 0
     found: list[tuple[int, Any]] = []
     bad: list[dict[str, Any]] = []
@@ -66,11 +67,12 @@ def _run_shard(
             batch = batch.to(device, non_blocking=device.type == "cuda")
             with autocast:
                 outputs = model(batch.images)
-                components = model.compute_losses(outputs, batch, settings)
-            total = sum(float(settings.weights.get(name, 0.0)) * float(value) for name, value in components.items())
-            if math.isfinite(total):
-                loss_sum += total * batch.batch_size
-                loss_count += batch.batch_size
+                components = model.compute_losses(outputs, batch, settings) if with_loss else {}
+            if with_loss:
+                total = sum(float(settings.weights.get(name, 0.0)) * float(value) for name, value in components.items())
+                if math.isfinite(total):
+                    loss_sum += total * batch.batch_size
+                    loss_count += batch.batch_size
             images += batch.batch_size
             if encode is not None:
                 detections = model.postprocess(outputs, batch.metas)
@@ -93,20 +95,23 @@ def validate(
     context: DistContext,
     amp_dtype: torch.dtype | None = None,
     should_stop: Callable[[], bool] | None = None,
+    with_loss: bool = True,
 ) -> ValidationResult:
     """Each rank runs its shard of the val loader; rank 0 scores the gathered detections; the metrics are
     broadcast so every rank takes the same best/stop decisions. An evaluator failure on rank 0 does not
     hang the others: the error text is broadcast instead and raised everywhere by the caller.
 
     should_stop (single process only: ranks would not agree) is polled between batches and before the
-    COCO evaluation; a stop raises ValidationStopped."""
+    COCO evaluation; a stop raises ValidationStopped. Without `with_loss` (train.val_loss=false) the metrics
+    have no val_loss key: the loss is not computed, and no stand-in value is reported."""
     started = time.perf_counter()
     log.info("validation_start", batches=len(loader),
-             scoring="COCO AP + val loss" if ground_truth is not None else "val loss")
+             scoring=" + ".join(part for part, on in (("COCO AP", ground_truth is not None), ("val loss", with_loss))
+                                if on) or "predictions only")
     collect = ground_truth is not None
     encode = (lambda image_id, found: evaluator.encode(image_id, found, categories)) if collect else None
     should_stop = should_stop if not context.enabled else None
-    shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode, should_stop)
+    shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode, should_stop, with_loss)
     if should_stop is not None and should_stop():
         raise ValidationStopped("stop requested before the COCO evaluation")
     gathered = gather_to_main(context, shard)
@@ -123,7 +128,9 @@ def validate(
                 if image_id not in seen:
                     seen.add(image_id)
                     encoded.append((image_id, found))
-        metrics: dict[str, float | None] = {"val_loss": loss_sum / loss_count if loss_count else math.nan}
+        metrics: dict[str, float | None] = {}
+        if with_loss:
+            metrics["val_loss"] = loss_sum / loss_count if loss_count else math.nan
         evaluation: dict[str, Any] | None = None
         error: str | None = None
         if collect:
