@@ -127,3 +127,26 @@ def test_jpeg_draft_decodes_smaller_but_large_enough(tmp_path: Path) -> None:
     reduced = load_rgb(tmp_path / "big.jpg", min_size=(200, 150))
     assert full.shape == (480, 640, 3)
     assert reduced.shape[0] >= 150 and reduced.shape[1] >= 200 and reduced.shape[1] < 640
+
+
+def test_exif_orientation_in_a_png_chunk_after_the_pixels_is_found(tmp_path: Path) -> None:
+    """The header probe skips Pillow's full decode for PNGs without eXIf, yet finds one placed after IDAT."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 6, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    payload = exif.tobytes()[6:]  # the TIFF block without the "Exif\0\0" prefix, as PNG stores it
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    end = data.rindex(b"IEND") - 4  # the IEND chunk starts with its length
+    late = tmp_path / "late_exif.png"
+    late.write_bytes(data[:end] + chunk + data[end:])
+    assert data.index(b"IDAT") < late.read_bytes().index(b"eXIf")
+    probe = probe_image(late)
+    assert (probe.width, probe.height, probe.orientation) == (4, 6, 6)
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(data)
+    assert probe_image(plain).orientation == 1 and (probe_image(plain).width, probe_image(plain).height) == (6, 4)

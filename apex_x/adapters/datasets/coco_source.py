@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,9 +83,16 @@ class CocoDatasetSource:
                 if train.readable:
                     decided = ({int(c["id"]) for c in train.left_out},
                                {int(c["id"]) for c in [*train.categories, *train.left_out]})
-            checked = read_split(self.paths[name], log, keep_grouping=self.settings.data.keep_grouping_categories,
+            paths = self.paths[name]
+            logger.info("dataset_check", split=name, part="annotations", file=str(paths.annotations_path),
+                        mb=round(os.path.getsize(paths.annotations_path) / 2**20, 1)
+                        if os.path.isfile(paths.annotations_path) else None)
+            started = time.perf_counter()
+            checked = read_split(paths, log, keep_grouping=self.settings.data.keep_grouping_categories,
                                  grouping_decided=decided)
             self._splits[name] = (checked, log.finish())
+            logger.info("dataset_check_done", split=name, part="annotations", images=len(checked.images),
+                        seconds=round(time.perf_counter() - started, 2))
         return self._splits[name]
 
     def _usable_split(self, name: str) -> CheckedSplit:
@@ -121,6 +129,9 @@ class CocoDatasetSource:
             findings.extend(json_findings)
             log = FindingLog()
             on_bad = self.settings.data.on_bad_image
+            if split.readable:
+                logger.info("dataset_check", split=name, part="image files", images=len(split.images),
+                            full_decode=full_decode)
             files = check_image_files(
                 split, log, full_decode=full_decode, on_bad_image=on_bad,
                 high_bit_depth=self.settings.data.high_bit_depth_scaling,

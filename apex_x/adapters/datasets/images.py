@@ -77,11 +77,33 @@ def _orientation(image: Image.Image) -> int:
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def _png_exif_after_pixels(path: Path) -> bool:
+    """Whether a PNG has an eXIf chunk after its first IDAT (chunk headers only: seeks, no pixel data read).
+    Pillow's getexif() decodes the whole image to look for one, so the header probe asks this first."""
+    seen_pixels = False
+    with open(path, "rb") as handle:
+        offset = 8  # the signature
+        while True:
+            handle.seek(offset)
+            header = handle.read(8)
+            if len(header) < 8:
+                return False
+            kind = header[4:]
+            if kind == b"IDAT":
+                seen_pixels = True
+            elif kind == b"eXIf" and seen_pixels:
+                return True
+            elif kind == b"IEND":
+                return False
+            offset += 12 + int.from_bytes(header[:4], "big")
+
+
 def probe_image(path: str | Path) -> ImageProbe:
     """Header only (no pixel decoding): size after EXIF orientation, mode, format."""
     with _open(Path(path)) as image:
         raw_width, raw_height = image.size
-        orientation = _orientation(image)
+        png_without_exif = image.format == "PNG" and "exif" not in image.info and not _png_exif_after_pixels(Path(path))
+        orientation = 1 if png_without_exif else _orientation(image)
         width, height = (raw_height, raw_width) if orientation in _SWAPS_AXES else (raw_width, raw_height)
         return ImageProbe(width, height, raw_width, raw_height, image.mode, image.format, orientation)
 

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from apex_x.adapters.datasets.findings import FindingLog
-from apex_x.adapters.datasets.json_values import is_int, is_number
+from apex_x.adapters.datasets.json_values import is_int
 
 
 def decode_compressed_counts(text: str) -> list[int] | None:
@@ -33,11 +33,19 @@ def decode_compressed_counts(text: str) -> list[int] | None:
     return counts
 
 
+_NUMBER_TYPES = frozenset((int, float))  # JSON numbers; bool is its own type, so never one
+
+
+def _all_numbers(values: list[Any]) -> bool:
+    """Every value a JSON number (int or float, not bool): one C-level pass (COCO-scale files hold ~50M)."""
+    return set(map(type, values)) <= _NUMBER_TYPES
+
+
 def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any]) -> bool:
     if not polygons:
         log.error("annotation.segmentation_empty", "segmentation is an empty list (no polygon)", **where)
         return False
-    if all(is_number(v) for v in polygons):
+    if _all_numbers(polygons):
         log.error(
             "annotation.polygon_invalid",
             "segmentation must be a list of polygons ([[x1, y1, x2, y2, ...], ...]), got a flat list of numbers",
@@ -45,7 +53,7 @@ def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any])
         )
         return False
     for index, polygon in enumerate(polygons):
-        if not isinstance(polygon, list) or not all(is_number(v) for v in polygon):
+        if not isinstance(polygon, list) or not _all_numbers(polygon):
             log.error("annotation.polygon_invalid", f"polygon {index} must be a list of numbers", **where)
             return False
         if len(polygon) == 4:
@@ -70,7 +78,7 @@ def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any])
                 **where,
             )
             return False
-        if not all(math.isfinite(v) for v in polygon):
+        if not all(map(math.isfinite, polygon)):
             log.error("annotation.polygon_invalid", f"polygon {index} has a non-finite coordinate", **where)
             return False
     return True
