@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -12,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # training subprocess (~40 s cold per loss on 2 cores). The compiled path has its own parity tests
 # (tests/kernels, backend "compiled-cpu") and tests/kernels/test_kernels_dispatch.py checks what auto picks.
 os.environ.setdefault("APEX_X_KERNELS", "torch")
+# Passed dataset checks are cached (data.check_cache): keep the suite's cache out of the home folder.
+os.environ.setdefault("APEX_X_CACHE_DIR", tempfile.mkdtemp(prefix="apex_x_test_cache_"))
 
 import torch  # noqa: E402  (after the environment above)
 

@@ -312,6 +312,11 @@ class DataConfig(_Strict):
     cache_images: bool = Field(
         False, description="Keep decoded images in RAM after the first decode (like Ultralytics cache=ram)."
     )
+    check_cache: bool = Field(
+        True, description="Reuse the verdict of a passed dataset check when the annotation files (size, mtime, "
+        "sha256), the images folders' listings, the data.* settings and Apex-X's version are unchanged "
+        "($APEX_X_CACHE_DIR, else ~/.cache/apex_x): a second start of the same data skips the checks."
+    )
     full_image_check: bool = Field(
         False, description="Decode every image in the pre-training dataset check (slower; truncated JPEG/PNG files "
         "are caught without it by a structural check of their end)."

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import structlog
 
+from apex_x.adapters.datasets.check_cache import check_key, file_stamp, folder_stamp, load_check, store_check
 from apex_x.adapters.datasets.coco_categories import compare_categories, describe_classes
 from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, read_split
 from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
@@ -118,8 +119,33 @@ class CocoDatasetSource:
 
     # -- validation ------------------------------------------------------------------------------------
 
+    def _check_key(self, full_decode: bool, expected_num_classes: int | None) -> str:
+        stamps = {name: {"annotations": file_stamp(paths.annotations_path), "images": folder_stamp(paths.images_dir)}
+                  for name, paths in self.paths.items()}
+        return check_key({"format": self.backend, "data": self.settings.data.model_dump(mode="json"),
+                          "full_decode": full_decode, "expected_num_classes": expected_num_classes, "splits": stamps})
+
     def validate(self, *, full_decode: bool, expected_num_classes: int | None = None) -> DatasetReport:
-        """The dataset contract: JSON rules of every split, image files, train/val categories, class count."""
+        """The dataset contract: JSON rules of every split, image files, train/val categories, class count.
+        A passed check is cached (check_cache.py, data.check_cache): the same data again returns its verdict."""
+        key = self._check_key(full_decode, expected_num_classes) if self.settings.data.check_cache else None
+        cached = load_check(key) if key is not None else None
+        if cached is not None:
+            logger.info("dataset_check_cached", key=key[:16], note="same files and settings as a passed check")
+            self._bad_images = {name: {int(i): why for i, why in bad.items()}
+                                for name, bad in (cached.get("bad_images") or {}).items()}
+            report = DatasetReport(summary={**cached["summary"], "check_cached": True},
+                                   findings=[Finding(**finding) for finding in cached["findings"]])
+            self._last_report = report
+            return report
+        report = self._validate(full_decode, expected_num_classes)
+        if key is not None and report.ok:
+            store_check(key, {"summary": report.summary, "findings": [f.to_plain() for f in report.findings],
+                              "bad_images": {name: {str(i): why for i, why in bad.items()}
+                                             for name, bad in self._bad_images.items()}})
+        return report
+
+    def _validate(self, full_decode: bool, expected_num_classes: int | None) -> DatasetReport:
         findings: list[Finding] = []
         splits_summary: dict[str, Any] = {}
         checked: dict[str, CheckedSplit] = {}

@@ -1,0 +1,102 @@
+"""The cache of passed dataset checks: a second run of the same data skips the rules and the image headers.
+
+A check that found no error is stored as JSON (its summary, findings and the images it left out) under a key
+hashed from everything the verdict depends on: Apex-X's version and CHECK_RULES_VERSION, the `data.*` settings,
+the check's options, each annotation file's size, mtime and sha256, and each images folder's listing (every
+file's relative name, size and mtime, walked recursively). Any change to one of them is another key, so a
+stale verdict is never reused. Where: `$APEX_X_CACHE_DIR`, else `$XDG_CACHE_HOME/apex_x`, else
+`~/.cache/apex_x`, in `dataset_checks/`. `data.check_cache: false` turns it off. A cache that cannot be read
+or written is ignored (the check then runs as usual).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from apex_x.adapters.atomic_files import write_json_file
+from apex_x.domain.version import __version__
+
+CHECK_RULES_VERSION = 1  # bump when a dataset rule changes what it reports
+CACHE_ENV = "APEX_X_CACHE_DIR"
+_HASH_CHUNK = 1 << 22
+
+log = structlog.get_logger(__name__)
+
+
+def cache_folder() -> Path:
+    """Where checked verdicts live (see the module docstring)."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "apex_x"
+    )
+    return Path(root) / "dataset_checks"
+
+
+def file_stamp(path: Path) -> dict[str, Any]:
+    """Size, mtime (ns) and sha256 of a file ({"missing": true} when it is not there)."""
+    try:
+        stat = path.stat()
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(_HASH_CHUNK), b""):
+                digest.update(block)
+    except OSError:
+        return {"path": str(path), "missing": True}
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def folder_stamp(path: Path) -> dict[str, Any]:
+    """sha256 of a folder's recursive listing: every file's relative name, size and mtime (ns)."""
+    digest = hashlib.sha256()
+    count = 0
+    stack = [path]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:
+            digest.update(f"unreadable:{folder};".encode())
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    stack.append(Path(entry.path))
+                    continue
+                stat = entry.stat()
+            except OSError:
+                continue
+            count += 1
+            digest.update(f"{os.path.relpath(entry.path, path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return {"path": str(path), "files": count, "listing_sha256": digest.hexdigest()}
+
+
+def check_key(parts: dict[str, Any]) -> str:
+    """The cache key of a check: sha256 of its inputs (JSON, sorted keys) with the version and rules version."""
+    plain = {"apex_x": __version__, "rules": CHECK_RULES_VERSION, **parts}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_check(key: str) -> dict[str, Any] | None:
+    """The stored verdict of `key`, or None (not there, unreadable, or not a verdict)."""
+    path = cache_folder() / f"{key}.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("key") != key or not isinstance(stored.get("findings"), list):
+        return None
+    return stored
+
+
+def store_check(key: str, verdict: dict[str, Any]) -> None:
+    """Keep a passed check's verdict (atomically); a failure to write is logged and otherwise ignored."""
+    try:
+        cache_folder().mkdir(parents=True, exist_ok=True)
+        write_json_file(cache_folder() / f"{key}.json", {"key": key, **verdict})
+    except Exception as error:  # noqa: BLE001 - the cache is an optimisation: never fail the check for it
+        log.warning("dataset_check_cache_unwritable", folder=str(cache_folder()), reason=str(error)[:200])
