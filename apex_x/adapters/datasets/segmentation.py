@@ -23,6 +23,20 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     }
 
 
+def rescaled_rle(segmentation: Any, rle: dict[str, Any], height: int, width: int, new_height: int, new_width: int
+                 ) -> dict[str, Any]:
+    """One annotation's mask at (new_height, new_width): polygons rasterised at that size (exact), RLE masks
+    sampled at the new pixels' centres (nearest). `rle` is the mask at the original (height, width)."""
+    fx, fy = new_width / width, new_height / height
+    if isinstance(segmentation, list):
+        polygons = [[float(v) * (fx if k % 2 == 0 else fy) for k, v in enumerate(polygon)] for polygon in segmentation]
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, new_height, new_width))
+    full = mask_utils.decode(rle)  # (height, width) uint8, Fortran order
+    rows = np.minimum(((np.arange(new_height) + 0.5) / fy).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(new_width) + 0.5) / fx).astype(np.int64), width - 1)
+    return encode_mask(full[rows[:, None], cols[None, :]])
+
+
 def rle_area(rle: dict[str, Any]) -> float:
     return float(mask_utils.area(rle))
 

@@ -20,6 +20,7 @@ from apex_x.domain.registry import MODEL_PROFILES
 from apex_x.domain.types import ImageMeta
 
 PAD_VALUE = 114
+MAX_BASE_REDUCTION = 32  # the most a large image is shrunk when loaded (TransformSettings.base_size)
 MIN_BOX_SIDE = 1.0  # instances narrower than this (input pixels) after the transform are dropped
 
 
@@ -33,9 +34,16 @@ class RawSample:
     boxes: np.ndarray  # (N, 4) float32 xyxy in original pixels
     labels: np.ndarray  # (N,) int64 contiguous ids
     crowd: np.ndarray  # (N,) bool
-    rles: list[dict[str, Any]]  # N compressed RLEs of size (orig_height, orig_width)
+    rles: list[dict[str, Any]]  # N compressed RLEs of size mask_size (default (orig_height, orig_width))
     image_id: int
     file_name: str
+    mask_size: tuple[int, int] | None = None  # (height, width) of the RLEs when smaller than the original
+
+    @property
+    def mask_frame(self) -> tuple[int, int, float, float]:
+        """(height, width, fx, fy) of the RLEs: mask pixels = original pixels * (fx, fy)."""
+        height, width = self.mask_size if self.mask_size is not None else (self.orig_height, self.orig_width)
+        return height, width, width / self.orig_width, height / self.orig_height
 
 
 @dataclass
@@ -90,6 +98,17 @@ class TransformSettings:
         if augment:
             scale *= self.scale_jitter[1] * self.max_zoom
         return int(np.ceil(orig_width * scale)), int(np.ceil(orig_height * scale))
+
+    def base_size(self, orig_width: int, orig_height: int, *, augment: bool) -> tuple[int, int]:
+        """(width, height) an image is loaded at, pixels and masks: the original divided by the largest power of
+        two (at most MAX_BASE_REDUCTION) that keeps it at least decode_size (Pillow's JPEG draft rule, so a JPEG
+        decodes straight to it; other formats are reduced by box averaging). Rounded up, as libjpeg does."""
+        want_w, want_h = self.decode_size(orig_width, orig_height, augment=augment)
+        ratio = min(orig_width // max(want_w, 1), orig_height // max(want_h, 1))
+        factor = 1
+        while factor * 2 <= min(ratio, MAX_BASE_REDUCTION):
+            factor *= 2
+        return -(-orig_width // factor), -(-orig_height // factor)
 
 
 def _max_zoom(config: ApexConfig) -> float:
@@ -233,17 +252,19 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     image = place_image(raw.image, placement, width, height)
 
     boxes = _transform_boxes(raw.boxes, placement, sx, sy)  # (N, 4) before clipping and flipping
-    full = decode_stack(raw.rles, raw.orig_height, raw.orig_width)  # (h, w, N)
+    mask_h, mask_w, fx, fy = raw.mask_frame
+    msx, msy = sx / fx, sy / fy  # mask pixels -> input pixels
+    full = decode_stack(raw.rles, mask_h, mask_w)  # (h, w, N) in mask pixels
     cut = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
     if cut.any():
         window = (
-            max(0, int(np.floor(-placement.offset_x / sx))),
-            max(0, int(np.floor(-placement.offset_y / sy))),
-            min(raw.orig_width, int(np.ceil((width - placement.offset_x) / sx))),
-            min(raw.orig_height, int(np.ceil((height - placement.offset_y) / sy))),
+            max(0, int(np.floor(-placement.offset_x / msx))),
+            max(0, int(np.floor(-placement.offset_y / msy))),
+            min(mask_w, int(np.ceil((width - placement.offset_x) / msx))),
+            min(mask_h, int(np.ceil((height - placement.offset_y) / msy))),
         )
         for index, tight in _tight_boxes(full, np.flatnonzero(cut), window).items():
-            boxes[index] = _transform_boxes(tight[None], placement, sx, sy)[0]
+            boxes[index] = _transform_boxes(tight[None], placement, msx, msy)[0]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
     if placement.flip:
@@ -251,8 +272,8 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
 
     masks = resample_masks(  # (N, H // s, W // s): coverage >= 1/2 of each mask pixel
         full,
-        scale_x=sx,
-        scale_y=sy,
+        scale_x=msx,
+        scale_y=msy,
         offset_x=placement.offset_x,
         offset_y=placement.offset_y,
         flip=placement.flip,

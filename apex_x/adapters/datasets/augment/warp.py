@@ -51,6 +51,11 @@ def warp_instances(
         return Instances.empty()
     if window is not None and valid is None:
         valid = window_mask(matrix, window, width, height)
+    _, _, fx, fy = raw.mask_frame  # the RLEs may be smaller than the original (RawSample.mask_size)
+    if fx != 1.0 or fy != 1.0:
+        matrix = matrix @ scaling(1.0 / fx, 1.0 / fy)
+        if window is not None:
+            window = (window[0] * fx, window[1] * fy, window[2] * fx, window[3] * fy)
     inverse = np.linalg.inv(matrix)
     area_scale = zoom_of(matrix) ** 2
     bounds = mask_utils.toBbox(list(raw.rles)).reshape(-1, 4)  # (N, 4) xywh, integer pixel bounds
