@@ -34,7 +34,10 @@ def resample_masks(
     height: int,
     stride: int,
 ) -> np.ndarray:
-    """full (h, w, N) uint8 in original pixels -> (N, height // stride, width // stride) uint8 {0, 1}."""
+    """full (h, w, N) uint8 in source pixels -> (N, height // stride, width // stride) uint8 {0, 1}.
+
+    Gathers along the contiguous axes of pycocotools' Fortran-ordered masks; a cell is on the boundary when its
+    3x3 neighbourhood is not uniform (max != min, separable)."""
     orig_h, orig_w, count = full.shape
     grid_h, grid_w = height // stride, width // stride
     flip_width = width if flip else None
@@ -42,26 +45,25 @@ def resample_masks(
     centres_y = (np.arange(grid_h) + 0.5) * stride
     src_x, in_x = _source_index(centres_x, offset_x, scale_x, flip_width, orig_w)
     src_y, in_y = _source_index(centres_y, offset_y, scale_y, None, orig_h)
-    gathered = full[src_y[:, None], src_x[None, :], :] * (in_y[:, None] & in_x[None, :])[..., None]
-    masks = np.ascontiguousarray(gathered.transpose(2, 0, 1)).astype(np.uint8)  # (N, Hm, Wm)
+    planes = full.transpose(2, 1, 0)  # (N, w, h): C-contiguous for pycocotools' Fortran-ordered output
+    gathered = planes.take(src_x, axis=1).take(src_y, axis=2)  # (N, grid_w, grid_h)
+    masks = np.ascontiguousarray(gathered.transpose(0, 2, 1))
+    if not (in_x.all() and in_y.all()):
+        masks &= (in_y[:, None] & in_x[None, :]).astype(np.uint8)
     if stride == 1 or count == 0:
         return masks
-
     padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    boundary = np.zeros(masks.shape, dtype=bool)
-    for dy in range(3):
-        for dx in range(3):
-            if dy != 1 or dx != 1:
-                boundary |= padded[:, dy : dy + grid_h, dx : dx + grid_w] != masks
-    which, rows, cols = np.nonzero(boundary)
+    rows_max = np.maximum(np.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])  # (N, gh, gw + 2)
+    rows_min = np.minimum(np.minimum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
+    high = np.maximum(np.maximum(rows_max[:, :, :-2], rows_max[:, :, 1:-1]), rows_max[:, :, 2:])
+    low = np.minimum(np.minimum(rows_min[:, :, :-2], rows_min[:, :, 1:-1]), rows_min[:, :, 2:])
+    which, rows, cols = np.nonzero(high != low)
     if which.size == 0:
         return masks
     offsets = np.arange(stride) + 0.5
-    sub_y, sub_in_y = _source_index(
-        rows[:, None] * stride + offsets, offset_y, scale_y, None, orig_h
-    )  # (K, s)
+    sub_y, sub_in_y = _source_index(rows[:, None] * stride + offsets, offset_y, scale_y, None, orig_h)  # (K, s)
     sub_x, sub_in_x = _source_index(cols[:, None] * stride + offsets, offset_x, scale_x, flip_width, orig_w)
-    samples = full[sub_y[:, :, None], sub_x[:, None, :], which[:, None, None]]  # (K, s, s)
-    samples = samples * (sub_in_y[:, :, None] & sub_in_x[:, None, :])
+    samples = planes[which[:, None, None], sub_x[:, None, :], sub_y[:, :, None]]  # (K, s, s)
+    samples = samples & (sub_in_y[:, :, None] & sub_in_x[:, None, :])
     masks[which, rows, cols] = samples.sum(axis=(1, 2), dtype=np.int64) * 2 >= stride * stride
     return masks

@@ -166,19 +166,40 @@ def _random_offset(canvas: int, size: int, rng: np.random.Generator) -> int:
 
 def place_image(image: np.ndarray, placement: Placement, width: int, height: int) -> np.ndarray:
     """Resize (antialiased bilinear) and paste into a grey (height, width) canvas; mirror when flip."""
-    if image.shape[1] != placement.resized_width or image.shape[0] != placement.resized_height:
-        resized = Image.fromarray(image).resize(
-            (placement.resized_width, placement.resized_height), Image.Resampling.BILINEAR
-        )
-        image = np.asarray(resized)
-    canvas = np.full((height, width, 3), PAD_VALUE, dtype=np.uint8)
+    return np.ascontiguousarray(place_planes(image, placement, width, height).transpose(1, 2, 0))
+
+
+def _visible_resize(image: np.ndarray, placement: Placement, width: int, height: int
+                    ) -> tuple[np.ndarray, int, int]:
+    """The part of the resized image that lands on the canvas, (h, w, 3) uint8, and its canvas (x0, y0).
+    (Resizing only that part with PIL's `box` is not bit-identical to resize-then-crop, so the whole is resized.)"""
     ox, oy = placement.offset_x, placement.offset_y
+    rw, rh = placement.resized_width, placement.resized_height
     x0, y0 = max(ox, 0), max(oy, 0)
-    x1, y1 = min(ox + image.shape[1], width), min(oy + image.shape[0], height)
-    if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = image[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    x1, y1 = min(ox + rw, width), min(oy + rh, height)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0, 3), np.uint8), 0, 0
+    if image.shape[1] != rw or image.shape[0] != rh:
+        image = np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.BILINEAR))
+    return image[y0 - oy : y1 - oy, x0 - ox : x1 - ox], x0, y0
+
+
+def place_planes(
+    image: np.ndarray, placement: Placement, width: int, height: int,
+    colour: tuple[np.ndarray, float] | None = None,
+) -> np.ndarray:
+    """(h, w, 3) uint8 -> (3, height, width) uint8: resized, pasted on grey, mirrored when flip; `colour`
+    (hsv_gains) applied to the visible pixels only (it is per pixel, so the grey padding gets its one colour)."""
+    visible, x0, y0 = _visible_resize(image, placement, width, height)
+    grey = np.full((1, 1, 3), PAD_VALUE, dtype=np.uint8)
+    pad = (apply_hsv(grey, *colour) if colour is not None else grey.transpose(2, 0, 1)).reshape(3, 1, 1)
+    canvas = np.empty((3, height, width), dtype=np.uint8)
+    canvas[...] = pad
+    if visible.size:
+        planes = apply_hsv(visible, *colour) if colour is not None else visible.transpose(2, 0, 1)
+        canvas[:, y0 : y0 + visible.shape[0], x0 : x0 + visible.shape[1]] = planes
     if placement.flip:
-        canvas = np.ascontiguousarray(canvas[:, ::-1])
+        canvas = np.ascontiguousarray(canvas[:, :, ::-1])
     return canvas
 
 
@@ -195,18 +216,18 @@ def _hue_rotation(angle: float) -> np.ndarray:
     )
 
 
-def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """Ultralytics-style random HSV gains, applied in RGB: (H, W, 3) uint8 -> (3, H, W) uint8.
-
-    Saturation s and value v are exact HSV scalings (c' = v * (V - s * (V - c)) with V = max channel);
-    the hue shift is a rotation about the grey axis. Single-threaded numpy on planes (no colour-space
-    round trip): about 0.4 ms at 256x256.
-    """
+def hsv_gains(gains: tuple[float, float, float], rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Draw Ultralytics-style random HSV gains: ((3, 3) float32 colour matrix, gain of the max channel)."""
     hue_gain, sat_gain, val_gain = (1.0 + rng.uniform(-1.0, 1.0, 3) * np.asarray(gains)).tolist()
     matrix = _hue_rotation((hue_gain - 1.0) * 2.0 * np.pi) * np.float32(val_gain * sat_gain)
-    planes = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # (3, H, W)
+    return matrix, float(val_gain * (1.0 - sat_gain))
+
+
+def apply_hsv(image: np.ndarray, matrix: np.ndarray, max_gain: float) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) uint8: c' = matrix @ c + max_gain * max(c), clipped and rounded."""
+    planes = image.transpose(2, 0, 1).astype(np.float32)  # (3, H, W)
     offset = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
-    offset *= np.float32(val_gain * (1.0 - sat_gain))
+    offset *= np.float32(max_gain)
     out = np.empty_like(planes)
     scratch = np.empty_like(offset)
     for channel in range(3):
@@ -218,6 +239,16 @@ def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.ran
         target += offset
     np.clip(out, 0.0, 255.0, out=out)
     return np.rint(out, out=out).astype(np.uint8)
+
+
+def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Ultralytics-style random HSV gains, applied in RGB: (H, W, 3) uint8 -> (3, H, W) uint8.
+
+    Saturation s and value v are exact HSV scalings (c' = v * (V - s * (V - c)) with V = max channel);
+    the hue shift is a rotation about the grey axis. Single-threaded numpy on planes (no colour-space
+    round trip): about 0.4 ms at 256x256.
+    """
+    return apply_hsv(image, *hsv_gains(gains, rng))
 
 
 def _transform_boxes(boxes: np.ndarray, placement: Placement, sx: float, sy: float) -> np.ndarray:
@@ -249,7 +280,6 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     placement = choose_placement(raw.orig_width, raw.orig_height, settings, rng)
     sx = placement.resized_width / raw.orig_width
     sy = placement.resized_height / raw.orig_height
-    image = place_image(raw.image, placement, width, height)
 
     boxes = _transform_boxes(raw.boxes, placement, sx, sy)  # (N, 4) before clipping and flipping
     mask_h, mask_w, fx, fy = raw.mask_frame
@@ -283,10 +313,8 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     )
 
     keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
-    if rng is not None and any(settings.hsv_jitter):
-        chw = hsv_jitter(image, settings.hsv_jitter, rng)
-    else:
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+    colour = hsv_gains(settings.hsv_jitter, rng) if rng is not None and any(settings.hsv_jitter) else None
+    chw = place_planes(raw.image, placement, width, height, colour)  # (3, H, W); HSV on the visible pixels
     meta = ImageMeta(
         image_id=raw.image_id,
         file_name=raw.file_name,
