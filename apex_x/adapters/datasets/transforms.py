@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_utils
 
-from apex_x.adapters.datasets.mask_resample import resample_masks
-from apex_x.adapters.datasets.segmentation import decode_stack
+from apex_x.adapters.datasets.mask_resample import resample_crops
+from apex_x.adapters.datasets.segmentation import rle_crop
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE
 from apex_x.domain.registry import MODEL_PROFILES
@@ -259,19 +260,30 @@ def _transform_boxes(boxes: np.ndarray, placement: Placement, sx: float, sy: flo
 
 
 def _tight_boxes(
-    full: np.ndarray, indices: np.ndarray, window: tuple[int, int, int, int]
+    crops: list[np.ndarray], origins: np.ndarray, indices: np.ndarray, window: tuple[int, int, int, int]
 ) -> dict[int, np.ndarray]:
-    """Tight xyxy boxes (original pixels) of the mask pixels inside a window, for cut instances."""
+    """Tight xyxy boxes (mask pixels) of the mask pixels inside a window, for cut instances."""
     x0, y0, x1, y1 = window
     tight: dict[int, np.ndarray] = {}
     for index in indices.tolist():
-        crop = full[y0:y1, x0:x1, index]
-        rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+        (cx0, cy0), crop = origins[index].tolist(), crops[index]
+        part = crop[max(y0 - cy0, 0) : max(y1 - cy0, 0), max(x0 - cx0, 0) : max(x1 - cx0, 0)]
+        rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
         if rows.size:
+            left, top = max(x0, cx0), max(y0, cy0)
             tight[index] = np.array(
-                [x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1], np.float32
+                [left + cols[0], top + rows[0], left + cols[-1] + 1, top + rows[-1] + 1], np.float32
             )
     return tight
+
+
+def mask_crops(rles: list[dict[str, Any]]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each RLE's pixels inside its tight box (bool crops) and the boxes' (x0, y0) (N, 2) int64."""
+    if not rles:
+        return [], np.zeros((0, 2), np.int64)
+    bounds = np.rint(mask_utils.toBbox(list(rles))).astype(np.int64).reshape(-1, 4)  # (N, 4) xywh, whole pixels
+    crops = [rle_crop(rle, x, y, x + w, y + h) for rle, (x, y, w, h) in zip(rles, bounds.tolist(), strict=True)]
+    return crops, np.ascontiguousarray(bounds[:, :2])
 
 
 def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random.Generator | None) -> Sample:
@@ -284,7 +296,7 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     boxes = _transform_boxes(raw.boxes, placement, sx, sy)  # (N, 4) before clipping and flipping
     mask_h, mask_w, fx, fy = raw.mask_frame
     msx, msy = sx / fx, sy / fy  # mask pixels -> input pixels
-    full = decode_stack(raw.rles, mask_h, mask_w)  # (h, w, N) in mask pixels
+    crops, origins = mask_crops(raw.rles)  # each mask inside its tight box, in mask pixels
     cut = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
     if cut.any():
         window = (
@@ -293,15 +305,17 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
             min(mask_w, int(np.ceil((width - placement.offset_x) / msx))),
             min(mask_h, int(np.ceil((height - placement.offset_y) / msy))),
         )
-        for index, tight in _tight_boxes(full, np.flatnonzero(cut), window).items():
+        for index, tight in _tight_boxes(crops, origins, np.flatnonzero(cut), window).items():
             boxes[index] = _transform_boxes(tight[None], placement, msx, msy)[0]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
     if placement.flip:
         boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
 
-    masks = resample_masks(  # (N, H // s, W // s): coverage >= 1/2 of each mask pixel
-        full,
+    masks = resample_crops(  # (N, H // s, W // s): coverage >= 1/2 of each mask pixel
+        crops,
+        origins,
+        (mask_h, mask_w),
         scale_x=msx,
         scale_y=msy,
         offset_x=placement.offset_x,
