@@ -1,20 +1,28 @@
-"""Data benchmarks: loader throughput with the training augmentations, and preflight of a 100k-annotation JSON.
+"""Data benchmarks: loader throughput with the training augmentations, the image cache, and preflight of a
+100k-annotation JSON.
 
-1. Loader: images/s of Apex-X's train loader (decode, letterbox + scale jitter + flip + HSV, masks at
-   input/4, collate) at --size (640) against a plain torchvision-style baseline that only decodes and resizes
-   (PIL decode -> RGB -> resize to size x size -> uint8 tensor, DataLoader with the same workers and batch).
-   Data: tiny_coco (real JPEGs, ~7 instances per image) when present, else a shapes dataset at --size.
-   Reported per worker count: images/s and images/s per worker (worker 0 = in the main process).
+1. Loader: images/s of Apex-X's train loader (decode, letterbox + scale jitter + flip + HSV, masks at input/4,
+   collate) against a plain torchvision-style baseline that only decodes and resizes (PIL decode -> RGB -> resize
+   to size x size -> uint8 tensor, DataLoader with the same workers and batch), per worker count (worker 0 = in
+   the main process); goal >= 0.9x per worker. With --cache, each data.cache mode's loader from the second epoch
+   against the uncached one (goal >= 3x). Loaders are timed in interleaved rounds (medians), so a busy
+   machine's drift hits them alike. Data (--dataset): tiny_coco (50 real COCO JPEGs, ~640x480), strawberry
+   (real 416x416 JPEGs), large1024 (tiny_coco's photos stretched to 1024x1024 JPEGs, made in a temp folder),
+   shapes (generated PNGs).
 2. Preflight: a generated COCO JSON with --annotations (100k) polygon/RLE annotations over 10k images
    (tiny PNG files, so the header checks run too); seconds for the JSON rules alone and for the whole
    cheap validation (JSON rules + every image header), without decoding pixels.
 
-    # full run (quiet machine):
-    .venv/bin/python benchmarks/bench_data.py --size 640 --workers 0,1,2 --epochs 3 --annotations 100000
-    # smoke run (seconds):
-    .venv/bin/python benchmarks/bench_data.py --size 128 --workers 0 --epochs 1 --annotations 2000 --images 200
+    # the README's loader table (tiny_coco at 640; 1024 px photos and strawberry at 320; workers 0 and 2; caches):
+    .venv/bin/python benchmarks/bench_data.py --suite --preflight off --output-json benchmarks/results/data_loader.json
+    # one case:
+    .venv/bin/python benchmarks/bench_data.py --dataset large1024 --size 320 --workers 0,2 --cache none,ram,disk \
+        --preflight off
+    # preflight of 100k annotations only ... and a smoke run (seconds):
+    .venv/bin/python benchmarks/bench_data.py --size 640 --workers 0 --rounds 1 --annotations 100000
+    .venv/bin/python benchmarks/bench_data.py --size 128 --workers 0 --rounds 1 --annotations 2000 --images 200
     # your own COCO split, with the real-data augmentation on (any config key with --set), loader only:
-    .venv/bin/python benchmarks/bench_data.py --size 416 --workers 0 --epochs 1 --preflight off \
+    .venv/bin/python benchmarks/bench_data.py --size 416 --workers 0 --preflight off \
         --train-images DIR --train-annotations JSON --set data.mosaic=1.0 --set data.affine_scale=0.5
 """
 
@@ -127,50 +135,59 @@ def _data(size: int, workdir: Path, coco: tuple[str, str] | None = None, dataset
     return overrides, files, f"{label} ({len(files)} images)"
 
 
-def _apex_rate(overrides: list[str], size: int, workers: int, epochs: int, batch_size: int, cache: str,
-               workdir: Path) -> dict[str, float]:
-    """Images/s of the train loader over epochs 1..epochs after epoch 0 (warm-up; with data.cache it fills the
-    cache: ram before the loader exists, disk during epoch 0), with the fill and first-epoch figures."""
+def _apex_loader(overrides: list[str], size: int, workers: int, batch_size: int, cache: str, workdir: Path
+                 ) -> tuple[Any, float]:
+    """The train loader (and seconds to build it: a ram cache is filled then) with data.cache=cache."""
     cache_keys = [f"data.cache={cache}", f"data.cache_dir={workdir / 'cache' / str(time.time_ns())}"]
     settings = load_config(None, [*overrides, f"model.input_height={size}", f"model.input_width={size}",
                                   f"data.num_workers={workers}", *cache_keys])
     started = time.perf_counter()
     loader = CocoDatasetSource(settings).train_loader(batch_size, seed=0)
-    built = time.perf_counter() - started
+    return loader, time.perf_counter() - started
+
+
+def _timed_epoch(run: Any) -> float:
     started = time.perf_counter()
-    first = sum(batch.batch_size for batch in loader.iter_epoch(0))
-    first_rate = first / (time.perf_counter() - started)
-    started, seen = time.perf_counter(), 0
-    for epoch in range(1, epochs + 1):
-        seen += sum(batch.batch_size for batch in loader.iter_epoch(epoch))
-    return {"images_per_s": seen / (time.perf_counter() - started), "first_epoch_images_per_s": first_rate,
-            "loader_build_s": built}
-
-
-def _baseline_rate(files: list[Path], size: int, workers: int, epochs: int, batch_size: int) -> float:
-    baseline = DataLoader(_DecodeResize(files, size), batch_size=batch_size, shuffle=True, num_workers=workers,
-                          persistent_workers=workers > 0, drop_last=True)
-    list(baseline)
-    started, seen = time.perf_counter(), 0
-    for _ in range(epochs):
-        seen += sum(int(batch.shape[0]) for batch in baseline)
+    seen = run()
     return seen / (time.perf_counter() - started)
 
 
 def bench_loader(
     size: int, workers: list[int], epochs: int, batch_size: int, workdir: Path,
     coco: tuple[str, str] | None = None, extra: tuple[str, ...] = (), dataset: str = "auto",
-    caches: tuple[str, ...] = ("none",), limit: int | None = None,
+    caches: tuple[str, ...] = ("none",), limit: int | None = None, rounds: int = 5,
 ) -> dict[str, Any]:
     """Per worker count: the uncached loader (with the training augmentations) against decode+resize, and each
-    cache mode's loader from the second epoch against the uncached one."""
+    cache mode's loader from the second epoch against the uncached one.
+
+    Every loader is built and run once (epoch 0: warm-up, workers started, page cache, the cache filled), then
+    `rounds` rounds time `epochs` epochs of each loader in turn (interleaved, so a busy machine's drift hits
+    them alike); the figures are the medians of the rounds."""
     overrides, files, label = _data(size, workdir, coco, dataset, limit)
     overrides = [*overrides, *extra]
     rows = []
     for count in workers:
         per = max(count, 1)
-        ours = _apex_rate(overrides, size, count, epochs, batch_size, "none", workdir)["images_per_s"]
-        base = _baseline_rate(files, size, count, epochs, batch_size)
+        runs: dict[str, Any] = {}
+        first: dict[str, float] = {}
+        built: dict[str, float] = {}
+        for cache in dict.fromkeys(("none", *caches)):
+            loader, built[cache] = _apex_loader(overrides, size, count, batch_size, cache, workdir)
+            epoch_counter = iter(range(1, 10**6))
+            runs[cache] = (lambda loader=loader, counter=epoch_counter: sum(
+                batch.batch_size for _ in range(epochs) for batch in loader.iter_epoch(next(counter))))
+            first[cache] = _timed_epoch(lambda loader=loader: sum(b.batch_size for b in loader.iter_epoch(0)))
+        baseline = DataLoader(_DecodeResize(files, size), batch_size=batch_size, shuffle=True, num_workers=count,
+                              persistent_workers=count > 0, drop_last=True)
+        list(baseline)
+        runs["baseline"] = lambda baseline=baseline: sum(
+            int(batch.shape[0]) for _ in range(epochs) for batch in baseline)
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                rates[name].append(_timed_epoch(run))
+        median = {name: float(np.median(values)) for name, values in rates.items()}
+        ours, base = median["none"], median["baseline"]
         row: dict[str, Any] = {
             "workers": count,
             "apex_images_per_s": round(ours, 1),
@@ -178,22 +195,24 @@ def bench_loader(
             "baseline_images_per_s": round(base, 1),
             "baseline_images_per_s_per_worker": round(base / per, 1),
             "apex_vs_baseline": round(ours / base, 2),
+            "rounds": {name: [round(v, 1) for v in values] for name, values in rates.items()},
         }
         text = (f"workers={count}: apex-x {ours:7.1f} img/s ({ours / per:6.1f}/worker)   decode+resize baseline "
                 f"{base:7.1f} img/s ({base / per:6.1f}/worker)   ratio {ours / base:.2f} (goal >= {GOAL_VS_DECODE})")
         for cache in caches:
             if cache == "none":
                 continue
-            figures = _apex_rate(overrides, size, count, epochs, batch_size, cache, workdir)
-            row[f"cache_{cache}"] = {key: round(value, 2) for key, value in figures.items()}
-            row[f"cache_{cache}_vs_uncached"] = round(figures["images_per_s"] / ours, 2)
-            text += (f"\n    data.cache={cache}: {figures['images_per_s']:7.1f} img/s from epoch 2 "
-                     f"({figures['images_per_s'] / ours:.2f}x uncached, goal >= {GOAL_CACHE}); first epoch "
-                     f"{figures['first_epoch_images_per_s']:.1f} img/s, loader built in {figures['loader_build_s']:.1f} s")
+            rate = median[cache]
+            row[f"cache_{cache}"] = {"images_per_s": round(rate, 1), "first_epoch_images_per_s": round(first[cache], 1),
+                                     "loader_build_s": round(built[cache], 2)}
+            row[f"cache_{cache}_vs_uncached"] = round(rate / ours, 2)
+            text += (f"\n    data.cache={cache}: {rate:7.1f} img/s from epoch 2 ({rate / ours:.2f}x uncached, goal >= "
+                     f"{GOAL_CACHE}); first epoch {first[cache]:.1f} img/s, loader built in {built[cache]:.1f} s")
         rows.append(row)
         print(text, flush=True)
-    return {"data": label, "size": size, "batch_size": batch_size, "epochs": epochs, "overrides": list(extra),
-            "rows": rows}
+        del runs
+    return {"data": label, "size": size, "batch_size": batch_size, "epochs_per_round": epochs, "rounds": rounds,
+            "overrides": list(extra), "rows": rows}
 
 
 SUITE = (  # (dataset, size, workers, caches, limit): the figures of the README's data-loader table
@@ -281,7 +300,8 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--workers", default="0,1,2", help="Comma-separated worker counts.")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1, help="Epochs per loader per round.")
+    parser.add_argument("--rounds", type=int, default=5, help="Interleaved timing rounds (medians reported).")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--annotations", type=int, default=100_000)
     parser.add_argument("--images", type=int, default=10_000)
@@ -310,11 +330,12 @@ def main() -> None:
             for dataset, size, workers, caches, limit in SUITE:
                 print(f"-- {dataset} at {size} px", flush=True)
                 result["loader_suite"].append(bench_loader(size, workers, args.epochs, args.batch_size, workdir,
-                                                           None, tuple(args.overrides), dataset, caches, limit))
+                                                           None, tuple(args.overrides), dataset, caches, limit,
+                                                           args.rounds))
         else:
             result["loader"] = bench_loader(
                 args.size, [int(w) for w in args.workers.split(",")], args.epochs, args.batch_size, workdir,
-                coco, tuple(args.overrides), args.dataset, tuple(args.cache.split(",")), args.limit,
+                coco, tuple(args.overrides), args.dataset, tuple(args.cache.split(",")), args.limit, args.rounds,
             )
         result["machine"]["load_average_after"] = os.getloadavg()
         if args.preflight == "on":
