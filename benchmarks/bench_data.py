@@ -215,6 +215,23 @@ def bench_loader(
             "overrides": list(extra), "rows": rows}
 
 
+def profile_loader(size: int, batch_size: int, workdir: Path, dataset: str, extra: tuple[str, ...], epochs: int,
+                   limit: int | None) -> None:
+    """Where the time goes: the uncached loader in this process under cProfile (top 15 by own time)."""
+    import cProfile
+    import pstats
+
+    overrides, _, label = _data(size, workdir, None, dataset, limit)
+    loader, _ = _apex_loader([*overrides, *extra], size, 0, batch_size, "none", workdir)
+    list(loader.iter_epoch(0))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    seen = sum(batch.batch_size for epoch in range(1, epochs + 1) for batch in loader.iter_epoch(epoch))
+    profiler.disable()
+    print(f"-- profile of {seen} images of {label} at {size} px (workers 0)")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
 SUITE = (  # (dataset, size, workers, caches, limit): the figures of the README's data-loader table
     ("tiny_coco", 640, [0, 2], ("none", "ram", "disk"), None),
     ("large1024", 320, [0, 2], ("none", "ram"), None),
@@ -316,11 +333,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="Use only the split's first N images.")
     parser.add_argument("--suite", action="store_true", help="Run the README's loader suite (tiny_coco 640, "
                         "1024 px photos and strawberry at 320; workers 0 and 2; caches) and skip --size etc.")
+    parser.add_argument("--profile", action="store_true", help="Profile the uncached loader (workers 0) instead.")
     args = parser.parse_args()
     coco = (args.train_images, args.train_annotations) if args.train_images else None
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
+        if args.profile:
+            profile_loader(args.size, args.batch_size, workdir, args.dataset, tuple(args.overrides),
+                           max(args.rounds, 1), args.limit)
+            return
         result: dict[str, Any] = {
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                         "load_average_before": os.getloadavg()},

@@ -114,9 +114,9 @@ class CocoSampleProvider:
         started = time.perf_counter()
         threads = max(1, min(8, os.cpu_count() or 1))
         with ThreadPoolExecutor(threads) as pool:
-            for index, array in enumerate(pool.map(lambda i: self._decode(i, augment=self.augment),
-                                                   range(len(self.images)))):
-                cache.put(index, array)
+            for index, array in enumerate(pool.map(self._decode_or_none, range(len(self.images)))):
+                if array is not None:
+                    cache.put(index, array)
         for index in range(len(self.images)):
             self.instances(index, augment=self.augment)
         self._cache = cache
@@ -127,6 +127,14 @@ class CocoSampleProvider:
             megabytes=round(cache.nbytes() / 2**20, 1),
             seconds=round(time.perf_counter() - started, 2),
         )
+
+    def _decode_or_none(self, index: int) -> np.ndarray | None:
+        """The cache's image, or None for an image that fails to decode (its load raises UnreadableImage later,
+        where data.on_bad_image decides)."""
+        try:
+            return self._decode(index, augment=self.augment)
+        except UnreadableImage:
+            return None
 
     def _decode(self, index: int, *, augment: bool) -> np.ndarray:
         """The image at its base size: (h, w, 3) uint8 (decoded at reduced scale where the format allows)."""
