@@ -9,7 +9,7 @@ exceeds RAM_SHARE of the available memory, disk when it exceeds the free space o
   forked workers share the pages copy-on-write (a spawned worker would get a copy: use `disk` there).
 - `disk`: one `<key>.npy` per image under `data.cache_dir`; the key hashes the file's resolved path, size,
   mtime, the base size and the 16-bit scaling, so an edited image or another input size gets a new entry.
-  Filled lazily by whichever process loads the image first (atomic rename), reused by later runs.
+  Filled lazily by whichever process loads the image first (atomic_write), reused by later runs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from apex_x.domain.errors import DatasetError
+from apex_x.adapters.atomic_files import atomic_write
+from apex_x.domain.errors import DatasetError, UserError
 
 CACHE_VERSION = 1
 RAM_SHARE = 2 / 3  # data.cache=ram is refused above this share of the available memory (Ultralytics: 1 / 1.5)
@@ -80,14 +81,11 @@ class DiskImageCache:
         return array if array.ndim == 3 and array.dtype == np.uint8 else None
 
     def put(self, index: int, array: np.ndarray) -> None:
-        path = self.path(index)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "wb") as handle:
-                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(temporary, path)
-        except OSError:
-            temporary.unlink(missing_ok=True)  # a full disk costs speed, never the run
+        try:  # a temp file beside it, then renamed: a reader never sees half a file
+            atomic_write(self.path(index), lambda handle: np.save(handle, np.ascontiguousarray(array),
+                                                                  allow_pickle=False), what="cached image")
+        except UserError:
+            pass  # a full disk costs speed, never the run: the image is decoded again next time
 
 
 def default_cache_dir() -> Path:
