@@ -11,6 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def _clamp(index: np.ndarray, high: int) -> np.ndarray:
+    """Integer indices into [0, high] (np.clip's per-call overhead is most of the cost on these small arrays)."""
+    return np.minimum(np.maximum(index, 0), high)
+
+
 def _source_index(
     coords: np.ndarray, offset: int, scale: float, flip_width: int | None, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -19,7 +24,7 @@ def _source_index(
         coords = flip_width - coords
     index = np.floor((coords - offset) / scale).astype(np.int64)
     inside = (index >= 0) & (index < size)
-    return index.clip(0, size - 1), inside
+    return _clamp(index, size - 1), inside
 
 
 def resample_masks(
@@ -106,7 +111,7 @@ def resample_crops(
         sx, sy = src_x[c0:c1] - cx0, src_y[r0:r1] - cy0
         ok_x = in_x[c0:c1] & (sx >= 0) & (sx < cw)
         ok_y = in_y[r0:r1] & (sy >= 0) & (sy < ch)
-        block = crop[sy.clip(0, ch - 1)[:, None], sx.clip(0, cw - 1)[None, :]] & ok_y[:, None] & ok_x[None, :]
+        block = crop[_clamp(sy, ch - 1)[:, None], _clamp(sx, cw - 1)[None, :]] & ok_y[:, None] & ok_x[None, :]
         block = block.astype(np.uint8)
         if stride > 1:
             _refine(block, crop, (cx0, cy0), (r0, c0), (orig_h, orig_w), offsets, scale_x, scale_y,
@@ -137,7 +142,7 @@ def _refine(block: np.ndarray, crop: np.ndarray, origin: tuple[int, int], corner
     sub_y, sub_x = sub_y - cy0, sub_x - cx0
     in_y &= (sub_y >= 0) & (sub_y < ch)
     in_x &= (sub_x >= 0) & (sub_x < cw)
-    samples = crop[sub_y.clip(0, ch - 1)[:, :, None], sub_x.clip(0, cw - 1)[:, None, :]]  # (K, s, s)
+    samples = crop[_clamp(sub_y, ch - 1)[:, :, None], _clamp(sub_x, cw - 1)[:, None, :]]  # (K, s, s)
     samples &= in_y[:, :, None] & in_x[:, None, :]
     block[rows, cols] = samples.sum(axis=(1, 2), dtype=np.int64) * 2 >= stride * stride
 

@@ -79,7 +79,8 @@ def warp_instances(
         if valid is not None:  # exact window test in continuous coordinates (pixel centres)
             inside &= valid[y0:y1, x0:x1]
         crop = rle_crop(raw.rles[i], sx0, sy0, sx1, sy1)  # only the columns of the box are decoded
-        values = crop[(src_y - sy0).clip(0, sy1 - sy0 - 1), (src_x - sx0).clip(0, sx1 - sx0 - 1)] & inside
+        values = crop[np.minimum(np.maximum(src_y - sy0, 0), sy1 - sy0 - 1),
+                      np.minimum(np.maximum(src_x - sx0, 0), sx1 - sx0 - 1)] & inside
         visible = int(values.sum())
         if visible == 0 or visible < MIN_VISIBLE * float(areas[i]) * area_scale:
             continue
