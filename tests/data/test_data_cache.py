@@ -110,7 +110,10 @@ def test_cache_none_ram_disk_give_identical_batches(jpegs, tmp_path: Path) -> No
     assert len(list(tmp_path.glob("*.npy"))) == 6  # one file per image, written on first use
 
     again = _source(jpegs, *AUGMENT, "data.cache=disk", f"data.cache_dir={tmp_path}")
-    provider = again._provider("train")
+    with capture_logs() as logs:
+        provider = again._provider("train")
+    estimate = next(entry for entry in logs if entry["event"] == "data.cache_estimate")
+    assert estimate["images"] == 6 and estimate["images_to_write"] == 0 and estimate["megabytes_to_write"] == 0
 
     def refuse(index: int, *, augment: bool) -> np.ndarray:
         raise AssertionError("a cached image was decoded again")

@@ -94,18 +94,22 @@ class CocoSampleProvider:
     def _open_cache(self, folder: Path) -> None:
         """Log the estimate, refuse what does not fit, then fill (ram) or open (disk) the cache."""
         count, split = len(self.images), self.split.paths.split
-        needed = estimate_bytes([self._base(i, self.augment) for i in range(count)])
-        available = available_memory() if self.cache_mode == "ram" else None
-        logger.info("data.cache_estimate", split=split, mode=self.cache_mode, images=count,
-                    megabytes=round(needed / 2**20, 1),
-                    available_megabytes=None if available is None else round(available / 2**20),
-                    folder=str(folder) if self.cache_mode == "disk" else None)
+        sizes = [self._base(i, self.augment) for i in range(count)]
+        needed = estimate_bytes(sizes)
         if self.cache_mode == "disk":
-            check_disk(needed, folder, split=split, images=count)
-            keys = [file_key(image_path(self.split, image), self._base(i, self.augment),
-                             self.settings.high_bit_depth) for i, image in enumerate(self.images)]
-            self._cache = DiskImageCache(folder, keys)
+            keys = [file_key(image_path(self.split, image), sizes[i], self.settings.high_bit_depth)
+                    for i, image in enumerate(self.images)]
+            cache = DiskImageCache(folder, keys)
+            missing = [i for i in range(count) if not cache.path(i).is_file()]  # a later run reuses the rest
+            to_write = estimate_bytes([sizes[i] for i in missing])
+            logger.info("data.cache_estimate", split=split, mode="disk", images=count, megabytes=round(needed / 2**20, 1),
+                        images_to_write=len(missing), megabytes_to_write=round(to_write / 2**20, 1), folder=str(folder))
+            check_disk(to_write, folder, split=split, images=len(missing))
+            self._cache = cache
             return
+        available = available_memory()
+        logger.info("data.cache_estimate", split=split, mode="ram", images=count, megabytes=round(needed / 2**20, 1),
+                    available_megabytes=None if available is None else round(available / 2**20))
         check_ram(needed, available, split=split, images=count)
         self._fill_ram(RamImageCache(count))
 
