@@ -310,7 +310,19 @@ class DataConfig(_Strict):
         "targets (preflight and train say how many). 300 fits dense real photos (COCO has images with 90+)."
     )
     cache_images: bool = Field(
-        False, description="Keep decoded images in RAM after the first decode (like Ultralytics cache=ram)."
+        False, description="Older name of data.cache=ram (kept for existing configs): true caches in RAM."
+    )
+    # -- image cache (issue 19): decoded images at their training base size, reused from the second epoch --
+    cache: Literal["none", "ram", "disk"] = Field(
+        "none", description="Cache of decoded images resized once to the training base size (the letterbox size "
+        "times the largest zoom the augmentations use, never above the original) with their prepared masks: none; "
+        "ram (filled before the workers start and shared with them; refused when the estimate exceeds 2/3 of the "
+        "available memory); disk (.npy files under data.cache_dir, keyed by file path, size and mtime, filled "
+        "lazily by the workers and reused by later runs). Augmentations run after the cache."
+    )
+    cache_dir: str | None = Field(
+        None, description="Folder of the data.cache=disk files; null = $XDG_CACHE_HOME/apex_x/images (or "
+        "~/.cache/apex_x/images)."
     )
     check_cache: bool = Field(
         True, description="Reuse the verdict of a passed dataset check when the annotation files (size, mtime, "

@@ -1,17 +1,32 @@
-"""Raw samples of a checked COCO split: decoded image (optionally cached in RAM) and instance RLEs."""
+"""Raw samples of a checked COCO split: image and instance RLEs at the base size, optionally cached (data.cache)."""
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
 
 from apex_x.adapters.datasets.coco_checks import CheckedSplit
+from apex_x.adapters.datasets.image_cache import (
+    DiskImageCache,
+    ImageCache,
+    NoImageCache,
+    RamImageCache,
+    available_memory,
+    check_disk,
+    check_ram,
+    default_cache_dir,
+    estimate_bytes,
+    file_key,
+)
 from apex_x.adapters.datasets.image_checks import image_path
-from apex_x.adapters.datasets.images import ImageReadError, load_rgb
-from apex_x.adapters.datasets.segmentation import rle_area, to_rle
+from apex_x.adapters.datasets.images import ImageReadError, load_rgb, to_base_size
+from apex_x.adapters.datasets.segmentation import rescaled_rle, rle_area, to_rle
 from apex_x.adapters.datasets.transforms import RawSample, TransformSettings
 from apex_x.domain.errors import DatasetError
 
@@ -29,16 +44,23 @@ class UnreadableImage(DatasetError):
 class _Instances:
     """Targets of one image, sorted largest first and capped at max_instances."""
 
-    __slots__ = ("boxes", "labels", "crowd", "rles")
+    __slots__ = ("boxes", "labels", "crowd", "rles", "mask_size")
 
     def __init__(
-        self, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, rles: list[dict[str, Any]]
+        self, boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, rles: list[dict[str, Any]],
+        mask_size: tuple[int, int] | None = None,
     ) -> None:
         self.boxes, self.labels, self.crowd, self.rles = boxes, labels, crowd, rles
+        self.mask_size = mask_size  # (height, width) of the RLEs when smaller than the image
 
 
 class CocoSampleProvider:
-    """SampleProvider over a checked split: image i of the split's image list (file order)."""
+    """SampleProvider over a checked split: image i of the split's image list (file order).
+
+    Every image is loaded at its base size (TransformSettings.base_size: decode, JPEG draft mode when much larger,
+    then one antialiased resize), and its masks are RLEs at that size too, so a large photo never costs a
+    full-size decode of its pixels or masks. `cache` (data.cache) keeps the base-size images: see image_cache.
+    """
 
     def __init__(
         self,
@@ -47,46 +69,100 @@ class CocoSampleProvider:
         settings: TransformSettings,
         *,
         cache_images: bool = False,
+        cache: str = "none",
+        cache_dir: Path | None = None,
+        augment: bool = True,
     ) -> None:
         self.split = split
         self.contiguous = contiguous
         self.settings = settings
+        self.augment = augment  # the cache holds images at the base size of this mode (train: True)
         self.images = list(split.images)
-        self._instances: dict[int, _Instances] = {}
-        self._cache: dict[int, np.ndarray] | None = None
-        if cache_images:
-            self._fill_cache()
+        self._instances: dict[tuple[int, bool], _Instances] = {}
+        self.cache_mode = cache if cache != "none" else ("ram" if cache_images else "none")
+        self._cache: ImageCache = NoImageCache()
+        if self.cache_mode != "none":
+            self._open_cache(cache_dir or default_cache_dir())
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def _fill_cache(self) -> None:
-        """Decode every image once (at the largest size the transforms use) and keep it in memory."""
+    def _base(self, index: int, augment: bool) -> tuple[int, int]:
+        image = self.images[index]
+        return self.settings.base_size(int(image["width"]), int(image["height"]), augment=augment)
+
+    def _open_cache(self, folder: Path) -> None:
+        """Log the estimate, refuse what does not fit, then fill (ram) or open (disk) the cache."""
+        count, split = len(self.images), self.split.paths.split
+        sizes = [self._base(i, self.augment) for i in range(count)]
+        needed = estimate_bytes(sizes)
+        if self.cache_mode == "disk":
+            keys = [file_key(image_path(self.split, image), sizes[i], self.settings.high_bit_depth)
+                    for i, image in enumerate(self.images)]
+            cache = DiskImageCache(folder, keys)
+            missing = [i for i in range(count) if not cache.path(i).is_file()]  # a later run reuses the rest
+            to_write = estimate_bytes([sizes[i] for i in missing])
+            logger.info("data.cache_estimate", split=split, mode="disk", images=count, megabytes=round(needed / 2**20, 1),
+                        images_to_write=len(missing), megabytes_to_write=round(to_write / 2**20, 1), folder=str(folder))
+            check_disk(to_write, folder, split=split, images=len(missing))
+            self._cache = cache
+            return
+        available = available_memory()
+        logger.info("data.cache_estimate", split=split, mode="ram", images=count, megabytes=round(needed / 2**20, 1),
+                    available_megabytes=None if available is None else round(available / 2**20))
+        check_ram(needed, available, split=split, images=count)
+        self._fill_ram(RamImageCache(count))
+
+    def _fill_ram(self, cache: RamImageCache) -> None:
+        """Decode every image once (threads; Pillow releases the GIL) in this process, before workers fork."""
         started = time.perf_counter()
-        cache: dict[int, np.ndarray] = {}
+        threads = max(1, min(8, os.cpu_count() or 1))
+        with ThreadPoolExecutor(threads) as pool:
+            for index, array in enumerate(pool.map(self._decode_or_none, range(len(self.images)))):
+                if array is not None:
+                    cache.put(index, array)
         for index in range(len(self.images)):
-            cache[index] = self._decode(index, augment=True)
-            self.instances(index)
+            self.instances(index, augment=self.augment)
         self._cache = cache
         logger.info(
             "data.cache_filled",
             split=self.split.paths.split,
-            images=len(cache),
-            megabytes=round(sum(a.nbytes for a in cache.values()) / 2**20, 1),
+            images=len(self.images),
+            megabytes=round(cache.nbytes() / 2**20, 1),
             seconds=round(time.perf_counter() - started, 2),
         )
 
+    def _decode_or_none(self, index: int) -> np.ndarray | None:
+        """The cache's image, or None for an image that fails to decode (its load raises UnreadableImage later,
+        where data.on_bad_image decides)."""
+        try:
+            return self._decode(index, augment=self.augment)
+        except UnreadableImage:
+            return None
+
     def _decode(self, index: int, *, augment: bool) -> np.ndarray:
+        """The image at its base size: (h, w, 3) uint8 (decoded at reduced scale where the format allows)."""
         image = self.images[index]
         path = image_path(self.split, image)
-        size = self.settings.decode_size(image["width"], image["height"], augment=augment)
+        width, height = self._base(index, augment)
         try:
-            array = load_rgb(path, min_size=size, high_bit_depth=self.settings.high_bit_depth)
+            array = load_rgb(path, min_size=self.settings.decode_size(int(image["width"]), int(image["height"]),
+                                                                      augment=augment),
+                             high_bit_depth=self.settings.high_bit_depth)
         except ImageReadError as error:
             raise UnreadableImage(
                 f"{self.split.paths.images_key}: image {image['id']} ({path}): {error.rule}: {error}",
                 image_id=int(image["id"]), file=str(path), reason=f"{error.rule}: {error}",
             ) from None
+        return to_base_size(array, width, height)
+
+    def _image(self, index: int, augment: bool) -> np.ndarray:
+        if augment != self.augment:
+            return self._decode(index, augment=augment)
+        array = self._cache.get(index)
+        if array is None:
+            array = self._decode(index, augment=augment)
+            self._cache.put(index, array)
         return array
 
     def image_classes(self) -> list[frozenset[int]]:
@@ -94,15 +170,16 @@ class CocoSampleProvider:
         return [frozenset(self.contiguous[ann["category_id"]] for ann in self.split.annotations.get(image["id"], [])
                           if ann["category_id"] in self.contiguous) for image in self.images]
 
-    def instances(self, index: int) -> _Instances:
-        cached = self._instances.get(index)
+    def instances(self, index: int, *, augment: bool = True) -> _Instances:
+        """Targets of image `index`, masks as RLEs at its base size (memoised per process)."""
+        cached = self._instances.get((index, augment))
         if cached is not None:
             return cached
         image = self.images[index]
         height, width = image["height"], image["width"]
         anns = self.split.annotations.get(image["id"], [])
         rles = [to_rle(ann["segmentation"], height, width) for ann in anns]
-        areas = np.array([rle_area(rle) for rle in rles], dtype=np.float64)
+        areas = np.array([rle_area(rle) for rle in rles], dtype=np.float64)  # largest first, in original pixels
         order = np.argsort(-areas, kind="stable")[: self.settings.max_instances]
         boxes = np.array([anns[i]["bbox"] for i in order], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
@@ -110,14 +187,19 @@ class CocoSampleProvider:
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         labels = np.array([self.contiguous[anns[i]["category_id"]] for i in order], dtype=np.int64)
         crowd = np.array([bool(anns[i].get("iscrowd", 0)) for i in order], dtype=bool)
-        cached = _Instances(boxes, labels, crowd, [rles[i] for i in order])
-        self._instances[index] = cached
+        base_w, base_h = self._base(index, augment)
+        if (base_w, base_h) == (width, height):
+            kept = [rles[i] for i in order]
+        else:
+            kept = [rescaled_rle(anns[i]["segmentation"], rles[i], height, width, base_h, base_w) for i in order]
+        cached = _Instances(boxes, labels, crowd, kept, None if (base_w, base_h) == (width, height) else (base_h, base_w))
+        self._instances[(index, augment)] = cached
         return cached
 
     def load(self, index: int, *, augment: bool) -> RawSample:
         image = self.images[index]
-        array = self._cache[index] if self._cache is not None else self._decode(index, augment=augment)
-        targets = self.instances(index)
+        array = self._image(index, augment)
+        targets = self.instances(index, augment=augment)
         return RawSample(
             image=array,
             orig_width=int(image["width"]),
@@ -128,4 +210,5 @@ class CocoSampleProvider:
             rles=targets.rles,
             image_id=int(image["id"]),
             file_name=str(image["file_name"]),
+            mask_size=targets.mask_size,
         )

@@ -49,6 +49,7 @@ class CocoDatasetSource:
         self.settings = settings
         self.repeat_info: dict[str, Any] | None = None  # repeat-factor sampling, described by train_loader
         base = Path(cwd) if cwd is not None else Path.cwd()
+        self.cwd = base
         self.paths: dict[str, SplitPaths] = {}
         for split, (images_key, annotations_key) in SPLIT_KEYS.items():
             images = getattr(settings.data, images_key.split(".")[1])
@@ -262,6 +263,9 @@ class CocoDatasetSource:
             self.categories.to_contiguous(),
             self.transform_settings,
             cache_images=self.settings.data.cache_images,
+            cache=self.settings.data.cache,
+            cache_dir=resolve_path(self.settings.data.cache_dir, self.cwd) if self.settings.data.cache_dir else None,
+            augment=name == "train",
         )
 
     def train_loader(

@@ -229,3 +229,17 @@ def load_rgb(path: str | Path, *, min_size: tuple[int, int] | None = None,
         return np.ascontiguousarray(to_rgb_array(image, high_bit_depth))
     finally:
         image.close()
+
+
+def to_base_size(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(h, w, 3) uint8 -> (height, width, 3): box-averaged by the integer factor when (width, height) is (w, h)
+    divided by one and rounded up (TransformSettings.base_size; a JPEG drafted to it is returned as is), else an
+    antialiased bilinear resize (e.g. a JSON size that differs from the file's)."""
+    h, w = array.shape[:2]
+    if (h, w) == (height, width):
+        return array
+    factor = max(1, w // max(width, 1))
+    picture = Image.fromarray(array)
+    if factor > 1 and -(-w // factor) == width and -(-h // factor) == height:
+        return np.asarray(picture.reduce(factor))
+    return np.asarray(picture.resize((width, height), Image.Resampling.BILINEAR))

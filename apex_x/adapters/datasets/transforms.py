@@ -11,15 +11,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_utils
 
-from apex_x.adapters.datasets.mask_resample import resample_masks
-from apex_x.adapters.datasets.segmentation import decode_stack
+from apex_x.adapters.datasets.mask_resample import resample_crops
+from apex_x.adapters.datasets.segmentation import rle_crop
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.input_size import INPUT_SIZE_MULTIPLE
 from apex_x.domain.registry import MODEL_PROFILES
 from apex_x.domain.types import ImageMeta
 
 PAD_VALUE = 114
+MAX_BASE_REDUCTION = 32  # the most a large image is shrunk when loaded (TransformSettings.base_size)
 MIN_BOX_SIDE = 1.0  # instances narrower than this (input pixels) after the transform are dropped
 
 
@@ -33,9 +35,16 @@ class RawSample:
     boxes: np.ndarray  # (N, 4) float32 xyxy in original pixels
     labels: np.ndarray  # (N,) int64 contiguous ids
     crowd: np.ndarray  # (N,) bool
-    rles: list[dict[str, Any]]  # N compressed RLEs of size (orig_height, orig_width)
+    rles: list[dict[str, Any]]  # N compressed RLEs of size mask_size (default (orig_height, orig_width))
     image_id: int
     file_name: str
+    mask_size: tuple[int, int] | None = None  # (height, width) of the RLEs when smaller than the original
+
+    @property
+    def mask_frame(self) -> tuple[int, int, float, float]:
+        """(height, width, fx, fy) of the RLEs: mask pixels = original pixels * (fx, fy)."""
+        height, width = self.mask_size if self.mask_size is not None else (self.orig_height, self.orig_width)
+        return height, width, width / self.orig_width, height / self.orig_height
 
 
 @dataclass
@@ -90,6 +99,17 @@ class TransformSettings:
         if augment:
             scale *= self.scale_jitter[1] * self.max_zoom
         return int(np.ceil(orig_width * scale)), int(np.ceil(orig_height * scale))
+
+    def base_size(self, orig_width: int, orig_height: int, *, augment: bool) -> tuple[int, int]:
+        """(width, height) an image is loaded at, pixels and masks: the original divided by the largest power of
+        two (at most MAX_BASE_REDUCTION) that keeps it at least decode_size (Pillow's JPEG draft rule, so a JPEG
+        decodes straight to it; other formats are reduced by box averaging). Rounded up, as libjpeg does."""
+        want_w, want_h = self.decode_size(orig_width, orig_height, augment=augment)
+        ratio = min(orig_width // max(want_w, 1), orig_height // max(want_h, 1))
+        factor = 1
+        while factor * 2 <= min(ratio, MAX_BASE_REDUCTION):
+            factor *= 2
+        return -(-orig_width // factor), -(-orig_height // factor)
 
 
 def _max_zoom(config: ApexConfig) -> float:
@@ -147,19 +167,40 @@ def _random_offset(canvas: int, size: int, rng: np.random.Generator) -> int:
 
 def place_image(image: np.ndarray, placement: Placement, width: int, height: int) -> np.ndarray:
     """Resize (antialiased bilinear) and paste into a grey (height, width) canvas; mirror when flip."""
-    if image.shape[1] != placement.resized_width or image.shape[0] != placement.resized_height:
-        resized = Image.fromarray(image).resize(
-            (placement.resized_width, placement.resized_height), Image.Resampling.BILINEAR
-        )
-        image = np.asarray(resized)
-    canvas = np.full((height, width, 3), PAD_VALUE, dtype=np.uint8)
+    return np.ascontiguousarray(place_planes(image, placement, width, height).transpose(1, 2, 0))
+
+
+def _visible_resize(image: np.ndarray, placement: Placement, width: int, height: int
+                    ) -> tuple[np.ndarray, int, int]:
+    """The part of the resized image that lands on the canvas, (h, w, 3) uint8, and its canvas (x0, y0).
+    (Resizing only that part with PIL's `box` is not bit-identical to resize-then-crop, so the whole is resized.)"""
     ox, oy = placement.offset_x, placement.offset_y
+    rw, rh = placement.resized_width, placement.resized_height
     x0, y0 = max(ox, 0), max(oy, 0)
-    x1, y1 = min(ox + image.shape[1], width), min(oy + image.shape[0], height)
-    if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = image[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    x1, y1 = min(ox + rw, width), min(oy + rh, height)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 0, 3), np.uint8), 0, 0
+    if image.shape[1] != rw or image.shape[0] != rh:
+        image = np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.BILINEAR))
+    return image[y0 - oy : y1 - oy, x0 - ox : x1 - ox], x0, y0
+
+
+def place_planes(
+    image: np.ndarray, placement: Placement, width: int, height: int,
+    colour: tuple[np.ndarray, float] | None = None,
+) -> np.ndarray:
+    """(h, w, 3) uint8 -> (3, height, width) uint8: resized, pasted on grey, mirrored when flip; `colour`
+    (hsv_gains) applied to the visible pixels only (it is per pixel, so the grey padding gets its one colour)."""
+    visible, x0, y0 = _visible_resize(image, placement, width, height)
+    grey = np.full((1, 1, 3), PAD_VALUE, dtype=np.uint8)
+    pad = (apply_hsv(grey, *colour) if colour is not None else grey.transpose(2, 0, 1)).reshape(3, 1, 1)
+    canvas = np.empty((3, height, width), dtype=np.uint8)
+    canvas[...] = pad
+    if visible.size:
+        planes = apply_hsv(visible, *colour) if colour is not None else visible.transpose(2, 0, 1)
+        canvas[:, y0 : y0 + visible.shape[0], x0 : x0 + visible.shape[1]] = planes
     if placement.flip:
-        canvas = np.ascontiguousarray(canvas[:, ::-1])
+        canvas = np.ascontiguousarray(canvas[:, :, ::-1])
     return canvas
 
 
@@ -176,18 +217,18 @@ def _hue_rotation(angle: float) -> np.ndarray:
     )
 
 
-def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """Ultralytics-style random HSV gains, applied in RGB: (H, W, 3) uint8 -> (3, H, W) uint8.
-
-    Saturation s and value v are exact HSV scalings (c' = v * (V - s * (V - c)) with V = max channel);
-    the hue shift is a rotation about the grey axis. Single-threaded numpy on planes (no colour-space
-    round trip): about 0.4 ms at 256x256.
-    """
+def hsv_gains(gains: tuple[float, float, float], rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Draw Ultralytics-style random HSV gains: ((3, 3) float32 colour matrix, gain of the max channel)."""
     hue_gain, sat_gain, val_gain = (1.0 + rng.uniform(-1.0, 1.0, 3) * np.asarray(gains)).tolist()
     matrix = _hue_rotation((hue_gain - 1.0) * 2.0 * np.pi) * np.float32(val_gain * sat_gain)
-    planes = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)  # (3, H, W)
+    return matrix, float(val_gain * (1.0 - sat_gain))
+
+
+def apply_hsv(image: np.ndarray, matrix: np.ndarray, max_gain: float) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) uint8: c' = matrix @ c + max_gain * max(c), clipped and rounded."""
+    planes = image.transpose(2, 0, 1).astype(np.float32)  # (3, H, W)
     offset = np.maximum(np.maximum(planes[0], planes[1]), planes[2])
-    offset *= np.float32(val_gain * (1.0 - sat_gain))
+    offset *= np.float32(max_gain)
     out = np.empty_like(planes)
     scratch = np.empty_like(offset)
     for channel in range(3):
@@ -201,6 +242,16 @@ def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.ran
     return np.rint(out, out=out).astype(np.uint8)
 
 
+def hsv_jitter(image: np.ndarray, gains: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Ultralytics-style random HSV gains, applied in RGB: (H, W, 3) uint8 -> (3, H, W) uint8.
+
+    Saturation s and value v are exact HSV scalings (c' = v * (V - s * (V - c)) with V = max channel);
+    the hue shift is a rotation about the grey axis. Single-threaded numpy on planes (no colour-space
+    round trip): about 0.4 ms at 256x256.
+    """
+    return apply_hsv(image, *hsv_gains(gains, rng))
+
+
 def _transform_boxes(boxes: np.ndarray, placement: Placement, sx: float, sy: float) -> np.ndarray:
     out = boxes.astype(np.float32).copy()  # (N, 4) xyxy
     out[:, [0, 2]] = out[:, [0, 2]] * sx + placement.offset_x
@@ -209,19 +260,30 @@ def _transform_boxes(boxes: np.ndarray, placement: Placement, sx: float, sy: flo
 
 
 def _tight_boxes(
-    full: np.ndarray, indices: np.ndarray, window: tuple[int, int, int, int]
+    crops: list[np.ndarray], origins: np.ndarray, indices: np.ndarray, window: tuple[int, int, int, int]
 ) -> dict[int, np.ndarray]:
-    """Tight xyxy boxes (original pixels) of the mask pixels inside a window, for cut instances."""
+    """Tight xyxy boxes (mask pixels) of the mask pixels inside a window, for cut instances."""
     x0, y0, x1, y1 = window
     tight: dict[int, np.ndarray] = {}
     for index in indices.tolist():
-        crop = full[y0:y1, x0:x1, index]
-        rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+        (cx0, cy0), crop = origins[index].tolist(), crops[index]
+        part = crop[max(y0 - cy0, 0) : max(y1 - cy0, 0), max(x0 - cx0, 0) : max(x1 - cx0, 0)]
+        rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
         if rows.size:
+            left, top = max(x0, cx0), max(y0, cy0)
             tight[index] = np.array(
-                [x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1], np.float32
+                [left + cols[0], top + rows[0], left + cols[-1] + 1, top + rows[-1] + 1], np.float32
             )
     return tight
+
+
+def mask_crops(rles: list[dict[str, Any]]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each RLE's pixels inside its tight box (bool crops) and the boxes' (x0, y0) (N, 2) int64."""
+    if not rles:
+        return [], np.zeros((0, 2), np.int64)
+    bounds = np.rint(mask_utils.toBbox(list(rles))).astype(np.int64).reshape(-1, 4)  # (N, 4) xywh, whole pixels
+    crops = [rle_crop(rle, x, y, x + w, y + h) for rle, (x, y, w, h) in zip(rles, bounds.tolist(), strict=True)]
+    return crops, np.ascontiguousarray(bounds[:, :2])
 
 
 def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random.Generator | None) -> Sample:
@@ -230,29 +292,32 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     placement = choose_placement(raw.orig_width, raw.orig_height, settings, rng)
     sx = placement.resized_width / raw.orig_width
     sy = placement.resized_height / raw.orig_height
-    image = place_image(raw.image, placement, width, height)
 
     boxes = _transform_boxes(raw.boxes, placement, sx, sy)  # (N, 4) before clipping and flipping
-    full = decode_stack(raw.rles, raw.orig_height, raw.orig_width)  # (h, w, N)
+    mask_h, mask_w, fx, fy = raw.mask_frame
+    msx, msy = sx / fx, sy / fy  # mask pixels -> input pixels
+    crops, origins = mask_crops(raw.rles)  # each mask inside its tight box, in mask pixels
     cut = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
     if cut.any():
         window = (
-            max(0, int(np.floor(-placement.offset_x / sx))),
-            max(0, int(np.floor(-placement.offset_y / sy))),
-            min(raw.orig_width, int(np.ceil((width - placement.offset_x) / sx))),
-            min(raw.orig_height, int(np.ceil((height - placement.offset_y) / sy))),
+            max(0, int(np.floor(-placement.offset_x / msx))),
+            max(0, int(np.floor(-placement.offset_y / msy))),
+            min(mask_w, int(np.ceil((width - placement.offset_x) / msx))),
+            min(mask_h, int(np.ceil((height - placement.offset_y) / msy))),
         )
-        for index, tight in _tight_boxes(full, np.flatnonzero(cut), window).items():
-            boxes[index] = _transform_boxes(tight[None], placement, sx, sy)[0]
+        for index, tight in _tight_boxes(crops, origins, np.flatnonzero(cut), window).items():
+            boxes[index] = _transform_boxes(tight[None], placement, msx, msy)[0]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
     if placement.flip:
         boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
 
-    masks = resample_masks(  # (N, H // s, W // s): coverage >= 1/2 of each mask pixel
-        full,
-        scale_x=sx,
-        scale_y=sy,
+    masks = resample_crops(  # (N, H // s, W // s): coverage >= 1/2 of each mask pixel
+        crops,
+        origins,
+        (mask_h, mask_w),
+        scale_x=msx,
+        scale_y=msy,
         offset_x=placement.offset_x,
         offset_y=placement.offset_y,
         flip=placement.flip,
@@ -262,10 +327,8 @@ def transform_sample(raw: RawSample, settings: TransformSettings, rng: np.random
     )
 
     keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
-    if rng is not None and any(settings.hsv_jitter):
-        chw = hsv_jitter(image, settings.hsv_jitter, rng)
-    else:
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+    colour = hsv_gains(settings.hsv_jitter, rng) if rng is not None and any(settings.hsv_jitter) else None
+    chw = place_planes(raw.image, placement, width, height, colour)  # (3, H, W); HSV on the visible pixels
     meta = ImageMeta(
         image_id=raw.image_id,
         file_name=raw.file_name,

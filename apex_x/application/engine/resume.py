@@ -31,6 +31,9 @@ SAFE_TO_CHANGE = (
     r"runtime\..+",
     r"data\.num_workers",
     r"data\.pin_memory",
+    r"data\.cache",  # the cache holds exactly what a load produces: batches are identical with or without it
+    r"data\.cache_dir",
+    r"data\.cache_images",
     r"data\.full_image_check",
     r"data\.on_bad_image",
     # Where pretrained weights were read from: a resumed run takes every weight (and a worldclass run its

@@ -18,6 +18,7 @@ from apex_x.adapters.datasets.augment.geometry import (
     window_mask,
     zoom_of,
 )
+from apex_x.adapters.datasets.segmentation import rle_crop
 from apex_x.adapters.datasets.transforms import RawSample
 
 MIN_VISIBLE = 0.1  # an instance keeping less of its (warped) area inside the canvas is dropped
@@ -51,11 +52,15 @@ def warp_instances(
         return Instances.empty()
     if window is not None and valid is None:
         valid = window_mask(matrix, window, width, height)
+    _, _, fx, fy = raw.mask_frame  # the RLEs may be smaller than the original (RawSample.mask_size)
+    if fx != 1.0 or fy != 1.0:
+        matrix = matrix @ scaling(1.0 / fx, 1.0 / fy)
+        if window is not None:
+            window = (window[0] * fx, window[1] * fy, window[2] * fx, window[3] * fy)
     inverse = np.linalg.inv(matrix)
     area_scale = zoom_of(matrix) ** 2
     bounds = mask_utils.toBbox(list(raw.rles)).reshape(-1, 4)  # (N, 4) xywh, integer pixel bounds
     areas = mask_utils.area(list(raw.rles)).reshape(-1)
-    full: np.ndarray | None = None
     labels, crowd, origins, crops = [], [], [], []
     for i in range(count):
         bx, by, bw, bh = (int(round(v)) for v in bounds[i])
@@ -68,15 +73,14 @@ def warp_instances(
         region = output_region(matrix, (sx0, sy0, sx1, sy1), width, height)
         if region is None:
             continue
-        if full is None:
-            full = mask_utils.decode(list(raw.rles))  # (h, w, N) uint8, decoded once per image
         x0, y0, x1, y1 = region
         src_x, src_y = source_pixels(inverse, x0, y0, x1, y1)
         inside = (src_x >= sx0) & (src_x < sx1) & (src_y >= sy0) & (src_y < sy1)
         if valid is not None:  # exact window test in continuous coordinates (pixel centres)
             inside &= valid[y0:y1, x0:x1]
-        crop = full[sy0:sy1, sx0:sx1, i].astype(bool)
-        values = crop[(src_y - sy0).clip(0, sy1 - sy0 - 1), (src_x - sx0).clip(0, sx1 - sx0 - 1)] & inside
+        crop = rle_crop(raw.rles[i], sx0, sy0, sx1, sy1)  # only the columns of the box are decoded
+        values = crop[np.minimum(np.maximum(src_y - sy0, 0), sy1 - sy0 - 1),
+                      np.minimum(np.maximum(src_x - sx0, 0), sx1 - sx0 - 1)] & inside
         visible = int(values.sum())
         if visible == 0 or visible < MIN_VISIBLE * float(areas[i]) * area_scale:
             continue
