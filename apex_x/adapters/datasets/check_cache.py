@@ -29,12 +29,16 @@ _HASH_CHUNK = 1 << 22
 log = structlog.get_logger(__name__)
 
 
+def cache_root() -> Path:
+    """Apex-X's cache folder: `$APEX_X_CACHE_DIR`, else `$XDG_CACHE_HOME/apex_x`, else `~/.cache/apex_x`."""
+    return Path(os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "apex_x"
+    ))
+
+
 def cache_folder() -> Path:
     """Where checked verdicts live (see the module docstring)."""
-    root = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "apex_x"
-    )
-    return Path(root) / "dataset_checks"
+    return cache_root() / "dataset_checks"
 
 
 def file_stamp(path: Path) -> dict[str, Any]:

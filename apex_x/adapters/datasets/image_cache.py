@@ -15,7 +15,6 @@ exceeds RAM_SHARE of the available memory, disk when it exceeds the free space o
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from apex_x.adapters.atomic_files import atomic_write
+from apex_x.adapters.datasets.check_cache import cache_root
 from apex_x.domain.errors import DatasetError, UserError
 
 CACHE_VERSION = 1
@@ -89,8 +89,8 @@ class DiskImageCache:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "apex_x" / "images"
+    """data.cache=disk without data.cache_dir: `images/` in Apex-X's cache folder (check_cache.cache_root)."""
+    return cache_root() / "images"
 
 
 def file_key(path: Path, base: tuple[int, int], high_bit_depth: str) -> str:
