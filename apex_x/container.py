@@ -122,6 +122,8 @@ class Container(containers.DeclarativeContainer):
     trackers = providers.Callable(
         lambda names, factories: [factories[name] for name in names], config.train.loggers, tracker_factories
     )
+    # Val prediction overlays (PreviewRenderer port): plots/val_predictions.png, eval_val_predictions.png.
+    preview_renderer = providers.Singleton(_lazy("apex_x.adapters.reports.prediction_grid:PillowPreviewRenderer"))
     train_use_case = providers.Factory(
         _lazy("apex_x.application.train:TrainUseCase"),
         settings=settings,
@@ -136,6 +138,7 @@ class Container(containers.DeclarativeContainer):
         run_folder=run_folder,
         trackers=trackers,
         init_weights_reader=providers.Object(_lazy("apex_x.adapters.checkpoints.init_weights:read_init_weights")),
+        preview_renderer=preview_renderer,
     )
 
     # Dependency preflight: "base", plus each model profile that needs more (its packages and checks, e.g. the
@@ -196,6 +199,7 @@ class Container(containers.DeclarativeContainer):
     evaluate_checkpoint = providers.Factory(
         _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
         on_bad_image=config.data.on_bad_image, dataset_format=dataset_format,
+        preview_images=config.train.val_preview_images, seed=config.train.seed, previewer=preview_renderer,
     )
 
     # What the entry adapters (api, cli, commands, notebook, train.checkpoint) use besides the use cases: they

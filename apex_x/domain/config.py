@@ -228,6 +228,11 @@ class TrainConfig(_Strict):
         None, ge=1, description="Also refresh last.pt every N steps inside an epoch (mid-epoch resume); null = epoch ends only."
     )
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs (and always at the end).")
+    val_preview_images: int = Field(
+        12, ge=0, le=64, description="Val images drawn with their predictions after each validation (a fixed "
+        "choice seeded by train.seed): plots/val_predictions.png (ground truth beside the predictions) and the "
+        "trackers' images; `apex-x eval` writes eval_val_predictions.png. 0 = none."
+    )
     log_every_steps: int = Field(10, ge=1, description="Plain log line every N steps when not on a terminal.")
     loggers: Annotated[list[Literal["tensorboard", "mlflow"]], AfterValidator(_unique_loggers)] = Field(
         default_factory=list, description="Experiment trackers (rank 0): tensorboard = event files in "

@@ -168,9 +168,14 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
 
 
 def _evaluation_plot_lines(report: Mapping[str, Any]) -> list[str]:
-    """Links to the latest validation's PR curves and confusion matrix (when it had them)."""
+    """Links to the latest validation's prediction overlays, PR curves and confusion matrix (when it had them)."""
     curves = report.get("evaluation_curves") or {}
     lines = []
+    overlays = report.get("prediction_overlays") or {}
+    if overlays.get("file"):
+        lines += [f"Val predictions of the validation after epoch {overlays.get('epoch')} (ground truth left, "
+                  f"predictions with score >= {overlays.get('score_threshold')} right):", "",
+                  f"![val predictions, latest validation]({overlays['file']})", ""]
     if curves.get("pr_curves"):
         lines += [f"![precision-recall per class, latest validation]({PLOTS_DIR}/{PR_PLOT})", ""]
     if curves.get("confusion"):
