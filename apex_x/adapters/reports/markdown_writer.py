@@ -133,6 +133,7 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
     if report.get("auxiliary_losses"):
         lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
     lines += model_lines(report)
+    lines += extra_train_lines(dataset)
     if report.get("warnings"):
         lines += ["", "## Warnings: the run could not (fully) learn", ""]
         lines += [f"- **{item.get('kind')}**" + (f" (epoch {item['epoch']})" if item.get("epoch") is not None else "")
@@ -165,6 +166,22 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         lines += ["", "## Per-class AP (last validation; n/a = no ground truth of that class)", "",
                   *per_class_table(per_class)]
     return "\n".join(lines) + "\n"
+
+
+def extra_train_lines(dataset: Mapping[str, Any]) -> list[str]:
+    """The train datasets of a run with data.extra_train: each extra one, its files and its class mapping."""
+    extra = list(dataset.get("extra_train") or [])
+    if not extra:
+        return []
+    lines = ["", "## Train datasets (data.extra_train; classes matched by name to the main dataset's)", "",
+             "| dataset | format | files | images | classes (its id name -> class index name) |", "|---|---|---|---|---|"]
+    for entry in extra:
+        files = ", ".join(f"{key}=`{value}`" for key, value in (entry.get("config") or {}).items())
+        classes = "; ".join(f"{item['id']} {item['name']} -> {item['class_index']} {item['class_name']}"
+                            for item in entry.get("classes") or []) or "-"
+        lines.append(f"| {entry.get('dataset')} | {entry.get('format')} | {files} | {_fmt(entry.get('images'))} | "
+                     f"{classes} |")
+    return lines
 
 
 def _evaluation_plot_lines(report: Mapping[str, Any]) -> list[str]:
