@@ -123,6 +123,7 @@ class PreviewSample:
     image: torch.Tensor  # (h, w, 3) uint8 RGB, h = round(orig_height * scale)
     detections: Detections  # in the (h, w) image's pixels; masks (K, h, w) bool
     truth: Detections | None = None  # non-crowd objects (scores 1), same pixels; None: not known
+    confident: int | None = None  # detections at or above the drawing score before the per-image cap (None: all kept)
 
 
 @dataclass(frozen=True)

@@ -67,16 +67,17 @@ class PillowPreviewRenderer:
     def panel(self, sample: PreviewSample, class_names: Sequence[str]) -> Image.Image:
         """Ground truth (when known) left, predictions right, each with a caption naming the file and counts."""
         image, found, truth = _resized(sample)
-        predicted = _captioned(
-            draw_detections(image, found, class_names, max_labels=PREVIEW_LABELS),
-            f"{sample.file_name}: {len(found)} predicted (score >= 0.25)")
+        total = sample.confident if sample.confident is not None else len(found)
+        shown = f"{total} predicted" + (f", best {len(found)} drawn" if total > len(found) else "")
+        predicted = _captioned(draw_detections(image, found, class_names, max_labels=PREVIEW_LABELS),
+                               f"{sample.file_name}: {shown}")
         if truth is None:
             return predicted
-        shown = _captioned(draw_detections(image, truth, class_names, max_labels=PREVIEW_LABELS, show_scores=False),
-                           f"{sample.file_name}: {len(truth)} true")
-        out = Image.new("RGB", (shown.width + predicted.width + 4, max(shown.height, predicted.height)), _BACKGROUND)
-        out.paste(shown, (0, 0))
-        out.paste(predicted, (shown.width + 4, 0))
+        true = _captioned(draw_detections(image, truth, class_names, max_labels=PREVIEW_LABELS, show_scores=False),
+                          f"{sample.file_name}: {len(truth)} true")
+        out = Image.new("RGB", (true.width + predicted.width + 4, max(true.height, predicted.height)), _BACKGROUND)
+        out.paste(true, (0, 0))
+        out.paste(predicted, (true.width + 4, 0))
         return out
 
     def panels(self, samples: Sequence[PreviewSample], class_names: Sequence[str]) -> list[torch.Tensor]:
@@ -98,7 +99,8 @@ class PillowPreviewRenderer:
         rows = math.ceil(len(pictures) / columns)
         header = 30
         out = Image.new("RGB", (columns * (cell_w + gap) + gap, header + rows * (cell_h + gap) + gap), _BACKGROUND)
-        ImageDraw.Draw(out).text((gap, 6), title, fill=(0, 0, 0), font=typeface)
+        ImageDraw.Draw(out).text((gap, 6), f"{title}; labels: the {PREVIEW_LABELS} highest scores per image",
+                                 fill=(0, 0, 0), font=typeface)
         for position, picture in enumerate(pictures):
             row, column = divmod(position, columns)
             out.paste(picture, (gap + column * (cell_w + gap), header + row * (cell_h + gap)))

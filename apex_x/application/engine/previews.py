@@ -31,7 +31,8 @@ def preview_record(file: str, epoch: int | None, samples: Sequence[PreviewSample
     return {"file": file, "epoch": epoch, "score_threshold": PREVIEW_SCORE,
             "max_detections_per_image": PREVIEW_MAX_DETECTIONS,
             "images": [{"image_id": sample.image_id, "file_name": sample.file_name,
-                        "predicted": len(sample.detections),
+                        "predicted": sample.confident if sample.confident is not None else len(sample.detections),
+                        "drawn": len(sample.detections),
                         "true": len(sample.truth) if sample.truth is not None else None} for sample in samples]}
 
 
@@ -58,6 +59,11 @@ def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(masks.shape[-2:]) == size:
         return masks.bool()
     return functional.interpolate(masks[None].float(), size=size, mode="nearest")[0] > 0.5
+
+
+def confident_count(detections: Detections) -> int:
+    """Detections at or above PREVIEW_SCORE (before the per-image cap)."""
+    return int((detections.scores.detach().cpu() >= PREVIEW_SCORE).sum())
 
 
 def scaled_detections(detections: Detections, meta: ImageMeta) -> Detections:
@@ -99,7 +105,8 @@ def preview_sample(batch: Batch, index: int, detections: Detections) -> PreviewS
     image = batch.images[index].detach().cpu()[:, meta.pad_top:meta.pad_top + height,
                                                 meta.pad_left:meta.pad_left + width]
     return PreviewSample(image_id=meta.image_id, file_name=meta.file_name, image=image.permute(1, 2, 0).contiguous(),
-                         detections=scaled_detections(detections, meta), truth=batch_truth(batch, index))
+                         detections=scaled_detections(detections, meta), truth=batch_truth(batch, index),
+                         confident=confident_count(detections))
 
 
 def in_order(samples: Sequence[PreviewSample], ids: Sequence[int]) -> list[PreviewSample]:
