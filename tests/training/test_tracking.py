@@ -85,6 +85,9 @@ class Broken:
         self.calls += 1
         raise OSError("disk full")
 
+    def log_images(self, images: dict, step: int) -> None:
+        pass
+
     def close(self, status: str) -> None:
         pass
 
