@@ -69,8 +69,8 @@ def draw_detections(
     max_labels: int | None = MAX_LABELS,
     font_size: int | None = None,
 ) -> Image.Image:
-    """Draws masks (blended at `mask_alpha` in the class colour, outlined in the full colour), boxes and
-    `name score` labels; highest scores end on top.
+    """Draws masks (blended at `mask_alpha` in the class colour of the highest-scoring mask over each pixel,
+    each outlined in the full colour), boxes and `name score` labels; highest scores end on top.
 
     Labels stay readable: their size follows the image (label_font_size, or `font_size`), only the `max_labels`
     highest scores get one (None: all), and a tag never covers another: it goes above the box, else inside its top,
@@ -81,11 +81,16 @@ def draw_detections(
     labels = detections.labels.detach().cpu().numpy().astype(np.int64)
     if show_masks and detections.masks.numel() and tuple(detections.masks.shape[-2:]) == (height, width):
         masks = detections.masks.detach().cpu().numpy().astype(bool)  # (K, H, W)
+        # Each pixel is blended once, with the colour of the highest-scoring mask over it: overlapping masks do
+        # not pile up into an opaque colour that hides the image.
+        owner = np.full((height, width), -1, dtype=np.int64)
+        for index in order:  # low scores first: the highest ends as the owner
+            owner[masks[index]] = index
+        covered = owner >= 0
+        colors = np.asarray([class_color(label) for label in labels], dtype=np.float32).reshape(-1, 3)
+        canvas[covered] = canvas[covered] * (1.0 - mask_alpha) + colors[owner[covered]] * mask_alpha
         for index in order:
-            mask = masks[index]
-            color = np.asarray(class_color(labels[index]), dtype=np.float32)
-            canvas[mask] = canvas[mask] * (1.0 - mask_alpha) + color * mask_alpha
-            canvas[_outline(mask)] = color
+            canvas[_outline(masks[index])] = colors[index]
     result = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8), mode="RGB")
     if not (show_boxes or show_labels) or len(detections) == 0:
         return result

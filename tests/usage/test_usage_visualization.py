@@ -141,3 +141,13 @@ def test_the_prediction_grid_blends_masks_and_puts_truth_beside_predictions(tmp_
     path = renderer.write_grid(panels, str(tmp_path / "plots" / "val_predictions.png"), "title")
     with Image.open(path) as grid:  # 3 panels: 2 columns, 2 rows, 8 px gaps, 30 px title
         assert grid.size == (2 * (2 * CELL + 4 + 8) + 8, 30 + 2 * (panels[0].shape[0] + 8) + 8)
+
+
+def test_overlapping_masks_blend_once_with_the_highest_score() -> None:
+    image = np.full((40, 40, 3), 100, dtype=np.uint8)
+    masks = torch.zeros((3, 40, 40), dtype=torch.bool)
+    masks[:, 10:30, 10:30] = True  # three detections on one spot
+    found = Detections(torch.tensor([[10.0, 10, 30, 30]] * 3), torch.tensor([0.5, 0.9, 0.7]), torch.tensor([0, 1, 2]), masks)
+    overlay = np.asarray(draw_detections(image, found, ["a", "b", "c"], show_boxes=False, show_labels=False))
+    expected = np.rint(100 * 0.55 + np.asarray(class_color(1)) * 0.45)  # once, in the 0.9 detection's colour
+    assert np.allclose(overlay[20, 20], expected, atol=1)
