@@ -58,3 +58,24 @@ def test_a_sample_is_the_unpadded_input_with_its_detections_and_truth_at_that_sc
     assert truth.masks.shape == (1, 64, 32) and int(truth.masks.sum()) == 16 * 16
     assert truth.masks[0, 16:32, 4:20].all()
     assert [s.image_id for s in in_order([sample, sample], (3, 7))] == [7]
+
+
+def test_a_large_input_is_kept_at_the_preview_side_and_masks_are_read_at_that_size() -> None:
+    from apex_x.application.engine.previews import PREVIEW_SIDE
+
+    image = torch.full((1, 3, 640, 640), 50, dtype=torch.uint8)
+    masks = torch.zeros((1, 1, 160, 160), dtype=torch.uint8)
+    masks[0, 0, 40:80, 60:80] = 1  # input pixels 160..320 x 240..320
+    batch = Batch(images=image, boxes=torch.tensor([[[240.0, 160, 320, 320]]]), labels=torch.tensor([[0]]), masks=masks,
+                  valid=torch.ones((1, 1), dtype=torch.bool), crowd=torch.zeros((1, 1), dtype=torch.bool),
+                  metas=[ImageMeta(1, "big.jpg", orig_height=1000, orig_width=500, scale=0.64, pad_top=0, pad_left=160)])
+    found_masks = torch.zeros((1, 1000, 500), dtype=torch.bool)
+    found_masks[0, 250:500, 125:250] = True
+    found = Detections(torch.tensor([[125.0, 250, 250, 500]]), torch.tensor([0.9]), torch.tensor([0]), found_masks)
+    sample = preview_sample(batch, 0, found)
+    assert sample.image.shape == (PREVIEW_SIDE, PREVIEW_SIDE // 2, 3) and (sample.image == 50).all()
+    assert torch.allclose(sample.detections.boxes, torch.tensor([[40.0, 80, 80, 160]]))  # x 0.32
+    assert sample.detections.masks.shape == (1, 320, 160) and int(sample.detections.masks.sum()) == 80 * 40
+    truth = sample.truth
+    assert truth is not None and torch.allclose(truth.boxes, torch.tensor([[40.0, 80, 80, 160]]))
+    assert int(truth.masks.sum()) == 80 * 40 and truth.masks[0, 80:160, 40:80].all()

@@ -15,6 +15,7 @@ from apex_x.domain.types import Batch, Detections, ImageMeta, PreviewSample
 
 PREVIEW_SCORE = 0.25  # detections below this score are not drawn (Ultralytics' plotting conf)
 PREVIEW_MAX_DETECTIONS = 50  # per image, highest scores first: what is kept (and gathered over ranks)
+PREVIEW_SIDE = 320  # pixels: the longer side of a kept image at most (the network input's scale, never enlarged)
 PREVIEW_FILE = "plots/val_predictions.png"  # in train.output_dir, rewritten at every validation
 EVAL_PREVIEW_FILE = "eval_val_predictions.png"  # beside eval_report.json
 TRACKED_PREVIEWS = 4  # panels sent to the trackers per validation
@@ -47,18 +48,25 @@ def choose_preview_ids(ground_truth: Mapping[str, Any] | None, count: int, seed:
     return tuple(sorted(random.Random(seed).sample(ids, count)))
 
 
-def _content(meta: ImageMeta) -> tuple[int, int]:
-    """(h, w) of the original image at the letterbox scale: the network input without its padding."""
-    return max(1, round(meta.orig_height * meta.scale)), max(1, round(meta.orig_width * meta.scale))
+def _preview_size(meta: ImageMeta) -> tuple[int, int, float]:
+    """(h, w, scale) of a preview: the original image at the letterbox scale (the network input without its
+    padding), reduced so that its longer side is at most PREVIEW_SIDE; scale = preview pixels per original pixel."""
+    height, width = meta.orig_height * meta.scale, meta.orig_width * meta.scale
+    factor = min(1.0, PREVIEW_SIDE / max(height, width, 1.0))
+    size_h, size_w = max(1, round(height * factor)), max(1, round(width * factor))
+    return size_h, size_w, meta.scale * factor
 
 
-def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(K, H, W) bool/uint8 -> (K, h, w) bool, nearest."""
-    if masks.shape[0] == 0:
-        return torch.zeros((0, *size), dtype=torch.bool)
-    if tuple(masks.shape[-2:]) == size:
-        return masks.bool()
-    return functional.interpolate(masks[None].float(), size=size, mode="nearest")[0] > 0.5
+def _centres(count: int, start: float, step: float, cells: int) -> torch.Tensor:
+    """Indices (nearest, clamped to [0, cells)) of the cells under `count` preview pixel centres, the first at
+    `start + step / 2` in cell units."""
+    return ((start + (torch.arange(count, dtype=torch.float64) + 0.5) * step).floor().long()).clamp(0, cells - 1)
+
+
+def _sample(masks: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) masks read at the given rows and columns (nearest): (K, len(rows), len(columns)) bool. Memory is
+    that of the preview, whatever the resolution of `masks`."""
+    return masks[:, rows][:, :, columns].bool()
 
 
 def confident_count(detections: Detections) -> int:
@@ -68,42 +76,51 @@ def confident_count(detections: Detections) -> int:
 
 def scaled_detections(detections: Detections, meta: ImageMeta) -> Detections:
     """Confident detections (score >= PREVIEW_SCORE, the best PREVIEW_MAX_DETECTIONS) moved from original pixels to
-    the letterbox scale, on the CPU."""
-    keep = torch.nonzero(detections.scores.detach().cpu() >= PREVIEW_SCORE).flatten()
-    keep = keep[torch.argsort(detections.scores.detach().cpu()[keep], descending=True)][:PREVIEW_MAX_DETECTIONS]
-    size = _content(meta)
+    the preview's (_preview_size), on the CPU."""
+    scores = detections.scores.detach().cpu().float()
+    keep = torch.nonzero(scores >= PREVIEW_SCORE).flatten()
+    keep = keep[torch.argsort(scores[keep], descending=True)][:PREVIEW_MAX_DETECTIONS]
+    height, width, scale = _preview_size(meta)
     masks = detections.masks.detach().cpu()
-    masks = masks[keep] if masks.numel() and masks.shape[0] == len(detections) else torch.zeros(
-        (len(keep), *size), dtype=torch.bool)
-    return Detections(boxes=detections.boxes.detach().cpu().float()[keep] * meta.scale,
-                      scores=detections.scores.detach().cpu().float()[keep],
-                      labels=detections.labels.detach().cpu()[keep], masks=_resize_masks(masks, size))
+    if masks.numel() and masks.shape[0] == len(detections):
+        rows = _centres(height, 0.0, meta.orig_height / height, masks.shape[-2])
+        columns = _centres(width, 0.0, meta.orig_width / width, masks.shape[-1])
+        masks = _sample(masks[keep], rows, columns)
+    else:
+        masks = torch.zeros((len(keep), height, width), dtype=torch.bool)
+    return Detections(boxes=detections.boxes.detach().cpu().float()[keep] * scale, scores=scores[keep],
+                      labels=detections.labels.detach().cpu()[keep], masks=masks)
 
 
 def batch_truth(batch: Batch, index: int) -> Detections:
     """Image `index`'s non-crowd objects from the batch targets (input pixels, masks at the mask stride) in the
-    un-padded input's pixels; scores 1."""
+    preview's pixels; scores 1."""
     meta = batch.metas[index]
-    height, width = _content(meta)
+    height, width, scale = _preview_size(meta)
     real = (batch.valid[index] & ~batch.crowd[index]).detach().cpu()
     boxes = batch.boxes[index].detach().cpu().float()[real]
-    boxes = boxes - torch.tensor([meta.pad_left, meta.pad_top, meta.pad_left, meta.pad_top], dtype=torch.float32)
-    masks = batch.masks[index].detach().cpu()[real]
-    full = tuple(batch.images.shape[-2:])
-    if masks.numel():
-        masks = _resize_masks(masks, full)[:, meta.pad_top:meta.pad_top + height, meta.pad_left:meta.pad_left + width]
-    else:
-        masks = torch.zeros((0, height, width), dtype=torch.bool)
+    boxes = (boxes - torch.tensor([meta.pad_left, meta.pad_top, meta.pad_left, meta.pad_top],
+                                  dtype=torch.float32)) * (scale / meta.scale)
+    masks = batch.masks[index].detach().cpu()[real]  # (M, H / stride, W / stride)
+    stride_h = batch.images.shape[-2] / masks.shape[-2]
+    stride_w = batch.images.shape[-1] / masks.shape[-1]
+    step = meta.scale / scale  # input pixels per preview pixel
+    rows = _centres(height, meta.pad_top / stride_h, step / stride_h, masks.shape[-2])
+    columns = _centres(width, meta.pad_left / stride_w, step / stride_w, masks.shape[-1])
     return Detections(boxes=boxes, scores=torch.ones(len(boxes)), labels=batch.labels[index].detach().cpu()[real],
-                      masks=masks)
+                      masks=_sample(masks, rows, columns))
 
 
 def preview_sample(batch: Batch, index: int, detections: Detections) -> PreviewSample:
     """Image `index` of a (letterboxed) val batch with its detections (original pixels) and ground truth."""
     meta = batch.metas[index]
-    height, width = _content(meta)
-    image = batch.images[index].detach().cpu()[:, meta.pad_top:meta.pad_top + height,
-                                                meta.pad_left:meta.pad_left + width]
+    height, width, _ = _preview_size(meta)
+    content_h, content_w = max(1, round(meta.orig_height * meta.scale)), max(1, round(meta.orig_width * meta.scale))
+    image = batch.images[index].detach().cpu()[:, meta.pad_top:meta.pad_top + content_h,
+                                                meta.pad_left:meta.pad_left + content_w]
+    if (content_h, content_w) != (height, width):
+        image = functional.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
+                                       align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
     return PreviewSample(image_id=meta.image_id, file_name=meta.file_name, image=image.permute(1, 2, 0).contiguous(),
                          detections=scaled_detections(detections, meta), truth=batch_truth(batch, index),
                          confident=confident_count(detections))
