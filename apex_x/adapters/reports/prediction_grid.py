@@ -35,10 +35,13 @@ def _resized(sample: PreviewSample) -> tuple[np.ndarray, Detections, Detections 
     mode = "nearest" if factor >= 2 else "bilinear"  # small images enlarged show their true pixels
     image = functional.interpolate(sample.image.permute(2, 0, 1)[None].float(), size=size, mode=mode)[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
 
+    rows = ((torch.arange(size[0]) + 0.5) * height / size[0]).long().clamp(0, height - 1)  # nearest, by index
+    columns = ((torch.arange(size[1]) + 0.5) * width / size[1]).long().clamp(0, width - 1)
+
     def scale(found: Detections) -> Detections:
         masks = found.masks
-        masks = (functional.interpolate(masks[None].float(), size=size, mode="nearest")[0] > 0.5
-                 if masks.shape[0] else torch.zeros((0, *size), dtype=torch.bool))
+        masks = (masks[:, rows][:, :, columns].bool() if masks.shape[0] and tuple(masks.shape[-2:]) == (height, width)
+                 else torch.zeros((len(found), *size), dtype=torch.bool))
         return Detections(found.boxes.float() * torch.tensor([size[1] / width, size[0] / height] * 2),
                           found.scores, found.labels, masks)
 
