@@ -507,4 +507,5 @@ def evaluate(
     if write_files:
         report.extra["files"] = [json_path, md_path]
         container.eval_report_writer().write(report.to_plain(), container.eval_markdown()(report), json_path, md_path)
+        report.extra["files"] += report.write_previews(str(Path(json_path).parent))
     return report

@@ -60,6 +60,9 @@ def _format_sources(settings: providers.Provider[ApexConfig]) -> dict[str, provi
     return {name: providers.Singleton(_open_format, name, settings) for name in DATASET_FORMATS.names()}
 
 
+_WITH_EXTRA_TRAIN = _lazy("apex_x.adapters.datasets.extra_train:with_extra_train")
+
+
 class Container(containers.DeclarativeContainer):
     """Wires ports to adapters. Only the CLI, API and notebook adapters touch it; tests override providers."""
 
@@ -80,10 +83,14 @@ class Container(containers.DeclarativeContainer):
         _lazy("apex_x.application.dataset_policy:select_evaluation_settings"), settings, dataset_format
     )
     configured_dataset_source = providers.Selector(config.data.format, **_format_sources(settings))
+    # data.extra_train: more train datasets joined to the main one (classes matched by name); train and
+    # dataset-preflight see them, eval the main dataset's val split alone.
+    train_dataset_source = providers.Callable(_WITH_EXTRA_TRAIN, dataset_source, settings)
+    preflight_dataset_source = providers.Callable(_WITH_EXTRA_TRAIN, configured_dataset_source, settings)
     dataset_preflight = providers.Factory(
         _lazy("apex_x.application.dataset_preflight:DatasetPreflight"),
         dataset_format=dataset_format,
-        source_factory=configured_dataset_source.provider,
+        source_factory=preflight_dataset_source.provider,
     )
     shapes_writer = providers.Object(_lazy("apex_x.adapters.datasets.shapes_writer:write_shapes_dataset"))
 
@@ -122,10 +129,12 @@ class Container(containers.DeclarativeContainer):
     trackers = providers.Callable(
         lambda names, factories: [factories[name] for name in names], config.train.loggers, tracker_factories
     )
+    # Val prediction overlays (PreviewRenderer port): plots/val_predictions.png, eval_val_predictions.png.
+    preview_renderer = providers.Singleton(_lazy("apex_x.adapters.reports.prediction_grid:PillowPreviewRenderer"))
     train_use_case = providers.Factory(
         _lazy("apex_x.application.train:TrainUseCase"),
         settings=settings,
-        dataset_source=dataset_source,
+        dataset_source=train_dataset_source,
         model_profile=model_profile,
         checkpoint_store=checkpoint_store,
         evaluator=evaluator,
@@ -136,6 +145,7 @@ class Container(containers.DeclarativeContainer):
         run_folder=run_folder,
         trackers=trackers,
         init_weights_reader=providers.Object(_lazy("apex_x.adapters.checkpoints.init_weights:read_init_weights")),
+        preview_renderer=preview_renderer,
     )
 
     # Dependency preflight: "base", plus each model profile that needs more (its packages and checks, e.g. the
@@ -196,6 +206,7 @@ class Container(containers.DeclarativeContainer):
     evaluate_checkpoint = providers.Factory(
         _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
         on_bad_image=config.data.on_bad_image, dataset_format=dataset_format,
+        preview_images=config.train.val_preview_images, seed=config.train.seed, previewer=preview_renderer,
     )
 
     # What the entry adapters (api, cli, commands, notebook, train.checkpoint) use besides the use cases: they

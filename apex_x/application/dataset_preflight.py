@@ -88,6 +88,12 @@ def format_dataset_report(report: DatasetReport, *, max_findings: int = 50, max_
             )
             more = f", ... ({len(keys) - max_classes} more)" if len(keys) > max_classes else ""
             lines.append(f"instances per class (id name {header}): {shown}{more}")
+    for extra in summary.get("extra_train") or []:  # data.extra_train: its train split, its class mapping
+        train = ((extra.get("summary") or {}).get("splits") or {}).get("train") or {}
+        mapping = ", ".join(f"{item['id']} {item['name']!r} -> {item['class_index']} {item['class_name']}"
+                            for item in extra.get("classes") or []) or "not matched (see the findings)"
+        lines.append(f"{extra.get('dataset')} ({extra.get('format')}): {train.get('images', '-')} train images, "
+                     f"{train.get('annotations', '-')} annotations; classes by name: {mapping}")
     errors, warnings, infos = report.count("error"), report.count("warning"), report.count("info")
     listed = sum(1 for f in report.findings if not f.unlisted)
     capped = f" (each rule lists at most its first {_cap(report)}; the counts are the true numbers)" \

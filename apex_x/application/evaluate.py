@@ -6,20 +6,27 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from apex_x.application.dataset_policy import how_to_set
 from apex_x.application.engine.distributed import DistContext
+from apex_x.application.engine.previews import (
+    EVAL_PREVIEW_FILE,
+    choose_preview_ids,
+    preview_record,
+    preview_title,
+)
 from apex_x.application.engine.run_support import amp_dtype
 from apex_x.application.engine.schedules import evaluation_loss_settings
 from apex_x.application.engine.validation import validate
 from apex_x.application.inference import InferenceModel
 from apex_x.domain.class_lists import categories_from_coco, require_same_classes
 from apex_x.domain.errors import ApexError, DatasetError
-from apex_x.domain.ports import DatasetFormat, DatasetSource, Evaluator
-from apex_x.domain.types import EvalResult
+from apex_x.domain.ports import DatasetFormat, DatasetSource, Evaluator, PreviewRenderer
+from apex_x.domain.types import EvalResult, PreviewSample
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +47,16 @@ class EvalReport:
     seconds: float
     recorded_best: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    previews: list[PreviewSample] = field(default_factory=list)  # val images to draw (train.val_preview_images)
+    previewer: PreviewRenderer | None = None
+
+    def write_previews(self, folder: str) -> list[str]:
+        """eval_val_predictions.png in `folder` (beside eval_report.json), when there are images to draw."""
+        if not self.previews or self.previewer is None:
+            return []
+        panels = self.previewer.panels(self.previews, self.model.get("classes") or [])
+        return [self.previewer.write_grid(panels, str(Path(folder) / EVAL_PREVIEW_FILE),
+                                          preview_title(f"checkpoint {self.model.get('checkpoint')}"))]
 
     def metric(self, name: str) -> float | None:
         """The metric's value; None when it is n/a (no ground truth for it), NaN when it was not computed."""
@@ -72,13 +89,16 @@ class EvaluateCheckpoint:
     """Runs the model over the val split exactly as the trainer's validation does, and scores it with COCOeval."""
 
     def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int,
-                 dataset_format: DatasetFormat, on_bad_image: str = "error") -> None:
+                 dataset_format: DatasetFormat, on_bad_image: str = "error", preview_images: int = 0, seed: int = 0,
+                 previewer: PreviewRenderer | None = None) -> None:
         self.dataset_format = dataset_format  # names the data.* keys in messages
         self.on_bad_image = on_bad_image  # data.on_bad_image: error refuses an undecodable val image, skip counts it
         self.model = model
         self.dataset = dataset
         self.evaluator = evaluator
         self.batch_size = max(1, batch_size)
+        self.preview_images, self.seed = preview_images, seed  # train.val_preview_images, train.seed
+        self.previewer = previewer  # draws eval_val_predictions.png (EvalReport.write_previews)
 
     def execute(self) -> EvalReport:
         started = time.perf_counter()
@@ -104,6 +124,7 @@ class EvaluateCheckpoint:
             context=DistContext(device=device),
             amp_dtype=amp_dtype(self.model.config.train.amp, device),
             with_loss=self.model.config.train.val_loss,
+            preview_ids=choose_preview_ids(ground_truth, self.preview_images, self.seed),
         )
         if validation.error or validation.evaluation is None:
             raise ApexError(f"evaluation of {self.model.checkpoint_path} failed: {validation.error}")
@@ -125,14 +146,20 @@ class EvaluateCheckpoint:
         )
         seconds = time.perf_counter() - started
         log.info("eval_done", images=result.num_images, detections=result.num_detections, seconds=round(seconds, 2))
+        extra: dict[str, Any] = {}
+        if bad:
+            extra["skipped_images"] = [{"image_id": item["image_id"], "file": item["file"]} for item in bad]
+        if validation.previews and self.previewer is not None:
+            extra["prediction_overlays"] = preview_record(EVAL_PREVIEW_FILE, None, validation.previews)
         return EvalReport(
             result=result,
             model=self.model.describe(),
             dataset=_plain(self.dataset.describe()),
             seconds=seconds,
             recorded_best=self.model.best,
-            extra={"skipped_images": [{"image_id": item["image_id"], "file": item["file"]} for item in bad]}
-            if bad else {},
+            extra=extra,
+            previews=list(validation.previews) if self.previewer is not None else [],
+            previewer=self.previewer,
         )
 
     def _check_categories(self, ground_truth: Mapping[str, Any]) -> None:
@@ -193,6 +220,10 @@ def eval_markdown(report: EvalReport) -> str:
             lines += ["![precision-recall per class](eval_pr_curves.png)", ""]
         if curves.get("confusion"):
             lines += ["![confusion matrix with background](eval_confusion_matrix.png)", ""]
+    if report.extra.get("prediction_overlays"):
+        lines += ["", f"Val predictions (ground truth left, predictions with score >= "
+                  f"{report.extra['prediction_overlays']['score_threshold']} right):", "",
+                  f"![val predictions]({EVAL_PREVIEW_FILE})", ""]
     return "\n".join(lines) + "\n"
 
 

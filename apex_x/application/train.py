@@ -47,6 +47,7 @@ from apex_x.domain.ports import (
     ExperimentTracker,
     InitWeightsReader,
     ModelProfile,
+    PreviewRenderer,
     ReportWriter,
     RunFolder,
     WeightsWriter,
@@ -74,6 +75,7 @@ class TrainUseCase:
         run_folder: RunFolder,
         trackers: Sequence[ExperimentTracker] = (),
         init_weights_reader: InitWeightsReader | None = None,
+        preview_renderer: PreviewRenderer | None = None,
     ) -> None:
         self.settings = settings
         self.source = dataset_source
@@ -86,6 +88,7 @@ class TrainUseCase:
         self.auxiliary_losses = auxiliary_losses
         self.run_folder = run_folder
         self.trackers = list(trackers)  # train.loggers: used by rank 0 only
+        self.preview_renderer = preview_renderer  # plots/val_predictions.png (train.val_preview_images), rank 0
         self.init_weights_reader = init_weights_reader  # train.init_from (a new run from earlier weights)
         self.init_summary: dict[str, Any] | None = None
         self.resume_command: ResumeCommand = flag_resume_command
@@ -156,7 +159,8 @@ class TrainUseCase:
         ports = RunPorts(source=self.source, store=self.store, evaluator=self.evaluator, writers=self.writers,
                          weights_writer=self.weights_writer, folder=self.run_folder,
                          progress=self.progress if context.is_main else SilentProgress(),
-                         trackers=self.trackers if context.is_main else ())
+                         trackers=self.trackers if context.is_main else (),
+                         previewer=self.preview_renderer if context.is_main else None)
         session = RunSession(plan, RunNetwork(model, groups, self.profile.weights_key, auxiliary), ports, context)
         session.model_summary = summary
         position = session.restore(checkpoint, resume_from) if checkpoint is not None and resume_from else None

@@ -233,6 +233,11 @@ class TrainConfig(_Strict):
         None, ge=1, description="Also refresh last.pt every N steps inside an epoch (mid-epoch resume); null = epoch ends only."
     )
     eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs (and always at the end).")
+    val_preview_images: int = Field(
+        12, ge=0, le=64, description="Val images drawn with their predictions after each validation (a fixed "
+        "choice seeded by train.seed): plots/val_predictions.png (ground truth beside the predictions) and the "
+        "trackers' images; `apex-x eval` writes eval_val_predictions.png. 0 = none."
+    )
     log_every_steps: int = Field(10, ge=1, description="Plain log line every N steps when not on a terminal.")
     loggers: Annotated[list[Literal["tensorboard", "mlflow"]], AfterValidator(_unique_loggers)] = Field(
         default_factory=list, description="Experiment trackers (rank 0): tensorboard = event files in "
@@ -275,6 +280,16 @@ def _unique_loggers(value: list[str]) -> list[str]:
     return value
 
 
+class ExtraTrainData(_Strict):
+    """One more train dataset of a run (an item of data.extra_train): its format and that format's train keys
+    (the same names as data.*). Its classes are matched by name to the main dataset's; val stays the main one."""
+
+    format: DatasetFormatName = Field("coco", description="Dataset format of this dataset (coco or yolo).")
+    coco_train_images: str | None = Field(None, description="format coco: folder of its images.")
+    coco_train_annotations: str | None = Field(None, description="format coco: its COCO instances JSON.")
+    yolo_data: str | None = Field(None, description="format yolo: its Ultralytics data.yaml (its train split is used).")
+
+
 class DataConfig(_Strict):
     """Which dataset format, where its data lives, and how it is loaded and augmented."""
 
@@ -289,6 +304,13 @@ class DataConfig(_Strict):
     yolo_data: str | None = Field(
         None, description="data.format yolo: the Ultralytics data.yaml (train/val image folders, names; polygon "
         "labels in the parallel labels/ folders)."
+    )
+    extra_train: list[ExtraTrainData] = Field(
+        default_factory=list, max_length=32, description="More train datasets for the same run, e.g. [{format: "
+        "yolo, yolo_data: more/data.yaml}]: their train images join the main train split; each category is matched "
+        "by name (exact and case-sensitive, surrounding spaces ignored) to a class of the main dataset, and a name "
+        "the main dataset lacks is an error naming the dataset and the names. Each is checked like the main one; "
+        "the mapping is in the train report. [] = the main dataset only."
     )
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes.")
     pin_memory: bool = Field(True, description="Pin host memory when training on CUDA.")

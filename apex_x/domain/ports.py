@@ -22,6 +22,7 @@ from apex_x.domain.types import (
     ImageMeta,
     LossSettings,
     MatchedMasks,
+    PreviewSample,
 )
 
 
@@ -362,8 +363,25 @@ class ExperimentTracker(Protocol):
         """Scalars at optimizer step `step` (e.g. train/loss, train/lr, val/segm_AP)."""
         ...
 
+    def log_images(self, images: Mapping[str, torch.Tensor], step: int) -> None:
+        """Images at optimizer step `step` by tag (e.g. val/predictions/image_12): (H, W, 3) uint8 RGB each."""
+        ...
+
     def close(self, status: str) -> None:
         """Flush and end the run with the train report's status (finished, paused, stopped, failed, ...)."""
+        ...
+
+
+class PreviewRenderer(Protocol):
+    """Draws val images with their predictions (and ground truth) and writes their grid as a picture."""
+
+    def panels(self, samples: Sequence[PreviewSample], class_names: Sequence[str]) -> list[torch.Tensor]:
+        """One (H, W, 3) uint8 RGB picture per sample: its ground truth (when known) beside its predictions."""
+        ...
+
+    def write_grid(self, panels: Sequence[torch.Tensor], path: str, title: str) -> str:
+        """The panels tiled in a grid under `title`, written atomically as a PNG at `path`; returns the path.
+        UserError naming the path when it cannot be written."""
         ...
 
 

@@ -112,6 +112,20 @@ class Detections:
         return int(self.scores.shape[0])
 
 
+@dataclass
+class PreviewSample:
+    """One val image for the prediction overlays (plots/val_predictions.png, the trackers' images): the
+    network input without its letterbox padding (the original image at the letterbox scale) with the model's
+    confident detections and, when the split has them, the ground-truth objects, both in that image's pixels."""
+
+    image_id: int
+    file_name: str
+    image: torch.Tensor  # (h, w, 3) uint8 RGB, h = round(orig_height * scale)
+    detections: Detections  # in the (h, w) image's pixels; masks (K, h, w) bool
+    truth: Detections | None = None  # non-crowd objects (scores 1), same pixels; None: not known
+    confident: int | None = None  # detections at or above the drawing score before the per-image cap (None: all kept)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One dataset-check result: severity, rule, file and ids."""

@@ -3,10 +3,12 @@ tracker that fails is warned about once and training goes on."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import structlog
+from PIL import Image
 
 from apex_x.adapters.config_yaml import load_config
 from apex_x.container import create_container
@@ -27,9 +29,12 @@ def test_tensorboard_and_mlflow_get_steps_epochs_and_the_config(tmp_path: Path,
     from apex_x.adapters.tracking.tensorboard_tracker import TensorBoardTracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from apex_x.adapters.reports.prediction_grid import PillowPreviewRenderer
+
     run = tmp_path / "run"
-    result = make_use_case(run, *STEPS, "train.loggers=[tensorboard, mlflow]",
-                           trackers=[TensorBoardTracker(), MlflowTracker()]).execute()
+    result = make_use_case(run, *STEPS, "train.loggers=[tensorboard, mlflow]", "train.val_preview_images=3",
+                           trackers=[TensorBoardTracker(), MlflowTracker()],
+                           preview_renderer=PillowPreviewRenderer()).execute()
     assert result.status == "finished" and result.report["run"]["trackers"] == {"active": ["tensorboard", "mlflow"],
                                                                              "failed": {}}
 
@@ -40,6 +45,16 @@ def test_tensorboard_and_mlflow_get_steps_epochs_and_the_config(tmp_path: Path,
     assert [event.step for event in events.Scalars("val/segm_AP")] == [2, 4]  # after each epoch
     assert events.Scalars("val/segm_AP")[-1].value == pytest.approx(result.report["history"][-1]["val"]["segm_AP"])
     assert "train/lr" in events.Tags()["scalars"] and "train/det" in events.Tags()["scalars"]
+    shown = [image["image_id"] for image in result.report["prediction_overlays"]["images"]]
+    assert len(shown) == 3
+    image_tags = sorted(events.Tags()["images"])
+    assert image_tags == sorted(f"val/predictions/image_{image_id}" for image_id in shown)
+    pictures = events.Images(image_tags[0])
+    assert [picture.step for picture in pictures] == [2, 4]  # each validation
+    grid = Image.open(run / "plots" / "val_predictions.png")
+    with Image.open(io.BytesIO(pictures[-1].encoded_image_string)) as first:
+        assert first.size[0] > first.size[1] and first.size[0] > 600  # ground truth beside predictions, enlarged
+        assert grid.size[0] > first.size[0]
 
     client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
     (mlflow_run,) = client.search_runs([client.get_experiment_by_name("apex-x").experiment_id])
@@ -49,6 +64,12 @@ def test_tensorboard_and_mlflow_get_steps_epochs_and_the_config(tmp_path: Path,
     history = client.get_metric_history(mlflow_run.info.run_id, "train/loss")
     assert [metric.step for metric in history] == [1, 2, 3, 4]
     assert [m.value for m in history] == pytest.approx([e.value for e in losses])
+    logged = [item.path for item in client.list_artifacts(mlflow_run.info.run_id, "images")]
+    pngs = [path for path in logged if path.endswith(".png")]
+    assert len(pngs) == 3 * 2, logged  # 3 images x 2 validations
+    local = client.download_artifacts(mlflow_run.info.run_id, pngs[0], str(tmp_path / "dl"))
+    with Image.open(local) as picture:
+        assert picture.size == first.size
 
 
 class Broken:
@@ -63,6 +84,9 @@ class Broken:
     def log_metrics(self, metrics: dict, step: int) -> None:
         self.calls += 1
         raise OSError("disk full")
+
+    def log_images(self, images: dict, step: int) -> None:
+        pass
 
     def close(self, status: str) -> None:
         pass

@@ -70,3 +70,84 @@ def test_save_png_writes_a_decodable_file(tmp_path) -> None:
     with Image.open(path) as loaded:
         assert loaded.format == "PNG" and loaded.size == (8, 6) and loaded.getpixel((0, 0)) == (1, 2, 3)
     assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == ["out.png"]
+
+
+def _many_detections(count: int, size: int = 400) -> Detections:
+    """`count` small boxes on a grid over a size x size image, scores rising with the index."""
+    boxes = [[(i % 6) * 60 + 10.0, (i // 6) * 60 + 30.0, (i % 6) * 60 + 50.0, (i // 6) * 60 + 70.0] for i in range(count)]
+    return Detections(boxes=torch.tensor(boxes), scores=torch.linspace(0.3, 0.9, count), labels=torch.zeros(count, dtype=torch.long),
+                      masks=torch.zeros((count, size, size), dtype=torch.bool))
+
+
+def test_labels_are_capped_to_the_highest_scores_and_never_overlap() -> None:
+    from PIL import ImageDraw
+
+    from apex_x.adapters.visualization import MAX_LABELS, font, label_font_size, label_layout
+
+    found = _many_detections(30)
+    draw = ImageDraw.Draw(Image.new("RGB", (400, 400)))
+    placed = label_layout(draw, found, ["thing"], font(label_font_size(400, 400)), 400, 400, max_labels=5)
+    assert sorted(index for index, _, _ in placed) == [25, 26, 27, 28, 29]  # the 5 highest scores
+    assert placed[0][1] == "thing 0.90"
+    everything = label_layout(draw, found, ["thing"], font(12), 400, 400, max_labels=None)
+    assert len(label_layout(draw, found, ["thing"], font(12), 400, 400)) == min(MAX_LABELS, len(everything)) == 20
+    rects = [rect for _, _, rect in everything]
+    assert not any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+                   for i, a in enumerate(rects) for b in rects[i + 1:])  # no tag covers another
+    # Two detections on the same spot: the second tag moves inside the box instead of covering the first.
+    same = Detections(torch.tensor([[100.0, 100, 200, 200]] * 2), torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.long),
+                      torch.zeros((2, 400, 400), dtype=torch.bool))
+    (_, _, first), (_, _, second) = label_layout(draw, same, ["thing"], font(12), 400, 400)
+    assert first[3] <= 100 and second[1] == 100  # above the box, then inside its top edge
+
+
+def test_the_label_size_follows_the_image_with_a_minimum() -> None:
+    from apex_x.adapters.visualization import MAX_FONT, MIN_FONT, label_font_size
+
+    assert label_font_size(64, 80) == MIN_FONT == 10
+    assert label_font_size(640, 480) == 15 and label_font_size(1280, 960) == 30
+    assert label_font_size(8000, 6000) == MAX_FONT
+
+
+def test_labels_beyond_the_cap_are_not_drawn() -> None:
+    image = np.zeros((400, 400, 3), dtype=np.uint8)
+    found = _many_detections(30)
+    capped = np.asarray(draw_detections(image, found, ["thing"], max_labels=2, show_boxes=False))
+    uncapped = np.asarray(draw_detections(image, found, ["thing"], max_labels=None, show_boxes=False))
+    color = np.asarray(class_color(0))
+    tags = lambda picture: int((picture == color).all(axis=-1).sum())  # noqa: E731 - tag fill pixels
+    assert 0 < tags(capped) < tags(uncapped) / 5
+
+
+def test_the_prediction_grid_blends_masks_and_puts_truth_beside_predictions(tmp_path) -> None:
+    from apex_x.adapters.reports.prediction_grid import CELL, PillowPreviewRenderer
+    from apex_x.domain.types import PreviewSample
+
+    image = torch.full((32, 48, 3), 100, dtype=torch.uint8)
+    found = Detections(torch.tensor([[8.0, 8, 24, 24]]), torch.tensor([0.8]), torch.tensor([1]),
+                       torch.zeros((1, 32, 48), dtype=torch.bool))
+    found.masks[0, 8:24, 8:24] = True
+    truth = Detections(found.boxes.clone(), torch.ones(1), torch.tensor([1]), found.masks.clone())
+    samples = [PreviewSample(i, f"{i}.png", image, found, truth) for i in range(3)]
+    renderer = PillowPreviewRenderer()
+    panels = renderer.panels(samples, ["a", "b"])
+    height = round(32 * CELL / 48)  # the longer side enlarged to CELL
+    caption = panels[0].shape[0] - height
+    assert panels[0].shape == (height + caption, 2 * CELL + 4, 3) and 15 <= caption <= 30
+    predicted = panels[0][caption:, CELL + 4:].numpy()
+    expected = np.rint(100 * 0.55 + np.asarray(class_color(1)) * 0.45)
+    assert np.allclose(predicted[16 * 20 // 3, 16 * 20 // 3], expected, atol=1)  # inside the mask, alpha blend
+    assert (predicted[height - 5, CELL - 5] == 100).all()  # outside: the image itself
+    path = renderer.write_grid(panels, str(tmp_path / "plots" / "val_predictions.png"), "title")
+    with Image.open(path) as grid:  # 3 panels: 2 columns, 2 rows, 8 px gaps, 30 px title
+        assert grid.size == (2 * (2 * CELL + 4 + 8) + 8, 30 + 2 * (panels[0].shape[0] + 8) + 8)
+
+
+def test_overlapping_masks_blend_once_with_the_highest_score() -> None:
+    image = np.full((40, 40, 3), 100, dtype=np.uint8)
+    masks = torch.zeros((3, 40, 40), dtype=torch.bool)
+    masks[:, 10:30, 10:30] = True  # three detections on one spot
+    found = Detections(torch.tensor([[10.0, 10, 30, 30]] * 3), torch.tensor([0.5, 0.9, 0.7]), torch.tensor([0, 1, 2]), masks)
+    overlay = np.asarray(draw_detections(image, found, ["a", "b", "c"], show_boxes=False, show_labels=False))
+    expected = np.rint(100 * 0.55 + np.asarray(class_color(1)) * 0.45)  # once, in the 0.9 detection's colour
+    assert np.allclose(overlay[20, 20], expected, atol=1)

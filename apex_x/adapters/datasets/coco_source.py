@@ -257,16 +257,22 @@ class CocoDatasetSource:
 
     # -- loaders -------------------------------------------------------------------------------------
 
-    def _provider(self, name: str) -> CocoSampleProvider:
+    def _provider(self, name: str, contiguous: dict[int, int] | None = None) -> CocoSampleProvider:
         return CocoSampleProvider(
             self._usable_split(name),
-            self.categories.to_contiguous(),
+            contiguous if contiguous is not None else self.categories.to_contiguous(),
             self.transform_settings,
             cache_images=self.settings.data.cache_images,
             cache=self.settings.data.cache,
             cache_dir=resolve_path(self.settings.data.cache_dir, self.cwd) if self.settings.data.cache_dir else None,
             augment=name == "train",
         )
+
+    def train_samples(self, contiguous: dict[int, int] | None = None) -> CocoSampleProvider:
+        """The train split's samples, category ids mapped by `contiguous` (original id -> the run's class index;
+        default: this source's own classes): how data.extra_train joins its images to the main train split."""
+        self._require_usable()
+        return self._provider("train", contiguous)
 
     def train_loader(
         self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1

@@ -54,20 +54,23 @@ def draw_confusion(axis: Any, confusion: Mapping[str, Any]) -> None:
     image = axis.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
     axis.figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     ticks = range(len(labels))
-    axis.set_xticks(list(ticks), labels=labels, rotation=90, fontsize="x-small")
+    # The background row holds detections that matched no object, its column objects no detection found: say so.
+    axis.set_xticks(list(ticks), labels=[*labels[:-1], f"{labels[-1]} (missed)"], rotation=90, fontsize="x-small")
     totals = [sum(row) for row in confusion["counts"]]  # a sparse row looks as solid as a full one: say n
-    axis.set_yticks(list(ticks), labels=[f"{label} (n={total})" for label, total in zip(labels, totals, strict=True)],
+    rows = [*labels[:-1], f"{labels[-1]}: false detections"]
+    axis.set_yticks(list(ticks), labels=[f"{label} (n={total})" for label, total in zip(rows, totals, strict=True)],
                     fontsize="x-small")
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     if len(labels) <= 31:
+        size = "small" if len(labels) <= 11 else "xx-small"  # a few classes: cells big enough for readable shares
         for row, values in enumerate(matrix):
             for column, value in enumerate(values):
                 if value >= 0.005:
-                    axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize="xx-small",
+                    axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=size,
                               color="white" if value > 0.5 else "black")
-    axis.set_title(f"Confusion (rows normalised; mask IoU >= {confusion['iou']}, score >= "
-                   f"{confusion['score_threshold']})", fontsize="medium")
+    axis.set_title(f"Confusion, rows normalised\n(mask IoU >= {confusion['iou']}, score >= "
+                   f"{confusion['score_threshold']})", fontsize="medium")  # two lines: fits a small matrix
 
 
 def write_evaluation_plots(curves: Mapping[str, Any], folder: Path, prefix: str = "") -> list[str]:
@@ -78,7 +81,7 @@ def write_evaluation_plots(curves: Mapping[str, Any], folder: Path, prefix: str 
     size = len((curves.get("confusion") or {}).get("labels") or [])
     for name, key, draw, shape in ((PR_PLOT, "pr_curves", draw_pr_curves, (7.0, 5.0)),
                                    (CONFUSION_PLOT, "confusion", draw_confusion,
-                                    (max(5.0, 0.35 * size + 3), max(4.5, 0.35 * size + 2.5)))):
+                                    (max(6.5, 0.35 * size + 4.5), max(5.0, 0.35 * size + 3.0)))):
         if not curves.get(key):
             continue
         figure, axis = _figure(*shape)

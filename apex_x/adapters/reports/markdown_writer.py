@@ -133,6 +133,7 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
     if report.get("auxiliary_losses"):
         lines.append(f"- **auxiliary losses**: {', '.join(report['auxiliary_losses'])}")
     lines += model_lines(report)
+    lines += extra_train_lines(dataset)
     if report.get("warnings"):
         lines += ["", "## Warnings: the run could not (fully) learn", ""]
         lines += [f"- **{item.get('kind')}**" + (f" (epoch {item['epoch']})" if item.get("epoch") is not None else "")
@@ -167,10 +168,31 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def extra_train_lines(dataset: Mapping[str, Any]) -> list[str]:
+    """The train datasets of a run with data.extra_train: each extra one, its files and its class mapping."""
+    extra = list(dataset.get("extra_train") or [])
+    if not extra:
+        return []
+    lines = ["", "## Train datasets (data.extra_train; classes matched by name to the main dataset's)", "",
+             "| dataset | format | files | images | classes (its id name -> class index name) |", "|---|---|---|---|---|"]
+    for entry in extra:
+        files = ", ".join(f"{key}=`{value}`" for key, value in (entry.get("config") or {}).items())
+        classes = "; ".join(f"{item['id']} {item['name']} -> {item['class_index']} {item['class_name']}"
+                            for item in entry.get("classes") or []) or "-"
+        lines.append(f"| {entry.get('dataset')} | {entry.get('format')} | {files} | {_fmt(entry.get('images'))} | "
+                     f"{classes} |")
+    return lines
+
+
 def _evaluation_plot_lines(report: Mapping[str, Any]) -> list[str]:
-    """Links to the latest validation's PR curves and confusion matrix (when it had them)."""
+    """Links to the latest validation's prediction overlays, PR curves and confusion matrix (when it had them)."""
     curves = report.get("evaluation_curves") or {}
     lines = []
+    overlays = report.get("prediction_overlays") or {}
+    if overlays.get("file"):
+        lines += [f"Val predictions of the validation after epoch {overlays.get('epoch')} (ground truth left, "
+                  f"predictions with score >= {overlays.get('score_threshold')} right):", "",
+                  f"![val predictions, latest validation]({overlays['file']})", ""]
     if curves.get("pr_curves"):
         lines += [f"![precision-recall per class, latest validation]({PLOTS_DIR}/{PR_PLOT})", ""]
     if curves.get("confusion"):

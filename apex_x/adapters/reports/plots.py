@@ -86,8 +86,11 @@ def draw_validation(axis: Any, history: Sequence[Mapping[str, Any]], title: str)
         loss_axis.set_ylabel("val loss")
         loss_axis.ticklabel_format(axis="y", useOffset=False)
     axis.set_title(title + (f"\n{note}" if note else ""), fontsize="medium")
-    if lines:
-        axis.legend(lines, [line.get_label() for line in lines], fontsize="small")
+    if ap:
+        axis.set_ylim(bottom=0.0)  # AP from 0: a rise from 0.01 to 0.02 does not look like a leap
+    if lines:  # below the axes: over them it would hide the first points of two scales
+        axis.legend(lines, [line.get_label() for line in lines], fontsize="small", loc="upper center",
+                    bbox_to_anchor=(0.5, -0.16), ncol=min(5, len(lines)), frameon=False)
         axis.xaxis.get_major_locator().set_params(integer=True)
     else:
         axis.text(0.5, 0.5, note or "no validation metrics yet", ha="center", va="center", transform=axis.transAxes)
@@ -162,6 +165,7 @@ def _loss_figure(history: Sequence[Mapping[str, Any]], title: str) -> bytes:
 
 def _validation_figure(history: Sequence[Mapping[str, Any]]) -> bytes:
     figure, axis = _new_figure()
+    figure.subplots_adjust(bottom=0.25)  # room for the legend under the axes
     draw_validation(axis, history, "Validation per epoch: AP, val loss dashed")
     return _png(figure)
 

@@ -67,6 +67,13 @@ class MlflowTracker:
         self.client.log_batch(self.run_id, metrics=[Metric(key.replace("@", "_"), value, now, step)
                                                     for key, value in metrics.items()])
 
+    def log_images(self, images: Mapping[str, Any], step: int) -> None:
+        """Time-stepped images of the run (MLflow's image key + step: the UI's images tab; artifacts under images/)."""
+        import numpy as np
+
+        for tag, image in images.items():
+            self.client.log_image(self.run_id, np.asarray(image), key=tag, step=step)
+
     def close(self, status: str) -> None:
         if self.client is not None and self.run_id is not None:
             self.client.set_terminated(self.run_id, status=STATUS.get(status, "FINISHED"))

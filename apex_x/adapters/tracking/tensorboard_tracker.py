@@ -1,6 +1,6 @@
 """`train.loggers: [tensorboard]`: event files under <run>/tensorboard (torch.utils.tensorboard.SummaryWriter).
 
-Scalars by optimizer step; the effective config as TensorBoard hyper-parameters (hparams plugin) and as a
+Scalars by optimizer step, prediction overlays of each validation as images; the effective config as TensorBoard hyper-parameters (hparams plugin) and as a
 text summary. Read with `tensorboard --logdir <run>/tensorboard` or tensorboard's EventAccumulator.
 """
 
@@ -39,6 +39,11 @@ class TensorBoardTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, global_step=step)
+
+    def log_images(self, images: Mapping[str, Any], step: int) -> None:
+        """(H, W, 3) uint8 pictures (the Images dashboard; EventAccumulator.Images(tag))."""
+        for tag, image in images.items():
+            self.writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
     def close(self, status: str) -> None:
         if self.writer is not None:

@@ -11,6 +11,7 @@ import structlog
 
 from apex_x.application.engine.curriculum import Stage
 from apex_x.application.engine.early_stopping import early_stop
+from apex_x.application.engine.previews import PREVIEW_FILE, TRACKED_PREVIEWS, preview_record, preview_title
 from apex_x.application.engine.run_health import epoch_warnings
 from apex_x.application.engine.run_support import MetricChoice
 from apex_x.application.engine.schedules import evaluation_loss_settings
@@ -18,6 +19,7 @@ from apex_x.application.engine.train_report import is_improvement
 from apex_x.application.engine.train_state import Position
 from apex_x.application.engine.validation import validate
 from apex_x.domain.errors import DatasetError, TrainingStopped
+from apex_x.domain.types import PreviewSample
 
 if TYPE_CHECKING:
     from apex_x.application.engine.run_session import RunSession
@@ -46,6 +48,7 @@ class EpochEnd:
                 settings=evaluation_loss_settings(train), context=self.context, amp_dtype=self.amp_dtype,
                 should_stop=self.stop_flag.is_set if interruptible else None,
                 with_loss=train.val_loss or self.metric.selected == "val_loss",
+                preview_ids=self.preview_ids,  # every rank collects its shard's; rank 0 draws them
             )
             if result.error:
                 raise TrainingStopped(f"validation after epoch {number} failed: {result.error}")
@@ -55,6 +58,8 @@ class EpochEnd:
             if result.evaluation is not None:  # the flat metrics are in `val` already
                 evaluation = {key: value for key, value in result.evaluation.items() if key not in ("metrics", "curves")}
                 self.report_state.curves = dict(result.evaluation.get("curves") or {})  # the latest, for plots
+            if result.previews and self.previewer is not None and self.context.is_main:
+                self._draw_previews(result.previews, number)
         epoch_diag = self.diagnostics.epoch
         train_loss = epoch_diag.mean_total()
         metric_value = self._metric_value(val_metrics, train_loss, number)
@@ -111,6 +116,16 @@ class EpochEnd:
         self.progress.end_epoch({"loss": train_loss if train_loss is not None else math.nan,
                                  self.metric.selected: metric_value if metric_value is not None else math.nan,
                                  "seconds": seconds})
+
+    def _draw_previews(self: RunSession, samples: list[PreviewSample], number: int) -> None:
+        """plots/val_predictions.png of this validation (ground truth beside predictions), the first few panels to
+        the trackers, and what the report says of them."""
+        assert self.previewer is not None
+        panels = self.previewer.panels(samples, self.categories.names)
+        self.previewer.write_grid(panels, str(self.output_dir / PREVIEW_FILE), preview_title(f"epoch {number}"))
+        self.report_state.previews = preview_record(PREVIEW_FILE, number, samples)
+        self.trackers.log_images({f"val/predictions/image_{sample.image_id}": panel for sample, panel
+                                  in zip(samples[:TRACKED_PREVIEWS], panels, strict=False)}, self.trainer.global_step)
 
     def _epochs_in_stage(self: RunSession, stage: Stage) -> int:
         """Complete epochs of `stage` in the history (the one just appended included)."""

@@ -22,6 +22,7 @@ SAFE_TO_CHANGE = (
     r"train\.output_dir",
     r"train\.steps_per_stage",
     r"train\.eval_every_epochs",
+    r"train\.val_preview_images",
     r"train\.log_every_steps",
     r"train\.keep_last_epochs",
     r"train\.checkpoint_every_steps",

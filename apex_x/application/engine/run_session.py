@@ -18,6 +18,7 @@ from apex_x.application.engine.distributed import DistContext, any_true
 from apex_x.application.engine.early_stopping import skip_rest_of_stage
 from apex_x.application.engine.ema import ModelEma
 from apex_x.application.engine.epoch_end import EpochEnd
+from apex_x.application.engine.previews import choose_preview_ids
 from apex_x.application.engine.run_support import (
     RunNetwork,
     RunPlan,
@@ -59,6 +60,7 @@ class RunSession(EpochEnd, SessionOutputs):
         self.source, self.store, self.evaluator, self.writers = source, ports.store, ports.evaluator, ports.writers
         self.weights_writer, self.folder, self.progress = ports.weights_writer, ports.folder, ports.progress
         self.trackers = Trackers(ports.trackers)
+        self.previewer = ports.previewer
         self.context = context
         model, stages, auxiliary_losses = network.model, plan.stages, network.auxiliary_losses
         train = settings.train
@@ -71,6 +73,7 @@ class RunSession(EpochEnd, SessionOutputs):
             if source.has_val() else None
         )
         self.ground_truth = source.val_ground_truth() if self.val_loader is not None else None
+        self.preview_ids = choose_preview_ids(self.ground_truth, train.val_preview_images, train.seed)
         batches = len(self.train_loader)
         if batches == 0:
             raise DatasetError(

@@ -19,6 +19,7 @@ from apex_x.domain.ports import (
     DatasetSource,
     Evaluator,
     ExperimentTracker,
+    PreviewRenderer,
     ReportWriter,
     RunFolder,
     WeightsWriter,
@@ -217,3 +218,4 @@ class RunPorts:
     folder: RunFolder
     progress: Progress
     trackers: Sequence[ExperimentTracker] = ()  # train.loggers (rank 0 only)
+    previewer: PreviewRenderer | None = None  # draws plots/val_predictions.png (rank 0 only)

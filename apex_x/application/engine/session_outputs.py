@@ -72,6 +72,8 @@ class SessionOutputs:
             "best_checkpoint": self._existing(self.keeper.best),
             "epoch_checkpoints": [str(path) for path in self.keeper.epoch_files()],
             "weights": self._existing(self.output_dir / "model.safetensors"),
+            "val_predictions": str(self.output_dir / self.report_state.previews["file"])
+            if self.report_state.previews else None,
         }
         return build_report(
             status=self.status, message=self.message, config=self.settings.to_plain(), stages=self.stages,

@@ -48,6 +48,11 @@ class Trackers:
         if finite and self.active:
             self._each("log_metrics", lambda tracker: tracker.log_metrics(finite, step))
 
+    def log_images(self, images: Mapping[str, Any], step: int) -> None:
+        """(H, W, 3) uint8 RGB tensors by tag, e.g. val/predictions/image_12."""
+        if images and self.active:
+            self._each("log_images", lambda tracker: tracker.log_images(images, step))
+
     def close(self, status: str) -> None:
         self._each("close", lambda tracker: tracker.close(status))
 

@@ -59,6 +59,7 @@ class ReportState:
     early_stops: list[dict[str, Any]] = field(default_factory=list)  # early_stopping.early_stop, one per stage
     curves: dict[str, Any] = field(default_factory=dict)  # the latest validation's PR curves and confusion matrix
     init_from: dict[str, Any] | None = None  # train.init_from: what the run started from (engine/init_from.py)
+    previews: dict[str, Any] | None = None  # the latest validation's prediction overlays (plots/val_predictions.png)
 
     def ended_stages(self) -> tuple[str, ...]:
         """Names of the stages that stopped early (a resume does not run their remaining epochs)."""
@@ -70,6 +71,8 @@ class ReportState:
                  "curves": dict(self.curves)}
         if self.init_from is not None:
             plain["init_from"] = dict(self.init_from)
+        if self.previews is not None:
+            plain["previews"] = dict(self.previews)
         return plain
 
     @classmethod
@@ -85,6 +88,7 @@ class ReportState:
             early_stops=[dict(item) for item in plain.get("early_stops") or []],
             curves=dict(plain.get("curves") or {}),
             init_from=dict(plain["init_from"]) if isinstance(plain.get("init_from"), Mapping) else None,
+            previews=dict(plain["previews"]) if isinstance(plain.get("previews"), Mapping) else None,
         )
 
 
@@ -163,6 +167,7 @@ def build_report(
         "dataset": dict(dataset),
         "stages": [stage.to_plain() for stage in stages],
         "evaluation_curves": dict(state.curves),  # the latest validation's (plots/pr_curves.png, confusion_matrix.png)
+        "prediction_overlays": dict(state.previews) if state.previews else None,  # plots/val_predictions.png
         "early_stopping": {"patience": (config.get("train") or {}).get("patience"), "stops": list(state.early_stops)},
         "history": list(state.history),
         "loss_diagnostics": {

@@ -13,8 +13,9 @@ import structlog
 import torch
 
 from apex_x.application.engine.distributed import DistContext, broadcast_from_main, gather_to_main
+from apex_x.application.engine.previews import in_order, preview_sample
 from apex_x.domain.ports import BatchLoader, Evaluator, SegmentationModel
-from apex_x.domain.types import CategoryMap, Detections, EvalResult, LossSettings
+from apex_x.domain.types import CategoryMap, Detections, EvalResult, LossSettings, PreviewSample
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +30,7 @@ class ValidationResult:
     seconds: float
     error: str | None = None
     bad_images: list[dict[str, Any]] = field(default_factory=list)  # val images that failed to decode (left out)
+    previews: list[PreviewSample] = field(default_factory=list)  # the chosen images drawn later (rank 0 only)
 
 
 class ValidationStopped(Exception):
@@ -45,12 +47,15 @@ def _run_shard(
     encode: Callable[[int, Detections], Any] | None,
     should_stop: Callable[[], bool] | None = None,
     with_loss: bool = True,
-) -> tuple[float, int, int, list[tuple[int, Any]], list[dict[str, Any]]]:
+    preview_ids: frozenset[int] = frozenset(),
+) -> tuple[float, int, int, list[tuple[int, Any]], list[dict[str, Any]], list[PreviewSample]]:
     """Val loss over the shard (with_loss) and, with `encode`, each image's detections in the evaluator's
-    compact form (encoded batch by batch: full-resolution masks never pile up over the split)."""
+    compact form (encoded batch by batch: full-resolution masks never pile up over the split), and the images
+    of `preview_ids` with their confident detections at the network's scale (previews.py)."""
     loss_sum, loss_count, images = 0.0, 0, 0
     found: list[tuple[int, Any]] = []
     bad: list[dict[str, Any]] = []
+    previews: list[PreviewSample] = []
     network: torch.nn.Module = model  # type: ignore[assignment]
     was_training = network.training
     network.eval()
@@ -79,9 +84,11 @@ def _run_shard(
                 found.extend(
                     (meta.image_id, encode(meta.image_id, item)) for meta, item in zip(batch.metas, detections, strict=True)
                 )
+                previews.extend(preview_sample(batch, index, item) for index, (meta, item)
+                                in enumerate(zip(batch.metas, detections, strict=True)) if meta.image_id in preview_ids)
     finally:
         network.train(was_training)
-    return loss_sum, loss_count, images, found, bad
+    return loss_sum, loss_count, images, found, bad, previews
 
 
 def validate(
@@ -96,6 +103,7 @@ def validate(
     amp_dtype: torch.dtype | None = None,
     should_stop: Callable[[], bool] | None = None,
     with_loss: bool = True,
+    preview_ids: tuple[int, ...] = (),
 ) -> ValidationResult:
     """Each rank runs its shard of the val loader; rank 0 scores the gathered detections; the metrics are
     broadcast so every rank takes the same best/stop decisions. An evaluator failure on rank 0 does not
@@ -103,7 +111,9 @@ def validate(
 
     should_stop (single process only: ranks would not agree) is polled between batches and before the
     COCO evaluation; a stop raises ValidationStopped. Without `with_loss` (train.val_loss=false) the metrics
-    have no val_loss key: the loss is not computed, and no stand-in value is reported."""
+    have no val_loss key: the loss is not computed, and no stand-in value is reported. preview_ids: val images
+    whose detections (and ground truth) come back in `previews`, in that order, on rank 0 (needs ground truth:
+    they are drawn with it)."""
     started = time.perf_counter()
     log.info("validation_start", batches=len(loader),
              scoring=" + ".join(part for part, on in (("COCO AP", ground_truth is not None), ("val loss", with_loss))
@@ -111,11 +121,13 @@ def validate(
     collect = ground_truth is not None
     encode = (lambda image_id, found: evaluator.encode(image_id, found, categories)) if collect else None
     should_stop = should_stop if not context.enabled else None
-    shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode, should_stop, with_loss)
+    shard = _run_shard(model, loader, context.device, settings, amp_dtype, encode, should_stop, with_loss,
+                       frozenset(preview_ids) if collect else frozenset())
     if should_stop is not None and should_stop():
         raise ValidationStopped("stop requested before the COCO evaluation")
     gathered = gather_to_main(context, shard)
     result: ValidationResult | None = None
+    previews: list[PreviewSample] = []
     if context.is_main:
         assert gathered is not None
         loss_sum = sum(item[0] for item in gathered)
@@ -142,8 +154,11 @@ def validate(
                 error = f"{type(failure).__name__}: {failure}"
         bad_images = [item for shard in gathered for item in shard[4]]
         result = ValidationResult(metrics, evaluation, images, time.perf_counter() - started, error, bad_images)
-    result = broadcast_from_main(context, result)
+        previews = in_order([sample for shard in gathered for sample in shard[5]], preview_ids)
+    result = broadcast_from_main(context, result)  # without the previews: only rank 0 draws them
     assert result is not None
+    if context.is_main:
+        result.previews = previews
     headline = ("segm_AP", "bbox_AP", "segm_AP50", "bbox_AP50", "val_loss")
     log.info("validation_done", images=result.num_images, seconds=round(result.seconds, 2),
              **{key: _shown(result.metrics[key]) for key in headline if key in result.metrics})
