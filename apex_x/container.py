@@ -207,6 +207,7 @@ class Container(containers.DeclarativeContainer):
         _lazy("apex_x.application.evaluate:EvaluateCheckpoint"), dataset=dataset_source, evaluator=evaluator,
         on_bad_image=config.data.on_bad_image, dataset_format=dataset_format,
         preview_images=config.train.val_preview_images, seed=config.train.seed, previewer=preview_renderer,
+        kernels=config.runtime.kernels,
     )
 
     # What the entry adapters (api, cli, commands, notebook, train.checkpoint) use besides the use cases: they

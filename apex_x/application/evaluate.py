@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from apex_x import kernels as loss_kernels
 from apex_x.application.dataset_policy import how_to_set
 from apex_x.application.engine.distributed import DistContext
 from apex_x.application.engine.previews import (
@@ -90,7 +91,7 @@ class EvaluateCheckpoint:
 
     def __init__(self, model: InferenceModel, dataset: DatasetSource, evaluator: Evaluator, *, batch_size: int,
                  dataset_format: DatasetFormat, on_bad_image: str = "error", preview_images: int = 0, seed: int = 0,
-                 previewer: PreviewRenderer | None = None) -> None:
+                 previewer: PreviewRenderer | None = None, kernels: str = "auto") -> None:
         self.dataset_format = dataset_format  # names the data.* keys in messages
         self.on_bad_image = on_bad_image  # data.on_bad_image: error refuses an undecodable val image, skip counts it
         self.model = model
@@ -98,10 +99,12 @@ class EvaluateCheckpoint:
         self.evaluator = evaluator
         self.batch_size = max(1, batch_size)
         self.preview_images, self.seed = preview_images, seed  # train.val_preview_images, train.seed
+        self.kernels = kernels  # runtime.kernels of the eval config (APEX_X_KERNELS wins), as training applies it
         self.previewer = previewer  # draws eval_val_predictions.png (EvalReport.write_previews)
 
     def execute(self) -> EvalReport:
         started = time.perf_counter()
+        loss_kernels.set_backend_preference(self.kernels)
         ground_truth = self.dataset.val_ground_truth() if self.dataset.has_val() else None
         if ground_truth is None:
             raise DatasetError(

@@ -6,15 +6,15 @@ gradient are written as one function of whole tensors, and Inductor fuses it int
 (OpenMP, vectorised). The boundary loss keeps the reference's 3x3 max/min windows and their first-maximum
 routing (max_pool2d_with_indices and its backward, which Inductor lowers to fused loops).
 
-Compiled once per process and loss with dynamic shapes (any N, H, W; Inductor caches the generated code
-on disk, so later runs start in seconds). A compile or run failure (no C++ compiler, an Inductor bug) is
+Compiled once per process and loss with dynamic shapes (any N and mask size; square and non-square mask
+grids are one recompile apart, as torch's duck sizing makes equal H and W one symbol; Inductor caches the
+generated code on disk, so later runs start in seconds). A compile or run failure (no C++ compiler, an Inductor bug) is
 logged once (dispatch.record_compile_failure, in the train report) and the eager path runs from then on:
 the losses never fail because of the compiler. Logits with NaN take the eager path (max_pool2d's NaN rule).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import structlog
@@ -58,7 +58,7 @@ def _mask_sum_and_grad(
     )  # fmt: skip
     a, b, c, wb = (v[:, None, None] for v in (a, b, c, w))
     grad = crop * (a * (p - t) + p * (1.0 - p) * (b + c * t)) * wb
-    return (loss * w).sum(), grad, torch.isnan(x).any()
+    return (loss * w).sum(), grad, torch.isnan(loss).any()  # NaN logits make their instance's sums NaN
 
 
 def _boundary_sum_and_grad(
@@ -90,7 +90,7 @@ def _boundary_sum_and_grad(
     g_edges = crop * gate * (a * (edges - t_edges) / (edges * (1.0 - edges)) + b + c * t_edges) * wb
     back = torch.ops.aten.max_pool2d_with_indices_backward
     g = back(g_edges, p, *_WINDOW, arg_max) - back(g_edges, p, *_WINDOW, arg_min)
-    return (loss * w).sum(), (g * p * (1.0 - p))[:, 0], torch.isnan(x).any()
+    return (loss * w).sum(), (g * p * (1.0 - p))[:, 0], torch.isnan(loss).any()  # NaN logits: NaN sums
 
 
 _FUNCTIONS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {
@@ -109,16 +109,6 @@ def _compiled(name: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torc
     return compiled
 
 
-def _shape_config() -> contextlib.AbstractContextManager:
-    """No duck sizing: equal H and W must not become one symbol (a later non-square size would recompile)."""
-    try:
-        from torch.fx.experimental import _config as fx_config
-
-        return fx_config.patch(use_duck_shape=False)
-    except (ImportError, AttributeError):  # pragma: no cover - older torch
-        return contextlib.nullcontext()
-
-
 def _run_compiled(name: str, logits, target_masks, boxes, weights, settings):
     """(total, gradient in the logits' dtype, NaN in the logits) from the compiled graph."""
     count, height, width = logits.shape
@@ -129,9 +119,8 @@ def _run_compiled(name: str, logits, target_masks, boxes, weights, settings):
     if count == 1:  # a second, zero-weight copy: N stays symbolic (no 0/1 specialisation, no recompile)
         x, t, b = (torch.cat([v, v]) for v in (x, t, b))
         w = torch.cat([w, w.new_zeros(1)])
-    with _shape_config():
-        values = torch.tensor(settings, dtype=torch.float32)  # a tensor: no recompile per setting value
-        total, grad, has_nan = _compiled(name)(x.contiguous(), t.contiguous(), b.contiguous(), w, values)
+    values = torch.tensor(settings, dtype=torch.float32)  # a tensor: no recompile per setting value
+    total, grad, has_nan = _compiled(name)(x.contiguous(), t.contiguous(), b.contiguous(), w, values)
     return total, grad[:count].to(logits.dtype), bool(has_nan)
 
 

@@ -24,6 +24,7 @@ _state: dict[str, Any] = {
     "triton": None,  # (importable: bool, version or error text), filled on first need
     "resolved": {},  # device type -> backend, as logged once
     "compile_failed": None,  # why the compiled path was given up in this process
+    "compiler": None,  # (PATH searched, C++ compiler found or None): looked up once per PATH
 }
 
 
@@ -73,7 +74,10 @@ def compiled_unavailable_reason() -> str | None:
     """Why the compiled torch path cannot run (None when it can): no C++ compiler, or it failed in this process."""
     if _state["compile_failed"] is not None:
         return f"it failed earlier in this process ({_state['compile_failed']})"
-    if not any(shutil.which(name) for name in COMPILERS):
+    path = os.environ.get("PATH", "")
+    if _state["compiler"] is None or _state["compiler"][0] != path:
+        _state["compiler"] = (path, next((found for name in COMPILERS if (found := shutil.which(name))), None))
+    if _state["compiler"][1] is None:
         return "no C++ compiler on PATH (c++, g++, clang++ or cl); torch.compile needs one for CPU code"
     return None
 

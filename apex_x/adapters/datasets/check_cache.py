@@ -59,9 +59,15 @@ def folder_stamp(path: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     count = 0
     stack = [path]
+    seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: a symlink loop is walked once
     while stack:
         folder = stack.pop()
         try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                digest.update(f"loop:{os.path.relpath(folder, path)};".encode())
+                continue
+            seen.add((info.st_dev, info.st_ino))
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError:
             digest.update(f"unreadable:{folder};".encode())

@@ -159,11 +159,14 @@ class CocoDatasetSource:
             if split.readable:
                 logger.info("dataset_check", split=name, part="image files", images=len(split.images),
                             full_decode=full_decode)
+            started = time.perf_counter()
             files = check_image_files(
                 split, log, full_decode=full_decode, on_bad_image=on_bad,
                 high_bit_depth=self.settings.data.high_bit_depth_scaling,
             ) if split.readable else {}
             if split.readable:
+                logger.info("dataset_check_done", split=name, part="image files",
+                            seconds=round(time.perf_counter() - started, 2))
                 over = self._over_cap(name, log)
                 splits_over = {"images_over_max_instances": len(over), "instances_dropped": sum(over.values())}
             else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -140,6 +141,9 @@ def check_disk(needed: int, folder: Path, *, split: str, images: int) -> None:
     """Refuse data.cache=disk when `needed` bytes exceed the free space of `folder` (DatasetError, exit 2)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        if needed > 0:  # files to write: an unwritable folder would silently cache nothing (read-only + full is fine)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
         free = shutil.disk_usage(folder).free
     except OSError as error:
         raise DatasetError(f"data.cache=disk: cannot use the cache folder {folder} (data.cache_dir): {error}") from None

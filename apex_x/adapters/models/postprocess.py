@@ -134,16 +134,18 @@ def paste_masks_in_boxes(
     logits = mask_logits[:, None].float()  # (n, 1, h, w)
     scale = boxes.new_tensor([meta.scale, meta.scale]).float()
     pad = boxes.new_tensor([meta.pad_left, meta.pad_top]).float()
+    device = boxes.device
     for chunk in order.split(PASTE_GROUP):
         group_w, group_h = (int(v) for v in size[chunk].max(0).values)
-        window = torch.minimum(first[chunk], limit - torch.tensor([group_w, group_h]))  # (g, 2), inside the image
+        group = torch.tensor([group_w, group_h], device=device)
+        window = torch.minimum(first[chunk], limit - group)  # (g, 2), inside the image
         start = (pad + window.float() * scale) / mask_stride
-        end = (pad + (window + torch.tensor([group_w, group_h])).float() * scale) / mask_stride
+        end = (pad + (window + group).float() * scale) / mask_stride
         rois = torch.cat([chunk[:, None].float(), start, end], 1)  # (g, 5): detection index, x0, y0, x1, y1
         # torchvision's registered op: roi_align's Python wrapper costs more than a small group's sampling
         sampled = torch.ops.torchvision.roi_align(logits, rois, 1.0, group_h, group_w, 1, True)[:, 0] > 0.0
-        cols = window[:, 0:1] + torch.arange(group_w)  # (g, gw) original x of each sample
-        rows = window[:, 1:2] + torch.arange(group_h)  # (g, gh)
+        cols = window[:, 0:1] + torch.arange(group_w, device=device)  # (g, gw) original x of each sample
+        rows = window[:, 1:2] + torch.arange(group_h, device=device)  # (g, gh)
         inside_x = (cols >= first[chunk, 0:1]) & (cols < stop[chunk, 0:1])
         inside_y = (rows >= first[chunk, 1:2]) & (rows < stop[chunk, 1:2])
         masks[chunk[:, None, None], rows[:, :, None], cols[:, None, :]] = (

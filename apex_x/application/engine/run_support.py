@@ -176,6 +176,19 @@ def kernels_report(preference: str, device: torch.device) -> dict[str, Any]:
     return {"preference": preference, **kernels.active_backend_report(), "backend": backend}
 
 
+def refresh_kernels_report(started: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The start-of-run kernels report brought up to date: a compiled path that failed during the run (eager
+    fallback) must not still be reported as `compiled`."""
+    if not started:
+        return started
+    from apex_x import kernels
+
+    current = kernels.active_backend_report()
+    failed = started.get("backend") == "compiled" and current.get("compiled_unavailable") is not None
+    return {**started, **current, "preference": started.get("preference"),
+            "backend": "torch" if failed else started.get("backend")}
+
+
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast of training and validation (train.amp): bf16 on CUDA for auto/bf16, none on CPU."""
     if mode == "bf16" or (mode == "auto" and device.type == "cuda"):

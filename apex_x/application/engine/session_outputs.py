@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apex_x.application.engine.checkpointing import make_payload
-from apex_x.application.engine.run_support import TrainResult
+from apex_x.application.engine.run_support import TrainResult, refresh_kernels_report
 from apex_x.application.engine.train_report import build_report
 from apex_x.application.engine.train_state import capture_rng
 
@@ -84,7 +84,7 @@ class SessionOutputs:
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
                  "batch_plan": self.batch_plan.to_plain(), "trackers": self.trackers.to_plain(),
                  "global_step": self.trainer.global_step, "ema": self.ema is not None},
-            kernels=self.kernels, artifacts=artifacts, session_started=self.session_started,
+            kernels=refresh_kernels_report(self.kernels), artifacts=artifacts, session_started=self.session_started,
             auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
             model_summary=self.model_summary,
         )

@@ -27,6 +27,7 @@ def lower_is_better(metric: str) -> bool:
 
 
 TIE_BREAK_NOTE = "ties of the checkpoint metric are broken by val_loss (lower wins)"
+NO_TIE_BREAK_NOTE = "ties of the checkpoint metric keep the earlier epoch (train.val_loss=false: no val loss to break them)"
 
 
 def _finite(value: float | None) -> bool:
@@ -156,7 +157,8 @@ def build_report(
         "selected_checkpoint_metric": selected_metric,
         "requested_checkpoint_metric": requested_metric,
         "checkpoint_metric_reason": metric_reason,
-        "checkpoint_metric_tie_break": None if selected_metric.endswith("loss") else TIE_BREAK_NOTE,
+        "checkpoint_metric_tie_break": None if selected_metric.endswith("loss") else (
+            TIE_BREAK_NOTE if (config.get("train") or {}).get("val_loss", True) else NO_TIE_BREAK_NOTE),
         "best_metric_value": best["value"] if best else None,
         "best_metric": best,
         "last_val_metrics": last_val,
