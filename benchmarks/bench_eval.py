@@ -27,11 +27,11 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from bench_trainer import InMemoryLoader  # the same pre-collated batches every epoch (BatchLoader port)
 
 from apex_x.adapters.config_yaml import load_config
 from apex_x.adapters.evaluation.coco_evaluator import PycocotoolsEvaluator
@@ -45,19 +45,6 @@ from apex_x.application.engine.validation import validate
 from apex_x.container import create_container
 from apex_x.domain.types import Batch
 from apex_x.kernels import active_backend_report, resolve_backend, set_backend_preference
-
-
-class InMemoryLoader:
-    """The same pre-collated batches every epoch (the BatchLoader port)."""
-
-    def __init__(self, batches: list[Batch]) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def iter_epoch(self, epoch: int, start_batch: int = 0, augment: object = None) -> Iterator[Batch]:
-        yield from self.batches[start_batch:]
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,8 +10,10 @@ Each measurement runs in a fresh Python process and reports its wall time and pe
    (`APEX_X_CACHE_DIR` in the work folder): the first checks everything, the second answers from the cache;
 3. `apex-x train` to its first optimizer step (the run is killed when its progress line `first_step_s`
    appears), twice as well.
+4. with `--worker-memory`: the total PSS of the train loader's process tree (4 workers, batch 16) sampled
+   every 50 batches over one epoch.
 Goals (issue 19): preflight <= 1.3x the floor's time and <= 1.2x its memory; second start <= 5 s to the
-first step (annotation part).
+first step (annotation part); flat worker memory.
 
     # COCO-sized (needs ~6 GB RAM and ~1.5 GB disk; minutes):
     .venv/bin/python benchmarks/bench_scale.py --scale 1 --workdir /tmp/apex_scale
@@ -140,11 +142,57 @@ def time_to_first_step(config: Path, workdir: Path, env: dict[str, str]) -> floa
         process.wait()
 
 
+WORKER_MEMORY = """
+import json, os, sys, time
+from apex_x.adapters.config_yaml import load_config
+from apex_x.container import create_container
+
+def pss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            return next(int(line.split()[1]) for line in handle if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+def tree_pss():
+    main = os.getpid()
+    children = [int(p) for p in open(f"/proc/{main}/task/{main}/children").read().split()]
+    return pss_mb(main) + sum(pss_mb(child) for child in children), len(children)
+
+settings = load_config(sys.argv[1], ["data.num_workers=4", "train.batch_size=16", "data.check_cache=true"])
+source = create_container(settings).dataset_source()
+loader = source.train_loader(16, seed=0)
+samples, started = [], time.perf_counter()
+for index, batch in enumerate(loader.iter_epoch(0)):
+    if index % 50 == 0:
+        total, workers = tree_pss()
+        samples.append({"batch": index, "seconds": round(time.perf_counter() - started, 1),
+                        "pss_mb": round(total, 1), "workers": workers})
+total, workers = tree_pss()
+samples.append({"batch": index + 1, "seconds": round(time.perf_counter() - started, 1), "pss_mb": round(total, 1),
+                "workers": workers})
+print("WORKERS " + json.dumps(samples))
+"""
+
+
+def worker_memory(config: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    """Total PSS (main process + its DataLoader workers, /proc smaps_rollup) sampled every 50 batches over one
+    train epoch of the loader alone (4 workers, batch 16): flat means the workers do not copy the annotations."""
+    result = subprocess.run([sys.executable, "-c", WORKER_MEMORY, str(config)], capture_output=True, text=True,
+                            env=env, timeout=7200)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("WORKERS ")]
+    if not lines:
+        raise RuntimeError(f"worker memory run failed:\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1][len("WORKERS "):])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="Fraction of COCO train2017's size.")
     parser.add_argument("--workdir", default="/tmp/apex_scale")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--worker-memory", action="store_true",
+                        help="Also sample the total memory of the train loader with 4 workers over one epoch.")
     parser.add_argument("--output-json", default=None)
     args = parser.parse_args()
     workdir = Path(args.workdir)
@@ -187,6 +235,11 @@ def main() -> None:
     if not args.skip_train:  # a cache of its own: the first start checks the data, the second reuses the verdict
         env["APEX_X_CACHE_DIR"] = str(cache) + "_train"
         result["train_first_step_seconds"] = [time_to_first_step(config, workdir, env) for _ in range(2)]
+    if args.worker_memory:
+        result["worker_memory"] = samples = worker_memory(config, env)
+        first, peak, last = samples[1 if len(samples) > 2 else 0]["pss_mb"], max(x["pss_mb"] for x in samples), \
+            samples[-1]["pss_mb"]
+        result["worker_memory_growth"] = (last - first) / first if first else None
     print(json.dumps(result, indent=2))
     print(f"pycocotools COCO(): {floor['seconds']:.1f} s, {floor['peak_rss_mb']:.0f} MB")
     for label, item in (("first", preflight[0]), ("second", preflight[1])):
@@ -197,6 +250,9 @@ def main() -> None:
     if "train_first_step_seconds" in result:
         first, second = result["train_first_step_seconds"]
         print(f"train to first step: {first:.1f} s, second start {second:.1f} s (goal <= 5 s, annotation part)")
+    if "worker_memory" in result:
+        print(f"loader with 4 workers over one epoch: total PSS {first:.0f} MB after 50 batches, peak {peak:.0f} MB, "
+              f"end {last:.0f} MB ({result['worker_memory_growth']:+.1%}; goal: flat)")
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+NUMBER_TYPES = frozenset((int, float))  # JSON numbers by exact type: bool is its own type, so never one
+
 
 def is_int(value: Any) -> bool:
     """A JSON integer (bool is not one)."""

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from apex_x.adapters.datasets.findings import FindingLog
-from apex_x.adapters.datasets.json_values import is_int
+from apex_x.adapters.datasets.json_values import NUMBER_TYPES, is_int
 
 
 def decode_compressed_counts(text: str) -> list[int] | None:
@@ -33,12 +33,9 @@ def decode_compressed_counts(text: str) -> list[int] | None:
     return counts
 
 
-_NUMBER_TYPES = frozenset((int, float))  # JSON numbers; bool is its own type, so never one
-
-
 def _all_numbers(values: list[Any]) -> bool:
     """Every value a JSON number (int or float, not bool): one C-level pass (COCO-scale files hold ~50M)."""
-    return set(map(type, values)) <= _NUMBER_TYPES
+    return set(map(type, values)) <= NUMBER_TYPES
 
 
 def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any]) -> bool:
