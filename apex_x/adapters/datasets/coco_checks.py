@@ -125,6 +125,7 @@ def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = Fals
             file=file,
         )
         return result
+    del content  # the file's bytes (hundreds of MB at COCO scale) are not needed next to the parsed values
     if not isinstance(data, dict):
         log.error(
             "json.top_level",
