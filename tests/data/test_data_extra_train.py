@@ -83,7 +83,7 @@ def test_training_joins_the_images_with_their_labels_mapped(shapes_dataset: Any,
     assert [entry["images"] for entry in entries] == [8, 24]
     assert {c["id"]: c["class_index"] for c in entries[0]["classes"]} == {10: 2, 20: 0, 30: 1}
     markdown = (tmp_path / "run" / "train_report.md").read_text()
-    assert "## Train datasets" in markdown and "20  circle  -> 0 circle" in markdown
+    assert "## Train datasets" in markdown and "20 ' circle ' -> 0 'circle'" in markdown
 
 
 def test_a_class_the_main_dataset_lacks_is_an_error_naming_the_dataset_and_the_names(
@@ -116,3 +116,32 @@ def test_an_extra_dataset_gets_the_same_checks_and_its_findings_name_it(shapes_d
     with pytest.raises(DatasetError, match=r"^data\.extra_train\.0\.coco_train_annotations: annotations file "
                                            r"not found"):
         create_container(missing).dataset_preflight().execute(missing)
+
+
+def test_a_yolo_extra_with_bad_labels_is_reported_as_findings_naming_it(shapes_dataset: Any, tmp_path: Path) -> None:
+    """Its label errors are findings of data.extra_train.0 (the fingerprint of an unusable run is not computed,
+    which would raise 'data.yolo_data ...', a key the main COCO dataset does not even set)."""
+    yolo = tmp_path / "yolo"
+    names = _yolo_from_coco(Path(shapes_dataset.train_images), Path(shapes_dataset.train_annotations), yolo, "train")
+    (yolo / "data.yaml").write_text(f"path: .\ntrain: images/train\nnames: {json.dumps(names)}\n")
+    label = sorted((yolo / "labels" / "train").glob("*.txt"))[0]
+    label.write_text(label.read_text() + "7 0.1 0.1 0.2 0.1 0.2 0.2\n")
+    settings = _settings(shapes_dataset, f"data.extra_train=[{{format: yolo, yolo_data: {yolo / 'data.yaml'}}}]")
+    report = create_container(settings).dataset_preflight().execute(settings)
+    errors = [finding for finding in report.findings if finding.severity == "error"]
+    assert errors and all(finding.message.startswith("data.extra_train.0: ") for finding in errors)
+    assert report.summary["fingerprint"] is None
+
+
+def test_a_dataset_listed_twice_is_a_warning_naming_both(shapes_dataset: Any, extra_sets: list[str]) -> None:
+    main = (f"{{coco_train_images: {shapes_dataset.train_images}, "
+            f"coco_train_annotations: {shapes_dataset.train_annotations}}}")
+    again = extra_sets[0].replace("data.extra_train=[", f"data.extra_train=[{main}, ").rstrip("]")
+    yolo = again[again.index("{format: yolo"):]
+    settings = _settings(shapes_dataset, f"{again}, {yolo}]")
+    report = create_container(settings).dataset_preflight().execute(settings)
+    duplicates = [finding for finding in report.findings if finding.rule == "extra_train.duplicate"]
+    assert report.ok and [finding.severity for finding in duplicates] == ["warning", "warning"]
+    assert "data.extra_train.0" in duplicates[0].message and "the main dataset" in duplicates[0].message
+    assert "data.extra_train.3" in duplicates[1].message and "as data.extra_train.2" in duplicates[1].message
+    assert len(report.summary["extra_train"]) == 4

@@ -151,3 +151,20 @@ def test_overlapping_masks_blend_once_with_the_highest_score() -> None:
     overlay = np.asarray(draw_detections(image, found, ["a", "b", "c"], show_boxes=False, show_labels=False))
     expected = np.rint(100 * 0.55 + np.asarray(class_color(1)) * 0.45)  # once, in the 0.9 detection's colour
     assert np.allclose(overlay[20, 20], expected, atol=1)
+
+
+def test_a_long_file_name_is_shortened_in_the_middle_and_the_counts_kept() -> None:
+    from apex_x.adapters.reports.prediction_grid import _CAPTION_FONT, _captioned, fitted_caption
+
+    name = "camera_07/" + "x" * 120 + "_frame_000123.jpg"
+    counts = "12 predicted, best 8 drawn"
+    text = fitted_caption(name, counts, 60, len)  # one unit per character
+    assert len(text) <= 60 and text.endswith(": " + counts) and "..." in text
+    assert text.startswith("camera_07/") and text.split(":")[0].endswith("000123.jpg")
+    assert fitted_caption("a.png", counts, 60, len) == "a.png: " + counts  # short names untouched
+
+    out = _captioned(Image.new("RGB", (200, 100), (255, 255, 255)), name, counts)
+    assert out.size == (200, 100 + _CAPTION_FONT + 8)
+    strip = np.asarray(out)[: _CAPTION_FONT + 8]
+    text_columns = np.flatnonzero((strip < 100).all(axis=2).any(axis=0))
+    assert text_columns.size and text_columns.max() < 200 - 2  # the caption is drawn and fits the panel

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,7 @@ class ExtraDataset:
     config: dict[str, Any]  # its keys that are set
     source: Any  # its DatasetSource (COCO-backed: train_samples)
     mapping: dict[int, int] | None = None  # category id -> main class index, once matched
+    duplicate_of: str | None = None  # the dataset (main or an earlier extra) with the same label files, if any
 
     @property
     def file(self) -> str:
@@ -147,9 +149,15 @@ class MultiTrainSource:
                          for finding in own.findings]
             if own.ok and main_classes is not None:
                 findings += self._match(extra, main_classes)
+            if extra.duplicate_of is not None:
+                findings.append(Finding("warning", "extra_train.duplicate",
+                                        f"{extra.name} ({extra.file}) has the same label files as {extra.duplicate_of}: "
+                                        "its images are trained twice as often; to weight images on purpose use "
+                                        "data.repeat_factor_threshold, otherwise remove the item", file=extra.file))
             summaries.append({**self._entry(extra), "summary": own.summary})
+        usable = not any(finding.severity == "error" for finding in findings)  # an extra's too (YOLO: its labels)
         return DatasetReport(summary={**report.summary, "extra_train": summaries,
-                                      "fingerprint": self.fingerprint() if report.ok else None}, findings=findings)
+                                      "fingerprint": self.fingerprint() if usable else None}, findings=findings)
 
     def _match(self, extra: ExtraDataset, main: CategoryMap) -> list[Finding]:
         found = FindingLog()
@@ -229,7 +237,8 @@ def with_extra_train(source: DatasetSource, settings: ApexConfig) -> DatasetSour
     if source.mode != "real":
         log.warning("extra_train_ignored", reason="the run uses synthetic data", datasets=len(items))
         return source
-    extras = []
+    extras: list[ExtraDataset] = []
+    main_files = _label_files(DATASET_FORMATS.get(settings.data.format).config_keys(settings))
     for index, item in enumerate(items):
         name = f"data.extra_train.{index}"
         dataset_format = DATASET_FORMATS.get(item.format)
@@ -243,5 +252,14 @@ def with_extra_train(source: DatasetSource, settings: ApexConfig) -> DatasetSour
         opened = dataset_format.open(sub)
         config = {key: value for key, value in dataset_format.config_keys(sub).items()
                   if value is not None and key in KEYS}
-        extras.append(ExtraDataset(name, item.format, config, opened))
+        files = _label_files(config)
+        duplicate_of = ("the main dataset" if files and files == main_files
+                        else next((extra.name for extra in extras if files and _label_files(extra.config) == files), None))
+        extras.append(ExtraDataset(name, item.format, config, opened, duplicate_of=duplicate_of))
     return MultiTrainSource(source, extras, settings)
+
+
+def _label_files(config: dict[str, Any]) -> frozenset[str]:
+    """The real paths of a dataset's train label files (annotations JSON, data.yaml) among its data.* keys."""
+    return frozenset(os.path.realpath(str(value)) for key, value in config.items()
+                     if key in KEYS and value is not None and not key.endswith("_images"))

@@ -177,7 +177,7 @@ def extra_train_lines(dataset: Mapping[str, Any]) -> list[str]:
              "| dataset | format | files | images | classes (its id name -> class index name) |", "|---|---|---|---|---|"]
     for entry in extra:
         files = ", ".join(f"{key}=`{value}`" for key, value in (entry.get("config") or {}).items())
-        classes = "; ".join(f"{item['id']} {item['name']} -> {item['class_index']} {item['class_name']}"
+        classes = "; ".join(f"{item['id']} {item['name']!r} -> {item['class_index']} {item['class_name']!r}"
                             for item in entry.get("classes") or []) or "-"
         lines.append(f"| {entry.get('dataset')} | {entry.get('format')} | {files} | {_fmt(entry.get('images'))} | "
                      f"{classes} |")
@@ -192,7 +192,7 @@ def _evaluation_plot_lines(report: Mapping[str, Any]) -> list[str]:
     if overlays.get("file"):
         lines += [f"Val predictions of the validation after epoch {overlays.get('epoch')} (ground truth left, "
                   f"predictions with score >= {overlays.get('score_threshold')} right):", "",
-                  f"![val predictions, latest validation]({overlays['file']})", ""]
+                  f"![val predictions after epoch {overlays.get('epoch')}]({overlays['file']})", ""]
     if curves.get("pr_curves"):
         lines += [f"![precision-recall per class, latest validation]({PLOTS_DIR}/{PR_PLOT})", ""]
     if curves.get("confusion"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,17 +48,25 @@ def _resized(sample: PreviewSample) -> tuple[np.ndarray, Detections, Detections 
     return image, scale(sample.detections), scale(sample.truth) if sample.truth is not None else None
 
 
-def _captioned(picture: Image.Image, caption: str) -> Image.Image:
-    """The picture under a one-line caption strip."""
+def fitted_caption(name: str, counts: str, room: float, measure: Callable[[str], float]) -> str:
+    """"name: counts" within `room` (pixels, as `measure` gives them): a long name loses its middle ("..."),
+    the counts are always kept whole."""
+    text = f"{name}: {counts}"
+    if measure(text) <= room:
+        return text
+    head, tail = name[: len(name) // 2], name[len(name) // 2:]
+    while (head or tail) and measure(f"{head}...{tail}: {counts}") > room:
+        head, tail = (head[:-1], tail) if len(head) >= len(tail) else (head, tail[1:])
+    return f"{head}...{tail}: {counts}"
+
+
+def _captioned(picture: Image.Image, name: str, counts: str) -> Image.Image:
+    """The picture under a one-line caption strip "name: counts"."""
     typeface = font(_CAPTION_FONT)
     strip = _CAPTION_FONT + 8
     out = Image.new("RGB", (picture.width, picture.height + strip), _BACKGROUND)
     draw = ImageDraw.Draw(out)
-    text, room = caption, picture.width - 6
-    if draw.textlength(text, font=typeface) > room:  # cut to fit, marked with "..."
-        while text and draw.textlength(text + "...", font=typeface) > room:
-            text = text[:-1]
-        text += "..."
+    text = fitted_caption(name, counts, picture.width - 6, lambda text: draw.textlength(text, font=typeface))
     draw.text((3, 3), text, fill=(0, 0, 0), font=typeface)
     out.paste(picture, (0, strip))
     return out
@@ -73,11 +81,11 @@ class PillowPreviewRenderer:
         total = sample.confident if sample.confident is not None else len(found)
         shown = f"{total} predicted" + (f", best {len(found)} drawn" if total > len(found) else "")
         predicted = _captioned(draw_detections(image, found, class_names, max_labels=PREVIEW_LABELS),
-                               f"{sample.file_name}: {shown}")
+                               sample.file_name, shown)
         if truth is None:
             return predicted
         true = _captioned(draw_detections(image, truth, class_names, max_labels=PREVIEW_LABELS, show_scores=False),
-                          f"{sample.file_name}: {len(truth)} true")
+                          sample.file_name, f"{len(truth)} true")
         out = Image.new("RGB", (true.width + predicted.width + 4, max(true.height, predicted.height)), _BACKGROUND)
         out.paste(true, (0, 0))
         out.paste(predicted, (true.width + 4, 0))
