@@ -349,7 +349,8 @@ class DataConfig(_Strict):
     check_cache: bool = Field(
         True, description="Reuse the verdict of a passed dataset check when the annotation files (size, mtime, "
         "sha256), the images folders' listings, the data.* settings and Apex-X's version are unchanged "
-        "($APEX_X_CACHE_DIR, else ~/.cache/apex_x): a second start of the same data skips the checks."
+        "($APEX_X_CACHE_DIR, else ~/.cache/apex_x): a second start of the same data skips the checks; also keeps "
+        "each split's annotation table (flat arrays the loaders read), so it skips parsing the train JSON too."
     )
     full_image_check: bool = Field(
         False, description="Decode every image in the pre-training dataset check (slower; truncated JPEG/PNG files "

@@ -7,6 +7,10 @@ file's relative name, size and mtime, walked recursively). Any change to one of 
 stale verdict is never reused. Where: `$APEX_X_CACHE_DIR`, else `$XDG_CACHE_HOME/apex_x`, else
 `~/.cache/apex_x`, in `dataset_checks/`. `data.check_cache: false` turns it off. A cache that cannot be read
 or written is ignored (the check then runs as usual).
+
+The same setting keeps each split's AnnotationTable (annotation_table.py: the checked entries as flat arrays)
+in `annotation_tables/<key>/`, keyed by the annotation files' sha256 and the grouping setting: a second start
+of the same data maps it instead of parsing the JSON. The TABLES_KEPT most recently used tables are kept.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from apex_x.adapters.atomic_files import write_json_file
+from apex_x.adapters.datasets.annotation_table import AnnotationTable
 from apex_x.domain.version import __version__
 
 CHECK_RULES_VERSION = 1  # bump when a dataset rule changes what it reports
@@ -41,17 +47,26 @@ def cache_folder() -> Path:
     return cache_root() / "dataset_checks"
 
 
+_STAMPS: dict[tuple[str, int, int, int], dict[str, Any]] = {}  # (path, inode, size, mtime) -> its stamp
+
+
 def file_stamp(path: Path) -> dict[str, Any]:
-    """Size, mtime (ns) and sha256 of a file ({"missing": true} when it is not there)."""
+    """Size, mtime (ns) and sha256 of a file ({"missing": true} when it is not there); hashed once per process
+    for the same path, inode, size and mtime."""
     try:
         stat = path.stat()
+        memo = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if memo in _STAMPS:
+            return dict(_STAMPS[memo])
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(_HASH_CHUNK), b""):
                 digest.update(block)
     except OSError:
         return {"path": str(path), "missing": True}
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    _STAMPS[memo] = stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                             "sha256": digest.hexdigest()}
+    return dict(stamp)
 
 
 def folder_stamp(path: Path) -> dict[str, Any]:
@@ -110,3 +125,36 @@ def store_check(key: str, verdict: dict[str, Any]) -> None:
         write_json_file(cache_folder() / f"{key}.json", {"key": key, **verdict})
     except Exception as error:  # noqa: BLE001 - the cache is an optimisation: never fail the check for it
         log.warning("dataset_check_cache_unwritable", folder=str(cache_folder()), reason=str(error)[:200])
+
+
+TABLES_KEPT = 4  # annotation tables kept on disk (the most recently used)
+
+
+def table_folder() -> Path:
+    """Where annotation tables live: `<cache root>/annotation_tables/<key>/`."""
+    return cache_root() / "annotation_tables"
+
+
+def load_table(key: str) -> AnnotationTable | None:
+    """The stored annotation table of `key` (memory-mapped), or None; a hit marks it recently used."""
+    folder = table_folder() / key
+    table = AnnotationTable.load(folder)
+    if table is not None:
+        try:
+            os.utime(folder)
+        except OSError:
+            pass
+    return table
+
+
+def store_table(key: str, table: AnnotationTable) -> None:
+    """Keep a split's table (atomically), then drop all but the TABLES_KEPT most recently used; a failure to
+    write is logged and otherwise ignored."""
+    try:
+        table.save(table_folder() / key)
+        kept = sorted((entry for entry in table_folder().iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+                      key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
+        for old in kept[TABLES_KEPT:]:
+            shutil.rmtree(old, ignore_errors=True)
+    except Exception as error:  # noqa: BLE001 - the cache is an optimisation: never fail the run for it
+        log.warning("annotation_table_cache_unwritable", folder=str(table_folder()), reason=str(error)[:200])

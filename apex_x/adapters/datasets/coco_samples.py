@@ -1,4 +1,8 @@
-"""Raw samples of a checked COCO split: image and instance RLEs at the base size, optionally cached (data.cache)."""
+"""Raw samples of a checked COCO split: image and instance RLEs at the base size, optionally cached (data.cache).
+
+The split is read from its AnnotationTable (flat numpy arrays, see annotation_table.py), never from the parsed
+JSON's Python objects, and nothing is memoised per image: a DataLoader worker's memory stays flat over an epoch.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-from apex_x.adapters.datasets.coco_checks import CheckedSplit
+from apex_x.adapters.datasets.annotation_table import AnnotationTable, TableImage
+from apex_x.adapters.datasets.coco_checks import SplitPaths
 from apex_x.adapters.datasets.image_cache import (
     DiskImageCache,
     ImageCache,
@@ -24,9 +29,8 @@ from apex_x.adapters.datasets.image_cache import (
     estimate_bytes,
     file_key,
 )
-from apex_x.adapters.datasets.image_checks import image_path
 from apex_x.adapters.datasets.images import ImageReadError, load_rgb, to_base_size
-from apex_x.adapters.datasets.segmentation import rescaled_rle, rle_area, to_rle
+from apex_x.adapters.datasets.segmentation import rescaled_rle, to_rle
 from apex_x.adapters.datasets.transforms import RawSample, TransformSettings
 from apex_x.domain.errors import DatasetError
 
@@ -55,7 +59,8 @@ class _Instances:
 
 
 class CocoSampleProvider:
-    """SampleProvider over a checked split: image i of the split's image list (file order).
+    """SampleProvider over a checked split: image i is row rows[i] of the split's AnnotationTable (file order,
+    images left out by data.on_bad_image=skip excluded).
 
     Every image is loaded at its base size (TransformSettings.base_size: decode, JPEG draft mode when much larger,
     then one antialiased resize), and its masks are RLEs at that size too, so a large photo never costs a
@@ -64,7 +69,9 @@ class CocoSampleProvider:
 
     def __init__(
         self,
-        split: CheckedSplit,
+        paths: SplitPaths,
+        table: AnnotationTable,
+        rows: np.ndarray,
         contiguous: dict[int, int],
         settings: TransformSettings,
         *,
@@ -73,32 +80,38 @@ class CocoSampleProvider:
         cache_dir: Path | None = None,
         augment: bool = True,
     ) -> None:
-        self.split = split
+        self.paths = paths
+        self.table = table
+        self.rows = np.asarray(rows, dtype=np.int64)  # (N,) rows of the table, in order
         self.contiguous = contiguous
         self.settings = settings
         self.augment = augment  # the cache holds images at the base size of this mode (train: True)
-        self.images = list(split.images)
-        self._instances: dict[tuple[int, bool], _Instances] = {}
         self.cache_mode = cache if cache != "none" else ("ram" if cache_images else "none")
         self._cache: ImageCache = NoImageCache()
         if self.cache_mode != "none":
             self._open_cache(cache_dir or default_cache_dir())
 
     def __len__(self) -> int:
-        return len(self.images)
+        return int(self.rows.shape[0])
+
+    def image(self, index: int) -> TableImage:
+        """Image `index`: id, file name, width and height."""
+        return self.table.image(int(self.rows[index]))
+
+    def _path(self, image: TableImage) -> Path:
+        return self.paths.images_dir / image.file_name.replace("\\", "/")
 
     def _base(self, index: int, augment: bool) -> tuple[int, int]:
-        image = self.images[index]
-        return self.settings.base_size(int(image["width"]), int(image["height"]), augment=augment)
+        height, width = (int(v) for v in self.table.arrays["sizes"][int(self.rows[index])])
+        return self.settings.base_size(width, height, augment=augment)
 
     def _open_cache(self, folder: Path) -> None:
         """Log the estimate, refuse what does not fit, then fill (ram) or open (disk) the cache."""
-        count, split = len(self.images), self.split.paths.split
+        count, split = len(self), self.paths.split
         sizes = [self._base(i, self.augment) for i in range(count)]
         needed = estimate_bytes(sizes)
         if self.cache_mode == "disk":
-            keys = [file_key(image_path(self.split, image), sizes[i], self.settings.high_bit_depth)
-                    for i, image in enumerate(self.images)]
+            keys = [file_key(self._path(self.image(i)), sizes[i], self.settings.high_bit_depth) for i in range(count)]
             cache = DiskImageCache(folder, keys)
             missing = [i for i in range(count) if not cache.path(i).is_file()]  # a later run reuses the rest
             to_write = estimate_bytes([sizes[i] for i in missing])
@@ -118,16 +131,14 @@ class CocoSampleProvider:
         started = time.perf_counter()
         threads = max(1, min(8, os.cpu_count() or 1))
         with ThreadPoolExecutor(threads) as pool:
-            for index, array in enumerate(pool.map(self._decode_or_none, range(len(self.images)))):
+            for index, array in enumerate(pool.map(self._decode_or_none, range(len(self)))):
                 if array is not None:
                     cache.put(index, array)
-        for index in range(len(self.images)):
-            self.instances(index, augment=self.augment)
         self._cache = cache
         logger.info(
             "data.cache_filled",
-            split=self.split.paths.split,
-            images=len(self.images),
+            split=self.paths.split,
+            images=len(self),
             megabytes=round(cache.nbytes() / 2**20, 1),
             seconds=round(time.perf_counter() - started, 2),
         )
@@ -142,17 +153,16 @@ class CocoSampleProvider:
 
     def _decode(self, index: int, *, augment: bool) -> np.ndarray:
         """The image at its base size: (h, w, 3) uint8 (decoded at reduced scale where the format allows)."""
-        image = self.images[index]
-        path = image_path(self.split, image)
+        image = self.image(index)
+        path = self._path(image)
         width, height = self._base(index, augment)
         try:
-            array = load_rgb(path, min_size=self.settings.decode_size(int(image["width"]), int(image["height"]),
-                                                                      augment=augment),
+            array = load_rgb(path, min_size=self.settings.decode_size(image.width, image.height, augment=augment),
                              high_bit_depth=self.settings.high_bit_depth)
         except ImageReadError as error:
             raise UnreadableImage(
-                f"{self.split.paths.images_key}: image {image['id']} ({path}): {error.rule}: {error}",
-                image_id=int(image["id"]), file=str(path), reason=f"{error.rule}: {error}",
+                f"{self.paths.images_key}: image {image.id} ({path}): {error.rule}: {error}",
+                image_id=image.id, file=str(path), reason=f"{error.rule}: {error}",
             ) from None
         return to_base_size(array, width, height)
 
@@ -167,48 +177,59 @@ class CocoSampleProvider:
 
     def image_classes(self) -> list[frozenset[int]]:
         """The contiguous class ids of each image's annotations, in image order (repeat-factor sampling)."""
-        return [frozenset(self.contiguous[ann["category_id"]] for ann in self.split.annotations.get(image["id"], [])
-                          if ann["category_id"] in self.contiguous) for image in self.images]
+        categories, offsets = self.table.category_ids(), np.asarray(self.table.arrays["ann_offsets"])
+        lookup = {int(original): index for original, index in self.contiguous.items()}
+        known = np.array(sorted(lookup), dtype=np.int64)
+        labels = np.full(categories.shape[0], -1, dtype=np.int64)  # -1: a category outside the mapping
+        if known.size:
+            position = np.clip(np.searchsorted(known, categories), 0, known.size - 1)
+            hit = known[position] == categories
+            labels[hit] = np.array([lookup[int(k)] for k in known], dtype=np.int64)[position[hit]]
+        owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # the table row of each annotation
+        pairs = np.unique(np.stack([owner, labels], 1)[labels >= 0], axis=0)  # (row, label), sorted by row
+        by_row: dict[int, list[int]] = {}
+        for row, label in pairs.tolist():
+            by_row.setdefault(row, []).append(label)
+        return [frozenset(by_row.get(int(row), ())) for row in self.rows]
 
     def instances(self, index: int, *, augment: bool = True) -> _Instances:
-        """Targets of image `index`, masks as RLEs at its base size (memoised per process)."""
-        cached = self._instances.get((index, augment))
-        if cached is not None:
-            return cached
-        image = self.images[index]
-        height, width = image["height"], image["width"]
-        anns = self.split.annotations.get(image["id"], [])
-        rles = [to_rle(ann["segmentation"], height, width) for ann in anns]
-        areas = np.array([rle_area(rle) for rle in rles], dtype=np.float64)  # largest first, in original pixels
+        """Targets of image `index`: the largest max_instances annotations (by area in original pixels: polygon
+        area, RLE pixel count), masks as RLEs at the image's base size. Built on every call (not memoised)."""
+        row = int(self.rows[index])
+        height, width = (int(v) for v in self.table.arrays["sizes"][row])
+        anns = self.table.annotations(row)
+        areas = np.array([ann.area for ann in anns], dtype=np.float64)
         order = np.argsort(-areas, kind="stable")[: self.settings.max_instances]
-        boxes = np.array([anns[i]["bbox"] for i in order], dtype=np.float32).reshape(-1, 4)
+        boxes = np.array([anns[i].bbox for i in order], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)  # within the check's tolerance; clip to the image
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-        labels = np.array([self.contiguous[anns[i]["category_id"]] for i in order], dtype=np.int64)
-        crowd = np.array([bool(anns[i].get("iscrowd", 0)) for i in order], dtype=bool)
+        labels = np.array([self.contiguous[anns[i].category_id] for i in order], dtype=np.int64)
+        crowd = np.array([anns[i].crowd for i in order], dtype=bool)
         base_w, base_h = self._base(index, augment)
         if (base_w, base_h) == (width, height):
-            kept = [rles[i] for i in order]
-        else:
-            kept = [rescaled_rle(anns[i]["segmentation"], rles[i], height, width, base_h, base_w) for i in order]
-        cached = _Instances(boxes, labels, crowd, kept, None if (base_w, base_h) == (width, height) else (base_h, base_w))
-        self._instances[(index, augment)] = cached
-        return cached
+            kept = [to_rle(anns[i].segmentation, height, width) for i in order]
+            return _Instances(boxes, labels, crowd, kept)
+        kept = []
+        for i in order:
+            segmentation = anns[i].segmentation
+            rle = segmentation if isinstance(segmentation, dict) else {}  # compressed already; polygons need none
+            kept.append(rescaled_rle(segmentation, rle, height, width, base_h, base_w))
+        return _Instances(boxes, labels, crowd, kept, (base_h, base_w))
 
     def load(self, index: int, *, augment: bool) -> RawSample:
-        image = self.images[index]
+        image = self.image(index)
         array = self._image(index, augment)
         targets = self.instances(index, augment=augment)
         return RawSample(
             image=array,
-            orig_width=int(image["width"]),
-            orig_height=int(image["height"]),
+            orig_width=image.width,
+            orig_height=image.height,
             boxes=targets.boxes,
             labels=targets.labels,
             crowd=targets.crowd,
             rles=targets.rles,
-            image_id=int(image["id"]),
-            file_name=str(image["file_name"]),
+            image_id=image.id,
+            file_name=image.file_name,
             mask_size=targets.mask_size,
         )

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import structlog
 
-from apex_x.adapters.datasets.check_cache import check_key, file_stamp, folder_stamp, load_check, store_check
+from apex_x.adapters.datasets.annotation_table import TABLE_VERSION, AnnotationTable
+from apex_x.adapters.datasets.check_cache import (
+    check_key,
+    file_stamp,
+    folder_stamp,
+    load_check,
+    load_table,
+    store_check,
+    store_table,
+)
 from apex_x.adapters.datasets.coco_categories import compare_categories, describe_classes
 from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, read_split
 from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
@@ -71,6 +80,7 @@ class CocoDatasetSource:
             )
         self.transform_settings = TransformSettings.from_config(settings)
         self._splits: dict[str, tuple[CheckedSplit, list[Finding]]] = {}
+        self._tables: dict[str, AnnotationTable] = {}  # split -> its table, once a loader needed it
         self._last_report: DatasetReport | None = None
         self._bad_images: dict[str, dict[int, str]] = {}  # split -> image id -> why it cannot be decoded
 
@@ -81,10 +91,10 @@ class CocoDatasetSource:
             log = FindingLog()
             decided = None  # which categories are grouping ones is decided once, from the train split
             if name != "train":
-                train, _ = self._split("train")
-                if train.readable:
-                    decided = ({int(c["id"]) for c in train.left_out},
-                               {int(c["id"]) for c in [*train.categories, *train.left_out]})
+                train = self._meta("train")
+                if train["readable"]:
+                    decided = ({int(c["id"]) for c in train["left_out"]},
+                               {int(c["id"]) for c in [*train["categories"], *train["left_out"]]})
             paths = self.paths[name]
             logger.info("dataset_check", split=name, part="annotations", file=str(paths.annotations_path),
                         mb=round(os.path.getsize(paths.annotations_path) / 2**20, 1)
@@ -103,17 +113,67 @@ class CocoDatasetSource:
         if errors:
             report = DatasetReport(summary={}, findings=errors)
             raise DatasetError(f"{self.paths[name].annotations_key}: {report.error_summary()}")
+        return checked
+
+    # -- the annotation table (flat arrays the loaders read; cached on disk with the check) ------------
+
+    def _table_key(self, name: str) -> str:
+        """What a split's table depends on: its annotation file's bytes, the grouping setting and, for val, the
+        train file (which decides the grouping categories)."""
+        files = {split: file_stamp(self.paths[split].annotations_path) for split in {"train", name}}
+        return check_key({"table": TABLE_VERSION, "split": name, "files": {k: v.get("sha256") for k, v in files.items()},
+                          "keep_grouping": self.settings.data.keep_grouping_categories})
+
+    def _cached_table(self, name: str) -> AnnotationTable | None:
+        """The split's table in memory or (data.check_cache) from the disk cache, without parsing anything."""
+        if name not in self._tables and self.settings.data.check_cache and name not in self._splits:
+            table = load_table(self._table_key(name))
+            if table is not None:
+                logger.info("annotation_table_cached", split=name, images=len(table),
+                            annotations=table.num_annotations)
+                self._tables[name] = table
+        return self._tables.get(name)
+
+    def _table(self, name: str) -> AnnotationTable:
+        """The usable split as an AnnotationTable: cached, or built from the parsed split (DatasetError when the
+        split has errors), then stored; the train split's parsed entries are released once it is built."""
+        table = self._cached_table(name)
+        if table is not None:
+            return table
+        split = self._usable_split(name)
+        started = time.perf_counter()
+        table = AnnotationTable.from_entries(split.images, split.annotations, _split_meta(split))
+        self._tables[name] = table
+        logger.info("annotation_table_built", split=name, images=len(table), annotations=table.num_annotations,
+                    seconds=round(time.perf_counter() - started, 2))
+        if self.settings.data.check_cache:
+            store_table(self._table_key(name), table)
+        if name == "train":  # the loaders read the table: the JSON's Python objects are not needed any more
+            del self._splits[name]
+        return table
+
+    def _meta(self, name: str) -> dict[str, Any]:
+        """A split's categories, grouping categories left out, summary and content hash: from its table when
+        there is one (no parsing), else from the parsed split."""
+        table = self._cached_table(name)
+        return table.meta if table is not None else _split_meta(self._split(name)[0])
+
+    def _usable_meta(self, name: str) -> dict[str, Any]:
+        table = self._cached_table(name)
+        return table.meta if table is not None else _split_meta(self._usable_split(name))
+
+    def _rows(self, name: str) -> Any:
+        """The table rows a loader uses: every image but those data.on_bad_image=skip leaves out."""
+        table = self._table(name)
         bad = self._bad_images.get(name)
         if bad and self.settings.data.on_bad_image == "skip":  # left out, counted in the dataset summary
-            return dataclasses.replace(checked, images=[image for image in checked.images if image["id"] not in bad])
-        return checked
+            return np.flatnonzero(~np.isin(table.arrays["image_ids"], np.fromiter(bad, dtype=np.int64)))
+        return np.arange(len(table))
 
     @property
     def categories(self) -> CategoryMap:
-        checked = self._usable_split("train")
-        return CategoryMap(
-            tuple(int(c["id"]) for c in checked.categories), tuple(str(c["name"]) for c in checked.categories)
-        )
+        meta = self._usable_meta("train")
+        return CategoryMap(tuple(int(c["id"]) for c in meta["categories"]), tuple(str(c["name"]) for c in meta["categories"]))
 
     def has_val(self) -> bool:
         return "val" in self.paths
@@ -219,9 +279,16 @@ class CocoDatasetSource:
 
     def _over_cap(self, name: str, log: FindingLog | None = None) -> dict[int, int]:
         """Images with more instances than data.max_instances -> how many are dropped (the smallest)."""
-        split, _ = self._split(name)
         cap = self.settings.data.max_instances
-        over = {image_id: len(anns) - cap for image_id, anns in split.annotations.items() if len(anns) > cap}
+        table = self._cached_table(name)
+        if table is not None:
+            counts = table.counts()
+            over = {int(table.arrays["image_ids"][row]): int(counts[row]) - cap for row in np.flatnonzero(counts > cap)}
+            annotations_path = self.paths[name].annotations_path
+        else:
+            split, _ = self._split(name)
+            over = {image_id: len(anns) - cap for image_id, anns in split.annotations.items() if len(anns) > cap}
+            annotations_path = split.paths.annotations_path
         if over and log is not None:
             worst = max(over, key=over.__getitem__)
             log.warning(
@@ -230,14 +297,13 @@ class CocoDatasetSource:
                 f"{over[worst] + cap} in image {worst}); {sum(over.values())} of their smallest instances are dropped "
                 f"from the training targets. Raise data.max_instances (e.g. --set data.max_instances="
                 f"{over[worst] + cap}) to keep them",
-                file=str(split.paths.annotations_path), image_id=worst,
+                file=str(annotations_path), image_id=worst,
             )
         return over
 
     def _grouping_note(self) -> str:
         """For class-count messages: which grouping categories were left out (or kept) of the count."""
-        split, _ = self._split("train")
-        left_out = [f"{c['id']} {c['name']!r}" for c in split.left_out]
+        left_out = [f"{c['id']} {c['name']!r}" for c in self._meta("train")["left_out"]]
         if left_out:
             return f" (left out as grouping categories: {', '.join(left_out[:5])}; data.keep_grouping_categories=true keeps them)"
         return ""
@@ -250,8 +316,9 @@ class CocoDatasetSource:
         """
         if self._last_report is not None:
             errors = self._last_report.errors
-        else:
-            errors = [f for name in self.paths for f in self._split(name)[1] if f.severity == "error"]
+        else:  # a split with a table was usable when it was built
+            errors = [f for name in self.paths if self._cached_table(name) is None
+                      for f in self._split(name)[1] if f.severity == "error"]
         if errors:
             report = DatasetReport(summary={}, findings=errors)
             raise DatasetError(
@@ -262,7 +329,9 @@ class CocoDatasetSource:
 
     def _provider(self, name: str, contiguous: dict[int, int] | None = None) -> CocoSampleProvider:
         return CocoSampleProvider(
-            self._usable_split(name),
+            self.paths[name],
+            self._table(name),
+            self._rows(name),
             contiguous if contiguous is not None else self.categories.to_contiguous(),
             self.transform_settings,
             cache_images=self.settings.data.cache_images,
@@ -303,8 +372,10 @@ class CocoDatasetSource:
         if not self.has_val():
             return None
         split = self._usable_split("val")
+        bad = self._bad_images.get("val") if self.settings.data.on_bad_image == "skip" else None
+        images = [image for image in split.images if not bad or image["id"] not in bad]
         annotations = []
-        for image in split.images:
+        for image in images:
             for ann in split.annotations.get(image["id"], []):
                 entry = copy.copy(ann)
                 entry["iscrowd"] = int(bool(entry.get("iscrowd", 0)))
@@ -316,7 +387,7 @@ class CocoDatasetSource:
             "info": dict(split.raw.get("info", {}))
             if split.raw and isinstance(split.raw.get("info"), dict)
             else {},
-            "images": [copy.copy(image) for image in split.images],
+            "images": [copy.copy(image) for image in images],
             "annotations": annotations,
             "categories": [copy.copy(c) for c in split.categories],
         }
@@ -328,33 +399,39 @@ class CocoDatasetSource:
         digest = hashlib.sha256()
         for name in ("train", "val"):
             if name in self.paths:
-                split, _ = self._split(name)
-                digest.update(f"{name}:{split.content_sha256};".encode())
+                digest.update(f"{name}:{self._meta(name)['content_sha256']};".encode())
         return digest.hexdigest()
 
     def describe(self) -> dict[str, Any]:
         splits: dict[str, Any] = {}
         for name, paths in self.paths.items():
-            split, _ = self._split(name)
-            over = self._over_cap(name) if split.readable else {}
+            meta = self._meta(name)
+            over = self._over_cap(name) if meta["readable"] else {}
             splits[name] = {
                 "images_dir": str(paths.images_dir),
                 "annotations_file": str(paths.annotations_path),
-                "images": split.summary.get("images"),
-                "annotations": split.summary.get("annotations"),
+                "images": meta["summary"].get("images"),
+                "annotations": meta["summary"].get("annotations"),
                 "skipped_images": len(self._bad_images.get(name, {}))
                 if self.settings.data.on_bad_image == "skip" else 0,
                 "images_over_max_instances": len(over),  # data.max_instances: the smallest instances are dropped
                 "instances_dropped": sum(over.values()),
             }
-        train, _ = self._split("train")
+        train = self._meta("train")
         return {
             "mode": self.mode,
             "backend": self.backend,
             "splits": splits,
-            "num_classes": len(train.categories) if train.readable else None,
-            "categories": [c["name"] for c in train.categories],
+            "num_classes": len(train["categories"]) if train["readable"] else None,
+            "categories": [c["name"] for c in train["categories"]],
             "max_instances": self.settings.data.max_instances,
             "repeat_factor_sampling": self.repeat_info,
             "fingerprint": self.fingerprint(),
         }
+
+
+def _split_meta(split: CheckedSplit) -> dict[str, Any]:
+    """What the source needs of a split besides its entries (plain JSON values, stored with its table)."""
+    return {"readable": split.readable, "categories": [dict(c) for c in split.categories],
+            "left_out": [dict(c) for c in split.left_out], "summary": dict(split.summary),
+            "content_sha256": split.content_sha256}

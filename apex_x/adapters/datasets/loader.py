@@ -9,6 +9,7 @@ persistent workers always use the epoch's own.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -298,7 +299,20 @@ class TorchBatchLoader:
         self.sampler.set_epoch(epoch, start_batch, plan)
         if start_batch >= len(self):
             return
-        yield from self._loader
+        yield from self._started()
+
+    def _started(self) -> Iterator[Batch]:
+        """iter() of the DataLoader; its first call forks the workers. The garbage collector's objects are frozen
+        across the fork (gc.freeze, as the Python docs advise for pre-fork servers): a collection in a worker
+        then never walks, so never copies, the pages of the objects it inherited."""
+        if self._loader.num_workers == 0:
+            return iter(self._loader)
+        gc.collect()  # garbage left now would stay, uncollectable, in every worker
+        gc.freeze()
+        try:
+            return iter(self._loader)
+        finally:
+            gc.unfreeze()
 
     def epoch_indices(self, epoch: int = 0) -> list[int]:
         """The dataset indices this rank sees in `epoch`, in order (for tests and debugging)."""
