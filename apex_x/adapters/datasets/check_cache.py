@@ -87,6 +87,9 @@ def folder_stamp(path: Path) -> dict[str, Any]:
         except OSError:
             digest.update(f"unreadable:{folder};".encode())
             continue
+        prefix = os.path.relpath(folder, path)
+        prefix = "" if prefix == "." else prefix + os.sep
+        lines = []
         for entry in entries:
             try:
                 if entry.is_dir():
@@ -95,8 +98,9 @@ def folder_stamp(path: Path) -> dict[str, Any]:
                 stat = entry.stat()
             except OSError:
                 continue
-            count += 1
-            digest.update(f"{os.path.relpath(entry.path, path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+            lines.append(f"{prefix}{entry.name}:{stat.st_size}:{stat.st_mtime_ns};")
+        count += len(lines)
+        digest.update("".join(lines).encode())
     return {"path": str(path), "files": count, "listing_sha256": digest.hexdigest()}
 
 

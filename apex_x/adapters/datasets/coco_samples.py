@@ -186,11 +186,14 @@ class CocoSampleProvider:
             hit = known[position] == categories
             labels[hit] = np.array([lookup[int(k)] for k in known], dtype=np.int64)[position[hit]]
         owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # the table row of each annotation
-        pairs = np.unique(np.stack([owner, labels], 1)[labels >= 0], axis=0)  # (row, label), sorted by row
-        by_row: dict[int, list[int]] = {}
-        for row, label in pairs.tolist():
-            by_row.setdefault(row, []).append(label)
-        return [frozenset(by_row.get(int(row), ())) for row in self.rows]
+        width = max(len(lookup), 1)
+        keys = np.sort((owner * width + labels)[labels >= 0])  # row * width + label
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys  # unique (numpy
+        # 2.4's np.unique takes ~45x as long as sort + mask on 10^6 ints)
+        rows, found = np.divmod(keys, width)
+        cuts = np.searchsorted(rows, self.rows), np.searchsorted(rows, self.rows, side="right")
+        found_list = found.tolist()
+        return [frozenset(found_list[start:end]) for start, end in zip(*(cut.tolist() for cut in cuts), strict=True)]
 
     def instances(self, index: int, *, augment: bool = True) -> _Instances:
         """Targets of image `index`: the largest max_instances annotations (by area in original pixels: polygon

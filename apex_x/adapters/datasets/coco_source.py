@@ -352,7 +352,7 @@ class CocoDatasetSource:
         self._require_usable()
         provider = self._provider("train")
         factors, self.repeat_info = repeat_sampling(
-            provider.image_classes(), self.settings.data.repeat_factor_threshold, self.categories.names)
+            provider.image_classes, self.settings.data.repeat_factor_threshold, self.categories.names)
         return split_loader(
             provider, self.transform_settings, self.settings.data, batch_size,
             train=True, seed=seed, rank=rank, world_size=world_size, repeat_factors=factors,

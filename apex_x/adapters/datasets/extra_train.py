@@ -204,7 +204,7 @@ class MultiTrainSource:
                                f"train split ({error})") from None
         samples = ConcatSamples(parts)
         data = self.settings.data
-        factors, self.repeat_info = repeat_sampling(samples.image_classes(), data.repeat_factor_threshold,
+        factors, self.repeat_info = repeat_sampling(samples.image_classes, data.repeat_factor_threshold,
                                                     self.categories.names)
         log.info("extra_train", datasets=1 + len(self.extras), images=[len(part) for part in parts])
         return split_loader(samples, TransformSettings.from_config(self.settings), data, batch_size, train=True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,14 +64,16 @@ def describe_repeat_factors(image_classes: Sequence[Collection[int]], threshold:
             "images_repeated": int((factors > 1.0).sum()), "class_repeat_factors": repeated}
 
 
-def repeat_sampling(image_classes: Sequence[Collection[int]], threshold: float | None,
+def repeat_sampling(image_classes: Callable[[], Sequence[Collection[int]]], threshold: float | None,
                     names: Sequence[str]) -> tuple[np.ndarray | None, dict[str, Any] | None]:
     """(r_i per image, the description for the report), logged once; (None, None) when `threshold` is None.
-    `image_classes`: contiguous class ids per train image; `names`: class names by contiguous id."""
+    `image_classes`: gives the contiguous class ids per train image (called only when sampling is on: at COCO
+    scale they cost seconds); `names`: class names by contiguous id."""
     if threshold is None:
         return None, None
+    classes = image_classes()
     import structlog
 
-    info = describe_repeat_factors(image_classes, threshold, dict(enumerate(names)))
+    info = describe_repeat_factors(classes, threshold, dict(enumerate(names)))
     structlog.get_logger(__name__).info("repeat_factor_sampling", **info)
-    return image_repeat_factors(image_classes, threshold), info
+    return image_repeat_factors(classes, threshold), info

@@ -132,7 +132,7 @@ class SyntheticDatasetSource:
         self, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1
     ) -> TorchBatchLoader:
         factors, self.repeat_info = repeat_sampling(
-            self._train.image_classes(), self.settings.data.repeat_factor_threshold, self.categories.names)
+            self._train.image_classes, self.settings.data.repeat_factor_threshold, self.categories.names)
         return split_loader(
             self._train, self.transform_settings, self.settings.data, batch_size,
             train=True, seed=seed, rank=rank, world_size=world_size, repeat_factors=factors,
