@@ -9,8 +9,9 @@ stale verdict is never reused. Where: `$APEX_X_CACHE_DIR`, else `$XDG_CACHE_HOME
 or written is ignored (the check then runs as usual).
 
 The same setting keeps each split's AnnotationTable (annotation_table.py: the checked entries as flat arrays)
-in `annotation_tables/<key>/`, keyed by the annotation files' sha256 and the grouping setting: a second start
-of the same data maps it instead of parsing the JSON. The TABLES_KEPT most recently used tables are kept.
+in `annotation_tables/<key>/` (train splits only), keyed by the sha256 of the annotation bytes it was built
+from and the grouping setting: a second start of the same data maps it instead of parsing the JSON. The most
+recently used tables are kept up to TABLES_BYTES_KEPT in all.
 """
 
 from __future__ import annotations
@@ -47,15 +48,15 @@ def cache_folder() -> Path:
     return cache_root() / "dataset_checks"
 
 
-_STAMPS: dict[tuple[str, int, int, int], dict[str, Any]] = {}  # (path, inode, size, mtime) -> its stamp
+_STAMPS: dict[tuple[str, int, int, int, int], dict[str, Any]] = {}  # (path, inode, size, mtime, ctime) -> stamp
 
 
 def file_stamp(path: Path) -> dict[str, Any]:
     """Size, mtime (ns) and sha256 of a file ({"missing": true} when it is not there); hashed once per process
-    for the same path, inode, size and mtime."""
+    for the same path, inode, size, mtime and ctime (any write changes the ctime, which utime cannot set back)."""
     try:
         stat = path.stat()
-        memo = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        memo = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         if memo in _STAMPS:
             return dict(_STAMPS[memo])
         digest = hashlib.sha256()
@@ -80,12 +81,12 @@ def folder_stamp(path: Path) -> dict[str, Any]:
         try:
             info = folder.stat()
             if (info.st_dev, info.st_ino) in seen:
-                digest.update(f"loop:{os.path.relpath(folder, path)};".encode())
+                digest.update(f"loop:{os.path.relpath(folder, path)};".encode("utf-8", "surrogateescape"))
                 continue
             seen.add((info.st_dev, info.st_ino))
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError:
-            digest.update(f"unreadable:{folder};".encode())
+            digest.update(f"unreadable:{folder};".encode("utf-8", "surrogateescape"))
             continue
         prefix = os.path.relpath(folder, path)
         prefix = "" if prefix == "." else prefix + os.sep
@@ -100,7 +101,7 @@ def folder_stamp(path: Path) -> dict[str, Any]:
                 continue
             lines.append(f"{prefix}{entry.name}:{stat.st_size}:{stat.st_mtime_ns};")
         count += len(lines)
-        digest.update("".join(lines).encode())
+        digest.update("".join(lines).encode("utf-8", "surrogateescape"))  # names need not be utf-8 on disk
     return {"path": str(path), "files": count, "listing_sha256": digest.hexdigest()}
 
 
@@ -131,7 +132,8 @@ def store_check(key: str, verdict: dict[str, Any]) -> None:
         log.warning("dataset_check_cache_unwritable", folder=str(cache_folder()), reason=str(error)[:200])
 
 
-TABLES_KEPT = 4  # annotation tables kept on disk (the most recently used)
+TABLES_BYTES_KEPT = 4 << 30  # annotation tables kept on disk: the most recently used, up to this many bytes
+_TABLES_USED: set[str] = set()  # keys this process loaded or stored: never evicted by it
 
 
 def table_folder() -> Path:
@@ -144,21 +146,38 @@ def load_table(key: str) -> AnnotationTable | None:
     folder = table_folder() / key
     table = AnnotationTable.load(folder)
     if table is not None:
-        try:
-            os.utime(folder)
-        except OSError:
-            pass
+        _TABLES_USED.add(key)
+        _touch(folder)
     return table
 
 
 def store_table(key: str, table: AnnotationTable) -> None:
-    """Keep a split's table (atomically), then drop all but the TABLES_KEPT most recently used; a failure to
-    write is logged and otherwise ignored."""
+    """Keep a train split's table (atomically), then drop the least recently used tables beyond
+    TABLES_BYTES_KEPT (never one this process uses); a failure to write is logged and otherwise ignored."""
     try:
         table.save(table_folder() / key)
-        kept = sorted((entry for entry in table_folder().iterdir() if entry.is_dir() and not entry.name.startswith(".")),
-                      key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
-        for old in kept[TABLES_KEPT:]:
-            shutil.rmtree(old, ignore_errors=True)
+        _TABLES_USED.add(key)
+        _touch(table_folder() / key)
+        _evict()
     except Exception as error:  # noqa: BLE001 - the cache is an optimisation: never fail the run for it
         log.warning("annotation_table_cache_unwritable", folder=str(table_folder()), reason=str(error)[:200])
+
+
+def _touch(folder: Path) -> None:
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
+def _evict() -> None:
+    entries = []
+    for entry in table_folder().iterdir():
+        if entry.is_dir() and not entry.name.startswith("."):
+            size = sum(child.stat().st_size for child in entry.iterdir())
+            entries.append((entry.stat().st_mtime_ns, entry, size))
+    total = 0
+    for _, entry, size in sorted(entries, key=lambda item: item[0], reverse=True):  # most recent first
+        total += size
+        if total > TABLES_BYTES_KEPT and entry.name not in _TABLES_USED:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -30,7 +30,7 @@ from apex_x.adapters.datasets.image_cache import (
     file_key,
 )
 from apex_x.adapters.datasets.images import ImageReadError, load_rgb, to_base_size
-from apex_x.adapters.datasets.segmentation import rescaled_rle, to_rle
+from apex_x.adapters.datasets.segmentation import rescaled_rle, rle_area, to_rle
 from apex_x.adapters.datasets.transforms import RawSample, TransformSettings
 from apex_x.domain.errors import DatasetError
 
@@ -177,16 +177,12 @@ class CocoSampleProvider:
 
     def image_classes(self) -> list[frozenset[int]]:
         """The contiguous class ids of each image's annotations, in image order (repeat-factor sampling)."""
-        categories, offsets = self.table.category_ids(), np.asarray(self.table.arrays["ann_offsets"])
-        lookup = {int(original): index for original, index in self.contiguous.items()}
-        known = np.array(sorted(lookup), dtype=np.int64)
-        labels = np.full(categories.shape[0], -1, dtype=np.int64)  # -1: a category outside the mapping
-        if known.size:
-            position = np.clip(np.searchsorted(known, categories), 0, known.size - 1)
-            hit = known[position] == categories
-            labels[hit] = np.array([lookup[int(k)] for k in known], dtype=np.int64)[position[hit]]
+        codes, category_ids = self.table.category_codes()
+        offsets = np.asarray(self.table.arrays["ann_offsets"])
+        label_of_code = np.array([self.contiguous.get(value, -1) for value in category_ids] or [-1], dtype=np.int64)
+        labels = label_of_code[codes] if codes.size else codes  # -1: a category outside the mapping
         owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # the table row of each annotation
-        width = max(len(lookup), 1)
+        width = max(len(self.contiguous), 1)
         keys = np.sort((owner * width + labels)[labels >= 0])  # row * width + label
         keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys  # unique (numpy
         # 2.4's np.unique takes ~45x as long as sort + mask on 10^6 ints)
@@ -196,12 +192,13 @@ class CocoSampleProvider:
         return [frozenset(found_list[start:end]) for start, end in zip(*(cut.tolist() for cut in cuts), strict=True)]
 
     def instances(self, index: int, *, augment: bool = True) -> _Instances:
-        """Targets of image `index`: the largest max_instances annotations (by area in original pixels: polygon
-        area, RLE pixel count), masks as RLEs at the image's base size. Built on every call (not memoised)."""
+        """Targets of image `index`: the largest max_instances annotations (by mask area in original pixels),
+        masks as RLEs at the image's base size. Built on every call (not memoised: a worker's memory stays flat)."""
         row = int(self.rows[index])
         height, width = (int(v) for v in self.table.arrays["sizes"][row])
         anns = self.table.annotations(row)
-        areas = np.array([ann.area for ann in anns], dtype=np.float64)
+        rles = [to_rle(ann.segmentation, height, width) for ann in anns]
+        areas = np.array([rle_area(rle) for rle in rles], dtype=np.float64)  # largest first, in original pixels
         order = np.argsort(-areas, kind="stable")[: self.settings.max_instances]
         boxes = np.array([anns[i].bbox for i in order], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
@@ -211,13 +208,8 @@ class CocoSampleProvider:
         crowd = np.array([anns[i].crowd for i in order], dtype=bool)
         base_w, base_h = self._base(index, augment)
         if (base_w, base_h) == (width, height):
-            kept = [to_rle(anns[i].segmentation, height, width) for i in order]
-            return _Instances(boxes, labels, crowd, kept)
-        kept = []
-        for i in order:
-            segmentation = anns[i].segmentation
-            rle = segmentation if isinstance(segmentation, dict) else {}  # compressed already; polygons need none
-            kept.append(rescaled_rle(segmentation, rle, height, width, base_h, base_w))
+            return _Instances(boxes, labels, crowd, [rles[i] for i in order])
+        kept = [rescaled_rle(anns[i].segmentation, rles[i], height, width, base_h, base_w) for i in order]
         return _Instances(boxes, labels, crowd, kept, (base_h, base_w))
 
     def load(self, index: int, *, augment: bool) -> RawSample:

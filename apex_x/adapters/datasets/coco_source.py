@@ -117,18 +117,20 @@ class CocoDatasetSource:
 
     # -- the annotation table (flat arrays the loaders read; cached on disk with the check) ------------
 
-    def _table_key(self, name: str) -> str:
-        """What a split's table depends on: its annotation file's bytes, the grouping setting and, for val, the
-        train file (which decides the grouping categories)."""
-        files = {split: file_stamp(self.paths[split].annotations_path) for split in {"train", name}}
-        return check_key({"table": TABLE_VERSION, "split": name, "files": {k: v.get("sha256") for k, v in files.items()},
+    def _table_key(self, content_sha256: str) -> str:
+        """The train table's key: the sha256 of the annotation bytes it was built from (so a file replaced after
+        it was parsed never gets the old table) and the grouping setting."""
+        return check_key({"table": TABLE_VERSION, "content_sha256": content_sha256,
                           "keep_grouping": self.settings.data.keep_grouping_categories})
 
     def _cached_table(self, name: str) -> AnnotationTable | None:
-        """The split's table in memory or (data.check_cache) from the disk cache, without parsing anything."""
-        if name not in self._tables and self.settings.data.check_cache and name not in self._splits:
-            table = load_table(self._table_key(name))
-            if table is not None:
+        """The split's table in memory or, for train with data.check_cache, from the disk cache when it was built
+        from the bytes the file holds now; nothing is parsed. (A val table is not stored: evaluation parses the
+        val file for its ground truth anyway.)"""
+        if name == "train" and name not in self._tables and name not in self._splits and self.settings.data.check_cache:
+            sha = file_stamp(self.paths[name].annotations_path).get("sha256")
+            table = load_table(self._table_key(sha)) if sha else None
+            if table is not None and table.meta.get("content_sha256") == sha:
                 logger.info("annotation_table_cached", split=name, images=len(table),
                             annotations=table.num_annotations)
                 self._tables[name] = table
@@ -136,7 +138,7 @@ class CocoDatasetSource:
 
     def _table(self, name: str) -> AnnotationTable:
         """The usable split as an AnnotationTable: cached, or built from the parsed split (DatasetError when the
-        split has errors), then stored; the train split's parsed entries are released once it is built."""
+        split has errors), then stored (train); the train split's parsed entries are released once it is built."""
         table = self._cached_table(name)
         if table is not None:
             return table
@@ -146,8 +148,8 @@ class CocoDatasetSource:
         self._tables[name] = table
         logger.info("annotation_table_built", split=name, images=len(table), annotations=table.num_annotations,
                     seconds=round(time.perf_counter() - started, 2))
-        if self.settings.data.check_cache:
-            store_table(self._table_key(name), table)
+        if name == "train" and self.settings.data.check_cache:
+            store_table(self._table_key(split.content_sha256), table)
         if name == "train":  # the loaders read the table: the JSON's Python objects are not needed any more
             del self._splits[name]
         return table
@@ -167,7 +169,8 @@ class CocoDatasetSource:
         table = self._table(name)
         bad = self._bad_images.get(name)
         if bad and self.settings.data.on_bad_image == "skip":  # left out, counted in the dataset summary
-            return np.flatnonzero(~np.isin(table.arrays["image_ids"], np.fromiter(bad, dtype=np.int64)))
+            return np.array([row for row, image_id in enumerate(table.image_ids()) if image_id not in bad],
+                            dtype=np.int64)
         return np.arange(len(table))
 
     @property
@@ -283,7 +286,7 @@ class CocoDatasetSource:
         table = self._cached_table(name)
         if table is not None:
             counts = table.counts()
-            over = {int(table.arrays["image_ids"][row]): int(counts[row]) - cap for row in np.flatnonzero(counts > cap)}
+            over = {table.image(int(row)).id: int(counts[row]) - cap for row in np.flatnonzero(counts > cap)}
             annotations_path = self.paths[name].annotations_path
         else:
             split, _ = self._split(name)

@@ -307,12 +307,14 @@ class TorchBatchLoader:
         then never walks, so never copies, the pages of the objects it inherited."""
         if self._loader.num_workers == 0:
             return iter(self._loader)
+        frozen_before = gc.get_freeze_count()  # objects the program froze itself stay frozen
         gc.collect()  # garbage left now would stay, uncollectable, in every worker
         gc.freeze()
         try:
             return iter(self._loader)
         finally:
-            gc.unfreeze()
+            if not frozen_before:
+                gc.unfreeze()
 
     def epoch_indices(self, epoch: int = 0) -> list[int]:
         """The dataset indices this rank sees in `epoch`, in order (for tests and debugging)."""
