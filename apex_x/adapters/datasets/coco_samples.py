@@ -29,6 +29,7 @@ from apex_x.adapters.datasets.image_cache import (
     estimate_bytes,
     file_key,
 )
+from apex_x.adapters.datasets.image_checks import image_file
 from apex_x.adapters.datasets.images import ImageReadError, load_rgb, to_base_size
 from apex_x.adapters.datasets.segmentation import rescaled_rle, rle_area, to_rle
 from apex_x.adapters.datasets.transforms import RawSample, TransformSettings
@@ -99,7 +100,7 @@ class CocoSampleProvider:
         return self.table.image(int(self.rows[index]))
 
     def _path(self, image: TableImage) -> Path:
-        return self.paths.images_dir / image.file_name.replace("\\", "/")
+        return image_file(self.paths.images_dir, image.file_name)
 
     def _base(self, index: int, augment: bool) -> tuple[int, int]:
         height, width = (int(v) for v in self.table.arrays["sizes"][int(self.rows[index])])

@@ -40,8 +40,13 @@ _MODE_NOTES = {
 }
 
 
+def image_file(images_dir: Path, file_name: str) -> Path:
+    """Where an image of the split lies: its file_name under the images folder (backslashes read as "/")."""
+    return images_dir / file_name.replace("\\", "/")
+
+
 def image_path(split: CheckedSplit, image: dict[str, Any]) -> Path:
-    return split.paths.images_dir / str(image["file_name"]).replace("\\", "/")
+    return image_file(split.paths.images_dir, str(image["file_name"]))
 
 
 def _look_nearby(split: CheckedSplit, missing: list[str], log: FindingLog, position: int) -> None:
