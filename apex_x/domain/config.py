@@ -426,6 +426,12 @@ class RuntimeConfig(_Strict):
         description="Loss kernels backend; APEX_X_KERNELS overrides; auto = Triton on CUDA, compiled torch on CPU "
         "when a C++ compiler is found (eager torch otherwise).",
     )
+    compile_model: bool = Field(
+        False,
+        description="torch.compile (Inductor) the network's training forward: a step ~5-10% faster on CPU after a "
+        "first compile of ~1 minute (cached on disk); eager, with a warning and the reason in the report, when no "
+        "compiler is found or compiling fails.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     num_threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads; null = torch default.")
     collective_timeout_s: int = Field(

@@ -5,7 +5,12 @@ keywords of reference.py. The trainer calls `set_backend_preference(config.runti
 (APEX_X_KERNELS wins over it) and records `active_backend_report()`. Triton is imported lazily.
 """
 
-from apex_x.kernels.dispatch import active_backend_report, resolve_backend, set_backend_preference
+from apex_x.kernels.dispatch import (
+    active_backend_report,
+    inductor_unavailable_reason,
+    resolve_backend,
+    set_backend_preference,
+)
 from apex_x.kernels.losses import boundary_loss, focal_loss, giou_loss, mask_loss
 from apex_x.kernels.reference import clip_component
 
@@ -15,6 +20,7 @@ __all__ = [
     "clip_component",
     "focal_loss",
     "giou_loss",
+    "inductor_unavailable_reason",
     "mask_loss",
     "resolve_backend",
     "set_backend_preference",

@@ -70,16 +70,25 @@ def triton_status() -> tuple[bool, str]:
     return _state["triton"]
 
 
-def compiled_unavailable_reason() -> str | None:
-    """Why the compiled torch path cannot run (None when it can): no C++ compiler, or it failed in this process."""
-    if _state["compile_failed"] is not None:
-        return f"it failed earlier in this process ({_state['compile_failed']})"
+def inductor_unavailable_reason(device: torch.device) -> str | None:
+    """Why torch.compile's Inductor cannot generate code for `device` (None when it can): on CPU it needs a C++
+    compiler on PATH, on CUDA the triton package."""
+    if device.type == "cuda":
+        importable, detail = triton_status()
+        return None if importable else f"torch.compile needs triton for CUDA code: {detail}"
     path = os.environ.get("PATH", "")
     if _state["compiler"] is None or _state["compiler"][0] != path:
         _state["compiler"] = (path, next((found for name in COMPILERS if (found := shutil.which(name))), None))
     if _state["compiler"][1] is None:
         return "no C++ compiler on PATH (c++, g++, clang++ or cl); torch.compile needs one for CPU code"
     return None
+
+
+def compiled_unavailable_reason() -> str | None:
+    """Why the compiled torch path cannot run (None when it can): no C++ compiler, or it failed in this process."""
+    if _state["compile_failed"] is not None:
+        return f"it failed earlier in this process ({_state['compile_failed']})"
+    return inductor_unavailable_reason(torch.device("cpu"))
 
 
 def record_compile_failure(error: BaseException) -> None:

@@ -95,6 +95,13 @@ def _stage_table(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _compile_note(compile_model: Any) -> str:
+    """', network compiled' / ', network eager (reason)' when runtime.compile_model was asked for; '' otherwise."""
+    if not isinstance(compile_model, Mapping) or not compile_model.get("requested"):
+        return ""
+    return ", network compiled" if compile_model.get("active") else f", network eager ({compile_model.get('reason')})"
+
+
 def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
     best = report.get("best_metric") or {}
     run = report.get("run") or {}
@@ -116,7 +123,7 @@ def render_markdown(report: Mapping[str, Any], folder: Path) -> str:
         f"- **dataset**: mode **{report.get('dataset_mode')}**, backend {report.get('dataset_backend')}, "
         f"fingerprint `{str(dataset.get('fingerprint'))[:12]}`",
         f"- **device**: {run.get('device')}, world size {run.get('world_size')}, amp {run.get('amp')}, "
-        f"kernels {kernels.get('backend', '-')}, seed {run.get('seed')}",
+        f"kernels {kernels.get('backend', '-')}{_compile_note(run.get('compile_model'))}, seed {run.get('seed')}",
         f"- **files**: best {_relative(artifacts.get('best_checkpoint'), folder)}, "
         f"last {_relative(artifacts.get('last_checkpoint'), folder)}, "
         f"weights {_relative(artifacts.get('weights'), folder)}, [config.json](config.json), "

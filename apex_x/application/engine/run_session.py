@@ -12,6 +12,7 @@ import structlog
 
 from apex_x.application.engine.accumulation import plan_batches
 from apex_x.application.engine.checkpointing import CheckpointKeeper
+from apex_x.application.engine.compiled_forward import CompiledForward
 from apex_x.application.engine.curriculum import Stage, total_epochs
 from apex_x.application.engine.diagnostics import RunDiagnostics
 from apex_x.application.engine.distributed import DistContext, any_true
@@ -95,6 +96,7 @@ class RunSession(EpochEnd, SessionOutputs):
             ema=self.ema, batch_plan=self.batch_plan,
             diagnostics=self.diagnostics, auxiliary_losses=auxiliary_losses, amp_dtype=self.amp_dtype,
             total_steps=total_epochs(stages) * self.steps_per_epoch, on_bad_image=settings.data.on_bad_image,
+            compiled_forward=CompiledForward(settings.runtime.compile_model, context.device),
         )
         self.auxiliary_names = [loss.name for loss in auxiliary_losses]
         self.fingerprint = source.fingerprint()

