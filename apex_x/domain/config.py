@@ -289,6 +289,20 @@ class ExtraTrainData(_Strict):
     coco_train_annotations: str | None = Field(None, description="format coco: its COCO instances JSON.")
     yolo_data: str | None = Field(None, description="format yolo: its Ultralytics data.yaml (its train split is used).")
 
+    @model_validator(mode="after")
+    def _keys_of_its_format(self) -> ExtraTrainData:
+        coco_keys = [name for name in ("coco_train_images", "coco_train_annotations") if getattr(self, name)]
+        if self.format == "coco" and self.yolo_data and not coco_keys:
+            raise ValueError(
+                f"yolo_data is set but format is 'coco' (the default of an extra_train item); add format: yolo "
+                f"to read {self.yolo_data!r} as an Ultralytics data.yaml"
+            )
+        if self.format == "yolo" and coco_keys:
+            verb = "is a format coco key" if len(coco_keys) == 1 else "are format coco keys"
+            raise ValueError(f"format is 'yolo' but {' and '.join(coco_keys)} {verb}; set format: coco, or give "
+                             "the YOLO dataset's yolo_data instead")
+        return self
+
 
 class DataConfig(_Strict):
     """Which dataset format, where its data lives, and how it is loaded and augmented."""
@@ -415,6 +429,15 @@ class DataConfig(_Strict):
     @classmethod
     def _multi_scale_range(cls, value: list[float] | None) -> list[float] | None:
         return _check_range(value, 0.0, 4.0)
+
+    @model_validator(mode="after")
+    def _one_cache_mode(self) -> DataConfig:
+        if self.cache_images and self.cache == "disk":
+            raise ValueError(
+                "data.cache_images=true (the older name of data.cache=ram) and data.cache='disk' choose two image "
+                "caches; keep one of them (data.cache: ram, or data.cache: disk without data.cache_images)"
+            )
+        return self
 
 
 class RuntimeConfig(_Strict):

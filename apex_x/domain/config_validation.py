@@ -24,8 +24,39 @@ def all_dotted_keys(model: type[BaseModel] = ApexConfig, prefix: str = "") -> li
     return keys
 
 
+def _list_item_model(parent: str) -> type[BaseModel] | None:
+    """The model of a list item's keys (`data.extra_train.0` -> ExtraTrainData), None when `parent` is not one."""
+    model: type[BaseModel] = ApexConfig
+    parts = parent.split(".")
+    index = 0
+    while index < len(parts):
+        field = model.model_fields.get(parts[index])
+        if field is None:
+            return None
+        annotation = field.annotation
+        item = next((arg for arg in get_args(annotation) if get_origin(arg) is list), annotation)
+        if get_origin(item) is list and index + 1 < len(parts) and parts[index + 1].isdigit():
+            element = get_args(item)[0] if get_args(item) else None
+            if not (isinstance(element, type) and issubclass(element, BaseModel)):
+                return None
+            model, index = element, index + 2
+            if index == len(parts):
+                return model
+            continue
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model, index = annotation, index + 1
+    return None
+
+
 def suggest_keys(dotted_key: str, limit: int = 3) -> list[str]:
-    """Closest valid dotted keys to a mistyped one."""
+    """Closest valid dotted keys to a mistyped one; inside a list item (data.extra_train.0.KEY), that item's keys."""
+    parent, _, leaf = dotted_key.rpartition(".")
+    item_model = _list_item_model(parent) if parent else None
+    if item_model is not None:
+        names = list(item_model.model_fields)
+        close = difflib.get_close_matches(leaf, names, n=limit, cutoff=0.5) or names  # nothing close: all of them
+        return [f"{parent}.{name}" for name in close]
     candidates = all_dotted_keys()
     suggestions = difflib.get_close_matches(dotted_key, candidates, n=limit, cutoff=0.6)
     if not suggestions:

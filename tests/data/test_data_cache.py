@@ -154,3 +154,14 @@ def test_bad_cache_value_is_a_clear_config_error(jpegs, capsys, tmp_path: Path) 
                  f"data.coco_train_annotations={path}", "--set", "data.cache=fast"])
     err = capsys.readouterr().err
     assert code == 2 and "data.cache" in err and "error:" in err and "'ram'" in err, err
+
+
+def test_the_older_cache_images_key_with_a_disk_cache_is_a_clear_config_error(capsys):
+    """data.cache_images=true means data.cache=ram: with data.cache=disk the two keys contradict each other."""
+    config = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    code = main(["train", str(config), "--device", "cpu",
+                 "--set", "data.cache_images=true", "--set", "data.cache=disk"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "data.cache_images=true" in err and "data.cache='disk'" in err and "keep one of them" in err
+    assert load_config(None, ["data.cache_images=true", "data.cache=ram"]).data.cache == "ram"  # the same choice

@@ -106,6 +106,15 @@ def test_unknown_key_suggests_the_closest() -> None:
     assert "did you mean train.epochs" in str(_error(overrides=("trian.epochs=1",)))
 
 
+def test_an_unknown_key_in_a_list_item_suggests_that_item_s_keys() -> None:
+    """data.extra_train items have their own keys: the suggestion is among them, not the whole schema's."""
+    message = str(_error(overrides=('data.extra_train=[{"coco_images": "x", "colour": 1}]',)))
+    assert "data.extra_train.0.coco_images: unknown key; did you mean data.extra_train.0.coco_train_images?" in message
+    listed = message.split("data.extra_train.0.colour: unknown key; did you mean ")[1]
+    assert all(f"data.extra_train.0.{name}" in listed
+               for name in ("format", "coco_train_images", "coco_train_annotations", "yolo_data"))
+
+
 def test_unknown_key_in_a_file_names_the_file_and_suggests(tmp_path: Path) -> None:
     path = _write(tmp_path, "train:\n  epochs: 2\n  batchsize: 4\n")
     message = str(_error(path))
@@ -240,3 +249,10 @@ def test_hash_is_stable_across_processes_and_changes_with_the_config() -> None:
     assert len(here) == 64
     other = load_config(REPO_ROOT / "configs/coco_baseline.yaml", ["train.lr=2e-3"]).stable_hash()
     assert other != here
+
+
+def test_an_extra_train_item_with_the_other_format_s_keys_names_the_format_to_set() -> None:
+    message = str(_error(overrides=('data.extra_train=[{"yolo_data": "more/data.yaml"}]',)))
+    assert "data.extra_train.0: yolo_data is set but format is 'coco'" in message and "add format: yolo" in message
+    message = str(_error(overrides=('data.extra_train=[{"format": "yolo", "coco_train_images": "imgs"}]',)))
+    assert "format is 'yolo' but coco_train_images is a format coco key" in message
