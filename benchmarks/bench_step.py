@@ -9,7 +9,8 @@ bench_data.py), the heaviest stage (det + seg + boundary at full weight):
    `--steps x --rounds` steps, milliseconds.
 2. Variants, whole step (forward, loss, backward, optimizer): `default` (channels-last, eager), `contiguous`
    (NCHW), `compile` (runtime.compile_model: the forward through torch.compile; its compile time is given
-   apart), each at every `--threads` value. Rounds are interleaved across variants so the drift of a shared
+   apart; compiled at the largest `--threads` value, whose thread count Inductor's code keeps), each at
+   every `--threads` value. Rounds are interleaved across variants so the drift of a shared
    machine hits all of them; the figure is the median of the per-round means, in images/s.
 
     # full run (quiet machine, a few minutes; the first compile takes ~1 minute on 2 cores)

@@ -112,3 +112,17 @@ def test_adamw_is_fused_for_float32_parameters_and_takes_the_same_step_as_the_lo
     for a, b in zip(fused_net.parameters(), loop_net.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert build_optimizer(_small_network().double(), train).defaults["fused"] is None  # float64: the loop
+
+
+@pytest.mark.slow
+def test_a_second_input_size_runs_eager_and_the_report_says_so_instead_of_recompiling():
+    """Multi-scale: compiled for the first size only; the next size runs eager (no recompile), said in to_plain."""
+    if CompiledForward(True, torch.device("cpu")).reason is not None:
+        pytest.skip("no C++ compiler on PATH")
+    network, forward = _small_network(), CompiledForward(True, torch.device("cpu"))
+    forward(network, torch.randn(2, 3, 8, 8))
+    assert forward.to_plain()["active"] is True
+    images = torch.randn(2, 3, 12, 12)
+    torch.testing.assert_close(forward(network, images), network(images))
+    plain = forward.to_plain()
+    assert plain["active"] is False and "input size changed (8x8 -> 12x12" in plain["reason"]

@@ -1,18 +1,21 @@
 """runtime.compile_model: the training forward through `torch.compile` (Inductor), eager when it cannot run.
 
 The network's forward (backbone, neck, heads; not the loss, whose kernels have their own compiled path) is
-compiled once per stage (a stage's freezing changes the graph) for the module the trainer calls (the DDP
-wrapper under torchrun). The parameters and state-dict keys are the module's own, so checkpoints, EMA and
-validation (which runs the eager module) are unchanged. Shapes: the first input size is compiled static;
-multi-scale training's second size triggers one dynamic-shape recompile (torch.compile's default).
+compiled for the module the trainer calls (the DDP wrapper under torchrun); a stage that freezes parts is
+recompiled by torch's own guards. The parameters and state-dict keys are the module's own, so checkpoints,
+EMA and validation (which runs the eager module) are unchanged.
 
-Cost and gain, measured with `benchmarks/bench_trainer.py --set runtime.compile_model=true` (README): the first
-run of a network compiles for ~1 minute on a 2-core CPU (Inductor caches the code on disk, later runs start in
-seconds); a training step is then ~5-10% faster on CPU. Worth it for long runs, not for a few minutes.
+Compiled for one input size: the model's anchor cache makes every new size a full recompile, so when a
+second size appears (multi-scale training) the network runs eager from then on and the report says why,
+instead of recompiling (~1 minute each on 2 cores) or silently hitting torch's recompile limit.
 
-A compiler that is missing (no C++ compiler on CPU, no triton on CUDA) or a compile that fails is logged once,
-the eager forward runs from then on and the report's `run.compile_model` says why: a run never fails because
-of the compiler. Errors of the model itself are not compile errors: they are raised again by the eager forward.
+Cost and gain, measured with `benchmarks/bench_step.py` (README): the first run of a network compiles for ~1
+minute on a 2-core CPU (Inductor caches the code on disk, later runs start in seconds); a training step is
+then 1.07-1.18x faster at 2 threads. Worth it for long runs, not for a few minutes.
+
+A compiler that is missing (no C++ compiler on CPU, no triton on CUDA) or a compile of the forward that fails
+is logged once, the eager forward runs from then on and the report's `run.compile_model` says why. Errors of
+the model itself are not compile errors: they are raised again by the eager forward.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class CompiledForward:
             log.warning("runtime.compile_model: the network runs eager", reason=self.reason)
         self._module: torch.nn.Module | None = None
         self._compiled: Any = None
+        self._size: tuple[int, ...] | None = None  # the input size it was compiled for
 
     @property
     def active(self) -> bool:
@@ -52,8 +56,17 @@ class CompiledForward:
         """module(images), compiled when active. (B, 3, H, W) images -> the module's outputs."""
         if not self.active:
             return module(images)
-        if self._module is not module:  # a new stage (new DDP wrapper or new trainable set): compile again
-            self._module, self._compiled = module, torch.compile(module)
+        size = tuple(images.shape[-2:])
+        if self._size is not None and size != self._size:
+            self.reason = (f"the input size changed ({self._size[0]}x{self._size[1]} -> {size[0]}x{size[1]}, "
+                           "e.g. multi-scale training): compiled for one size only, the network runs eager")
+            log.warning("runtime.compile_model: the network runs eager from now on", reason=self.reason)
+            self._module = self._compiled = None
+            return module(images)
+        if self._module is not module:  # a new DDP wrapper (a new stage under torchrun): compile again
+            if self._module is None:
+                log.info("compiling the network", note="torch.compile, once per process; cached on disk after")
+            self._module, self._compiled, self._size = module, torch.compile(module), size
         try:
             return self._compiled(images)
         except COMPILE_ERRORS as error:
