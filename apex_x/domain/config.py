@@ -291,16 +291,17 @@ class ExtraTrainData(_Strict):
 
     @model_validator(mode="after")
     def _keys_of_its_format(self) -> ExtraTrainData:
-        coco_keys = [name for name in ("coco_train_images", "coco_train_annotations") if getattr(self, name)]
-        if self.format == "coco" and self.yolo_data and not coco_keys:
-            raise ValueError(
-                f"yolo_data is set but format is 'coco' (the default of an extra_train item); add format: yolo "
-                f"to read {self.yolo_data!r} as an Ultralytics data.yaml"
-            )
-        if self.format == "yolo" and coco_keys:
-            verb = "is a format coco key" if len(coco_keys) == 1 else "are format coco keys"
-            raise ValueError(f"format is 'yolo' but {' and '.join(coco_keys)} {verb}; set format: coco, or give "
-                             "the YOLO dataset's yolo_data instead")
+        """Keys of another format only (e.g. yolo_data with the default format coco): name the format to set. A
+        key's format is the `format NAME:` its description starts with (no format name is spelled here)."""
+        owners = {name: field.description.partition(":")[0].removeprefix("format ")
+                  for name, field in type(self).model_fields.items()
+                  if name != "format" and field.description and getattr(self, name)}
+        other = [name for name, owner in owners.items() if owner != self.format]
+        if other and len(other) == len(owners):
+            wanted = owners[other[0]]
+            noun = "is a key" if len(other) == 1 else "are keys"
+            raise ValueError(f"{' and '.join(other)} {noun} of format {wanted!r} but this item's format is "
+                             f"{self.format!r} (an extra_train item's default is 'coco'); add format: {wanted}")
         return self
 
 

@@ -253,6 +253,7 @@ def test_hash_is_stable_across_processes_and_changes_with_the_config() -> None:
 
 def test_an_extra_train_item_with_the_other_format_s_keys_names_the_format_to_set() -> None:
     message = str(_error(overrides=('data.extra_train=[{"yolo_data": "more/data.yaml"}]',)))
-    assert "data.extra_train.0: yolo_data is set but format is 'coco'" in message and "add format: yolo" in message
+    assert "data.extra_train.0: yolo_data is a key of format 'yolo' but this item's format is 'coco'" in message
+    assert "add format: yolo" in message
     message = str(_error(overrides=('data.extra_train=[{"format": "yolo", "coco_train_images": "imgs"}]',)))
-    assert "format is 'yolo' but coco_train_images is a format coco key" in message
+    assert "coco_train_images is a key of format 'coco' but this item's format is 'yolo'" in message
