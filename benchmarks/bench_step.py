@@ -151,7 +151,7 @@ def main() -> None:
         setup.step(batches[0], losses)
         first_step_s[variant] = time.perf_counter() - started
         setup.step(batches[1 % len(batches)], losses)
-    parts = breakdown(setups[variants[0]], batches, losses, args.rounds) if "default" in setups else {}
+    parts = breakdown(setups["default"], batches, losses, args.rounds) if "default" in setups else {}
 
     per_round: dict[str, list[float]] = {f"{variant} x{count}": [] for count in threads for variant in variants}
     for _ in range(args.rounds):
