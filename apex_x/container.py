@@ -16,7 +16,7 @@ from apex_x.adapters.config_yaml import load_config
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.registry import DATASET_FORMATS, MODEL_PROFILES
 
-# Every 'package.module:Name' wired below, in order (tests/foundation/test_container_wiring.py resolves each).
+# Every 'package.module:Name' wired below, in order (tests/test_foundation/test_container_wiring.py resolves each).
 TARGETS: list[str] = []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -11,7 +12,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The suite trains on the eager torch loss path: "auto" would compile the mask and boundary losses in every
 # training subprocess (~40 s cold per loss on 2 cores). The compiled path has its own parity tests
-# (tests/kernels, backend "compiled-cpu") and tests/kernels/test_kernels_dispatch.py checks what auto picks.
+# (tests/test_kernels, backend "compiled-cpu") and tests/test_kernels/test_kernels_dispatch.py checks what auto picks.
 os.environ.setdefault("APEX_X_KERNELS", "torch")
 # Passed dataset checks are cached (data.check_cache): keep the suite's cache out of the home folder.
 os.environ.setdefault("APEX_X_CACHE_DIR", tempfile.mkdtemp(prefix="apex_x_test_cache_"))
@@ -23,6 +24,15 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run when a test module or package would shadow an installed module (its name taken on sys.path)."""
+    from test_foundation.package_names import collisions
+
+    found = collisions(Path(__file__).resolve().parent)
+    if found:
+        raise pytest.UsageError("a test module shadows an installed one:\n  " + "\n  ".join(found))
 
 
 @pytest.fixture(scope="session")

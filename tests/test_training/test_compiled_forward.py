@@ -15,9 +15,10 @@ from apex_x.application.engine.compiled_forward import CompiledForward
 from .helpers import make_use_case
 
 
-def _small_network() -> torch.nn.Module:
+def _small_network(conv_bias: bool = True) -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.SiLU(),
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=conv_bias), torch.nn.BatchNorm2d(8),
+                               torch.nn.SiLU(),
                                torch.nn.Conv2d(8, 4, 1))
 
 
@@ -92,25 +93,54 @@ def test_a_compiler_that_fails_leaves_the_network_eager_with_the_reason(tmp_path
     assert "compiling the network failed; it runs eager" in result.stdout + result.stderr
 
 
+def _loop_adamw(network: torch.nn.Module) -> torch.optim.AdamW:
+    """torch's per-tensor AdamW with build_optimizer's groups (weight decay on ndim >= 2 only)."""
+    return torch.optim.AdamW([{"params": [p for p in network.parameters() if p.ndim >= 2], "weight_decay": 0.05},
+                              {"params": [p for p in network.parameters() if p.ndim < 2], "weight_decay": 0.0}],
+                             lr=0.01, foreach=False)
+
+
 def test_adamw_is_fused_for_float32_parameters_and_takes_the_same_step_as_the_loop():
+    """Fused AdamW (build_optimizer) and torch's per-tensor loop take the same steps, checked in three parts so a
+    failure says which: the two networks start equal; fed the same gradients, the two optimizers agree (the
+    optimizer alone); three whole steps of a network agree (forward, backward and optimizer).
+
+    The whole-step network has no bias right before its BatchNorm: such a bias has a true gradient of 0, its
+    computed one is rounding noise (~1e-9), and Adam's m / (sqrt(v) + eps) turns that noise into a step of about
+    lr, so parameters 1e-8 apart after the first step give it steps of opposite signs (10% apart after 3 steps
+    on torch 2.14.1's CPU build, 2026-12-07; the test shows that too).
+    """
     from apex_x.application.engine.trainer import build_optimizer
     from apex_x.domain.config import TrainConfig
 
     train = TrainConfig(lr=0.01, weight_decay=0.05)
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    # 1. the optimizer alone: the same gradients into both
     fused_net, loop_net = _small_network(), _small_network()
-    fused = build_optimizer(fused_net, train)
-    assert fused.defaults["fused"] is True
-    loop = torch.optim.AdamW([{"params": [p for p in loop_net.parameters() if p.ndim >= 2], "weight_decay": 0.05},
-                              {"params": [p for p in loop_net.parameters() if p.ndim < 2], "weight_decay": 0.0}],
-                             lr=0.01, foreach=False)
-    images = torch.randn(2, 3, 8, 8)
+    assert all(torch.equal(a, b) for a, b in zip(fused_net.parameters(), loop_net.parameters(), strict=True))
+    fused, loop = build_optimizer(fused_net, train), _loop_adamw(loop_net)
+    assert fused.defaults["fused"] is True and loop.defaults["fused"] is None
+    for _ in range(3):
+        fused_net(images).square().mean().backward()
+        for a, b in zip(fused_net.parameters(), loop_net.parameters(), strict=True):
+            b.grad = a.grad.clone()
+        fused.step(), loop.step(), fused.zero_grad(), loop.zero_grad()
+    for a, b in zip(fused_net.parameters(), loop_net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg="fused and per-tensor AdamW differ on equal grads")
+    # the bias before BatchNorm: its gradient is noise, the reason the whole-step check below has none
+    noisy = _small_network()
+    noisy(images).square().mean().backward()
+    assert noisy[0].bias.grad.abs().max() < 1e-6 < noisy[0].weight.grad.abs().max()
+    # 2. whole steps (each network its own forward and backward), on a network without that bias
+    fused_net, loop_net = _small_network(conv_bias=False), _small_network(conv_bias=False)
+    fused, loop = build_optimizer(fused_net, train), _loop_adamw(loop_net)
     for _ in range(3):
         for net, optimizer in ((fused_net, fused), (loop_net, loop)):
             net(images).square().mean().backward()
             optimizer.step()
             optimizer.zero_grad()
     for a, b in zip(fused_net.parameters(), loop_net.parameters(), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg="three whole steps differ")
     assert build_optimizer(_small_network().double(), train).defaults["fused"] is None  # float64: the loop
 
 

@@ -26,10 +26,11 @@ def test_readme_commands_are_extracted_exactly() -> None:
     test_command = _ci(REPO_ROOT, "--print-test-command")
     assert test_command.returncode == 0
     assert test_command.stdout.strip().splitlines() == [
-        'python3 -m venv .venv && .venv/bin/pip install -e ".[dev,worldclass,export,tracking]" && .venv/bin/python -m pytest -q'
+        'python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e ".[dev,worldclass,export,tracking]"'
+        ' && .venv/bin/python -m pytest -q'
     ]
     main_command = _ci(REPO_ROOT, "--print-main-command").stdout.strip()
-    assert main_command.startswith("python3 -m venv .venv && .venv/bin/pip install -e .")
+    assert main_command.startswith("python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e .")
     assert "apex-x" in main_command and "```" not in main_command
 
 
@@ -64,3 +65,33 @@ def test_missing_test_command_block_fails(tmp_path: Path) -> None:
     (repo / "README.md").write_text("# no markers\n")
     result = _ci(repo, "--tests-only")
     assert result.returncode == 1 and "test-command" in result.stderr
+
+
+def test_constraints_pin_every_dependency_inside_pyproject_s_ranges_and_say_when() -> None:
+    """constraints.txt (what CI and the README's commands install) pins each requirement of pyproject.toml, base
+    and every extra, to one exact version that the requirement's range allows; its header is dated."""
+    import re
+
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = (REPO_ROOT / "constraints.txt").read_text().splitlines()
+    assert re.search(r"on \d{4}-\d{2}-\d{2}", "\n".join(line for line in lines if line.startswith("#")))
+    pins = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(text) for text in project["dependencies"]]
+    requirements += [Requirement(text) for extra in project["optional-dependencies"].values() for text in extra]
+    for requirement in requirements:
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (requirement, pins[name])
+    bounded = {canonicalize_name(r.name) for r in requirements if any(spec.operator == "<" for spec in r.specifier)}
+    # the majors known (or announced) to change what Apex-X relies on
+    assert {"torch", "torchvision", "transformers", "peft", "timm", "numpy", "pydantic", "pycocotools"} <= bounded

@@ -1,6 +1,6 @@
 """A training process on the fake ports, for tests that kill it or run it under torchrun.
 
-    python -m training.fake_run OUTPUT_DIR [--set k=v]... [--resume PATH] [--slow-writes S] [--nan-at K@RANK]
+    python -m test_training.fake_run OUTPUT_DIR [--set k=v]... [--resume PATH] [--slow-writes S] [--nan-at K@RANK]
 
 (run with PYTHONPATH=<repo>/tests). Prints "RESULT <status>" at the end; a user error exits 2.
 --slow-writes S sleeps S seconds in the middle of every checkpoint write (after "WRITING <file>" is
@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
     steps = result.report["loss_diagnostics"]["run"]
-    print(f"RESULT {result.status} rank={rank} applied={steps['applied_steps']} skipped={steps['skipped_steps']}",
-          flush=True)
+    # one write of the whole line: under torchrun both ranks share the pipe, and print's separate newline write
+    # could interleave with the other rank's line
+    sys.stdout.write(f"RESULT {result.status} rank={rank} applied={steps['applied_steps']} "
+                     f"skipped={steps['skipped_steps']}\n")
+    sys.stdout.flush()
     return 0
 
 

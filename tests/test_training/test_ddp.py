@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +20,11 @@ def test_two_process_gloo_run_agrees_on_skips_and_writes_once(tmp_path: Path) ->
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1", "APEX_X_PROGRESS": "log"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "training.fake_run", str(run), "--set", "train.steps_per_stage=2", "--nan-at", "2@1",
+        "-m", "test_training.fake_run", str(run), "--set", "train.steps_per_stage=2", "--nan-at", "2@1",
     ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
-    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("RESULT"))
+    lines = sorted(re.findall(r"RESULT \w+ rank=\d+ applied=\d+ skipped=\d+", result.stdout))
     # NaN on rank 1 only, at its 2nd step: both ranks skip that step (4 batches, 3 applied).
     assert lines == ["RESULT finished rank=0 applied=3 skipped=1", "RESULT finished rank=1 applied=3 skipped=1"]
     report = json.loads((run / "train_report.json").read_text())

@@ -108,9 +108,9 @@ def test_timm_full_model_weights_load_into_the_feature_extractor(tmp_path) -> No
 
 
 def test_images_without_objects_train_and_predict() -> None:
-    from shape_batches import make_shapes_batch
-
     from apex_x.domain.types import LossSettings
+
+    from .shape_batches import make_shapes_batch
 
     model = StudentModelFactory().build(_config(input_width=64), num_classes=3)
     batch = make_shapes_batch(batch_size=2, size=64, empty_images=(0, 1))

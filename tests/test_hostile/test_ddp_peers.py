@@ -54,7 +54,7 @@ def _freeze_rank_1(run: Path, *overrides: str) -> tuple[str, float, bool]:
                                                             *overrides)) for item in pair]
     process = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "training.fake_run", str(run), *sets],
+         "-m", "test_training.fake_run", str(run), *sets],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     frozen: int | None = None

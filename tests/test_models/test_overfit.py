@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
-from shape_batches import make_shapes_batch
 from torchvision.ops import box_iou
 
 from apex_x.adapters.models.student import StudentModelFactory
 from apex_x.domain.config import ModelConfig
 from apex_x.domain.types import LossSettings
+
+from .shape_batches import make_shapes_batch
 
 STEPS = 120
 

@@ -1,7 +1,7 @@
 """Run a module or script under a memory limit and report its peak RSS (used by the hostile-input tests).
 
-    python tests/hostile/measure.py AS_LIMIT_BYTES -m module args...   |   ... AS_LIMIT_BYTES script.py args...
-    python tests/hostile/measure.py AS_LIMIT_BYTES -c "python code"
+    python tests/test_hostile/measure.py AS_LIMIT_BYTES -m module args...   |   ... AS_LIMIT_BYTES script.py args...
+    python tests/test_hostile/measure.py AS_LIMIT_BYTES -c "python code"
 
 Prints `PEAK_RSS_KB=<n>` on stderr at exit; the exit code is the target's (an uncaught exception: 1).
 """

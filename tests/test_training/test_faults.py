@@ -26,7 +26,7 @@ OVERRIDES = ("train.checkpoint_every_steps=1",)
 def child(output: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "APEX_X_PROGRESS": "log", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "training.fake_run", str(output), *RUN, *extra],
+        [sys.executable, "-m", "test_training.fake_run", str(output), *RUN, *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import torch
-from training.fakes import FakeBatchLoader, FakeDatasetSource, FakeEvaluator
-from training.helpers import flat_state, make_use_case
+from test_training.fakes import FakeBatchLoader, FakeDatasetSource, FakeEvaluator
+from test_training.helpers import flat_state, make_use_case
 
 from apex_x.application.engine.progress import SilentProgress
 from apex_x.domain import checkpoint_format as fmt

@@ -2,7 +2,7 @@
 
 Run as a script with TRITON_INTERPRET unset (the interpreter would replace the kernels). Prints one
 line per kernel and exits 1 if any fails. Used by test_kernels_compile.py; handy by hand too:
-  env -u TRITON_INTERPRET .venv/bin/python tests/kernels/gpu_compile_check.py
+  env -u TRITON_INTERPRET .venv/bin/python tests/test_kernels/gpu_compile_check.py
 """
 
 from __future__ import annotations
