@@ -78,6 +78,8 @@ def model_summary(model: Any, config: Any) -> dict[str, Any]:
         "profile": config.profile,
         "size": getattr(config, "size", None),
         "backbone": getattr(getattr(model, "backbone", None), "name", None),  # a timm backbone's model name
+        # where its weights came from and how a file was fitted (adapters/models/weight_layouts.py)
+        "backbone_weights": getattr(getattr(model, "backbone", None), "weights_record", None),
         "parameters": int(parameters),
         "gflops": round(flops / 1e9, 3) if flops is not None else None,
         "input_size": [height, width],

@@ -271,6 +271,20 @@ class TrainConfig(_Strict):
         False, description="Load train.init_from even when it fits under 50% of the model's weights (by element "
         "count); without it such a file (probably another model) is refused."
     )
+    backbone_lr_mult: float | None = Field(
+        None, gt=0.0, le=10.0, description="Multiplier of the lr for the backbone's parameters (the neck and heads "
+        "take train.lr); null = the fine-tuning recipe's (domain/fine_tune.py): 1.0 from scratch, 0.5 with "
+        "pretrained backbone weights.",
+    )
+    backbone_norm_eval: bool | None = Field(
+        None, description="Keep the backbone's BatchNorm running statistics as loaded (mmdetection's norm_eval; "
+        "their scale and shift still train); null = the recipe's: false (from scratch and pretrained: with AdamW at "
+        "the student's lr frozen statistics diverged in our measurement).",
+    )
+    freeze_backbone_epochs: int | None = Field(
+        None, ge=0, le=100000, description="The backbone's parameters are frozen for the first N epochs of the run "
+        "(the first stage is split: '<stage>_backbone_frozen' then '<stage>'); null = the recipe's (0).",
+    )
 
 
 def _unique_loggers(value: list[str]) -> list[str]:

@@ -43,8 +43,10 @@ def installed_names(excluded: Iterable[Path] = ()) -> dict[str, str]:
              for name, dists in importlib.metadata.packages_distributions().items()}
     for name in (*sys.stdlib_module_names, *sys.builtin_module_names):
         found.setdefault(name, "the standard library")
-    skip = {path.resolve() for path in excluded}
-    folders = [entry for entry in sys.path if entry and Path(entry).is_dir() and Path(entry).resolve() not in skip]
+    skip = [path.resolve() for path in excluded]
+    # a folder inside an excluded one is skipped too: pytest puts a test folder without __init__.py on sys.path
+    folders = [entry for entry in sys.path if entry and Path(entry).is_dir()
+               and not any(Path(entry).resolve().is_relative_to(root) for root in skip)]
     for module in pkgutil.iter_modules(folders):
         found.setdefault(module.name, f"{getattr(module.module_finder, 'path', '?')}/{module.name}")
     return found

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,8 +69,13 @@ class TimmBackbone(nn.Module):
         self.feature_indices = [reductions.index(stride) for stride in strides]
         all_channels = list(body.feature_info.channels())
         self.channels = [int(all_channels[index]) for index in self.feature_indices]
+        # what the weights came from and how they were fitted (reports): random, the hub, or a file's mapping
+        self.weights_record: dict[str, Any] = {"source": "random init"}
+        if hub_source is not None:
+            self.weights_record = {"source": f"hub {hub_source.location}", "mapping": "names (timm's own loading)"}
         if weights_path:
-            load_backbone_weights(self.body, weights_path, key=weights_key)
+            self.weights_record = {"source": f"file {weights_path}",
+                                   **load_backbone_weights(self.body, weights_path, key=weights_key)}
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = self.body(images)
@@ -107,49 +111,28 @@ def _unwrap_state_dict(payload: Any, path: Path, key: str) -> dict[str, torch.Te
         state = inner
     if not isinstance(state, Mapping) or not state:
         raise CheckpointError(f"{path}: no state_dict of tensors found ({key})")
-    tensors = {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
-    return {re.sub(r"^(module\.|backbone\.body\.|backbone\.|body\.)", "", key): value for key, value in tensors.items()}
+    return {str(key): value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
-def _canonical(key: str) -> str:
-    """timm's features_only wrappers flatten `stages.0` into `stages_0`: compare keys with both spellings."""
-    return key.replace(".", "_")
+def load_backbone_weights(body: nn.Module, weights_path: str, *,
+                          key: str = "model.backbone_weights") -> dict[str, Any]:
+    """Load a local weights file into a features_only timm model, through the first mapping of weight_layouts.py
+    that fits (its names, its names without a prefix, or in order). Returns the plain record of what was done
+    (file, mapping, loaded / missing / unused counts); WeightsLayoutError (a CheckpointError naming `key`)
+    when none fits."""
+    from apex_x.adapters.models.weight_layouts import match_weights
 
-
-def load_backbone_weights(body: nn.Module, weights_path: str, *, key: str = "model.backbone_weights") -> None:
-    """Load a local weights file into a features_only timm model; missing keys or shape mismatches raise
-    (errors name `key`, the config key that chose the file)."""
     path = Path(weights_path)
     if not path.is_file():
         raise ConfigError(f"backbone weights file {str(path)!r} does not exist", key=key)
     source = _unwrap_state_dict(_read_weights_file(path, body, key), path, key)
-    by_canonical = {_canonical(key): key for key in source}
     target = body.state_dict()
-    matched: dict[str, torch.Tensor] = {}
-    missing: list[str] = []
-    mismatched: list[str] = []
-    for name, value in target.items():
-        source_key = name if name in source else by_canonical.get(_canonical(name))
-        if source_key is None:
-            if name.endswith("num_batches_tracked"):
-                matched[name] = value  # older files omit this counter; keep the model's own
-            else:
-                missing.append(name)
-            continue
-        tensor = source[source_key]
-        if tensor.shape != value.shape:
-            mismatched.append(f"{name}: file {tuple(tensor.shape)} vs model {tuple(value.shape)}")
-            continue
-        matched[name] = tensor
-    if missing or mismatched:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing keys (first: {missing[:5]})")
-        if mismatched:
-            details.append(f"{len(mismatched)} shape mismatches (first: {mismatched[:3]})")
-        raise CheckpointError(
-            f"{path}: backbone weights do not fit the model ({key}): " + "; ".join(details)
-        )
-    body.load_state_dict(matched, strict=True)
-    unused = len(source) - len(matched)
-    log.info("backbone_weights_loaded", path=str(path), key=key, tensors=len(matched), unused_tensors=unused)
+    match = match_weights({name: value.shape for name, value in target.items()}, source,
+                          where=f"{path} ({key})")
+    state = {name: source[original] for name, original in match.pairs.items()}
+    state.update({name: value for name, value in target.items() if name not in state})  # counters kept
+    body.load_state_dict(state, strict=True)
+    record = {"file": str(path), "key": key, **match.to_plain()}
+    log.info("backbone_weights_loaded", path=str(path), key=key, mapping=match.mapping, loaded=match.loaded,
+             missing=match.missing, unused=match.unused)
+    return record

@@ -65,6 +65,8 @@ class StudentModelFactory:
                                 hub_source=source if source.kind == "hub" else None)
         neck = FpnPanNeck(backbone.channels, head_channels(config), depth=config.neck_depth)
         model = DenseSegmentationModel(backbone, neck, num_classes=num_classes, config=config)
+        if not pretrained:  # the weights that go in next are a checkpoint's, not random ones
+            backbone.weights_record = {"source": "the checkpoint (random init, then its weights)"}
         log.info(
             "student_built",
             size=config.size,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from apex_x.domain.config import ApexConfig, AugmentOverride, StageConfig, effective_stages
 from apex_x.domain.errors import ConfigError
+from apex_x.domain.fine_tune import resolve_recipe
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Stage:
     lr_scale: float
     first_epoch: int
     augment: AugmentOverride | None = None  # the stage's own augmentation keys (domain.augment.augment_plan)
+    frozen: tuple[str, ...] = ()  # groups held frozen whatever `trainable` says (train.freeze_backbone_epochs)
 
     def to_plain(self) -> dict[str, Any]:
         plain = {
@@ -37,6 +39,8 @@ class Stage:
         }
         if self.augment is not None:
             plain["augment"] = self.augment.model_dump(exclude_none=True)
+        if self.frozen:
+            plain["frozen"] = list(self.frozen)
         return plain
 
 
@@ -67,7 +71,22 @@ def plan_stages(config: ApexConfig, default_stages: Sequence[StageConfig]) -> li
         first += epochs
     if first == 0:
         raise ConfigError("every stage has 0 epochs: nothing to train", key="train.epochs")
-    return stages
+    return freeze_backbone(stages, resolve_recipe(config).freeze_backbone_epochs)
+
+
+def freeze_backbone(stages: list[Stage], epochs: int) -> list[Stage]:
+    """The run's first `epochs` epochs with the backbone frozen: each stage that overlaps them is split into
+    '<name>_backbone_frozen' (its epochs before the limit) and '<name>' (the rest); indices renumbered."""
+    if epochs <= 0:
+        return stages
+    split: list[Stage] = []
+    for stage in stages:
+        frozen = max(0, min(stage.epochs, epochs - stage.first_epoch))
+        if frozen:
+            split.append(replace(stage, name=f"{stage.name}_backbone_frozen", epochs=frozen, frozen=("backbone",)))
+        if stage.epochs - frozen > 0 or not frozen:
+            split.append(replace(stage, epochs=stage.epochs - frozen, first_epoch=stage.first_epoch + frozen))
+    return [replace(stage, index=index) for index, stage in enumerate(split)]
 
 
 def total_epochs(stages: list[Stage]) -> int:
@@ -85,7 +104,7 @@ def check_groups(stages: list[Stage], groups: dict[str, list[torch.nn.Parameter]
     """Every group a stage trains must exist in the model and hold parameters."""
     available = sorted(name for name, params in groups.items() if params)
     for stage in stages:
-        for group in stage.trainable:
+        for group in (*stage.trainable, *stage.frozen):
             if group == "all":
                 continue
             if not groups.get(group):
@@ -103,6 +122,7 @@ def apply_trainable(model: torch.nn.Module, groups: dict[str, list[torch.nn.Para
         chosen = {id(param) for param in model.parameters()}
     else:
         chosen = {id(param) for group in stage.trainable for param in groups.get(group, [])}
+    chosen -= {id(param) for group in stage.frozen for param in groups.get(group, [])}
     count = 0
     for param in model.parameters():
         param.requires_grad_(id(param) in chosen)
@@ -110,11 +130,13 @@ def apply_trainable(model: torch.nn.Module, groups: dict[str, list[torch.nn.Para
     return count
 
 
-def set_train_mode(model: torch.nn.Module) -> None:
-    """model.train(), but norm layers whose parameters are all frozen keep their running statistics."""
+def set_train_mode(model: torch.nn.Module, norm_eval: frozenset[int] = frozenset()) -> None:
+    """model.train(), but norm layers whose parameters are all frozen keep their running statistics, and so do
+    those whose parameters are in `norm_eval` (ids; train.backbone_norm_eval: the backbone's)."""
     model.train()
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters(recurse=False))
-            if params and not any(param.requires_grad for param in params):
+            if params and (not any(param.requires_grad for param in params)
+                           or all(id(param) in norm_eval for param in params)):
                 module.eval()

@@ -44,6 +44,7 @@ from apex_x.application.engine.validation import ValidationStopped
 from apex_x.domain.augment import AugmentPlan, augment_plan, closed_for_whole_run
 from apex_x.domain.checkpoint import TrainingCheckpoint
 from apex_x.domain.errors import CheckpointError, DatasetError, TrainingStopped
+from apex_x.domain.fine_tune import resolve_recipe
 
 log = structlog.get_logger(__name__)
 
@@ -90,14 +91,18 @@ class RunSession(EpochEnd, SessionOutputs):
         self.diagnostics = RunDiagnostics()
         self.report_state = ReportState()
         self.model_summary: dict[str, Any] | None = None  # parameters and GFLOPs (application/model_summary.py)
+        self.recipe = resolve_recipe(settings)  # the fine-tuning recipe (domain/fine_tune.py)
         self.keeper = CheckpointKeeper(self.store, self.output_dir / "checkpoints", context, train.keep_last_epochs)
         self.trainer = Trainer(
-            model=model, optimizer=build_optimizer(model, train, self.batch_plan.scale), train=train, context=context,
+            model=model, optimizer=build_optimizer(model, train, self.batch_plan.scale, self.groups.get("backbone", ()),
+                                                   self.recipe.backbone_lr_mult), train=train, context=context,
             ema=self.ema, batch_plan=self.batch_plan,
             diagnostics=self.diagnostics, auxiliary_losses=auxiliary_losses, amp_dtype=self.amp_dtype,
             total_steps=total_epochs(stages) * self.steps_per_epoch, on_bad_image=settings.data.on_bad_image,
             compiled_forward=CompiledForward(settings.runtime.compile_model, context.device),
         )
+        if self.recipe.backbone_norm_eval:
+            self.trainer.norm_eval = frozenset(id(param) for param in self.groups.get("backbone", ()))
         self.auxiliary_names = [loss.name for loss in auxiliary_losses]
         self.fingerprint = source.fingerprint()
         self.dataset_info = {**dict(source.describe()), "fingerprint": self.fingerprint}

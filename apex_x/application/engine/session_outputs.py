@@ -84,7 +84,7 @@ class SessionOutputs:
                  "steps_per_epoch": self.steps_per_epoch, "batch_size": self.settings.train.batch_size,
                  "batch_plan": self.batch_plan.to_plain(), "trackers": self.trackers.to_plain(),
                  "global_step": self.trainer.global_step, "ema": self.ema is not None,
-                 "compile_model": self.trainer.compiled_forward.to_plain()},
+                 "compile_model": self.trainer.compiled_forward.to_plain(), "recipe": self.recipe.to_plain()},
             kernels=refresh_kernels_report(self.kernels), artifacts=artifacts, session_started=self.session_started,
             auxiliary_losses=self.auxiliary_names, epochs_planned=self.planned_epochs,
             model_summary=self.model_summary,

@@ -31,21 +31,28 @@ from apex_x.domain.types import Batch, LossSettings
 log = structlog.get_logger(__name__)
 
 
-def build_optimizer(model: torch.nn.Module, train: TrainConfig, scale: float = 1.0) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, train: TrainConfig, scale: float = 1.0,
+                    backbone: Sequence[torch.nn.Parameter] = (), backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
     """AdamW over every parameter: weight decay on weights (ndim >= 2), none on norms and biases; `scale`
-    (accumulation.BatchPlan.scale) multiplies train.weight_decay.
+    (accumulation.BatchPlan.scale) multiplies train.weight_decay. With `backbone_lr_mult` != 1 the `backbone`
+    parameters get groups of their own whose `lr_mult` the step multiplies the scheduled lr by (the fine-tuning
+    recipe, domain/fine_tune.py); the first group is always one at the full lr.
 
     One optimizer for the whole run: frozen parameters get no gradient, so AdamW leaves them alone. The fused
     implementation (one kernel over all parameters) when every parameter is a float32 tensor on the CPU or a
     CUDA device: on the CPU 2 ms a step against 7 ms for the per-tensor loop (the student's parameters alone,
     2 threads; 4.1 against 12.2 ms inside benchmarks/bench_step.py's steps).
     """
-    decay = [param for param in model.parameters() if param.ndim >= 2]
-    no_decay = [param for param in model.parameters() if param.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": train.weight_decay * scale, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
+    slow = {id(param) for param in backbone} if backbone_lr_mult != 1.0 else set()
+    groups = []
+    for part, mult in (("", 1.0), ("backbone_", backbone_lr_mult)):
+        params = [param for param in model.parameters() if (id(param) in slow) == bool(part)]
+        groups += [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": train.weight_decay * scale,
+             "name": part + "decay", "lr_mult": mult},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "name": part + "no_decay",
+             "lr_mult": mult},
+        ]
     fused = all(param.dtype == torch.float32 and param.device.type in ("cpu", "cuda") for param in model.parameters())
     return torch.optim.AdamW([group for group in groups if group["params"]], lr=train.lr, betas=(0.9, 0.999),
                              fused=fused or None)
@@ -128,6 +135,8 @@ class Trainer:
         self.last_outcome: StepOutcome | None = None  # the latest step's, for the experiment trackers
         self._stage: Stage | None = None
         self.compiled_forward = compiled_forward or CompiledForward(False, context.device)
+        # parameters whose BatchNorm layers keep their running statistics (train.backbone_norm_eval)
+        self.norm_eval: frozenset[int] = frozenset()
 
     # --- state of a checkpoint ------------------------------------------------------------------
     def watch_stop(self, requested: Callable[[], bool]) -> None:
@@ -209,7 +218,7 @@ class Trainer:
         then clip, optimizer and EMA step. A non-finite micro-batch skips the whole step."""
         lr = self.current_lr(stage)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * float(group.get("lr_mult", 1.0))
         agreed = False
         sums: dict[str, float] = {}
         total_sum, stop, clipped = 0.0, False, set()
@@ -373,7 +382,7 @@ class Trainer:
 
         A pause or an agreed stop returns at once; the caller saves mid-epoch (or ends the epoch if it is done).
         """
-        set_train_mode(self.module)
+        set_train_mode(self.module, self.norm_eval)
         done = start_batch
         if done >= steps_in_epoch:
             return EpochOutcome(done)
