@@ -15,12 +15,9 @@ from .fakes import FakeModelFactory
 from .helpers import make_use_case
 
 
-def _initial(factory: FakeModelFactory) -> dict[str, torch.Tensor]:
-    """The weights the run's model was built with (before any step): the run trains that very model."""
-    return factory.initial
-
-
 class _Recording(FakeModelFactory):
+    """Keeps the weights the run's model was built with (before any step): the run trains that very model."""
+
     def build(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         model = super().build(*args, **kwargs)
         self.initial = {name: value.detach().clone() for name, value in model.state_dict().items()}
@@ -71,7 +68,7 @@ def test_freezing_the_backbone_for_the_first_epoch_splits_the_stage_and_leaves_t
     store = TorchCheckpointStore()
     first = store.load(str(tmp_path / "run" / "checkpoints" / "epoch_0001.pt"))["model"]
     second = store.load(str(tmp_path / "run" / "checkpoints" / "epoch_0002.pt"))["model"]
-    fresh = _initial(factory)
+    fresh = factory.initial
     assert torch.equal(first["stem.0.weight"], fresh["stem.0.weight"])  # frozen in epoch 1
     assert not torch.equal(first["neck.0.weight"], fresh["neck.0.weight"])  # the rest trained
     assert not torch.equal(second["stem.0.weight"], first["stem.0.weight"])  # epoch 2 trains the backbone

@@ -132,7 +132,7 @@ def load_backbone_weights(body: nn.Module, weights_path: str, *,
     state = {name: source[original] for name, original in match.pairs.items()}
     state.update({name: value for name, value in target.items() if name not in state})  # counters kept
     body.load_state_dict(state, strict=True)
-    record = {"file": str(path), "key": key, **match.to_plain()}
+    record = {"key": key, **match.to_plain()}  # the file itself: TimmBackbone.weights_record's "source"
     log.info("backbone_weights_loaded", path=str(path), key=key, mapping=match.mapping, loaded=match.loaded,
              missing=match.missing, unused=match.unused)
     return record
