@@ -118,6 +118,17 @@ def _missing_dependency_message(error: ModuleNotFoundError) -> str:
 
 _OUT_OF_MEMORY = ("can't allocate memory", "failed to map segment", "Cannot allocate memory", "out of memory")
 _LONG_WORD = re.compile(r"\S{400,}")
+_OUT_OF_RESOURCES = ("Resource temporarily unavailable", "can't start new thread", "Too many open files",
+                     "Cannot allocate thread", "fork failed")
+
+
+def _out_of_resources(error: BaseException, text: str) -> bool:
+    """Thread, process or file-handle exhaustion (EAGAIN, EMFILE, ENFILE): the machine's state, not a bug."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.EAGAIN, errno.EMFILE, errno.ENFILE):
+        return True
+    return any(sign in text for sign in _OUT_OF_RESOURCES)
 
 
 def shorten_long_words(message: str) -> str:
@@ -126,6 +137,20 @@ def shorten_long_words(message: str) -> str:
     return _LONG_WORD.sub(
         lambda match: f"{match[0][:120]}...[{len(match[0]) - 160} characters]...{match[0][-40:]}", message
     )
+
+
+def _check_argument_text(arguments: Sequence[str]) -> None:
+    """Every argument is printable Unicode: a path whose bytes are not UTF-8 (read by Python as lone
+    surrogates) or a control character would fail later, when it is written to a report or printed."""
+    from apex_x.domain.text_rules import printable, text_problem
+
+    for position, argument in enumerate(arguments, start=1):
+        problem = text_problem(argument)
+        if problem is not None:
+            raise _UsageError(
+                f"apex-x: argument {position} '{printable(argument)}' holds {problem}: paths and values on the "
+                "command line must be printable UTF-8 text (rename the file or folder)"
+            )
 
 
 def _report(message: str, debug: bool) -> None:
@@ -154,7 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)  # a training run replaces it while it can save last.pt
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in arguments
+    for stream in (sys.stdout, sys.stderr):  # a name echoed from a user's file never fails to print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
+        _check_argument_text(arguments)
         parser = build_parser(_selected_command(arguments))
         try:
             args = parser.parse_args(arguments)
@@ -195,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"save (exit {128 + _terminated_by[0]}; on the way out: {type(error).__name__})", debug)
             return 128 + _terminated_by[0]
         text = str(error).splitlines()[0] if str(error) else ""
+        if _out_of_resources(error, text):
+            _report(f"error: the machine refused a thread, process or file ({type(error).__name__}: {text}); it is "
+                    "out of resources (heavy load, or a limit such as ulimit -u / -n): retry when it is quieter, or "
+                    "use fewer data.num_workers and runtime.num_threads (a training run keeps its last saved "
+                    "checkpoint)", debug)
+            return EXIT_USER
         if isinstance(error, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY):
             _report(f"error: out of memory ({type(error).__name__}: {text}); lower train.batch_size or "
                     "model.input_height/input_width, use fewer data.num_workers, or free memory (a training run "

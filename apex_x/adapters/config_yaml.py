@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from apex_x.domain.config_validation import (
 from apex_x.domain.errors import ConfigError
 from apex_x.domain.input_size import is_valid_side, nearest_valid_sides
 from apex_x.domain.registry import MODEL_PROFILES
+from apex_x.domain.text_rules import printable, text_problem
 
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
 _INT = re.compile(r"^[-+]?\d+$")
@@ -122,10 +123,51 @@ def _check_duplicate_keys(node: yaml.Node, path: str, source: str) -> None:
             _check_duplicate_keys(item, f"{path}.{index}" if path else str(index), source)
 
 
+def _construct_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    text = str(loader.construct_scalar(node))
+    if not _BOOL.match(text):
+        raise ValueError("a boolean is true or false")
+    return text.lower() == "true"
+
+
+_TAG_RULES = {
+    "!!int": "a decimal integer (no 0x/0o/0b prefix or sexagesimal 1:30)",
+    "!!float": "a decimal number",
+    "!!bool": "a boolean (true or false)",
+}
+
+
+def _guarded(constructor: Callable[..., Any]) -> Callable[..., Any]:
+    """A constructor whose failure on a value (an explicit tag such as `!!int '0x10'`, `!!bool 'maybe'`,
+    `!!timestamp 'abc'`, `!!map [1]`) is a ConfigError naming the line, the tag and the value, not a Python
+    error from inside PyYAML."""
+
+    def construct(loader: yaml.SafeLoader, node: yaml.Node, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return constructor(loader, node, *args, **kwargs)
+        except (ConfigError, yaml.YAMLError):
+            raise
+        except Exception:  # noqa: BLE001 - any failure to build a value is the document's fault
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            value = repr(node.value) if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+            raise ConfigError(
+                f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}: {value} is not "
+                f"{_TAG_RULES.get(tag, f'a valid {tag} value')}; write the value plainly, without an explicit "
+                "tag (e.g. `epochs: 3`, `lr: 0.001`, `amp: true`)",
+                source=getattr(loader, "apex_source", "<yaml>"),
+            ) from None
+
+    return construct
+
+
 _StrictLoader.add_constructor("!ambiguous", _construct_ambiguous)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.yaml_constructors = {
+    tag: _guarded(constructor) for tag, constructor in _StrictLoader.yaml_constructors.items()
+}
 
 
 _BRACKETS = re.compile(r"[\[\]{}]")
@@ -267,6 +309,10 @@ def parse_override(text: str) -> tuple[str, Any]:
             "train.stages.0.epochs=3)",
             source=flag,
         )
+    problem = text_problem(text)
+    if problem is not None:
+        raise ConfigError(f"{problem}: a --set flag must be printable Unicode text (no NUL, control or escape "
+                          "characters, no bytes that are not UTF-8)", source=printable(flag))
     value = parse_yaml_text(value_text, flag) if value_text.strip() else ""
     return key, value
 

@@ -35,6 +35,10 @@ class PillowImageReader:
             if not found:
                 raise UserError(f"{target}: the folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
             return found
+        if target.exists():  # a pipe, device or socket: never opened (it could block or never end)
+            from apex_x.adapters.datasets.images import regular_file_problem
+
+            raise UserError(f"{target}: {regular_file_problem(target) or 'not a regular file'}")
         raise UserError(f"{target}: no such file or folder")
 
     def read(self, path: str) -> torch.Tensor:

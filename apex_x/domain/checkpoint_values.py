@@ -80,6 +80,79 @@ def check_plain(value: Any, key: str, *, budget: list[int] | None = None, depth:
         raise _Bad(key, "is an integer of more than 64 bits")
 
 
+# Tensors a checkpoint may hold: dense (strided), on the CPU after map_location, of a real or integer dtype.
+TENSOR_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
+                           torch.int16, torch.int32, torch.int64, torch.bool})
+
+
+def tensor_problem(tensor: torch.Tensor) -> str | None:
+    """None for a dense CPU tensor of a TENSOR_DTYPES dtype; else what it is (nested, sparse, quantized, complex,
+    meta, ...), which no state dict of Apex-X holds and which would fail or be cast silently when loaded."""
+    if tensor.is_nested:
+        return "a nested tensor"
+    if tensor.layout is not torch.strided:
+        return f"a {str(tensor.layout).replace('torch.', '')} tensor"
+    if tensor.is_quantized:
+        return "a quantized tensor"
+    if tensor.device.type != "cpu":
+        return f"a tensor on the {tensor.device.type} device"
+    if tensor.dtype not in TENSOR_DTYPES:
+        return f"a {str(tensor.dtype).replace('torch.', '')} tensor"
+    return None
+
+
+def plain_copy(value: Any, path: str) -> Any:
+    """The loaded object rebuilt from plain containers: every dict / OrderedDict as a dict read through
+    `dict.items` (attributes an unpickler set on an OrderedDict, e.g. a shadowing `items`, are dropped), every
+    list and tuple anew, every tensor checked (tensor_problem). No recursion; at most MAX_NODES values and
+    MAX_DEPTH + 8 levels. Raises CheckpointError naming the file and the key."""
+    limit = MAX_DEPTH + 8
+    nodes = 0
+    root: list[Any] = [None]
+    # (value, parent, slot, key, depth); a _Finish entry turns a filled list back into a tuple after its items
+    stack: list[Any] = [(value, root, 0, "", 0)]
+    while stack:
+        entry = stack.pop()
+        if isinstance(entry, _Finish):
+            entry.parent[entry.slot] = tuple(entry.parent[entry.slot])
+            continue
+        item, parent, slot, key, depth = entry
+        nodes += 1
+        where = key or "the top level"
+        if nodes > MAX_NODES:
+            raise CheckpointError(f"{path}: checkpoint holds more than {MAX_NODES} values; refusing to use it")
+        if depth > limit:
+            raise CheckpointError(f"{path}: checkpoint value '{where}' is nested more than {limit} levels deep; "
+                                  "refusing to use it")
+        if isinstance(item, dict):
+            copied: Any = {}
+            children = list(dict.items(item))
+        elif isinstance(item, (list, tuple)):
+            children = list(enumerate(list.__iter__(item) if isinstance(item, list) else tuple.__iter__(item)))
+            copied = [None] * len(children)
+            if isinstance(item, tuple):
+                stack.append(_Finish(parent, slot))
+        else:
+            children = []
+            copied = item
+            problem = tensor_problem(item) if isinstance(item, torch.Tensor) else None
+            if problem is not None:
+                raise CheckpointError(f"{path}: checkpoint value '{where}' is {problem}, not a dense CPU tensor of "
+                                      "a real or integer dtype; the file is damaged or was not written by Apex-X, "
+                                      "refusing to use it")
+        parent[slot] = copied
+        for name, child in reversed(children):  # popped in order: a dict keeps its key order
+            stack.append((child, copied, name, f"{key}.{name}" if key else str(name), depth + 1))
+    return root[0]
+
+
+class _Finish:
+    """plain_copy's marker: parent[slot], a list of a tuple's items, becomes a tuple."""
+
+    def __init__(self, parent: Any, slot: Any) -> None:
+        self.parent, self.slot = parent, slot
+
+
 def _int(value: Any, key: str, low: int = 0, high: int = MAX_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Bad(key, f"must be an integer, got {_type_name(value)}")
@@ -162,33 +235,48 @@ def _tensor(value: Any, key: str, dtype: torch.dtype, numel: int | None = None) 
         raise _Bad(key, f"must hold {numel} values, got {value.numel()}")
 
 
+def _only_keys(plain: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
+    extra = sorted(str(name) for name in plain if name not in allowed)
+    if extra:
+        raise _Bad(f"{key}.{extra[0]}", f"is not part of this state ({', '.join(allowed)})")
+
+
 def _rng(value: Any, key: str) -> None:
+    """The exact layout capture_rng writes: any other key, version or size would fail in random.setstate,
+    np.random.set_state or torch.set_rng_state."""
     plain = _mapping(value, key, ("python", "numpy", "torch"))
+    _only_keys(plain, key, ("python", "numpy", "torch", "cuda"))
     python = _mapping(plain["python"], f"{key}.python", ("version", "state", "gauss"))
-    _int(python["version"], f"{key}.python.version", 0, 10)
+    _only_keys(python, f"{key}.python", ("version", "state", "gauss"))
+    _int(python["version"], f"{key}.python.version", 3, 3)
     state = python["state"]
     if not isinstance(state, (list, tuple)) or len(state) != 625:
         raise _Bad(f"{key}.python.state", "must be a list of 625 integers (Mersenne Twister state)")
-    for index, item in enumerate(state):
-        _int(item, f"{key}.python.state.{index}", 0, 2**32)
+    for index, item in enumerate(state[:624]):
+        _int(item, f"{key}.python.state.{index}", 0, 2**32 - 1)
+    _int(state[624], f"{key}.python.state.624", 0, 624)
     if python["gauss"] is not None and not isinstance(python["gauss"], float):
         raise _Bad(f"{key}.python.gauss", f"must be a float or null, got {_type_name(python['gauss'])}")
-    numpy = _mapping(plain["numpy"], f"{key}.numpy", ("name", "keys", "pos", "has_gauss", "cached_gaussian"))
+    numpy_keys = ("name", "keys", "pos", "has_gauss", "cached_gaussian")
+    numpy = _mapping(plain["numpy"], f"{key}.numpy", numpy_keys)
+    _only_keys(numpy, f"{key}.numpy", numpy_keys)
     if numpy["name"] != "MT19937":
         raise _Bad(f"{key}.numpy.name", f"must be 'MT19937', got {numpy['name']!r}")
     _tensor(numpy["keys"], f"{key}.numpy.keys", torch.int64, 624)
+    if int(numpy["keys"].min()) < 0 or int(numpy["keys"].max()) > 2**32 - 1:
+        raise _Bad(f"{key}.numpy.keys", "must hold 32-bit unsigned values")
     _int(numpy["pos"], f"{key}.numpy.pos", 0, 624)
     _int(numpy["has_gauss"], f"{key}.numpy.has_gauss", 0, 1)
     if not isinstance(numpy["cached_gaussian"], float):
         raise _Bad(f"{key}.numpy.cached_gaussian", "must be a float")
-    _tensor(plain["torch"], f"{key}.torch", torch.uint8)
-    if plain["torch"].numel() > 1 << 20:
-        raise _Bad(f"{key}.torch", "is larger than a torch generator state")
+    _tensor(plain["torch"], f"{key}.torch", torch.uint8, torch.get_rng_state().numel())  # this torch's size
     cuda = plain.get("cuda") or []
     if not isinstance(cuda, (list, tuple)) or len(cuda) > 4096:
         raise _Bad(f"{key}.cuda", "must be a list of uint8 tensors")
     for index, item in enumerate(cuda):
         _tensor(item, f"{key}.cuda.{index}", torch.uint8)
+        if item.numel() > 1 << 10:
+            raise _Bad(f"{key}.cuda.{index}", "is larger than a CUDA generator state (16 bytes)")
 
 
 def _optimizer(value: Any, key: str) -> None:
@@ -217,6 +305,17 @@ def _optimizer(value: Any, key: str) -> None:
         for name, item in entry.items():
             if not isinstance(name, str) or not isinstance(item, (torch.Tensor, int, float)):
                 raise _Bad(f"{where}.{name}", f"must be a tensor or a number, got {_type_name(item)}")
+
+
+def _scheduler(value: Any, key: str) -> None:
+    """The schedule's position (informational: the lr follows progress.global_step); known keys typed."""
+    plain = _mapping(value, key)
+    check_plain(plain, key)
+    if "kind" in plain:
+        _text(plain["kind"], f"{key}.kind")
+    for name in ("global_step", "total_steps"):
+        if name in plain:
+            _int(plain[name], f"{key}.{name}")
 
 
 _BEST_KEYS = ("name", "value", "epoch", "val_loss", "chosen_by")
@@ -345,7 +444,7 @@ KEY_VALIDATORS: dict[str, Validator] = {
     fmt.KEY_PROGRESS: lambda value, key: None if value is None else _progress(value, key),
     fmt.KEY_RNG: lambda value, key: None if value is None else _rng(value, key),
     fmt.KEY_OPTIMIZER: lambda value, key: None if value is None else _optimizer(value, key),
-    fmt.KEY_SCHEDULER: lambda value, key: None if value is None else check_plain(_mapping(value, key), key),
+    fmt.KEY_SCHEDULER: lambda value, key: None if value is None else _scheduler(value, key),
     fmt.KEY_BEST: _best,
     fmt.KEY_DATASET_FINGERPRINT: _text_value,
     fmt.KEY_MODEL: _state_dict,
@@ -427,4 +526,5 @@ def describe_misfit(model: Mapping[str, tuple[int, ...]], weights: Mapping[str, 
             f"its weights hold {file_numel:,} values; " + "; ".join(parts))
 
 
-__all__ = ["describe_misfit", "KEY_VALIDATORS", "MAX_DEPTH", "MAX_NODES", "check_plain", "validate_payload"]
+__all__ = ["describe_misfit", "KEY_VALIDATORS", "MAX_DEPTH", "MAX_NODES", "check_plain", "plain_copy", "tensor_problem",
+           "validate_payload"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -201,7 +202,8 @@ class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of python, numpy, torch and data workers.")
     deterministic: bool = Field(True, description="Deterministic algorithms (exact resume on CPU).")
     stages: list[StageConfig] = Field(
-        default_factory=list, description="Curriculum; empty = the profile's default stages."
+        default_factory=list, max_length=100,
+        description="Curriculum (at most 100 stages); empty = the profile's default stages.",
     )
     steps_per_stage: int | None = Field(
         None, ge=1, description="Cap on optimizer steps of every epoch of every stage (smoke runs)."
@@ -389,6 +391,19 @@ class DataConfig(_Strict):
         False, description="Keep a category that has no annotations and is the supercategory of all the others "
         "(the grouping category some labelling tools export first) as a class; by default it is left out."
     )
+    max_annotations_per_image: int = Field(
+        10_000, ge=1, le=10_000_000, description="Annotations one image may list in a COCO file (the densest real "
+        "datasets have a few thousand); an image over it is an error naming it, and its annotations are not kept, "
+        "so a file with a million on one image is refused in bounded memory. Raise it for denser data."
+    )
+    max_categories: int = Field(
+        10_000, ge=1, le=10_000_000, description="Categories one COCO file may list (LVIS has 1,203); more is an "
+        "error before any model is built. Raise it for a larger vocabulary."
+    )
+    allow_external_links: bool = Field(
+        False, description="Follow symbolic links of image files that lead outside the images folder (e.g. into a "
+        "shared image store); by default such a link is refused by name. Links inside the folder are always fine."
+    )
     high_bit_depth_scaling: Literal["full_range", "used_bits"] = Field(
         "full_range", description="How 16-bit images become 8-bit: full_range maps 0..65535 to 0..255; used_bits "
         "maps 0..2^b-1, b = the bits the image actually uses (at least 8; e.g. 12-bit data in a 16-bit PNG)."
@@ -497,7 +512,7 @@ class ApexConfig(_Strict):
         if self.train.loss_box_scale_start > 0 and self.train.loss_box_scale_end < 0:
             raise ValueError("train.loss_box_scale_end must be >= 0")
         names = [stage.name for stage in self.train.stages]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
         if duplicates:
             raise ValueError(f"train.stages has duplicate stage names: {duplicates}")
         return self

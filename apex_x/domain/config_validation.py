@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import ConfigError
+from apex_x.domain.text_rules import printable, text_problem
 
 
 def all_dotted_keys(model: type[BaseModel] = ApexConfig, prefix: str = "") -> list[str]:
@@ -114,6 +115,28 @@ def check_ambiguous_booleans(raw: Any, sources: Mapping[str, str], default_sourc
         )
 
 
+def check_text_values(raw: Any, sources: Mapping[str, str], default_source: str, prefix: str = "") -> None:
+    """Every key and text value is printable, JSON-safe text (domain/text_rules.py): a NUL in
+    train.output_dir, an escape sequence or a lone surrogate (from `--set` or a YAML escape) is a ConfigError
+    naming the key, never a failure when the value is printed, written to JSON or used as a path."""
+    items = raw.items() if isinstance(raw, Mapping) else enumerate(raw) if isinstance(raw, list) else ()
+    for key, value in items:
+        dotted = f"{prefix}{key}"
+        texts = [("key", key)] if isinstance(key, str) else []
+        texts += [("value", value)] if isinstance(value, str) else []
+        for what, text in texts:
+            problem = text_problem(text)
+            if problem is not None:
+                raise ConfigError(
+                    f"{problem} in the {what} '{printable(text)}': config text must be printable Unicode (no NUL, "
+                    "control or escape characters, no bytes that are not UTF-8)",
+                    source=_source_of(dotted, sources, default_source),
+                    key=printable(dotted),
+                )
+        if isinstance(value, (Mapping, list)):
+            check_text_values(value, sources, default_source, f"{dotted}.")
+
+
 def _word_choices(dotted_key: str) -> tuple[str, ...]:
     """The names a text key lists as `word_choices` in its schema field (json_schema_extra), else ()."""
     model: type[BaseModel] = ApexConfig
@@ -138,6 +161,7 @@ def build_config(
     sources = sources or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the top level must be a mapping, got {type(raw).__name__}", source=default_source)
+    check_text_values(raw, sources, default_source)
     try:
         return ApexConfig.model_validate(dict(raw))
     except ValidationError as error:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from apex_x.adapters.datasets.coco_checks import parse_json
+from apex_x.adapters.datasets.json_values import parse_json
 
 
 @pytest.mark.parametrize("text", [

@@ -27,9 +27,14 @@ def _nested(levels: int) -> list[Any]:
 def _set(payload: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = payload
-    for part in parents:
+    for index, part in enumerate(parents):
+        rest = ".".join([*parents[index:], leaf])
+        if isinstance(node, dict) and rest in node:  # a state dict's own dotted key
+            leaf = rest
+            break
         node = node[int(part)] if isinstance(node, list) else node[part]
-    node[leaf] = value
+    slot: Any = int(leaf) if leaf.isdigit() else leaf
+    node[slot] = _special(value, node.get(slot) if isinstance(node, dict) else None)
 
 
 # (dotted key to set, value, the key the message must name)
@@ -55,7 +60,33 @@ CASES: dict[str, tuple[str, Any, str]] = {
     "architecture": ("architecture", _nested(80), "architecture"),
     "first_bad": ("train_state.first_bad", "x", "train_state.first_bad"),
     "unknown_key_bomb": ("future_key", {"a": _nested(80)}, "future_key"),
+    # issue 33, kind 6
+    "stages_100k": ("config.train.stages", [{"name": "s", "epochs": 1}] * 100_000, "config.train.stages"),
+    "weight_text": ("model.backbone.body.conv_stem.weight", "abc", "model.backbone.body.conv_stem.weight"),
+    "ema_nested": ("ema.backbone.body.conv_stem.weight", "NESTED", "ema.backbone.body.conv_stem.weight"),
+    "weight_sparse": ("model.backbone.body.conv_stem.weight", "SPARSE", "model.backbone.body.conv_stem.weight"),
+    "weight_complex": ("model.backbone.body.conv_stem.weight", "COMPLEX", "model.backbone.body.conv_stem.weight"),
+    "optimizer_nested": ("optimizer.state", {0: {"exp_avg": "NESTED"}}, "optimizer.state.0.exp_avg"),
+    "rng_odd_key": ("rng.5", "x", "rng.5"),
+    "rng_python_key": ("rng.python.extra", 1, "rng.python.extra"),
+    "rng_version": ("rng.python.version", 7, "rng.python.version"),
+    "rng_torch_size": ("rng.torch", "SHORT_BYTES", "rng.torch"),
 }
+
+
+def _special(value: Any, original: Any) -> Any:
+    """Placeholders of CASES for tensors built from the value they replace."""
+    if isinstance(value, dict):
+        return {key: _special(item, None) for key, item in value.items()}
+    if value == "NESTED":
+        return torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)])
+    if value == "SPARSE":
+        return original.to_sparse()
+    if value == "COMPLEX":
+        return original.to(torch.complex64)
+    if value == "SHORT_BYTES":
+        return torch.zeros(16, dtype=torch.uint8)
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +135,7 @@ def test_predict_refuses_a_best_bomb_before_summary_json(tampered: dict[str, Pat
     outcome = cli("predict", "--checkpoint", str(tampered["best_bomb"]), "--image", str(tiny_run.image),
                   "--output", str(tmp_path / "p"), "--device", "cpu")
     assert outcome.code == 2, outcome.stderr[-3000:]
-    assert "checkpoint value 'best.value'" in outcome.error_line and str(tampered["best_bomb"]) in outcome.error_line
+    assert "checkpoint value 'best.value" in outcome.error_line and str(tampered["best_bomb"]) in outcome.error_line
     assert not (tmp_path / "p").exists() and outcome.peak_rss_kb < RSS_BOUND_KB
 
 
@@ -174,7 +205,7 @@ def _first_state(payload: dict[str, Any]) -> dict[str, Any]:
     [
         (lambda p: _first_state(p).update(exp_avg=torch.zeros(3)), ("optimizer.state.", "exp_avg", "(3,)")),
         (lambda p: _first_state(p).update(step=torch.tensor([1.0, 2.0])), ("optimizer.state.", "step", "one number")),
-        (lambda p: p["rng"].update(torch=torch.zeros(5, dtype=torch.uint8)), ("RNG state", "'rng'")),
+        (lambda p: p["rng"].update(torch=torch.zeros(5, dtype=torch.uint8)), ("'rng.torch'", "must hold")),
         (lambda p: p["progress"].update(stage_name="nonexistent"), ("'nonexistent'", "not in this run's curriculum")),
         (lambda p: p["progress"].update(stage_index=10**11), ("stage 100000000000", "not in this run's curriculum")),
     ],
@@ -194,3 +225,26 @@ def test_values_that_pass_the_loader_but_not_the_run_are_refused_on_resume(
         train(str(tiny_run.config), resume=str(path), overrides=[f"train.output_dir={tmp_path / 'out'}"],
               log_level="warning")
     assert str(path) in str(caught.value) and all(fact in str(caught.value) for fact in facts), str(caught.value)
+
+
+def test_an_ordered_dict_whose_methods_are_shadowed_is_read_as_its_items(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """Issue 33, kind 6: the unpickler may set `items`/`keys`/`get` attributes on an OrderedDict; the loader reads
+    every mapping through dict.items, so the payload's values load as written and nothing calls the attributes."""
+    from apex_x.train.checkpoint import load_checkpoint
+
+    from .builders import save_shadowed, shadowed
+
+    original = torch.load(tiny_run.last, weights_only=True)
+    payload = dict(original)
+    payload["model"] = shadowed(original["model"])
+    payload["config"] = shadowed(original["config"])
+    path = save_shadowed(shadowed(payload), tmp_path / "shadowed.pt")
+    raw = torch.load(path, weights_only=True)
+    assert raw.items == "x" and raw["model"].keys == 3  # what any caller of .items() / .keys() would meet
+    loaded = load_checkpoint(str(path))
+    assert type(loaded) is dict and type(loaded["model"]) is dict and loaded["config"] == original["config"]
+    assert list(loaded["model"]) == list(original["model"])  # same keys, same order
+    assert all(torch.equal(loaded["model"][key], original["model"][key]) for key in original["model"])
+    outcome = cli("predict", "--checkpoint", str(path), "--image", str(tiny_run.image), "--output",
+                  str(tmp_path / "p"), "--device", "cpu")
+    assert outcome.code == 0, outcome.stderr[-3000:]

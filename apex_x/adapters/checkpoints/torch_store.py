@@ -26,6 +26,7 @@ from apex_x.adapters.checkpoints.archive_limits import (
 from apex_x.adapters.checkpoints.pickle_scan import head, pickle_spans, pickled_globals
 from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.checkpoint import is_training_payload, validate_loaded
+from apex_x.domain.checkpoint_values import plain_copy
 from apex_x.domain.errors import CheckpointError
 
 log = structlog.get_logger(__name__)
@@ -157,6 +158,7 @@ class TorchCheckpointStore:
                 payload = torch.load(file_path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
             raise self._load_error(file_path, error) from None
+        payload = plain_copy(payload, str(file_path))  # plain containers only, dense tensors only
         validate_loaded(payload, str(file_path))  # tagged payloads: format version and every plain value
         if isinstance(payload, Mapping):
             return dict(payload)

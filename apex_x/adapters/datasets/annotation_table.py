@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from apex_x.adapters.datasets.json_values import parse_json
 from apex_x.adapters.datasets.segmentation import to_rle
 
 TABLE_VERSION = 2  # bump when the arrays or their meaning change
@@ -240,7 +241,7 @@ class AnnotationTable:
         """The table saved in `folder`, memory-mapped read-only; None when absent, partial, damaged or of another
         version."""
         try:
-            meta = json.loads((folder / "meta.json").read_text())
+            meta = parse_json((folder / "meta.json").read_bytes())
             if not isinstance(meta, dict) or meta.pop("version", None) != TABLE_VERSION:
                 return None
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in FIELDS}

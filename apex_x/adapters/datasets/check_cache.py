@@ -27,9 +27,10 @@ import structlog
 
 from apex_x.adapters.atomic_files import write_json_file
 from apex_x.adapters.datasets.annotation_table import AnnotationTable
+from apex_x.adapters.datasets.json_values import parse_json
 from apex_x.domain.version import __version__
 
-CHECK_RULES_VERSION = 1  # bump when a dataset rule changes what it reports
+CHECK_RULES_VERSION = 2  # bump when a dataset rule changes what it reports
 CACHE_ENV = "APEX_X_CACHE_DIR"
 _HASH_CHUNK = 1 << 22
 
@@ -115,7 +116,7 @@ def load_check(key: str) -> dict[str, Any] | None:
     """The stored verdict of `key`, or None (not there, unreadable, or not a verdict)."""
     path = cache_folder() / f"{key}.json"
     try:
-        stored = json.loads(path.read_text())
+        stored = parse_json(path.read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(stored, dict) or stored.get("key") != key or not isinstance(stored.get("findings"), list):

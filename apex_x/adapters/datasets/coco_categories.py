@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from apex_x.adapters.datasets.findings import FindingLog
-from apex_x.adapters.datasets.json_values import describe, is_int
+from apex_x.adapters.datasets.json_values import describe, is_int, parse_json
+from apex_x.domain.text_rules import text_problem
 
 
-def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int, dict[str, Any]]:
+def check_categories(entries: list[Any], file: str, log: FindingLog,
+                     rejected: set[int] | None = None) -> dict[int, dict[str, Any]]:
+    """Usable categories by id; `rejected` gets the ids of categories refused for a finding already reported
+    (their annotations are then not reported again as "not in 'categories'")."""
+    rejected = rejected if rejected is not None else set()
     categories: dict[int, dict[str, Any]] = {}
     names: dict[str, int] = {}
     folded: dict[str, int] = {}  # name in lower case without surrounding spaces -> first id
@@ -34,6 +39,18 @@ def check_categories(entries: list[Any], file: str, log: FindingLog) -> dict[int
                 f"category {cid} needs a non-empty string name, got {describe(name)}",
                 file=file,
             )
+            continue
+        bad_text = next(((key, entry[key], problem) for key in ("name", "supercategory")
+                         if isinstance(entry.get(key), str) and (problem := text_problem(entry[key]))), None)
+        if bad_text is not None:
+            key, text, problem = bad_text
+            log.error(
+                "category.name_invalid",
+                f"category {cid}'s {key} {text!r} holds {problem}: names must be printable Unicode text (they are "
+                "printed, and written to reports and exported models)",
+                file=file,
+            )
+            rejected.add(cid)
             continue
         if cid in categories:
             log.error(
@@ -206,7 +223,6 @@ def read_coco_classes(path: str) -> tuple[Any, dict[str, int], set[int]]:
     the ids of its grouping categories (see `grouping_categories`).
 
     For predict and the notebook: the checkpoint's class list is compared with it before any inference."""
-    import json
     from pathlib import Path
 
     from apex_x.domain.class_lists import categories_from_coco
@@ -214,10 +230,10 @@ def read_coco_classes(path: str) -> tuple[Any, dict[str, int], set[int]]:
 
     file = Path(path)
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = parse_json(file.read_bytes())
     except FileNotFoundError:
         raise DatasetError(f"{path}: COCO file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError, JsonTooDeep
         raise DatasetError(f"{path}: cannot read the COCO JSON: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         raise DatasetError(f"{path}: not a COCO file (no 'categories' list)")

@@ -5,17 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import orjson
-
 from apex_x.adapters.datasets.coco_categories import apply_grouping_rule, check_categories, note_id_gaps
 from apex_x.adapters.datasets.coco_summary import summarize_split
 from apex_x.adapters.datasets.findings import FindingLog
-from apex_x.adapters.datasets.json_values import NUMBER_TYPES, describe, is_int, is_number
+from apex_x.adapters.datasets.json_values import (
+    NUMBER_TYPES,
+    PARSE_MEMORY_FACTOR,
+    JsonTooDeep,
+    describe,
+    is_int,
+    is_number,
+    parse_json,
+)
 from apex_x.adapters.datasets.rle_checks import check_segmentation
+from apex_x.domain.text_rules import text_problem
 
 BOX_TOLERANCE_PX = 2.0  # a box may exceed the image by this much (or 1% of the side) before it is an error
 
@@ -29,6 +37,15 @@ class SplitPaths:
     annotations_key: str
     images_dir: Path
     annotations_path: Path
+
+
+@dataclass(frozen=True)
+class SplitLimits:
+    """Bounds of one COCO file, checked before its entries are kept (data.max_annotations_per_image,
+    data.max_categories)."""
+
+    max_annotations_per_image: int = 10_000
+    max_categories: int = 10_000
 
 
 @dataclass
@@ -48,39 +65,14 @@ class CheckedSplit:
     content_sha256: str = ""
 
 
-_DIGIT_MARKS = bytes(49 if 48 <= code <= 57 else 48 for code in range(256))  # digit -> b"1", else b"0"
-_LONG_RUN = b"1" * 19
-_SCAN_CHUNK = 1 << 24
-
-
-def _has_long_digit_run(content: bytes) -> bool:
-    """Any run of 19+ ASCII digits (bytes.translate + find per 16 MiB chunk: C speed, bounded extra memory)."""
-    for start in range(0, len(content), _SCAN_CHUNK):
-        if content[start : start + _SCAN_CHUNK + 18].translate(_DIGIT_MARKS).find(_LONG_RUN) != -1:
-            return True
-    return False
-
-
-
-def parse_json(content: bytes) -> Any:
-    """JSON text -> Python values: orjson (2-3x faster on COCO-scale files) for valid JSON; what it refuses (NaN /
-    Infinity literals, invalid text) or reads differently (integers past 64 bits become floats there: any run of
-    19+ digits goes the slow way) goes through the standard library, so values, the findings they lead to and the
-    parse-error messages stay exactly those of `json.loads`."""
-    if not _has_long_digit_run(content):
-        try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(content)
-
-
 def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = False,
-               grouping_decided: tuple[set[int], set[int]] | None = None) -> CheckedSplit:
+               grouping_decided: tuple[set[int], set[int]] | None = None,
+               limits: SplitLimits = SplitLimits()) -> CheckedSplit:
     """Parse and check one split's JSON (no image files are touched here). A grouping category (no
     annotations, the supercategory of all others) is left out of the classes unless `keep_grouping`;
     `grouping_decided` (the train split's left-out ids, all its category ids) makes a val split follow train's
-    decision."""
+    decision. Beyond `limits` (categories per file, annotations per image) an error names the count and the key
+    that raises it, and the entries over the limit are not kept."""
     result = CheckedSplit(paths=paths)
     file = str(paths.annotations_path)
     if not paths.images_dir.exists():
@@ -125,6 +117,14 @@ def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = Fals
             file=file,
         )
         return result
+    except JsonTooDeep as error:
+        log.error("json.too_deep", f"{paths.annotations_key}: {error}", file=file)
+        return result
+    except MemoryError:
+        log.error("json.too_large", f"{paths.annotations_key}: not enough memory to parse {len(content) / 2**20:.0f} "
+                  f"MB of JSON (its values take about {PARSE_MEMORY_FACTOR}x that); free memory or raise the "
+                  "process's memory limit", file=file)
+        return result
     del content  # the file's bytes (hundreds of MB at COCO scale) are not needed next to the parsed values
     if not isinstance(data, dict):
         log.error(
@@ -149,14 +149,25 @@ def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = Fals
         log.error("json.wrong_type", f"{key!r} must be a list, got {type(data[key]).__name__}", file=file)
     if missing or wrong:
         return result
+    if len(data["categories"]) > limits.max_categories:
+        log.error(
+            "json.too_many_categories",
+            f"{paths.annotations_key}: {len(data['categories'])} categories, over the limit of "
+            f"{limits.max_categories} (data.max_categories; LVIS has 1,203): raise it if this is meant",
+            file=file,
+        )
+        return result
     result.readable = True
-    result.raw = data
-    categories = check_categories(data["categories"], file, log)
+    result.raw = {"info": data.get("info")}  # the rest is kept as checked entries only
+    rejected_categories: set[int] = set()
+    categories = check_categories(data["categories"], file, log, rejected_categories)
     rejected: set[int] = set()
     images = _check_images(data["images"], file, log, rejected)
+    rejected |= _crowded_images(data["annotations"], images, limits.max_annotations_per_image,
+                                paths.annotations_key, file, log)
     referenced: list[tuple[int, int, bool]] = []
     annotations = _check_annotations(data["annotations"], images, set(categories), file, log, referenced,
-                                     rejected - set(images))
+                                     rejected - set(images), rejected_categories - set(categories))
     result.categories = apply_grouping_rule(
         [categories[cid] for cid in sorted(categories)], {category_id for _, category_id, _ in referenced},
         keep=keep_grouping, key=paths.annotations_key, file=file, log=log, decided=grouping_decided,
@@ -220,6 +231,17 @@ def _check_images(entries: list[Any], file: str, log: FindingLog,
             )
             rejected.add(image_id)
             continue
+        problem = text_problem(name)
+        if problem is not None:
+            log.error(
+                "image.file_name_invalid",
+                f"image {image_id}'s file_name {name!r} holds {problem}: file names must be printable Unicode text "
+                "(rename the file, and write its name in UTF-8)",
+                file=file,
+                image_id=image_id,
+            )
+            rejected.add(image_id)
+            continue
         parts = PurePosixPath(name.replace("\\", "/")).parts
         if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
             log.error(
@@ -251,6 +273,32 @@ def _check_images(entries: list[Any], file: str, log: FindingLog,
     return images
 
 
+def _crowded_images(entries: list[Any], images: dict[int, dict[str, Any]], limit: int, key: str, file: str,
+                    log: FindingLog) -> set[int]:
+    """Ids of images listing more than `limit` annotations (one error each, at most 20 named); their entries are
+    then left out of the kept annotations, so memory stays proportional to what is kept."""
+    if len(entries) <= limit:
+        return set()
+    counts = Counter(entry.get("image_id") for entry in entries
+                     if isinstance(entry, dict) and is_int(entry.get("image_id")))
+    crowded = sorted((image_id for image_id, count in counts.items() if count > limit and image_id in images),
+                     key=lambda image_id: -counts[image_id])
+    for image_id in crowded[:20]:
+        log.error(
+            "image.too_many_annotations",
+            f"{key}: image {image_id} lists {counts[image_id]} annotations, over the limit of {limit} per image "
+            "(data.max_annotations_per_image): raise it for data this dense",
+            file=file,
+            image_id=image_id,
+        )
+    if len(crowded) > 20:
+        log.error("image.too_many_annotations", f"{key}: {len(crowded) - 20} more images over the limit of "
+                  f"{limit} annotations", file=file)
+    for image_id in crowded:
+        images.pop(image_id)
+    return set(crowded)
+
+
 def _plain_id(value: Any) -> int | str | None:
     return value if is_int(value) or isinstance(value, str) else (None if value is None else repr(value))
 
@@ -263,9 +311,11 @@ def _check_annotations(
     log: FindingLog,
     referenced: list[tuple[int, int, bool]],
     rejected_images: set[int] | frozenset[int] = frozenset(),
+    rejected_categories: set[int] | frozenset[int] = frozenset(),
 ) -> dict[int, list[dict[str, Any]]]:
     """Usable annotations per image; `referenced` gets (image, category, crowd) of every well-referenced one.
-    Annotations of an image rejected by its own finding (`rejected_images`) are left out without another one."""
+    Annotations of an image or category rejected by its own finding (`rejected_images`, `rejected_categories`)
+    are left out without another one."""
     usable: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in images}
     seen_ids: set[int] = set()
     for position, ann in enumerate(entries):
@@ -304,6 +354,8 @@ def _check_annotations(
             log.error("annotation.unknown_image", f"image_id {image_id} is not in 'images'", **where)
             continue
         if category_id not in categories:
+            if category_id in rejected_categories:
+                continue  # the category's own finding is the root cause
             log.error(
                 "annotation.unknown_category", f"category_id {category_id} is not in 'categories'", **where
             )

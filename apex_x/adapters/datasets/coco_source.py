@@ -23,7 +23,7 @@ from apex_x.adapters.datasets.check_cache import (
     store_table,
 )
 from apex_x.adapters.datasets.coco_categories import compare_categories, describe_classes
-from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitPaths, read_split
+from apex_x.adapters.datasets.coco_checks import CheckedSplit, SplitLimits, SplitPaths, read_split
 from apex_x.adapters.datasets.coco_samples import CocoSampleProvider
 from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.image_checks import check_image_files
@@ -100,8 +100,9 @@ class CocoDatasetSource:
                         mb=round(os.path.getsize(paths.annotations_path) / 2**20, 1)
                         if os.path.isfile(paths.annotations_path) else None)
             started = time.perf_counter()
-            checked = read_split(paths, log, keep_grouping=self.settings.data.keep_grouping_categories,
-                                 grouping_decided=decided)
+            data = self.settings.data
+            checked = read_split(paths, log, keep_grouping=data.keep_grouping_categories, grouping_decided=decided,
+                                 limits=SplitLimits(data.max_annotations_per_image, data.max_categories))
             self._splits[name] = (checked, log.finish())
             logger.info("dataset_check_done", split=name, part="annotations", images=len(checked.images),
                         seconds=round(time.perf_counter() - started, 2))
@@ -226,6 +227,7 @@ class CocoDatasetSource:
             files = check_image_files(
                 split, log, full_decode=full_decode, on_bad_image=on_bad,
                 high_bit_depth=self.settings.data.high_bit_depth_scaling,
+                allow_external_links=self.settings.data.allow_external_links,
             ) if split.readable else {}
             if split.readable:
                 logger.info("dataset_check_done", split=name, part="image files",

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from apex_x.adapters.atomic_files import atomic_write_text
+from apex_x.adapters.datasets.coco_checks import SplitPaths, read_split
 from apex_x.adapters.datasets.contours import mask_to_polygons
 from apex_x.adapters.datasets.findings import FindingLog
+from apex_x.adapters.datasets.json_values import parse_json
 from apex_x.adapters.datasets.segmentation import decode_stack, to_rle
 from apex_x.adapters.datasets.yolo_labels import read_data_yaml, split_as_coco
 from apex_x.domain.errors import ConfigError, DatasetError
@@ -72,8 +74,8 @@ def _read_coco_split(split: str, images: str, instances: str) -> dict[str, Any]:
     categories, an existing images folder holding every listed image, annotations naming known ids."""
     flag = f"--coco-{split}"
     try:
-        data = json.loads(Path(instances).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = parse_json(Path(instances).read_bytes())
+    except (OSError, ValueError) as error:  # JSONDecodeError, UnicodeDecodeError, JsonTooDeep
         raise DatasetError(f"{flag}: cannot read the instances JSON {instances}: {error}") from error
     if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{flag}: {instances} is not a COCO instances file (no 'images' list)")
@@ -93,7 +95,20 @@ def _read_coco_split(split: str, images: str, instances: str) -> dict[str, Any]:
     if unknown:
         raise DatasetError(f"{flag}: {len(unknown)} annotation(s) of {instances} name an image or category id "
                            f"it does not list (first annotation id: {unknown[0]})")
+    _require_contract(SplitPaths(split, flag, flag, Path(images), Path(instances)))
     return data
+
+
+def _require_contract(paths: SplitPaths) -> None:
+    """The split passes the dataset contract of training (coco_checks.read_split: references, boxes, polygons
+    inside the image, RLE, text, limits) before anything is converted: DatasetError with the first errors."""
+    log = FindingLog()
+    read_split(paths, log)
+    errors = [f"[{finding.rule}] {finding.message}" for finding in log.finish() if finding.severity == "error"]
+    if errors:
+        raise DatasetError(f"{paths.annotations_key}: {paths.annotations_path} breaks the dataset contract "
+                           f"({len(errors)} error(s); apex-x dataset-preflight lists them all): "
+                           + "; ".join(errors[:3]))
 
 
 def _one_polygon(polygons: list[list[float]]) -> list[list[float]]:
@@ -136,6 +151,11 @@ def yolo_to_coco(yolo_data: Path, output: Path) -> dict[str, Any]:
     for split, coco in converted.items():
         path = output / "annotations" / f"instances_{split}.json"
         atomic_write_text(path, json.dumps(coco), what="COCO instances file")
+        try:
+            _require_contract(SplitPaths(split, "--yolo-data", "--yolo-data", data.splits[split], path))
+        except DatasetError:
+            path.unlink()
+            raise
         keys[f"data.coco_{split}_images"] = str(data.splits[split])
         keys[f"data.coco_{split}_annotations"] = str(path)
         counts[split] = {"images": len(coco["images"]), "annotations": len(coco["annotations"])}

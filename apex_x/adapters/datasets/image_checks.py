@@ -77,8 +77,28 @@ def _look_nearby(split: CheckedSplit, missing: list[str], log: FindingLog, posit
     log.findings.insert(position, log.findings.pop())
 
 
+class _LinkRule:
+    """Where an image file really lies, against its images folder: a symbolic link (of the file or of a folder
+    in its name) that leads outside is refused unless data.allow_external_links. The resolved folders of nested
+    names are cached, so a COCO-scale split costs one lstat per file."""
+
+    def __init__(self, images_dir: Path) -> None:
+        self.root = os.path.realpath(images_dir)
+        self._folders: dict[str, str] = {}
+
+    def target_outside(self, path: Path) -> str | None:
+        """The resolved target when `path` leads outside the images folder, else None."""
+        folder = str(path.parent)
+        real_folder = self._folders.get(folder)
+        if real_folder is None:
+            real_folder = self._folders[folder] = os.path.realpath(folder)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_folder, path.name)
+        return None if real.startswith(self.root + os.sep) else real
+
+
 def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool,
-                      on_bad_image: str = "error", high_bit_depth: str = "full_range") -> dict[str, Any]:
+                      on_bad_image: str = "error", high_bit_depth: str = "full_range",
+                      allow_external_links: bool = False) -> dict[str, Any]:
     """Checks every listed image file; returns summary counters (modes, EXIF-rotated, checked) and
     `bad_images` (image id -> why) of files that cannot be decoded.
 
@@ -109,6 +129,7 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
     colour16: dict[int, list[tuple[int, int]]] = {}  # bits used -> (image id, max value) of 48/64-bit PNGs
     tiff16: list[tuple[int, int]] = []  # (image id, max value after decoding) of 16-bit-per-channel colour TIFFs
     missing: list[str] = []  # file names not found (relative to images_dir)
+    links = _LinkRule(images_dir)
     first_missing = len(log.findings)
 
     for image in split.images:
@@ -123,6 +144,15 @@ def check_image_files(split: CheckedSplit, log: FindingLog, *, full_decode: bool
             missing.append(name.replace("\\", "/"))
             log.error(
                 "image.file_missing", f"{split.paths.images_key}: image file not found: {path}", **where
+            )
+            continue
+        outside = None if allow_external_links else links.target_outside(path)
+        if outside is not None:
+            log.error(
+                "image.link_outside",
+                f"{name} is a symbolic link to {outside}, outside the images folder {images_dir}; only files inside "
+                "it are opened (set data.allow_external_links=true to follow such links)",
+                **where,
             )
             continue
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,31 @@ class ImageProbe:
     orientation: int
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def regular_file_problem(path: str | Path) -> str | None:
+    """None for a non-empty regular file (after links); else why it is not opened. A pipe, device or socket
+    would block or never end when read, and an empty "file" (as /proc reports its own) is no image."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None  # reported as a missing file where it is opened
+    except OSError as error:
+        return f"cannot look at the file: {error.strerror or error}"
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+        return f"not an image file but {kind}: only regular files are opened"
+    if info.st_size == 0:
+        return "the file is empty (0 bytes)"
+    return None
+
+
 def _open(path: Path) -> Image.Image:
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ImageReadError("image.not_a_file", problem)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -38,7 +38,10 @@ def _all_numbers(values: list[Any]) -> bool:
     return set(map(type, values)) <= NUMBER_TYPES
 
 
-def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any]) -> bool:
+POLYGON_MARGIN = 1.0  # a polygon coordinate may lie this many image sides outside the image (pycocotools clips)
+
+
+def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any], width: int, height: int) -> bool:
     if not polygons:
         log.error("annotation.segmentation_empty", "segmentation is an empty list (no polygon)", **where)
         return False
@@ -78,6 +81,18 @@ def _check_polygons(polygons: list[Any], log: FindingLog, where: dict[str, Any])
         if not all(map(math.isfinite, polygon)):
             log.error("annotation.polygon_invalid", f"polygon {index} has a non-finite coordinate", **where)
             return False
+        xs, ys = polygon[0::2], polygon[1::2]
+        for axis, values, side in (("x", xs, width), ("y", ys, height)):
+            low, high = min(values), max(values)
+            if low < -POLYGON_MARGIN * side or high > (1 + POLYGON_MARGIN) * side:
+                log.error(
+                    "annotation.polygon_outside",
+                    f"polygon {index} has {axis} coordinates from {low:g} to {high:g}, far outside the image's "
+                    f"{side} px (allowed {-POLYGON_MARGIN * side:g} to {(1 + POLYGON_MARGIN) * side:g}): polygon "
+                    "coordinates are pixels of this image",
+                    **where,
+                )
+                return False
     return True
 
 
@@ -140,7 +155,7 @@ def check_segmentation(
         return False
     segmentation = ann["segmentation"]
     if isinstance(segmentation, list):
-        return _check_polygons(segmentation, log, where)
+        return _check_polygons(segmentation, log, where, image["width"], image["height"])
     if isinstance(segmentation, dict):
         return _check_rle(segmentation, image["height"], image["width"], log, where)
     if segmentation is None or segmentation == "":

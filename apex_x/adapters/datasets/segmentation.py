@@ -9,11 +9,27 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 
+def bounded_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> list[list[float]]:
+    """Polygons with every coordinate clamped to one image side outside the image (the dataset check refuses
+    more): pycocotools' rasteriser walks every pixel of an edge's length, so a coordinate of 1e12 would crash
+    it. Within the bound, what lies inside the image is unchanged."""
+    bounded = []
+    side = min(height, width)
+    for polygon in polygons:
+        if min(polygon) >= -side and max(polygon) <= 2 * side:  # the usual case: nothing to clamp
+            bounded.append([float(value) for value in polygon])
+            continue
+        points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        points[:, 0] = np.clip(points[:, 0], -width, 2 * width)
+        points[:, 1] = np.clip(points[:, 1], -height, 2 * height)
+        bounded.append(points.reshape(-1).tolist())
+    return bounded
+
+
 def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     """One annotation's segmentation -> one compressed RLE of size (height, width)."""
     if isinstance(segmentation, list):  # polygons: a list of [x1, y1, x2, y2, ...]
-        polygons = [[float(value) for value in polygon] for polygon in segmentation]
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        return mask_utils.merge(mask_utils.frPyObjects(bounded_polygons(segmentation, height, width), height, width))
     counts = segmentation["counts"]
     if isinstance(counts, list):  # uncompressed RLE
         return mask_utils.frPyObjects(segmentation, height, width)
@@ -30,7 +46,8 @@ def rescaled_rle(segmentation: Any, rle: dict[str, Any], height: int, width: int
     fx, fy = new_width / width, new_height / height
     if isinstance(segmentation, list):
         polygons = [[float(v) * (fx if k % 2 == 0 else fy) for k, v in enumerate(polygon)] for polygon in segmentation]
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, new_height, new_width))
+        return mask_utils.merge(mask_utils.frPyObjects(bounded_polygons(polygons, new_height, new_width), new_height,
+                                                       new_width))
     full = mask_utils.decode(rle)  # (height, width) uint8, Fortran order
     rows = np.minimum(((np.arange(new_height) + 0.5) / fy).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(new_width) + 0.5) / fx).astype(np.int64), width - 1)
