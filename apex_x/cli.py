@@ -230,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "use fewer data.num_workers and runtime.num_threads (a training run keeps its last saved "
                     "checkpoint)", debug)
             return EXIT_USER
+        if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text):
+            _report(f"error: a data-loader worker process died ({text}): it was killed from outside, most often by "
+                    "the system's out-of-memory killer; use fewer data.num_workers (0 loads in the training "
+                    "process) or free memory (a training run keeps its last saved checkpoint)", debug)
+            return EXIT_USER
         if isinstance(error, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY):
             _report(f"error: out of memory ({type(error).__name__}: {text}); lower train.batch_size or "
                     "model.input_height/input_width, use fewer data.num_workers, or free memory (a training run "

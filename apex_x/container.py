@@ -104,7 +104,8 @@ class Container(containers.DeclarativeContainer):
     json_file_writer = providers.Object(_lazy("apex_x.adapters.atomic_files:write_json_file"))
     run_folder = providers.Singleton(_lazy("apex_x.adapters.output_folder:PosixRunFolder"))
     checkpoint_store = providers.Singleton(_lazy("apex_x.adapters.checkpoints.torch_store:TorchCheckpointStore"))
-    evaluator = providers.Singleton(_lazy("apex_x.adapters.evaluation.coco_evaluator:PycocotoolsEvaluator"))
+    evaluator = providers.Singleton(_lazy("apex_x.adapters.evaluation.coco_evaluator:PycocotoolsEvaluator"),
+                                    max_detections=config.model.max_detections)
     report_writers = providers.List(
         providers.Singleton(_lazy("apex_x.adapters.reports.json_writer:JsonReportWriter")),
         providers.Singleton(_lazy("apex_x.adapters.reports.markdown_writer:MarkdownReportWriter")),

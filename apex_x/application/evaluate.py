@@ -121,7 +121,7 @@ class EvaluateCheckpoint:
             model=self.model.network,
             loader=loader,
             ground_truth=ground_truth,
-            evaluator=self.evaluator,
+            evaluator=self.evaluator.with_limit(self.model.config.model.max_detections),  # the model's own limit
             categories=self.model.categories,
             settings=evaluation_loss_settings(self.model.config.train),
             context=DistContext(device=device),
@@ -146,6 +146,8 @@ class EvaluateCheckpoint:
             num_images=int(evaluation.get("num_images", validation.num_images)),
             num_detections=int(evaluation.get("num_detections", 0)),
             curves=dict(evaluation.get("curves") or {}),
+            max_detections=int(evaluation.get("max_detections", 100)),
+            over_limit=evaluation.get("over_limit"),
         )
         seconds = time.perf_counter() - started
         log.info("eval_done", images=result.num_images, detections=result.num_detections, seconds=round(seconds, 2))

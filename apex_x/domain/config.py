@@ -74,7 +74,9 @@ class ModelConfig(_Strict):
     mask_stride: int = Field(4, ge=1, le=8, description="Stride of prototype masks and stored target masks.")
     score_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Post-processing score threshold.")
     nms_iou: float = Field(0.6, gt=0.0, le=1.0, description="IoU threshold of class-aware NMS.")
-    max_detections: int = Field(100, ge=1, le=1000, description="Detections kept per image after NMS.")
+    max_detections: int = Field(100, ge=1, le=1000, description="Detections kept per image after NMS; also the "
+                                "COCO evaluation's detection limit per image (maxDets 1, 10 and this). Raise it for "
+                                "val images with more objects (preflight and the evaluation warn).")
     pre_nms_topk: int = Field(1000, ge=1, le=100000, description="Candidates kept per image before NMS.")
     teacher_backbone: str = Field(
         "facebook/dinov2-large", description="DINOv2 hub id or local folder for the worldclass profile."

@@ -216,7 +216,13 @@ class ReportWriter(Protocol):
 
 
 class Evaluator(Protocol):
-    """COCO bbox/segm AP of detections against ground truth."""
+    """COCO bbox/segm AP of detections against ground truth, counting at most `max_detections` per image."""
+
+    max_detections: int
+
+    def with_limit(self, max_detections: int) -> Evaluator:
+        """The same evaluator counting `max_detections` detections per image (the evaluated model's own)."""
+        ...
 
     def evaluate(
         self,

@@ -225,6 +225,9 @@ class EvalResult:
     # What the plots need: {"pr_curves": {...}, "confusion": {...}} (adapters/evaluation/curves.py); large, so
     # kept out of the per-epoch history (the report holds the latest).
     curves: dict[str, Any] = field(default_factory=dict)
+    max_detections: int = 100  # COCOeval's detection limit per image (maxDets), the model's max_detections
+    # Evaluated images holding more ground truth than that limit (AP capped there), or None.
+    over_limit: dict[str, Any] | None = None
 
     def to_plain(self) -> dict[str, Any]:
         return {
@@ -232,6 +235,8 @@ class EvalResult:
             "per_class": {key: dict(values) for key, values in self.per_class.items()},
             "num_images": self.num_images,
             "num_detections": self.num_detections,
+            "max_detections": self.max_detections,
+            "over_limit": dict(self.over_limit) if self.over_limit else None,
             "curves": dict(self.curves),
         }
 

@@ -65,6 +65,23 @@ def test_images_over_max_instances_are_reported_with_counts(tmp_path: Path) -> N
     assert not [f for f in dataset_preflight(dataset.config()).findings if f.rule == "data.max_instances"]
 
 
+def test_val_images_over_the_detection_limit_are_warned_with_counts(tmp_path: Path) -> None:
+    """Issue 28, kind 4: the evaluation counts model.max_detections detections per image; a val image holding
+    more ground truth has its AP capped, and preflight says so with the numbers."""
+    from apex_x.api import dataset_preflight
+
+    dataset = small_dataset(tmp_path / "user")
+    template = dataset.data["annotations"][0]
+    dataset.data["annotations"] += [{**template, "id": 100 + i} for i in range(5)]  # image 1: 6 instances
+    dataset.write_json()
+    report = dataset_preflight(dataset.config(with_val=True), overrides=["model.max_detections=4"])
+    [warning] = [f for f in report.findings if f.rule == "eval.max_detections"]
+    assert warning.image_id == 1 and "1 val image(s) hold more instances than model.max_detections=4" in warning.message
+    assert "up to 6 in image 1" in warning.message and "--set model.max_detections=6" in warning.message
+    assert report.summary["splits"]["val"]["images_over_max_detections"] == 1
+    assert not [f for f in dataset_preflight(dataset.config(with_val=True)).findings if f.rule == "eval.max_detections"]
+
+
 def test_the_default_max_instances_fits_dense_photos() -> None:
     assert load_config(None, []).data.max_instances >= 200  # real photos had 109 and 122 instances in one image
 

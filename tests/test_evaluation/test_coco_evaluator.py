@@ -221,3 +221,32 @@ def test_the_confusion_matrix_counts_wrong_classes_misses_and_false_positives() 
         [1, 0, 0, 0],  # background: the false square
     ]
     assert confusion["normalised"][1] == [0.0, 0.0, 0.5, 0.5]
+
+
+def _dense_ground_truth(objects: int) -> dict:
+    """One 80x60 image with `objects` non-overlapping 2x2 squares of class 7 (a dense scene)."""
+    annotations = []
+    for index in range(objects):
+        x, y = (index % 20) * 4, (index // 20) * 3
+        annotations.append(_annotation(index + 1, 1, 7, _rect_mask((x, y, x + 2, y + 2))))
+    return {"images": [{"id": 1, "file_name": "1.png", "height": HEIGHT, "width": WIDTH}], "annotations": annotations,
+            "categories": [{"id": o, "name": n} for o, n in zip(CATEGORIES.original_ids, CATEGORIES.names, strict=True)]}
+
+
+@pytest.mark.parametrize(("limit", "capped"), [(100, True), (200, False)])
+def test_the_detection_limit_of_the_evaluation_follows_the_model(limit: int, capped: bool) -> None:
+    """Issue 28, kind 4: COCOeval's maxDets is (1, 10, max_detections). A perfect model on an image with 200
+    objects scores AP 1 when the evaluation counts 200 detections; at COCO's 100 it is capped (about 0.5) and the
+    result says which images are over the limit."""
+    ground_truth = _dense_ground_truth(200)
+    result = PycocotoolsEvaluator(max_detections=limit).evaluate(ground_truth, _perfect_detections(ground_truth),
+                                                                 CATEGORIES)
+    assert result.max_detections == limit and result.to_plain()["max_detections"] == limit
+    if capped:
+        assert 0.4 < result.metrics["segm_AP"] < 0.6 and result.metrics["bbox_AR100"] == pytest.approx(0.5)
+        assert result.over_limit is not None
+        assert (result.over_limit["images"], result.over_limit["max_instances"], result.over_limit["image_id"]) == (1, 200, 1)
+        assert "model.max_detections=200" in result.over_limit["message"]
+    else:
+        assert result.metrics["segm_AP"] == pytest.approx(1.0) and result.metrics["bbox_AR100"] == pytest.approx(1.0)
+        assert result.over_limit is None

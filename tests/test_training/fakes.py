@@ -227,6 +227,11 @@ class FakeEvaluator:
         self.calls = 0
         self.nan_calls = set(nan_calls)
 
+    max_detections = 100
+
+    def with_limit(self, max_detections: int) -> FakeEvaluator:
+        return self  # the fake counts every detection it is given
+
     def encode(self, image_id: int, detections: Detections, categories: CategoryMap) -> list[int]:
         return [int(label) for label in detections.labels]
 

@@ -188,6 +188,11 @@ class FakeEvaluator:
     def __init__(self) -> None:
         self.calls: list[list[tuple[int, Detections]]] = []
 
+    max_detections = 100
+
+    def with_limit(self, max_detections: int) -> FakeEvaluator:
+        return self  # the fake counts every detection it is given
+
     def encode(self, image_id: int, detections: Detections, categories: CategoryMap) -> Detections:
         return detections  # the fake keeps them whole, so tests can look at the masks it was given
 

@@ -188,7 +188,8 @@ class CocoDatasetSource:
         stamps = {name: {"annotations": file_stamp(paths.annotations_path), "images": folder_stamp(paths.images_dir)}
                   for name, paths in self.paths.items()}
         return check_key({"format": self.backend, "data": self.settings.data.model_dump(mode="json"),
-                          "full_decode": full_decode, "expected_num_classes": expected_num_classes, "splits": stamps})
+                          "full_decode": full_decode, "expected_num_classes": expected_num_classes, "splits": stamps,
+                          "max_detections": self.settings.model.max_detections})
 
     def validate(self, *, full_decode: bool, expected_num_classes: int | None = None) -> DatasetReport:
         """The dataset contract: JSON rules of every split, image files, train/val categories, class count.
@@ -234,6 +235,8 @@ class CocoDatasetSource:
                             seconds=round(time.perf_counter() - started, 2))
                 over = self._over_cap(name, log)
                 splits_over = {"images_over_max_instances": len(over), "instances_dropped": sum(over.values())}
+                if name == "val":
+                    splits_over["images_over_max_detections"] = self._over_detection_limit(split, log)
             else:
                 splits_over = {}
             bad = files.pop("bad_images", {}) if files else {}
@@ -305,6 +308,23 @@ class CocoDatasetSource:
                 file=str(annotations_path), image_id=worst,
             )
         return over
+
+    def _over_detection_limit(self, split: CheckedSplit, log: FindingLog) -> int:
+        """Val images holding more non-crowd instances than model.max_detections (the evaluation's detection
+        limit per image: AP is capped there); a warning naming the densest. Returns how many."""
+        limit = self.settings.model.max_detections
+        counts = {image_id: sum(1 for ann in anns if not ann.get("iscrowd")) for image_id, anns in split.annotations.items()}
+        over = {image_id: count for image_id, count in counts.items() if count > limit}
+        if over:
+            worst = max(over, key=over.__getitem__)
+            log.warning(
+                "eval.max_detections",
+                f"{len(over)} val image(s) hold more instances than model.max_detections={limit}, the detections per "
+                f"image the model keeps and COCO AP counts (up to {over[worst]} in image {worst}): their recall and AP "
+                f"are capped, a perfect model scores below 1. Raise it (e.g. --set model.max_detections={over[worst]})",
+                file=str(split.paths.annotations_path), image_id=worst,
+            )
+        return len(over)
 
     def _grouping_note(self) -> str:
         """For class-count messages: which grouping categories were left out (or kept) of the count."""

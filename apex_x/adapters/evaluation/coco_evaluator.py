@@ -82,7 +82,17 @@ def load_ground_truth(ground_truth: dict[str, Any]) -> COCO:
 
 
 class PycocotoolsEvaluator:
-    """COCO AP, AP50, AP75, APs/m/l (+ AR) for bbox and segm, and per-class AP, as flat metrics."""
+    """COCO AP, AP50, AP75, APs/m/l (+ AR) for bbox and segm, and per-class AP, as flat metrics.
+
+    `max_detections`: COCOeval's detection limit per image (its `maxDets` are 1, 10 and this; COCO's own is
+    100), the model's `model.max_detections`, so that a model is scored on every detection it may keep. AR100
+    is the recall at this limit."""
+
+    def __init__(self, max_detections: int = 100) -> None:
+        self.max_detections = int(max_detections)
+
+    def with_limit(self, max_detections: int) -> PycocotoolsEvaluator:
+        return self if int(max_detections) == self.max_detections else PycocotoolsEvaluator(max_detections)
 
     def encode(self, image_id: int, detections: Detections, categories: CategoryMap) -> dict[str, list[dict[str, Any]]]:
         """One image's COCO result records ({"bbox": [...], "segm": [...]}, RLE masks): small and picklable."""
@@ -124,7 +134,7 @@ class PycocotoolsEvaluator:
         for iou_type in IOU_TYPES:
             items = results[iou_type]
             if items:
-                evaluation = run_cocoeval(coco_gt, items, iou_type, image_ids)
+                evaluation = run_cocoeval(coco_gt, items, iou_type, image_ids, self.max_detections)
                 stats = [_score(value) for value in evaluation.stats]
                 class_ap = _per_class_ap(evaluation, categories)
                 if iou_type == "segm":  # the instance-segmentation view: PR of the masks, their confusion
@@ -137,11 +147,15 @@ class PycocotoolsEvaluator:
             for original, (ap, ap50) in class_ap.items():
                 per_class[str(original)][f"{iou_type}_AP"] = ap
                 per_class[str(original)][f"{iou_type}_AP50"] = ap50
+        crowded = images_over_limit(coco_gt, image_ids, self.max_detections)
         log.info("coco_evaluated", images=len(image_ids), detections=len(results["bbox"]),
-                 bbox_AP=_shown(metrics["bbox_AP"]), segm_AP=_shown(metrics["segm_AP"]))
+                 bbox_AP=_shown(metrics["bbox_AP"]), segm_AP=_shown(metrics["segm_AP"]),
+                 max_detections=self.max_detections)
+        if crowded:
+            log.warning("eval_detection_limit", **crowded)
         return EvalResult(
             metrics=metrics, per_class=per_class, num_images=len(image_ids), num_detections=len(results["bbox"]),
-            curves=curves,
+            curves=curves, max_detections=self.max_detections, over_limit=crowded,
         )
 
 
@@ -149,15 +163,38 @@ def _shown(value: float | None) -> float | str:
     return "n/a" if value is None else round(value, 4)
 
 
-def run_cocoeval(coco_gt: COCO, results: list[dict[str, Any]], iou_type: str, image_ids: list[int]) -> COCOeval:
-    """loadRes + evaluate + accumulate + summarize, with pycocotools' printing silenced."""
+def images_over_limit(coco_gt: COCO, image_ids: list[int], limit: int) -> dict[str, Any] | None:
+    """The evaluated images holding more non-crowd ground-truth instances than the detection limit (even a
+    perfect model cannot reach AP 1 there), or None: {images, max_instances, image_id, max_detections, message}."""
+    counts = {image_id: sum(1 for annotation in coco_gt.imgToAnns.get(image_id, ()) if not annotation.get("iscrowd"))
+              for image_id in image_ids}
+    over = {image_id: count for image_id, count in counts.items() if count > limit}
+    if not over:
+        return None
+    worst = max(over, key=over.__getitem__)
+    return {"images": len(over), "max_instances": over[worst], "image_id": worst, "max_detections": limit,
+            "message": f"{len(over)} val image(s) hold more ground-truth instances than the {limit} detections per "
+                       f"image the evaluation counts (model.max_detections; up to {over[worst]} in image {worst}): "
+                       "their recall and AP are capped, a perfect model scores below 1 there. Raise "
+                       f"model.max_detections (e.g. --set model.max_detections={over[worst]})"}
+
+
+def run_cocoeval(coco_gt: COCO, results: list[dict[str, Any]], iou_type: str, image_ids: list[int],
+                 max_detections: int = 100) -> COCOeval:
+    """loadRes + evaluate + accumulate + summarize, with pycocotools' printing silenced; maxDets = 1, 10 and
+    `max_detections` (pycocotools reads AP at the last one)."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))
         evaluation = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluation.params.imgIds = image_ids
+        evaluation.params.maxDets = [1, 10, int(max_detections)]
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
+    if int(max_detections) != 100:  # pycocotools' summarize reads AP@[.5:.95] at a fixed maxDets=100 (-1 if absent)
+        table = evaluation.eval["precision"][:, :, :, 0, -1]  # (T, R, K) at area "all", the last maxDets
+        valid = table[table > -1]
+        evaluation.stats[0] = float(valid.mean()) if valid.size else -1.0
     return evaluation
 
 

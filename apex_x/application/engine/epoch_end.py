@@ -58,6 +58,10 @@ class EpochEnd:
             if result.evaluation is not None:  # the flat metrics are in `val` already
                 evaluation = {key: value for key, value in result.evaluation.items() if key not in ("metrics", "curves")}
                 self.report_state.curves = dict(result.evaluation.get("curves") or {})  # the latest, for plots
+                over = result.evaluation.get("over_limit")
+                if over and not any(w.get("kind") == "eval.max_detections" for w in self.report_state.warnings):
+                    self.report_state.warnings.append({"kind": "eval.max_detections", "component": None,
+                                                       "epoch": number, "stage": stage.name, **over})
             if result.previews and self.previewer is not None and self.context.is_main:
                 self._draw_previews(result.previews, number)
         epoch_diag = self.diagnostics.epoch
