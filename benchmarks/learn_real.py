@@ -62,6 +62,16 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def require_coco_folder(folder: Path, flag: str) -> None:
+    """SystemExit naming the flag when `folder` lacks train/ or valid/ _annotations.coco.json (the default,
+    ../shared/datasets/strawberry_coco beside the repository, is only there in the project's own checkout)."""
+    missing = [split for split in ("train", "valid") if not (folder / split / "_annotations.coco.json").is_file()]
+    if missing:
+        raise SystemExit(f"{flag} {folder}: no {missing[0]}/_annotations.coco.json there; give {flag} a COCO folder "
+                         "with train/ and valid/ (Roboflow's export layout), e.g. the strawberry set of the project's "
+                         "shared/datasets")
+
+
 def build_config(args: argparse.Namespace, arm: str) -> Any:
     from apex_x.adapters.config_yaml import load_config
     from apex_x.domain.config import StageConfig
@@ -139,6 +149,7 @@ def train_arm(config: Any, epochs: int, output: Path) -> dict[str, Any]:
 
 def main() -> None:
     args = parse_args()
+    require_coco_folder(Path(args.data), "--data")
     torch.set_num_threads(args.threads)
     output = Path(args.output)
     arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]

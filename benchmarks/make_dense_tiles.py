@@ -81,6 +81,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     source, output = Path(args.source), Path(args.output)
+    for split in ("train", "valid"):
+        if not (source / split / "_annotations.coco.json").is_file():
+            raise SystemExit(f"--source {source}: no {split}/_annotations.coco.json there; give --source a "
+                             "Roboflow-layout COCO folder (the default is ../shared/datasets/strawberry_coco beside "
+                             "the repository)")
     for split, count, seed in (("train", args.train, args.seed), ("valid", args.val, args.seed + 1)):
         counts = build_split(source / split, output / split, grid=args.grid, cell=args.cell, count=count, seed=seed)
         print(f"{split}: {counts['images']} pictures, {counts['annotations']} masks "

@@ -74,6 +74,19 @@ def test_freezing_the_backbone_for_the_first_epoch_splits_the_stage_and_leaves_t
     assert not torch.equal(second["stem.0.weight"], first["stem.0.weight"])  # epoch 2 trains the backbone
 
 
+def test_freezing_the_backbone_for_the_whole_run_is_a_warning_of_the_report(tmp_path):
+    overrides = ("train.epochs=2", "train.freeze_backbone_epochs=5", "train.ema=false",
+                 "train.stages=[{name: joint, losses: {det: 1.0, seg: 1.0}}]")
+    result = make_use_case(tmp_path / "run", *overrides, factory=_Recording()).execute()
+    report = json.loads(open(result.report_path).read())
+    assert [(stage["name"], stage["epochs"]) for stage in report["stages"]] == [("joint_backbone_frozen", 2)]
+    [warning] = [item for item in report["warnings"] if item["kind"] == "train.freeze_backbone_epochs"]
+    assert "covers the whole run of 2 epoch(s): the backbone stays frozen and never trains" in warning["message"]
+    assert report["status"] == "finished_with_warnings"
+    markdown = (tmp_path / "run" / "train_report.md").read_text()
+    assert "(frozen: backbone)" in markdown
+
+
 def test_norm_eval_keeps_the_backbone_s_batchnorm_statistics_while_its_scale_trains():
     network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 4, 1),
                                   torch.nn.BatchNorm2d(4))

@@ -80,6 +80,7 @@ def _diagnostics_table(report: Mapping[str, Any]) -> list[str]:
 def _stage_table(report: Mapping[str, Any]) -> list[str]:
     header = ["stage", "epochs", "losses", "trainable", "lr scale", "best in stage", "last metrics"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    frozen = {stage.get("name"): stage.get("frozen") for stage in report.get("stages") or [] if isinstance(stage, dict)}
     for name, values in (report.get("stage_metrics") or {}).items():
         best = values.get("best") or {}
         last = values.get("last_metrics") or {}
@@ -87,7 +88,8 @@ def _stage_table(report: Mapping[str, Any]) -> list[str]:
         cells = [
             name, f"{len(values.get('epochs_done') or [])}/{values.get('planned_epochs')}",
             ", ".join(f"{key}={weight}" for key, weight in (values.get("losses") or {}).items()),
-            ", ".join(values.get("trainable") or []), _fmt(values.get("lr_scale")),
+            ", ".join(values.get("trainable") or [])
+            + (f" (frozen: {', '.join(frozen[name])})" if frozen.get(name) else ""), _fmt(values.get("lr_scale")),
             f"{best.get('name')} {_fmt(best.get('value'))} (epoch {best.get('epoch')})" if best else "-",
             shown or "-",
         ]

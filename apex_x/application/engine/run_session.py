@@ -156,6 +156,22 @@ class RunSession(EpochEnd, SessionOutputs):
         log.info("resumed", **resumed_fields(position, path))
         return position
 
+    def _note_backbone_never_trains(self) -> None:
+        """train.freeze_backbone_epochs covering every epoch of the run: the backbone never trains (a linear
+        probe of the heads, wanted or not); a report warning saying so, once per run."""
+        frozen = [stage for stage in self.stages if stage.epochs and "backbone" in stage.frozen]
+        trained = [stage for stage in self.stages if stage.epochs]
+        if not trained or len(frozen) < len(trained) or any(w.get("kind") == "train.freeze_backbone_epochs"
+                                                             for w in self.report_state.warnings):
+            return
+        epochs = sum(stage.epochs for stage in trained)
+        message = (f"train.freeze_backbone_epochs={self.settings.train.freeze_backbone_epochs} covers the whole run "
+                   f"of {epochs} epoch(s): the backbone stays frozen and never trains (only the neck and heads do). "
+                   f"Set it below {epochs} to fine-tune the backbone after the frozen epochs")
+        log.warning("backbone_never_trains", message=message)
+        self.report_state.warnings.append({"kind": "train.freeze_backbone_epochs", "component": "backbone",
+                                           "epoch": None, "stage": None, "message": message})
+
     def _note_dropped_instances(self) -> None:
         """Instances over data.max_instances are dropped from the train targets: a report warning with the
         counts (once per run, also after a resume), so the report says what the run did not learn from."""
@@ -181,6 +197,7 @@ class RunSession(EpochEnd, SessionOutputs):
         self.planned_epochs = len(self.report_state.history) + len(schedule)
         self.last_epoch = schedule[-1].epoch if schedule else -1
         self._note_dropped_instances()
+        self._note_backbone_never_trains()
         if self.context.is_main:
             self.write_report()
         self.trackers.start(str(self.output_dir), self.settings.to_plain(), run_name=self.output_dir.name)

@@ -180,7 +180,8 @@ class Trainer:
             )
         else:
             self.wrapped = self.module
-        log.info("stage_start", stage=stage.name, trainable_params=count, groups=list(stage.trainable))
+        log.info("stage_start", stage=stage.name, trainable_params=count, groups=list(stage.trainable),
+                 **({"frozen": list(stage.frozen)} if stage.frozen else {}))
         return count
 
     def current_lr(self, stage: Stage) -> float:
