@@ -21,8 +21,8 @@ from apex_x.domain.input_size import is_valid_side, nearest_valid_sides
 from apex_x.domain.registry import MODEL_PROFILES
 from apex_x.domain.text_rules import printable, text_problem
 
-_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
-_INT = re.compile(r"^[-+]?\d+$")
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$", re.ASCII)
+_INT = re.compile(r"^[-+]?\d+$", re.ASCII)
 _AMBIGUOUS = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 _BOOL = re.compile(r"^(true|True|TRUE|false|False|FALSE)$")
 
@@ -63,6 +63,8 @@ def _construct_ambiguous(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Ambi
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = str(loader.construct_scalar(node))
+    if not _INT.match(text):  # an explicit !!int on '1_0', '0x10', ' 3' or non-ASCII digits
+        raise ValueError("not a decimal integer")
     digits = len(text.lstrip("+-"))
     if digits > MAX_INT_DIGITS:
         raise ConfigError(
@@ -77,6 +79,8 @@ def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
     lowered = text.lower().lstrip("+")
     if lowered in {".inf", "-.inf", ".nan"}:
         return float(lowered.replace(".", ""))
+    if not (_FLOAT.match(text) or _INT.match(text)):  # float() would take '1_0.5', ' 2', 'nan', 'infinity'
+        raise ValueError("not a decimal number")
     return float(text)
 
 

@@ -30,7 +30,8 @@ class PillowImageReader:
             return [str(target)]
         if target.is_dir():
             found = sorted(
-                str(item) for item in target.iterdir() if item.is_file() and item.suffix.lower() in IMAGE_SUFFIXES
+                # not only regular files: a pipe or device named like an image is reported when it is read
+                str(item) for item in target.iterdir() if not item.is_dir() and item.suffix.lower() in IMAGE_SUFFIXES
             )
             if not found:
                 raise UserError(f"{target}: the folder has no image files ({', '.join(IMAGE_SUFFIXES)})")

@@ -20,6 +20,7 @@ from apex_x.domain import checkpoint_format as fmt
 from apex_x.domain.config import ApexConfig
 from apex_x.domain.errors import CheckpointError
 from apex_x.domain.model_profiles import PROFILE_NAMES
+from apex_x.domain.text_rules import text_problem
 
 MAX_DEPTH = 12  # nesting of any plain value (the report history is 5 deep)
 MAX_NODES = 2_000_000  # containers and leaves in all plain values, shared references counted each time
@@ -201,6 +202,9 @@ def _categories(value: Any, key: str) -> None:
         _int(item, f"{key}.original_ids.{index}", -(2**63), 2**63 - 1)
     for index, item in enumerate(names):
         _text(item, f"{key}.names.{index}", 1000)
+        problem = text_problem(item)
+        if problem is not None:
+            raise _Bad(f"{key}.names.{index}", f"holds {problem} (class names are printable text)")
     if len(set(ids)) != len(ids):
         raise _Bad(f"{key}.original_ids", "has duplicate ids")
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 
-# C0 controls except tab and newline, DEL, C1 controls, and the surrogate range (only lone ones reach a str).
-_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_NAMES = {0: "a NUL byte", 0x1B: "an escape character (ESC, as in terminal escape sequences)"}
+# C0 controls except tab and newline, DEL, C1 controls, the line/paragraph separators and bidirectional
+# overrides/isolates (they reorder or break a console line), and the surrogate range (only lone ones reach a str).
+_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_ESCAPED = re.compile(f"{_BAD.pattern[:-1]}\n]")  # what `printable` escapes: the refused characters and newlines
+_NAMES = {0: "a NUL byte", 0x1B: "an escape character (ESC, as in terminal escape sequences)",
+          0x2028: "a line separator U+2028", 0x2029: "a paragraph separator U+2029"}
 
 
 def describe_character(character: str) -> str:
@@ -26,6 +29,8 @@ def describe_character(character: str) -> str:
                 "written in another encoding)")
     if 0xD800 <= code <= 0xDFFF:
         return f"a lone surrogate U+{code:04X} (half of a UTF-16 pair: not Unicode text)"
+    if 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        return f"a bidirectional control U+{code:04X} (it reorders the text around it when printed)"
     return f"a control character U+{code:04X}"
 
 
@@ -41,5 +46,6 @@ def text_problem(text: str, *, allow_newline: bool = False) -> str | None:
 
 
 def printable(text: str) -> str:
-    """`text` with every refused character written as an escape (\\x1b, \\udcff): safe to print and log."""
-    return _BAD.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+    """`text` with every refused character and every line break written as an escape (\\x1b, \\udcff, \\n):
+    safe to print and log on one line."""
+    return _ESCAPED.sub(lambda match: match[0].encode("unicode_escape", "backslashreplace").decode("ascii"), text)

@@ -275,7 +275,8 @@ def test_json_nested_100000_levels_deep_is_a_finding(tmp_path: Path, shapes_data
     ("!!int '1:30'", "is not a decimal integer"), ("!!int '0x10'", "is not a decimal integer"),
     ("!!int '0o1_7'", "is not a decimal integer"), ("!!float 'abc'", "is not a decimal number"),
     ("!!bool 'maybe'", "is not a boolean (true or false)"), ("!!timestamp 'abc'", "is not a valid !!timestamp"),
-    ("!!map [1]", "a sequence is not a valid !!map"),
+    ("!!map [1]", "a sequence is not a valid !!map"), ("!!int '1_0'", "is not a decimal integer"),
+    ("!!int '\u0663'", "is not a decimal integer"), ("!!float '1_0.5'", "is not a decimal number"),
 ])
 def test_explicit_yaml_tags_with_bad_values_are_config_errors_naming_the_line(tmp_path: Path, tagged: str,
                                                                               rule: str) -> None:
@@ -313,3 +314,62 @@ sys.exit(code)
     outcome = run_limited(["-c", code])
     assert outcome.code == 2, outcome.stderr[-3000:]
     assert "Too many open files" in outcome.error_line and "internal error" not in outcome.stderr
+
+
+
+# -- found by the fresh attack (issue 33 review) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_integers_of_hundreds_of_digits_are_a_finding(tmp_path: Path, shapes_dataset: Any, digits: int) -> None:
+    text = Path(shapes_dataset.train_annotations).read_text()
+    raw = re.sub(r'"width":\s*\d+', lambda _: '"width": ' + "9" * digits, text, count=1).encode()
+    outcome, text = _preflight(_write(tmp_path, shapes_dataset, raw=raw))
+    assert outcome.code == 2, text[-3000:]
+    assert "json.number_invalid" in text and f"an integer of {digits} digits (at most 30)" in text
+    _bounded(outcome)
+
+
+def test_deeply_nested_extra_fields_of_the_val_file_do_not_reach_pycocotools(tmp_path: Path, shapes_dataset: Any,
+                                                                             tiny_run: TinyRun) -> None:
+    """A field a labelling tool added (attributes), nested 900 levels (under the parse limit), used to end the
+    evaluation in a RecursionError inside pycocotools' deepcopy; only the checked fields are handed over."""
+    def edit(data: dict[str, Any], images: Path) -> None:
+        nested: Any = 1
+        for _ in range(900):
+            nested = {"a": nested}
+        data["annotations"][0]["attributes"] = nested
+        data["categories"][0]["supercategory"] = nested
+
+    config = _write(tmp_path, shapes_dataset, edit, split="val")
+    outcome = cli("eval", str(config), "--checkpoint", str(tiny_run.last), "--output-json", str(tmp_path / "e.json"))
+    assert outcome.code == 0, outcome.stderr[-3000:]
+    assert json.loads((tmp_path / "e.json").read_text())["num_images"] == 8
+
+
+def test_line_breaks_and_bidirectional_controls_are_escaped_or_refused(tmp_path: Path, shapes_dataset: Any,
+                                                                      tiny_run: TinyRun) -> None:
+    flag = cli("train", str(tiny_run.config), "--set", "train.output_dir=/tmp/o\nerror: forged")
+    assert flag.code == 2 and "a line break" in flag.error_line and "o\\nerror: forged" in flag.error_line
+    assert [line for line in flag.stderr.splitlines() if line.startswith("error")] == [flag.error_line]
+
+    def edit(data: dict[str, Any], images: Path) -> None:
+        data["categories"][0]["name"] = "circ\u202ele"
+
+    outcome, text = _preflight(_write(tmp_path, shapes_dataset, edit))
+    assert outcome.code == 2 and "category.name_invalid" in text and "a bidirectional control U+202E" in text
+
+
+def test_predict_reports_pipes_named_like_images_in_a_folder(tiny_run: TinyRun, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(tiny_run.image, folder / "ok.png")
+    os.mkfifo(folder / "f.png")
+    os.symlink("/dev/zero", folder / "z.png")
+    outcome = cli("predict", "--checkpoint", str(tiny_run.last), "--image", str(folder), "--output",
+                  str(tmp_path / "p"), "--device", "cpu")
+    assert outcome.code == 2, outcome.stderr[-3000:]
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    failures = json.dumps(summary["failures"])
+    assert len(summary["images"]) == 1 and "named pipe" in failures and "character device" in failures
+    _bounded(outcome)

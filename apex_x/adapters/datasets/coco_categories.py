@@ -74,7 +74,8 @@ def check_categories(entries: list[Any], file: str, log: FindingLog,
                 "(one id in the annotations) or rename one",
                 file=file,
             )
-        categories[cid] = {key: entry[key] for key in ("id", "name", "supercategory") if key in entry}
+        categories[cid] = {key: entry[key] for key in ("id", "name", "supercategory")
+                           if key in entry and isinstance(entry[key], (str, int))}  # a nested supercategory: dropped
         names[name] = cid
         folded.setdefault(name.strip().casefold(), cid)
     if not categories:

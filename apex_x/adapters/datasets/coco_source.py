@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import time
@@ -47,6 +46,16 @@ def resolve_path(value: str, cwd: Path) -> Path:
     """A config path: absolute as given, relative against the working directory; normalised, links kept."""
     return Path(os.path.normpath(os.path.join(cwd, os.path.expanduser(value))))
 
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _flat(entry: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A COCO entry for pycocotools: its scalar fields and the checked structured ones (`keep`); extra nested
+    fields a labelling tool added (attributes, ...) are left out (pycocotools deep-copies the dict, and a field
+    nested hundreds of levels deep would end in a RecursionError)."""
+    return {key: value for key, value in entry.items() if key in keep or isinstance(value, _SCALARS)}
 
 class CocoDatasetSource:
     """COCO instances JSON + images folder per split (val optional); categories remapped to 0..K-1 by id."""
@@ -402,19 +411,17 @@ class CocoDatasetSource:
         annotations = []
         for image in images:
             for ann in split.annotations.get(image["id"], []):
-                entry = copy.copy(ann)
+                entry = _flat(ann, keep=("segmentation", "bbox"))
                 entry["iscrowd"] = int(bool(entry.get("iscrowd", 0)))
                 area = entry.get("area")
                 if not isinstance(area, (int, float)) or isinstance(area, bool) or not area >= 0:
                     entry["area"] = rle_area(to_rle(ann["segmentation"], image["height"], image["width"]))
                 annotations.append(entry)
         return {
-            "info": dict(split.raw.get("info", {}))
-            if split.raw and isinstance(split.raw.get("info"), dict)
-            else {},
-            "images": [copy.copy(image) for image in images],
+            "info": _flat(split.raw["info"]) if split.raw and isinstance(split.raw.get("info"), dict) else {},
+            "images": [_flat(image) for image in images],
             "annotations": annotations,
-            "categories": [copy.copy(c) for c in split.categories],
+            "categories": [_flat(c) for c in split.categories],
         }
 
     # -- identity --------------------------------------------------------------------------------------

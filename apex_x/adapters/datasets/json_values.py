@@ -45,9 +45,25 @@ def parse_json(content: bytes | str) -> Any:
             if "recursion" in str(error).lower():
                 raise JsonTooDeep(_too_deep()) from None
     try:
-        return json.loads(content)
+        return json.loads(content, parse_int=_bounded_int)
     except RecursionError:
         raise JsonTooDeep(_too_deep()) from None
+
+
+MAX_INT_DIGITS = 30  # an id or coordinate of more digits is no COCO value (and past 308 it overflows a float)
+
+
+def _bounded_int(text: str) -> int:
+    """json's integer parse, refusing integers of more than MAX_INT_DIGITS digits (a 400-digit coordinate
+    overflows every float check; past 4,300 digits Python refuses to convert it)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise JsonValueError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS}): no COCO "
+                             f"id, size or coordinate is that long")
+    return int(text)
+
+
+class JsonValueError(ValueError):
+    """A JSON number no COCO file holds (too many digits)."""
 
 
 PARSE_MEMORY_FACTOR = 10  # memory the parsed values of a COCO file take, in multiples of its bytes
