@@ -34,13 +34,13 @@ def describe_character(character: str) -> str:
     return f"a control character U+{code:04X}"
 
 
-def text_problem(text: str, *, allow_newline: bool = False) -> str | None:
-    """None when `text` is printable, JSON-safe Unicode; else what is wrong and where, e.g. 'a NUL byte at
-    character 5'. A newline is refused unless `allow_newline` (names and paths never hold one)."""
+def text_problem(text: str) -> str | None:
+    """None when `text` is printable, JSON-safe Unicode on one line; else what is wrong and where, e.g. 'a NUL
+    byte at character 5'. A line break is refused too (names, paths and config values never hold one)."""
     match = _BAD.search(text)
     if match:
         return f"{describe_character(match[0])} at character {match.start() + 1}"
-    if not allow_newline and "\n" in text:
+    if "\n" in text:
         return f"a line break at character {text.index(chr(10)) + 1}"
     return None
 

@@ -16,8 +16,7 @@ from apex_x.adapters.datasets.findings import FindingLog
 from apex_x.adapters.datasets.json_values import (
     NUMBER_TYPES,
     PARSE_MEMORY_FACTOR,
-    JsonTooDeep,
-    JsonValueError,
+    JsonRefused,
     describe,
     is_int,
     is_number,
@@ -118,9 +117,8 @@ def read_split(paths: SplitPaths, log: FindingLog, *, keep_grouping: bool = Fals
             file=file,
         )
         return result
-    except (JsonTooDeep, JsonValueError) as error:
-        rule = "json.too_deep" if isinstance(error, JsonTooDeep) else "json.number_invalid"
-        log.error(rule, f"{paths.annotations_key}: {error}", file=file)
+    except JsonRefused as error:
+        log.error(error.rule, f"{paths.annotations_key}: {error}", file=file)
         return result
     except MemoryError:
         log.error("json.too_large", f"{paths.annotations_key}: not enough memory to parse {len(content) / 2**20:.0f} "

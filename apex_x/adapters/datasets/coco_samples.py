@@ -22,7 +22,6 @@ from apex_x.adapters.datasets.image_cache import (
     ImageCache,
     NoImageCache,
     RamImageCache,
-    available_memory,
     check_disk,
     check_ram,
     default_cache_dir,
@@ -31,6 +30,7 @@ from apex_x.adapters.datasets.image_cache import (
 )
 from apex_x.adapters.datasets.image_checks import image_file
 from apex_x.adapters.datasets.images import ImageReadError, load_rgb, to_base_size
+from apex_x.adapters.datasets.memory import available_memory
 from apex_x.adapters.datasets.segmentation import rescaled_rle, rle_area, to_rle
 from apex_x.adapters.datasets.transforms import RawSample, TransformSettings
 from apex_x.domain.errors import DatasetError

@@ -110,22 +110,6 @@ def estimate_bytes(sizes: Sequence[tuple[int, int]]) -> int:
     return int(sum(int(w) * int(h) * 3 for w, h in sizes))
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux MemAvailable, else psutil when installed), None when
-    unknown (then nothing is refused)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return int(psutil.virtual_memory().available)
-
-
 def check_ram(needed: int, available: int | None, *, split: str, images: int) -> None:
     """Refuse data.cache=ram when `needed` bytes exceed RAM_SHARE of `available` (DatasetError, exit 2)."""
     if available is None or needed <= RAM_SHARE * available:

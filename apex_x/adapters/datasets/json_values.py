@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from apex_x.adapters.datasets.memory import address_space_left, available_memory
+
 _DIGIT_MARKS = bytes(49 if 48 <= code <= 57 else 48 for code in range(256))  # digit -> b"1", else b"0"
 _LONG_RUN = b"1" * 19
 _SCAN_CHUNK = 1 << 24
@@ -22,8 +24,16 @@ def _has_long_digit_run(content: bytes) -> bool:
 
 
 
-class JsonTooDeep(ValueError):
+class JsonRefused(ValueError):
+    """JSON that parses but that no dataset file holds; `rule` names the finding it becomes."""
+
+    rule = "json.refused"
+
+
+class JsonTooDeep(JsonRefused):
     """JSON nested deeper than MAX_JSON_DEPTH levels (a COCO file has about 5)."""
+
+    rule = "json.too_deep"
 
 
 MAX_JSON_DEPTH = 1024  # orjson's own limit; the standard library would hit Python's recursion limit instead
@@ -62,8 +72,10 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-class JsonValueError(ValueError):
+class JsonValueError(JsonRefused):
     """A JSON number no COCO file holds (too many digits)."""
+
+    rule = "json.number_invalid"
 
 
 PARSE_MEMORY_FACTOR = 10  # memory the parsed values of a COCO file take, in multiples of its bytes
@@ -77,21 +89,8 @@ def _room_to_parse(size: int) -> bool:
     standard library parses."""
     if size < 1 << 24:
         return True
-    try:
-        import resource
-
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            free = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
-        if free < PARSE_MEMORY_FACTOR * size:
-            return False
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if limit == resource.RLIM_INFINITY:
-            return True
-        with open("/proc/self/status", encoding="ascii") as status:
-            used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
-    except (OSError, StopIteration, ValueError, ImportError):
-        return True
-    return limit - used > _ADDRESS_FACTOR * size
+    free, room = available_memory(), address_space_left()
+    return (free is None or free >= PARSE_MEMORY_FACTOR * size) and (room is None or room > _ADDRESS_FACTOR * size)
 
 
 def _too_deep() -> str:
